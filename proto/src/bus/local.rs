@@ -1,0 +1,211 @@
+//! The in-process broker of `gateway --standalone`.
+//!
+//! A subject table in memory with NATS semantics where they matter: exact and
+//! wildcard (`*`, `>`) subscriptions, bounded subscriber queues, and a full
+//! queue drops the message (a slow consumer) instead of blocking the publisher.
+
+use std::collections::HashMap;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, Weak};
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use futures::Stream;
+use tokio::sync::mpsc;
+
+use super::{BoxFuture, Broker, BusError, Message, Subscription};
+
+/// Messages a subscriber may have queued before new ones are dropped.
+pub const SUBSCRIPTION_CAPACITY: usize = 65_536;
+
+/// An in-memory broker; clones share one subject table.
+#[derive(Default, Clone)]
+pub struct LocalBroker {
+    table: Arc<Mutex<Table>>,
+}
+
+#[derive(Default)]
+struct Table {
+    next_id: u64,
+    exact: HashMap<String, Vec<Sub>>,
+    wildcard: Vec<(String, Sub)>,
+}
+
+struct Sub {
+    id: u64,
+    tx: mpsc::Sender<Message>,
+}
+
+impl Sub {
+    /// Delivers without waiting; false when the subscriber is gone.
+    fn offer(&self, msg: &Message) -> bool {
+        match self.tx.try_send(msg.clone()) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                metrics::counter!("switchboard_bus_dropped_total", "reason" => "slow_consumer")
+                    .increment(1);
+                true
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        }
+    }
+}
+
+impl LocalBroker {
+    fn deliver(&self, msg: Message) {
+        let mut table = self.table.lock().unwrap();
+        if let Some(subs) = table.exact.get_mut(&msg.subject) {
+            subs.retain(|s| s.offer(&msg));
+        }
+        table
+            .wildcard
+            .retain(|(pattern, s)| !matches(pattern, &msg.subject) || s.offer(&msg));
+    }
+}
+
+impl Broker for LocalBroker {
+    fn publish(
+        &self,
+        subject: String,
+        reply: Option<String>,
+        payload: Bytes,
+    ) -> BoxFuture<'_, Result<(), BusError>> {
+        self.deliver(Message {
+            subject,
+            reply,
+            payload,
+        });
+        Box::pin(async { Ok(()) })
+    }
+
+    fn subscribe(&self, subject: String) -> BoxFuture<'_, Result<Subscription, BusError>> {
+        let (tx, rx) = mpsc::channel(SUBSCRIPTION_CAPACITY);
+        let mut table = self.table.lock().unwrap();
+        table.next_id += 1;
+        let id = table.next_id;
+        let sub = Sub { id, tx };
+        if subject.split('.').any(|t| t == "*" || t == ">") {
+            table.wildcard.push((subject.clone(), sub));
+        } else {
+            table.exact.entry(subject.clone()).or_default().push(sub);
+        }
+        let stream = LocalStream {
+            rx,
+            table: Arc::downgrade(&self.table),
+            id,
+            subject,
+        };
+        Box::pin(async move { Ok(Subscription::new(Box::pin(stream))) })
+    }
+
+    fn is_connected(&self) -> bool {
+        true
+    }
+}
+
+/// NATS subject matching: `*` matches one token, a final `>` one or more.
+fn matches(pattern: &str, subject: &str) -> bool {
+    let mut subject = subject.split('.');
+    for p in pattern.split('.') {
+        match (p, subject.next()) {
+            (">", Some(_)) => return true,
+            ("*", Some(_)) => {}
+            (p, Some(s)) if p == s => {}
+            _ => return false,
+        }
+    }
+    subject.next().is_none()
+}
+
+/// The receiving end; removes its table entry when dropped.
+struct LocalStream {
+    rx: mpsc::Receiver<Message>,
+    table: Weak<Mutex<Table>>,
+    id: u64,
+    subject: String,
+}
+
+impl Stream for LocalStream {
+    type Item = Message;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Message>> {
+        self.rx.poll_recv(cx)
+    }
+}
+
+impl Drop for LocalStream {
+    fn drop(&mut self) {
+        let Some(table) = self.table.upgrade() else {
+            return;
+        };
+        let mut table = table.lock().unwrap();
+        let id = self.id;
+        if let Some(subs) = table.exact.get_mut(&self.subject) {
+            subs.retain(|s| s.id != id);
+            if subs.is_empty() {
+                table.exact.remove(&self.subject);
+            }
+        }
+        table.wildcard.retain(|(_, s)| s.id != id);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bus::Bus;
+    use std::time::Duration;
+
+    #[test]
+    fn wildcards_follow_nats_rules() {
+        assert!(matches("a.*", "a.b"));
+        assert!(!matches("a.*", "a.b.c"));
+        assert!(matches("a.>", "a.b.c"));
+        assert!(!matches("a.>", "a"));
+        assert!(matches("a.b", "a.b"));
+        assert!(!matches("a.b", "a.bc"));
+    }
+
+    #[tokio::test]
+    async fn publish_reaches_exact_and_wildcard_subscribers_once() {
+        let broker = LocalBroker::default();
+        let mut exact = broker.subscribe("sb.room.x".into()).await.unwrap();
+        let mut wild = broker.subscribe("sb.room.*".into()).await.unwrap();
+        broker
+            .publish("sb.room.x".into(), None, Bytes::from_static(b"1"))
+            .await
+            .unwrap();
+        assert_eq!(exact.next().await.unwrap().payload, "1");
+        assert_eq!(wild.next().await.unwrap().payload, "1");
+        drop(exact);
+        assert!(broker.table.lock().unwrap().exact.is_empty());
+    }
+
+    #[tokio::test]
+    async fn request_gets_the_answer_or_times_out() {
+        let bus = Bus::local("test");
+        let mut sub = bus.subscribe("svc".into()).await.unwrap();
+        let server = bus.clone();
+        tokio::spawn(async move {
+            while let Some(msg) = sub.next().await {
+                let mut answer = msg.payload.to_vec();
+                answer.reverse();
+                server.respond(&msg, answer.into()).await.unwrap();
+            }
+        });
+        let got = bus
+            .request(
+                "svc".into(),
+                Bytes::from_static(b"abc"),
+                Duration::from_secs(1),
+            )
+            .await
+            .unwrap();
+        assert_eq!(got, "cba");
+        let err = bus
+            .request("nobody".into(), Bytes::new(), Duration::from_millis(50))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, BusError::Timeout));
+    }
+}

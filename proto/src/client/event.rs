@@ -1,0 +1,446 @@
+//! Encoding server frames from [`Event`]s, in either encoding.
+
+use bytes::Bytes;
+use prost::Message as _;
+
+use super::json::Obj;
+use super::{Encoding, ErrorCode, RequestId};
+use crate::pb;
+use crate::pb::server_frame::Kind;
+
+/// One server → client frame.
+#[derive(Debug, Clone)]
+pub enum Event<'a> {
+    /// First frame after authentication.
+    Hello {
+        conn: &'a str,
+        user: &'a str,
+        gateway: &'a str,
+        heartbeat_ms: u32,
+    },
+    /// A message in a joined room.
+    Message {
+        room: &'a str,
+        seq: u64,
+        epoch: &'a str,
+        from: &'a str,
+        data: &'a [u8],
+        ts: i64,
+    },
+    /// A user joined a room (their first connection in it).
+    Joined {
+        room: &'a str,
+        user: &'a str,
+        info: &'a [u8],
+    },
+    /// A user left a room (their last connection in it).
+    Left { room: &'a str, user: &'a str },
+    /// A direct message to this user.
+    Direct {
+        from: &'a str,
+        data: &'a [u8],
+        ts: i64,
+    },
+    /// A watched user went online or offline.
+    Presence {
+        user: &'a str,
+        online: bool,
+        ts: i64,
+    },
+    /// Continuity in a room was lost; refetch state. Messages continue after `seq`.
+    Resync {
+        room: &'a str,
+        epoch: &'a str,
+        seq: u64,
+    },
+    /// The successful answer to a request.
+    Reply { id: &'a RequestId, body: ReplyBody },
+    /// A failed request: a `reply` with `ok:false`, or an `error` event when
+    /// the request had no usable id.
+    Failure {
+        id: &'a RequestId,
+        code: ErrorCode,
+        message: &'a str,
+    },
+    /// Answer to the `ping` op.
+    Pong,
+}
+
+/// What a successful reply carries besides `id` and `ok`.
+#[derive(Debug, Clone, Default)]
+pub enum ReplyBody {
+    /// Nothing more.
+    #[default]
+    Empty,
+    /// `join`: the room's epoch and latest seq; `recovered` only with `since`.
+    Join {
+        epoch: String,
+        seq: u64,
+        recovered: Option<bool>,
+    },
+    /// `publish`: the message's seq.
+    Publish { seq: u64 },
+    /// `members`: a capped list and the exact count.
+    Members {
+        members: Vec<pb::Member>,
+        count: u32,
+    },
+    /// `presence` and `watch`: the users' current state.
+    Presence { users: Vec<pb::UserPresence> },
+    /// `refresh`: the connection's new expiry (seconds since the Unix epoch).
+    Refresh { exp: i64 },
+}
+
+impl Event<'_> {
+    /// The frame payload in `encoding`.
+    pub fn encode(&self, encoding: Encoding) -> Bytes {
+        match encoding {
+            Encoding::Json => self.to_json(),
+            Encoding::Proto => Bytes::from(self.to_proto().encode_to_vec()),
+        }
+    }
+
+    fn to_json(&self) -> Bytes {
+        match *self {
+            Event::Hello {
+                conn,
+                user,
+                gateway,
+                heartbeat_ms,
+            } => {
+                let mut o = Obj::typed("hello");
+                o.str("conn", conn)
+                    .str("user", user)
+                    .str("gateway", gateway);
+                o.num("heartbeat_ms", heartbeat_ms);
+                o.bytes()
+            }
+            Event::Message {
+                room,
+                seq,
+                epoch,
+                from,
+                data,
+                ts,
+            } => {
+                let mut o = Obj::typed("message");
+                o.str("room", room)
+                    .num("seq", seq)
+                    .str("epoch", epoch)
+                    .str("from", from);
+                o.raw("data", data).num("ts", ts);
+                o.bytes()
+            }
+            Event::Joined { room, user, info } => {
+                let mut o = Obj::typed("joined");
+                o.str("room", room).str("user", user).raw("info", info);
+                o.bytes()
+            }
+            Event::Left { room, user } => {
+                let mut o = Obj::typed("left");
+                o.str("room", room).str("user", user);
+                o.bytes()
+            }
+            Event::Direct { from, data, ts } => {
+                let mut o = Obj::typed("direct");
+                o.str("from", from).raw("data", data).num("ts", ts);
+                o.bytes()
+            }
+            Event::Presence { user, online, ts } => {
+                let mut o = Obj::typed("presence");
+                o.str("user", user).bool("online", online).num("ts", ts);
+                o.bytes()
+            }
+            Event::Resync { room, epoch, seq } => {
+                let mut o = Obj::typed("resync");
+                o.str("room", room).str("epoch", epoch).num("seq", seq);
+                o.bytes()
+            }
+            Event::Reply { id, ref body } => {
+                let mut o = reply_head(id, true);
+                body_json(&mut o, body);
+                o.bytes()
+            }
+            Event::Failure { id, code, message } => {
+                let mut o = match id {
+                    RequestId::None => Obj::typed("error"),
+                    id => reply_head(id, false),
+                };
+                o.with("error", |buf| {
+                    let mut e = Obj::bare();
+                    e.str("code", code.as_str()).str("message", message);
+                    buf.extend_from_slice(&e.finish());
+                });
+                o.bytes()
+            }
+            Event::Pong => Obj::typed("pong").bytes(),
+        }
+    }
+
+    fn to_proto(&self) -> pb::ServerFrame {
+        let kind = match *self {
+            Event::Hello {
+                conn,
+                user,
+                gateway,
+                heartbeat_ms,
+            } => Kind::Hello(pb::Hello {
+                conn: conn.into(),
+                user: user.into(),
+                gateway: gateway.into(),
+                heartbeat_ms,
+            }),
+            Event::Message {
+                room,
+                seq,
+                epoch,
+                from,
+                data,
+                ts,
+            } => Kind::Message(pb::RoomMessage {
+                room: room.into(),
+                seq,
+                epoch: epoch.into(),
+                from: from.into(),
+                data: Bytes::copy_from_slice(data),
+                ts,
+            }),
+            Event::Joined { room, user, info } => Kind::Joined(pb::MemberJoined {
+                room: room.into(),
+                user: user.into(),
+                info: Bytes::copy_from_slice(info),
+            }),
+            Event::Left { room, user } => Kind::Left(pb::MemberLeft {
+                room: room.into(),
+                user: user.into(),
+            }),
+            Event::Direct { from, data, ts } => Kind::Direct(pb::Direct {
+                from: from.into(),
+                data: Bytes::copy_from_slice(data),
+                ts,
+            }),
+            Event::Presence { user, online, ts } => Kind::Presence(pb::PresenceChange {
+                user: user.into(),
+                online,
+                ts,
+            }),
+            Event::Resync { room, epoch, seq } => Kind::Resync(pb::Resync {
+                room: room.into(),
+                epoch: epoch.into(),
+                seq,
+            }),
+            Event::Reply { id, ref body } => Kind::Reply(pb::Reply {
+                id: proto_id(id),
+                ok: true,
+                error: None,
+                result: body_proto(body),
+            }),
+            Event::Failure {
+                id: RequestId::None,
+                code,
+                message,
+            } => Kind::Error(pb::ErrorEvent {
+                error: Some(pb::Error {
+                    code: code.as_str().into(),
+                    message: message.into(),
+                }),
+            }),
+            Event::Failure { id, code, message } => Kind::Reply(pb::Reply {
+                id: proto_id(id),
+                ok: false,
+                error: Some(pb::Error {
+                    code: code.as_str().into(),
+                    message: message.into(),
+                }),
+                result: None,
+            }),
+            Event::Pong => Kind::Pong(pb::Pong {}),
+        };
+        pb::ServerFrame { kind: Some(kind) }
+    }
+}
+
+fn proto_id(id: &RequestId) -> u64 {
+    match id {
+        RequestId::Proto(n) => *n,
+        _ => 0,
+    }
+}
+
+fn reply_head(id: &RequestId, ok: bool) -> Obj {
+    let mut o = Obj::typed("reply");
+    if let RequestId::Json(raw) = id {
+        o.raw("id", raw.as_bytes());
+    }
+    o.bool("ok", ok);
+    o
+}
+
+fn body_json(o: &mut Obj, body: &ReplyBody) {
+    match body {
+        ReplyBody::Empty => {}
+        ReplyBody::Join {
+            epoch,
+            seq,
+            recovered,
+        } => {
+            o.str("epoch", epoch).num("seq", *seq);
+            if let Some(r) = recovered {
+                o.bool("recovered", *r);
+            }
+        }
+        ReplyBody::Publish { seq } => {
+            o.num("seq", *seq);
+        }
+        ReplyBody::Members { members, count } => {
+            o.with("members", |buf| {
+                json_array(buf, members, |m| {
+                    let mut e = Obj::bare();
+                    e.str("user", &m.user)
+                        .raw("info", &m.info)
+                        .num("conns", m.conns);
+                    e.finish()
+                })
+            });
+            o.num("count", *count);
+        }
+        ReplyBody::Presence { users } => {
+            o.with("users", |buf| {
+                json_array(buf, users, |u| {
+                    let mut e = Obj::bare();
+                    e.str("user", &u.user)
+                        .bool("online", u.online)
+                        .num("last_seen_ms", u.last_seen_ms);
+                    e.finish()
+                })
+            });
+        }
+        ReplyBody::Refresh { exp } => {
+            o.num("exp", *exp);
+        }
+    }
+}
+
+fn json_array<T>(buf: &mut Vec<u8>, items: &[T], f: impl Fn(&T) -> Vec<u8>) {
+    buf.push(b'[');
+    for (i, item) in items.iter().enumerate() {
+        if i > 0 {
+            buf.push(b',');
+        }
+        buf.extend_from_slice(&f(item));
+    }
+    buf.push(b']');
+}
+
+fn body_proto(body: &ReplyBody) -> Option<pb::reply::Result> {
+    use pb::reply::Result as R;
+    Some(match body {
+        ReplyBody::Empty => return None,
+        ReplyBody::Join {
+            epoch,
+            seq,
+            recovered,
+        } => R::Join(pb::JoinResult {
+            epoch: epoch.clone(),
+            seq: *seq,
+            recovered: recovered.unwrap_or(false),
+        }),
+        ReplyBody::Publish { seq } => R::Publish(pb::PublishResult { seq: *seq }),
+        ReplyBody::Members { members, count } => R::Members(pb::MembersResult {
+            members: members.clone(),
+            count: *count,
+        }),
+        ReplyBody::Presence { users } => R::Presence(pb::PresenceResult {
+            users: users.clone(),
+        }),
+        ReplyBody::Refresh { exp } => R::Refresh(pb::RefreshResult { exp: *exp }),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::{json, Value};
+
+    fn json_of(e: Event) -> Value {
+        serde_json::from_slice(&e.encode(Encoding::Json)).unwrap()
+    }
+
+    #[test]
+    fn json_events_have_the_documented_shape() {
+        let data = br#"{"text":"hi \"you\""}"#;
+        assert_eq!(
+            json_of(Event::Message {
+                room: "r",
+                seq: 4,
+                epoch: "e",
+                from: "u\"",
+                data,
+                ts: 5
+            }),
+            json!({"type":"message","room":"r","seq":4,"epoch":"e","from":"u\"","data":{"text":"hi \"you\""},"ts":5})
+        );
+        assert_eq!(
+            json_of(Event::Joined {
+                room: "r",
+                user: "u",
+                info: b""
+            }),
+            json!({"type":"joined","room":"r","user":"u","info":null})
+        );
+        let id = RequestId::Json("\"a\"".into());
+        assert_eq!(
+            json_of(Event::Reply {
+                id: &id,
+                body: ReplyBody::Join {
+                    epoch: "e".into(),
+                    seq: 2,
+                    recovered: Some(true)
+                }
+            }),
+            json!({"type":"reply","id":"a","ok":true,"epoch":"e","seq":2,"recovered":true})
+        );
+        assert_eq!(
+            json_of(Event::Failure {
+                id: &RequestId::None,
+                code: ErrorCode::BadRequest,
+                message: "m"
+            }),
+            json!({"type":"error","error":{"code":"bad_request","message":"m"}})
+        );
+        let id = RequestId::Json("3".into());
+        assert_eq!(
+            json_of(Event::Reply {
+                id: &id,
+                body: ReplyBody::Members {
+                    members: vec![pb::Member {
+                        user: "u".into(),
+                        info: Bytes::from_static(b"{\"n\":1}"),
+                        conns: 2
+                    }],
+                    count: 1
+                }
+            }),
+            json!({"type":"reply","id":3,"ok":true,"members":[{"user":"u","info":{"n":1},"conns":2}],"count":1})
+        );
+    }
+
+    #[test]
+    fn proto_replies_carry_the_id_and_error() {
+        let id = RequestId::Proto(12);
+        let bytes = Event::Failure {
+            id: &id,
+            code: ErrorCode::NotMember,
+            message: "x",
+        }
+        .encode(Encoding::Proto);
+        let frame = pb::ServerFrame::decode(bytes).unwrap();
+        let Some(Kind::Reply(r)) = frame.kind else {
+            panic!()
+        };
+        assert_eq!(
+            (r.id, r.ok, r.error.unwrap().code.as_str()),
+            (12, false, "not_member")
+        );
+    }
+}
