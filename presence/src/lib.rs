@@ -1,1 +1,23 @@
+//! Presence: who is online, kept as TTL state fed by the gateways.
+//!
+//! Gateways report session deltas in batches and renew one lease each
+//! ([`Reporter`]); the service ([`PresenceService`]) turns sessions into
+//! online/offline changes with an offline grace ([`Store`]), answers
+//! queries, streams changes to gRPC watchers and publishes them on
+//! `sb.presence.<user>` for gateways with watching clients. A gateway reaches
+//! the service through [`PresenceClient`], over gRPC in a cluster or
+//! in-process in `gateway --standalone`.
 
+mod client;
+mod reporter;
+mod service;
+mod store;
+mod users;
+mod watch;
+
+pub use client::PresenceClient;
+pub use reporter::{Reporter, ReporterConfig};
+pub use service::{PresenceService, MAX_REPORT_BYTES, MAX_USERS_PER_REQUEST};
+pub use store::{Change, Store, StoreConfig};
+pub use users::LAST_SEEN_RETENTION;
+pub use watch::WatchStream;

@@ -45,3 +45,10 @@ pub fn install_metrics() -> PrometheusHandle {
     });
     handle
 }
+
+/// `switchboard_<service>_<name>` for metrics recorded by code that several
+/// binaries share. Interned for the life of the process: call it once per
+/// component, not per event.
+pub fn metric_name(service: &str, name: &str) -> &'static str {
+    Box::leak(format!("switchboard_{service}_{name}").into_boxed_str())
+}

@@ -1,1 +1,17 @@
-pub fn _x() {}
+//! Routers own rooms.
+//!
+//! Each room has exactly one owner, chosen by consistent hashing of the room
+//! id over the live routers ([`ring`], [`membership`]). The owner orders the
+//! room's messages, keeps its history and members ([`room`], [`history`]) and
+//! fans its events out ([`owner`]). [`client`] is how everyone else reaches an
+//! owner. The same code runs inside `gateway --standalone` over the
+//! in-process broker and as the `router` binary over NATS.
+
+pub mod announce;
+pub mod client;
+pub mod history;
+pub mod membership;
+pub mod node;
+pub mod owner;
+pub mod ring;
+pub mod room;

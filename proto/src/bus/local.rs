@@ -19,9 +19,11 @@ use super::{BoxFuture, Broker, BusError, Message, Subscription};
 pub const SUBSCRIPTION_CAPACITY: usize = 65_536;
 
 /// An in-memory broker; clones share one subject table.
-#[derive(Default, Clone)]
+#[derive(Clone)]
 pub struct LocalBroker {
     table: Arc<Mutex<Table>>,
+    /// `switchboard_<service>_bus_dropped_total` counts slow-consumer drops.
+    dropped: &'static str,
 }
 
 #[derive(Default)]
@@ -38,12 +40,11 @@ struct Sub {
 
 impl Sub {
     /// Delivers without waiting; false when the subscriber is gone.
-    fn offer(&self, msg: &Message) -> bool {
+    fn offer(&self, msg: &Message, dropped: &'static str) -> bool {
         match self.tx.try_send(msg.clone()) {
             Ok(()) => true,
             Err(mpsc::error::TrySendError::Full(_)) => {
-                metrics::counter!("switchboard_bus_dropped_total", "reason" => "slow_consumer")
-                    .increment(1);
+                metrics::counter!(dropped).increment(1);
                 true
             }
             Err(mpsc::error::TrySendError::Closed(_)) => false,
@@ -52,14 +53,23 @@ impl Sub {
 }
 
 impl LocalBroker {
+    /// An empty broker; `service` names the binary in its metrics.
+    pub fn new(service: &'static str) -> Self {
+        let dropped = crate::telemetry::metric_name(service, "bus_dropped_total");
+        Self {
+            table: Arc::default(),
+            dropped,
+        }
+    }
+
     fn deliver(&self, msg: Message) {
         let mut table = self.table.lock().unwrap();
         if let Some(subs) = table.exact.get_mut(&msg.subject) {
-            subs.retain(|s| s.offer(&msg));
+            subs.retain(|s| s.offer(&msg, self.dropped));
         }
         table
             .wildcard
-            .retain(|(pattern, s)| !matches(pattern, &msg.subject) || s.offer(&msg));
+            .retain(|(pattern, s)| !matches(pattern, &msg.subject) || s.offer(&msg, self.dropped));
     }
 }
 
@@ -168,7 +178,7 @@ mod tests {
 
     #[tokio::test]
     async fn publish_reaches_exact_and_wildcard_subscribers_once() {
-        let broker = LocalBroker::default();
+        let broker = LocalBroker::new("test");
         let mut exact = broker.subscribe("sb.room.x".into()).await.unwrap();
         let mut wild = broker.subscribe("sb.room.*".into()).await.unwrap();
         broker
@@ -183,7 +193,7 @@ mod tests {
 
     #[tokio::test]
     async fn request_gets_the_answer_or_times_out() {
-        let bus = Bus::local("test");
+        let bus = Bus::local("test", "test");
         let mut sub = bus.subscribe("svc".into()).await.unwrap();
         let server = bus.clone();
         tokio::spawn(async move {

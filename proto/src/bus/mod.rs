@@ -106,8 +106,8 @@ impl Bus {
     }
 
     /// An in-process bus: the broker of `gateway --standalone` and of tests.
-    pub fn local(node: &str) -> Self {
-        Self::new(Arc::new(local::LocalBroker::default()), node)
+    pub fn local(node: &str, service: &'static str) -> Self {
+        Self::new(Arc::new(local::LocalBroker::new(service)), node)
     }
 
     /// Publishes with a bounded wait, so a disconnected broker cannot stall a

@@ -26,7 +26,8 @@ impl NatsBroker {
     pub async fn connect(url: &str, name: &str, service: &'static str) -> Result<Self, BusError> {
         let connected = Arc::new(AtomicBool::new(false));
         let flag = connected.clone();
-        let reconnects = format!("switchboard_{service}_nats_reconnects_total");
+        let reconnects = crate::telemetry::metric_name(service, "nats_reconnects_total");
+        let dropped = crate::telemetry::metric_name(service, "bus_dropped_total");
         let seen_connect = Arc::new(AtomicBool::new(false));
         let client = async_nats::ConnectOptions::new()
             .name(name)
@@ -39,7 +40,6 @@ impl NatsBroker {
             })
             .event_callback(move |event| {
                 let flag = flag.clone();
-                let reconnects = reconnects.clone();
                 let seen_connect = seen_connect.clone();
                 async move {
                     match event {
@@ -55,8 +55,7 @@ impl NatsBroker {
                             tracing::warn!("nats disconnected");
                         }
                         async_nats::Event::SlowConsumer(sid) => {
-                            metrics::counter!("switchboard_bus_dropped_total", "reason" => "slow_consumer")
-                                .increment(1);
+                            metrics::counter!(dropped).increment(1);
                             tracing::warn!(sid, "nats slow consumer: messages dropped");
                         }
                         other => tracing::info!(event = %other, "nats event"),

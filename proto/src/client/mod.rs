@@ -5,6 +5,7 @@
 //! frames decode into one [`Request`] type and server frames encode from one
 //! [`Event`] type, so the gateway never branches on the encoding.
 
+pub mod close;
 mod error;
 mod event;
 mod json;

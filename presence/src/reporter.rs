@@ -1,0 +1,359 @@
+//! The gateway side of presence: batched session reports and the lease.
+//!
+//! A gateway must never wait on presence while accepting or closing a
+//! connection, so [`Reporter::connected`] and [`Reporter::disconnected`] only
+//! note the change; a background loop sends what accumulated every
+//! `batch_interval` (100 ms) in one `Report`, and an empty one every
+//! `lease_renewal` (5 s) to keep the gateway's lease.
+//!
+//! Deltas alone cannot heal lost state, so the reporter also keeps the
+//! gateway's full session set and sends it as a snapshot whenever the service
+//! may have lost track of it: on the first report, when the reply carries a
+//! new instance id (presence restarted), after a failed report (the deltas
+//! may or may not have arrived), and when so much time passed since the last
+//! successful report that the lease may have lapsed.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
+
+use proto::pb;
+
+use crate::client::PresenceClient;
+
+/// How long [`Reporter::leave`] may take, waiting for an in-flight report
+/// included.
+const LEAVE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The lease TTL assumed until the service states its own.
+const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(15);
+
+/// Timing of the reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReporterConfig {
+    /// How often pending deltas are sent: the most a delta waits.
+    pub batch_interval: Duration,
+    /// How often a report goes out even with nothing in it, renewing the
+    /// lease. Must stay well below the service's lease TTL (15 s).
+    pub lease_renewal: Duration,
+}
+
+impl Default for ReporterConfig {
+    fn default() -> Self {
+        Self {
+            batch_interval: Duration::from_millis(100),
+            lease_renewal: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Batches one gateway's session changes to the presence service.
+pub struct Reporter {
+    /// Where reports go.
+    client: PresenceClient,
+    /// This gateway's node id: the key of its lease.
+    gateway: String,
+    /// Report timing.
+    config: ReporterConfig,
+    /// Sessions and pending deltas; held only briefly, never across an await.
+    state: Mutex<State>,
+    /// Held while a report is in flight, so reports arrive in order and the
+    /// final `leaving` report cannot be overtaken by a snapshot.
+    sending: tokio::sync::Mutex<()>,
+    /// Whether the last report succeeded.
+    reachable: AtomicBool,
+}
+
+/// A session change not yet reported, keyed by connection id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Delta {
+    /// The connection opened, for this user.
+    Connected(String),
+    /// The connection closed, for this user.
+    Disconnected(String),
+}
+
+/// What the reporter knows and owes the service.
+#[derive(Debug)]
+struct State {
+    /// Every live session on this gateway: connection id → user id.
+    sessions: HashMap<String, String>,
+    /// Changes since the last report that carried deltas.
+    pending: HashMap<String, Delta>,
+    /// The service instance that answered the last successful report.
+    instance: Option<String>,
+    /// The next report must be a snapshot.
+    resync: bool,
+    /// When the last report was started, successful or not.
+    last_attempt: Option<Instant>,
+    /// When the last successful report was started.
+    last_ok: Option<Instant>,
+    /// The service's lease TTL, from its last reply.
+    lease_ttl: Duration,
+    /// The wait before retrying after a failure; doubles up to the renewal
+    /// interval, so a dead service is not hammered every batch.
+    backoff: Duration,
+    /// No report before this, after a failure.
+    retry_at: Option<Instant>,
+    /// `leave` was called: report nothing more.
+    left: bool,
+}
+
+impl Reporter {
+    /// Starts reporting for `gateway_id` with the default timing.
+    pub fn start(client: PresenceClient, gateway_id: String) -> Arc<Self> {
+        Self::start_with_config(client, gateway_id, ReporterConfig::default())
+    }
+
+    /// Starts reporting for `gateway_id`; the loop stops when the last `Arc`
+    /// is dropped or after [`leave`](Self::leave).
+    pub fn start_with_config(
+        client: PresenceClient,
+        gateway_id: String,
+        config: ReporterConfig,
+    ) -> Arc<Self> {
+        let reporter = Arc::new(Self {
+            client,
+            gateway: gateway_id,
+            config,
+            state: Mutex::new(State {
+                sessions: HashMap::new(),
+                pending: HashMap::new(),
+                instance: None,
+                resync: true,
+                last_attempt: None,
+                last_ok: None,
+                lease_ttl: DEFAULT_LEASE_TTL,
+                backoff: Duration::ZERO,
+                retry_at: None,
+                left: false,
+            }),
+            sending: tokio::sync::Mutex::new(()),
+            reachable: AtomicBool::new(false),
+        });
+        tokio::spawn(run(Arc::downgrade(&reporter), config.batch_interval));
+        reporter
+    }
+
+    /// Notes that `conn` of `user` opened; reported within one batch.
+    pub fn connected(&self, user: &str, conn: &str) {
+        let mut state = self.state.lock().unwrap();
+        state.sessions.insert(conn.to_owned(), user.to_owned());
+        state
+            .pending
+            .insert(conn.to_owned(), Delta::Connected(user.to_owned()));
+    }
+
+    /// Notes that `conn` of `user` closed; reported within one batch.
+    pub fn disconnected(&self, user: &str, conn: &str) {
+        let mut state = self.state.lock().unwrap();
+        state.sessions.remove(conn);
+        // Even when the connect is still pending, send the disconnect: the
+        // service ignores unknown ones, and this stays right should a
+        // connection id ever be reused.
+        state
+            .pending
+            .insert(conn.to_owned(), Delta::Disconnected(user.to_owned()));
+    }
+
+    /// Whether the last report succeeded (for `/readyz`).
+    pub fn reachable(&self) -> bool {
+        self.reachable.load(Ordering::Relaxed)
+    }
+
+    /// Live sessions on this gateway, as the reporter knows them.
+    pub fn sessions(&self) -> usize {
+        self.state.lock().unwrap().sessions.len()
+    }
+
+    /// Deregisters this gateway on shutdown: stops reporting and sends a
+    /// final `leaving` report, so its users enter offline grace now rather
+    /// than when the lease runs out. Gives up after 2 s.
+    pub async fn leave(&self) {
+        self.state.lock().unwrap().left = true;
+        let req = pb::ReportRequest {
+            gateway: self.gateway.clone(),
+            leaving: true,
+            ..Default::default()
+        };
+        let send = async {
+            let _sending = self.sending.lock().await;
+            self.client.report(req).await
+        };
+        match tokio::time::timeout(LEAVE_TIMEOUT, send).await {
+            Ok(Ok(_)) => {
+                count("ok");
+                tracing::info!(gateway = %self.gateway, "left presence");
+            }
+            Ok(Err(status)) => {
+                count("error");
+                tracing::warn!(gateway = %self.gateway, %status, "could not leave presence");
+            }
+            Err(_) => {
+                count("error");
+                tracing::warn!(gateway = %self.gateway, "leaving presence timed out");
+            }
+        }
+    }
+
+    /// Sends a report if one is due; false once the reporter has left.
+    async fn report_if_due(&self) -> bool {
+        let _sending = self.sending.lock().await;
+        let now = Instant::now();
+        let (req, snapshot) = {
+            let mut state = self.state.lock().unwrap();
+            if state.left {
+                return false;
+            }
+            if !state.due(now, &self.config) {
+                return true;
+            }
+            state.take_request(now, &self.gateway)
+        };
+        let result = self.client.report(req).await;
+        let was_reachable = self.reachable();
+        let mut state = self.state.lock().unwrap();
+        match result {
+            Ok(reply) => {
+                count("ok");
+                self.reachable.store(true, Ordering::Relaxed);
+                if !was_reachable {
+                    tracing::info!(instance = %reply.instance, "presence reachable");
+                }
+                state.succeeded(now, snapshot, reply, &self.config);
+            }
+            Err(status) => {
+                count("error");
+                self.reachable.store(false, Ordering::Relaxed);
+                // Once per outage at warn; the retries at debug.
+                if was_reachable {
+                    tracing::warn!(%status, "presence report failed");
+                } else {
+                    tracing::debug!(%status, "presence report failed");
+                }
+                state.failed(now, &self.config);
+            }
+        }
+        true
+    }
+}
+
+impl State {
+    /// Whether a report should go out now.
+    fn due(&self, now: Instant, config: &ReporterConfig) -> bool {
+        if self.retry_at.is_some_and(|at| now < at) {
+            return false;
+        }
+        self.resync
+            || !self.pending.is_empty()
+            || self
+                .last_attempt
+                .is_none_or(|at| now.duration_since(at) >= config.lease_renewal)
+    }
+
+    /// The next report (and whether it is a snapshot); clears what it carries.
+    fn take_request(&mut self, now: Instant, gateway: &str) -> (pb::ReportRequest, bool) {
+        self.last_attempt = Some(now);
+        // Past half the lease since the last success, the lease may have
+        // lapsed on the service side (a paused process, a slow network):
+        // deltas alone would then leave the service missing sessions.
+        let stale = self
+            .last_ok
+            .is_none_or(|at| now.duration_since(at) >= self.lease_ttl / 2);
+        let mut req = pb::ReportRequest {
+            gateway: gateway.to_owned(),
+            ..Default::default()
+        };
+        let pending = std::mem::take(&mut self.pending);
+        let snapshot = self.resync || stale;
+        if snapshot {
+            req.snapshot = true;
+            req.connected = self
+                .sessions
+                .iter()
+                .map(|(conn, user)| session(user, conn))
+                .collect();
+            self.resync = false;
+            return (req, true);
+        }
+        for (conn, delta) in pending {
+            match delta {
+                Delta::Connected(user) => req.connected.push(session(&user, &conn)),
+                Delta::Disconnected(user) => req.disconnected.push(session(&user, &conn)),
+            }
+        }
+        (req, false)
+    }
+
+    /// Records a successful report.
+    fn succeeded(
+        &mut self,
+        now: Instant,
+        snapshot: bool,
+        reply: pb::ReportReply,
+        config: &ReporterConfig,
+    ) {
+        self.last_ok = Some(now);
+        self.backoff = Duration::ZERO;
+        self.retry_at = None;
+        if reply.lease_ttl_ms > 0 {
+            self.lease_ttl = Duration::from_millis(reply.lease_ttl_ms.into());
+        }
+        if self.instance.as_deref() == Some(reply.instance.as_str()) {
+            return;
+        }
+        if !snapshot {
+            // A new service instance: our deltas went to an empty store.
+            tracing::info!(instance = %reply.instance, "presence restarted, resending all sessions");
+            self.resync = true;
+        }
+        if config.lease_renewal >= self.lease_ttl {
+            tracing::warn!(
+                renewal = ?config.lease_renewal,
+                lease_ttl = ?self.lease_ttl,
+                "lease renewal is not shorter than the presence lease; sessions will expire"
+            );
+        }
+        self.instance = Some(reply.instance);
+    }
+
+    /// Records a failed report: what it carried may be lost, so the next one
+    /// is a snapshot, after a growing pause.
+    fn failed(&mut self, now: Instant, config: &ReporterConfig) {
+        self.resync = true;
+        self.backoff = (self.backoff * 2)
+            .max(config.batch_interval)
+            .min(config.lease_renewal);
+        self.retry_at = Some(now + self.backoff);
+    }
+}
+
+/// The reporting loop; holds the reporter weakly so dropping it stops the loop.
+async fn run(reporter: Weak<Reporter>, batch_interval: Duration) {
+    let mut tick = tokio::time::interval(batch_interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let Some(reporter) = reporter.upgrade() else {
+            return;
+        };
+        if !reporter.report_if_due().await {
+            return;
+        }
+    }
+}
+
+/// Counts a report by outcome.
+fn count(result: &'static str) {
+    metrics::counter!("switchboard_gateway_presence_reports_total", "result" => result)
+        .increment(1);
+}
+
+/// A protobuf session.
+fn session(user: &str, conn: &str) -> pb::Session {
+    pb::Session {
+        user: user.to_owned(),
+        conn: conn.to_owned(),
+    }
+}

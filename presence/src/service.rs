@@ -1,0 +1,239 @@
+//! The presence service: the [`Store`] behind a lock, with a clock and outputs.
+//!
+//! It owns what the pure store leaves out: the current time, the background
+//! sweep that expires leases and ends offline grace, the instance id that
+//! tells gateways the service restarted, input validation, metrics, and the
+//! two ways changes leave the service — `sb.presence.<user>` on the bus for
+//! gateways, and the gRPC `Watch` stream for backends.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
+
+use proto::bus::Bus;
+use proto::pb;
+use proto::pb::presence_server::{Presence, PresenceServer};
+use proto::subject;
+use tokio::sync::{broadcast, mpsc};
+use tonic::{Request, Response, Status};
+
+use crate::store::{Change, Store, StoreConfig};
+use crate::watch::{self, WatchStream};
+
+/// Most users one `Query` or `Watch` may name.
+pub const MAX_USERS_PER_REQUEST: usize = 100;
+
+/// Largest accepted gRPC request. A snapshot carries every session of a
+/// gateway (~50 bytes each), so tonic's 4 MiB default would reject the
+/// snapshot of a gateway holding ~80k connections.
+pub const MAX_REPORT_BYTES: usize = 64 << 20;
+
+/// How often leases and grace periods are checked; the lag of an offline
+/// change behind its timestamp is at most this.
+const SWEEP_INTERVAL: Duration = Duration::from_millis(250);
+
+/// Changes a `Watch` stream may fall behind by before it skips ahead.
+const WATCH_BUFFER: usize = 4096;
+
+/// Changes waiting for the bus before new ones are dropped (the broker may be
+/// reconnecting; the store must not wait for it).
+const PUBLISH_QUEUE: usize = 65_536;
+
+/// The presence gRPC service: `Report`, `Query` and `Watch` over one store.
+///
+/// Mount it with [`into_server`](Self::into_server), or call it in-process
+/// through [`PresenceClient::Local`](crate::PresenceClient::Local).
+pub struct PresenceService {
+    /// All presence state; held only for synchronous updates, never across
+    /// an await.
+    store: Mutex<Store>,
+    /// Random per start, so gateways can tell that the state was lost.
+    instance: String,
+    /// The lease TTL as sent to gateways.
+    lease_ttl_ms: u32,
+    /// Every change, for `Watch` streams.
+    changes: broadcast::Sender<pb::PresenceChange>,
+    /// Every change, in order, for the bus publisher task.
+    publish: mpsc::Sender<pb::PresenceChange>,
+}
+
+impl PresenceService {
+    /// Starts a service with empty state that publishes changes on `bus`.
+    ///
+    /// Spawns the sweeper and the bus publisher, so it must run inside a
+    /// Tokio runtime; both stop once the last `Arc` is dropped.
+    pub fn start(bus: Bus, config: StoreConfig) -> Arc<Self> {
+        let (publish, queue) = mpsc::channel(PUBLISH_QUEUE);
+        let (changes, _) = broadcast::channel(WATCH_BUFFER);
+        let service = Arc::new(Self {
+            store: Mutex::new(Store::new(config)),
+            instance: format!("{:016x}", rand::random::<u64>()),
+            lease_ttl_ms: config.lease_ttl.as_millis().min(u32::MAX as u128) as u32,
+            changes,
+            publish,
+        });
+        tokio::spawn(publish_changes(bus, queue));
+        tokio::spawn(sweep(Arc::downgrade(&service)));
+        tracing::info!(instance = %service.instance, ?config, "presence service started");
+        service
+    }
+
+    /// This start's instance id (16 hex digits).
+    pub fn instance(&self) -> &str {
+        &self.instance
+    }
+
+    /// Users currently shown online (including those in offline grace).
+    pub fn online_users(&self) -> usize {
+        self.store.lock().unwrap().online_users()
+    }
+
+    /// Live sessions across all gateways.
+    pub fn sessions(&self) -> usize {
+        self.store.lock().unwrap().sessions()
+    }
+
+    /// The tonic server for this service, accepting snapshots up to
+    /// [`MAX_REPORT_BYTES`].
+    pub fn into_server(self: Arc<Self>) -> PresenceServer<PresenceService> {
+        PresenceServer::from_arc(self).max_decoding_message_size(MAX_REPORT_BYTES)
+    }
+
+    /// Runs `f` on the store at the current time and sends out its changes.
+    ///
+    /// Changes are queued while the lock is still held, so they leave in the
+    /// order the store produced them (an offline from a sweep can never
+    /// overtake the online that followed it).
+    fn update(&self, f: impl FnOnce(&mut Store, Instant, i64) -> Vec<Change>) {
+        let mut store = self.store.lock().unwrap();
+        let changes = f(&mut store, Instant::now(), proto::now_ms());
+        metrics::gauge!("switchboard_presence_users_online").set(store.online_users() as f64);
+        metrics::gauge!("switchboard_presence_sessions").set(store.sessions() as f64);
+        for change in changes {
+            let online = if change.online { "true" } else { "false" };
+            metrics::counter!("switchboard_presence_changes_total", "online" => online)
+                .increment(1);
+            let change = pb::PresenceChange {
+                user: change.user,
+                online: change.online,
+                ts: change.ts,
+            };
+            // No watchers is not an error.
+            let _ = self.changes.send(change.clone());
+            if self.publish.try_send(change).is_err() {
+                metrics::counter!("switchboard_presence_dropped_total", "reason" => "publish_queue_full")
+                    .increment(1);
+            }
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl Presence for PresenceService {
+    async fn report(
+        &self,
+        request: Request<pb::ReportRequest>,
+    ) -> Result<Response<pb::ReportReply>, Status> {
+        let mut req = request.into_inner();
+        if !subject::valid_node_id(&req.gateway) {
+            return Err(Status::invalid_argument("invalid gateway id"));
+        }
+        // Drop bad sessions rather than the report: rejecting a snapshot for
+        // one bad entry would make the gateway resend it forever.
+        let before = req.connected.len() + req.disconnected.len();
+        req.connected.retain(valid_session);
+        req.disconnected.retain(valid_session);
+        let dropped = before - req.connected.len() - req.disconnected.len();
+        if dropped > 0 {
+            tracing::warn!(gateway = %req.gateway, dropped, "ignoring sessions with invalid ids");
+        }
+        if req.leaving {
+            tracing::info!(gateway = %req.gateway, "gateway left");
+        } else if req.snapshot {
+            tracing::info!(gateway = %req.gateway, sessions = req.connected.len(), "gateway snapshot");
+        }
+        metrics::counter!("switchboard_presence_reports_total").increment(1);
+        self.update(|store, now, now_ms| store.report(now, now_ms, &req));
+        Ok(Response::new(pb::ReportReply {
+            instance: self.instance.clone(),
+            lease_ttl_ms: self.lease_ttl_ms,
+        }))
+    }
+
+    async fn query(
+        &self,
+        request: Request<pb::QueryRequest>,
+    ) -> Result<Response<pb::QueryReply>, Status> {
+        let users = request.into_inner().users;
+        check_users(&users)?;
+        let users = self.store.lock().unwrap().query(proto::now_ms(), &users);
+        Ok(Response::new(pb::QueryReply { users }))
+    }
+
+    type WatchStream = WatchStream;
+
+    async fn watch(
+        &self,
+        request: Request<pb::WatchRequest>,
+    ) -> Result<Response<WatchStream>, Status> {
+        let users = request.into_inner().users;
+        if users.is_empty() {
+            return Err(Status::invalid_argument("no users to watch"));
+        }
+        check_users(&users)?;
+        let changes = self.changes.subscribe();
+        Ok(Response::new(watch::watch(
+            changes,
+            users.into_iter().collect::<HashSet<_>>(),
+        )))
+    }
+}
+
+/// Rejects more than [`MAX_USERS_PER_REQUEST`] users or an invalid user id.
+fn check_users(users: &[String]) -> Result<(), Status> {
+    if users.len() > MAX_USERS_PER_REQUEST {
+        return Err(Status::invalid_argument(format!(
+            "at most {MAX_USERS_PER_REQUEST} users per request"
+        )));
+    }
+    if let Some(bad) = users.iter().find(|u| !subject::valid_id(u)) {
+        let shown: String = bad.chars().take(32).collect();
+        return Err(Status::invalid_argument(format!(
+            "invalid user id {shown:?}"
+        )));
+    }
+    Ok(())
+}
+
+/// A session a gateway may report: a valid user id and a bounded connection id.
+fn valid_session(s: &pb::Session) -> bool {
+    subject::valid_id(&s.user) && !s.conn.is_empty() && s.conn.len() <= subject::MAX_ID_LEN
+}
+
+/// Expires leases and grace periods until the service is dropped.
+async fn sweep(service: Weak<PresenceService>) {
+    let mut tick = tokio::time::interval(SWEEP_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let Some(service) = service.upgrade() else {
+            return;
+        };
+        service.update(|store, now, now_ms| store.sweep(now, now_ms));
+    }
+}
+
+/// Publishes changes on `sb.presence.<user>`, one at a time so they stay in
+/// order; ends when the service is dropped.
+async fn publish_changes(bus: Bus, mut queue: mpsc::Receiver<pb::PresenceChange>) {
+    while let Some(change) = queue.recv().await {
+        if let Err(err) = bus
+            .publish_msg(subject::presence(&change.user), &change)
+            .await
+        {
+            metrics::counter!("switchboard_presence_dropped_total", "reason" => "publish_failed")
+                .increment(1);
+            tracing::warn!(%err, "could not publish a presence change");
+        }
+    }
+}

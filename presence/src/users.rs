@@ -1,0 +1,192 @@
+//! Per-user presence: online, in grace, or offline with a last-seen time.
+//!
+//! The [`Store`](crate::Store) tracks sessions per gateway; this table turns
+//! session starts and ends into what users see. A user is online while any
+//! session is live. When the last one ends the user stays online for the
+//! offline grace, so a phone switching from Wi-Fi to cellular (disconnect,
+//! reconnect a second later) does not flap presence for everyone watching.
+//! Offline users are remembered only for [`LAST_SEEN_RETENTION`], so memory
+//! follows the number of recently active users, not every user ever seen.
+
+use std::collections::{HashMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use crate::Change;
+
+/// How long an offline user's last-seen time is remembered; after that a query
+/// answers `last_seen_ms = 0` (never seen).
+pub const LAST_SEEN_RETENTION: Duration = Duration::from_secs(3600);
+
+/// What the store knows about one user.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// At least one live session.
+    Online {
+        /// Live sessions across all gateways.
+        sessions: usize,
+    },
+    /// No live session, but still shown online until `until`.
+    Grace {
+        /// When the user turns offline unless a session starts first.
+        until: Instant,
+        /// The wall-clock time of `until`: the user's last-seen time if they
+        /// do turn offline.
+        offline_ms: i64,
+    },
+    /// Offline; kept only to answer last-seen queries.
+    Offline {
+        /// When the user turned offline (wall clock, ms).
+        since_ms: i64,
+        /// When this entry is dropped.
+        forget_at: Instant,
+    },
+}
+
+/// The presence of every recently seen user.
+///
+/// Time is passed in and must not go backwards: deadlines are kept in queues
+/// in the order they were set, which is also the order they come due.
+#[derive(Debug)]
+pub(crate) struct Users {
+    /// How long a user with no live session still counts as online.
+    grace: Duration,
+    /// Every user that is online, in grace, or recently offline.
+    users: HashMap<String, State>,
+    /// Grace deadlines in the order they were set. An entry whose user has
+    /// reconnected (or re-entered grace later) since is skipped when popped,
+    /// which is cheaper than removing it from the middle of the queue.
+    graces: VecDeque<(Instant, String)>,
+    /// When offline users are forgotten, with the same lazy skipping.
+    forgets: VecDeque<(Instant, String)>,
+    /// Users online or in grace: kept as a count so metrics need no scan.
+    online: usize,
+}
+
+impl Users {
+    /// An empty table with the given offline grace.
+    pub(crate) fn new(grace: Duration) -> Self {
+        Self {
+            grace,
+            users: HashMap::new(),
+            graces: VecDeque::new(),
+            forgets: VecDeque::new(),
+            online: 0,
+        }
+    }
+
+    /// A session of `user` started.
+    pub(crate) fn connect(&mut self, user: &str, now_ms: i64, changes: &mut Vec<Change>) {
+        if let Some(state) = self.users.get_mut(user) {
+            match state {
+                State::Online { sessions } => {
+                    *sessions += 1;
+                    return;
+                }
+                // Back within grace: nobody saw the user leave, so say nothing.
+                State::Grace { .. } => {
+                    *state = State::Online { sessions: 1 };
+                    return;
+                }
+                State::Offline { .. } => {}
+            }
+        }
+        self.users
+            .insert(user.to_owned(), State::Online { sessions: 1 });
+        self.online += 1;
+        changes.push(Change {
+            user: user.to_owned(),
+            online: true,
+            ts: now_ms,
+        });
+    }
+
+    /// A session of `user` ended; the last one starts the offline grace.
+    pub(crate) fn disconnect(&mut self, user: &str, now: Instant, now_ms: i64) {
+        let Some(state) = self.users.get_mut(user) else {
+            debug_assert!(false, "session end for unknown user {user}");
+            return;
+        };
+        match state {
+            State::Online { sessions } if *sessions > 1 => *sessions -= 1,
+            State::Online { .. } => {
+                let until = now + self.grace;
+                *state = State::Grace {
+                    until,
+                    offline_ms: now_ms.saturating_add(self.grace.as_millis() as i64),
+                };
+                self.graces.push_back((until, user.to_owned()));
+            }
+            State::Grace { .. } | State::Offline { .. } => {
+                debug_assert!(false, "session end for {user} without a live session");
+            }
+        }
+    }
+
+    /// Turns users whose grace ran out offline and forgets users offline for
+    /// longer than [`LAST_SEEN_RETENTION`].
+    pub(crate) fn sweep(&mut self, now: Instant, changes: &mut Vec<Change>) {
+        while let Some((until, user)) = pop_due(&mut self.graces, now) {
+            let Some(state) = self.users.get_mut(&user) else {
+                continue;
+            };
+            let State::Grace {
+                until: current,
+                offline_ms,
+            } = *state
+            else {
+                continue;
+            };
+            if current != until {
+                continue;
+            }
+            let forget_at = until + LAST_SEEN_RETENTION;
+            *state = State::Offline {
+                since_ms: offline_ms,
+                forget_at,
+            };
+            self.online -= 1;
+            self.forgets.push_back((forget_at, user.clone()));
+            changes.push(Change {
+                user,
+                online: false,
+                ts: offline_ms,
+            });
+        }
+        while let Some((at, user)) = pop_due(&mut self.forgets, now) {
+            if let Some(State::Offline { forget_at, .. }) = self.users.get(&user) {
+                if *forget_at == at {
+                    self.users.remove(&user);
+                }
+            }
+        }
+    }
+
+    /// Whether `user` counts as online, and when they were last seen
+    /// (`now_ms` while online, 0 if never or long ago).
+    pub(crate) fn get(&self, user: &str, now_ms: i64) -> (bool, i64) {
+        match self.users.get(user) {
+            Some(State::Online { .. } | State::Grace { .. }) => (true, now_ms),
+            Some(State::Offline { since_ms, .. }) => (false, *since_ms),
+            None => (false, 0),
+        }
+    }
+
+    /// Users online or in grace.
+    pub(crate) fn online(&self) -> usize {
+        self.online
+    }
+
+    /// Users remembered in any state (for tests of the memory bound).
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.users.len()
+    }
+}
+
+/// Pops the front of a deadline queue if it is due.
+fn pop_due(queue: &mut VecDeque<(Instant, String)>, now: Instant) -> Option<(Instant, String)> {
+    match queue.front() {
+        Some((at, _)) if *at <= now => queue.pop_front(),
+        _ => None,
+    }
+}

@@ -1,0 +1,267 @@
+//! One room's state at its owner: epoch, seq, history and members.
+//!
+//! The owner is the only writer, so ordering is simply the order in which it
+//! applies publishes. Members are connections (`gateway`, `conn`), but
+//! `joined`/`left` are per user: a user's second tab joining is not news.
+
+use std::collections::HashMap;
+use std::time::Instant;
+
+use bytes::Bytes;
+use proto::pb;
+
+use crate::history::{History, HistoryConfig};
+
+/// A room as its owner holds it.
+#[derive(Debug, Clone)]
+pub struct Room {
+    /// Fixed when this owner created the state; a new epoch means the
+    /// continuity of seqs was lost.
+    pub epoch: String,
+    /// The latest seq assigned (0 before the first message).
+    pub seq: u64,
+    history: History,
+    /// (gateway, conn) → user.
+    conns: HashMap<(String, String), String>,
+    users: HashMap<String, UserEntry>,
+}
+
+/// A user present in the room.
+#[derive(Debug, Clone)]
+struct UserEntry {
+    /// The `info` claim of the user's first joining connection.
+    info: Bytes,
+    /// How many of the user's connections are in the room.
+    conns: u32,
+}
+
+/// Whether a membership change is visible as `joined`/`left`.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Change {
+    /// The user's first connection joined.
+    Joined,
+    /// The user's last connection left.
+    Left,
+    /// Nothing others need to hear about.
+    Quiet,
+}
+
+impl Room {
+    /// Empty state with a fresh random epoch.
+    pub fn new() -> Self {
+        Self::with_epoch(format!("{:016x}", rand::random::<u64>()), 0)
+    }
+
+    /// Empty state continuing an existing stream (after a handoff).
+    pub fn with_epoch(epoch: String, seq: u64) -> Self {
+        Self {
+            epoch,
+            seq,
+            history: History::default(),
+            conns: HashMap::new(),
+            users: HashMap::new(),
+        }
+    }
+
+    /// Adds a connection; joining twice is harmless.
+    pub fn join(&mut self, m: &pb::MemberRef) -> Change {
+        let key = (m.gateway.clone(), m.conn.clone());
+        if self.conns.contains_key(&key) {
+            return Change::Quiet;
+        }
+        self.conns.insert(key, m.user.clone());
+        let entry = self.users.entry(m.user.clone()).or_insert(UserEntry {
+            info: m.info.clone(),
+            conns: 0,
+        });
+        entry.conns += 1;
+        if entry.conns == 1 {
+            Change::Joined
+        } else {
+            Change::Quiet
+        }
+    }
+
+    /// Removes a connection; returns its user and whether that user left.
+    pub fn leave(&mut self, gateway: &str, conn: &str) -> Option<(String, Change)> {
+        let user = self.conns.remove(&(gateway.to_owned(), conn.to_owned()))?;
+        let entry = self
+            .users
+            .get_mut(&user)
+            .expect("every conn has a user entry");
+        entry.conns -= 1;
+        if entry.conns == 0 {
+            self.users.remove(&user);
+            Some((user, Change::Left))
+        } else {
+            Some((user, Change::Quiet))
+        }
+    }
+
+    /// Removes every connection of a gateway; returns the users who left.
+    pub fn drop_gateway(&mut self, gateway: &str) -> Vec<String> {
+        let conns: Vec<String> = self
+            .conns
+            .keys()
+            .filter(|(g, _)| g == gateway)
+            .map(|(_, c)| c.clone())
+            .collect();
+        conns
+            .iter()
+            .filter_map(|c| self.leave(gateway, c))
+            .filter(|(_, change)| *change == Change::Left)
+            .map(|(user, _)| user)
+            .collect()
+    }
+
+    /// Appends a message, assigning the next seq.
+    pub fn publish(
+        &mut self,
+        from: String,
+        data: Bytes,
+        ts: i64,
+        now: Instant,
+        config: &HistoryConfig,
+    ) -> pb::StoredMessage {
+        self.seq += 1;
+        let msg = pb::StoredMessage {
+            seq: self.seq,
+            from,
+            data,
+            ts,
+        };
+        self.history.push(msg.clone(), now, config);
+        msg
+    }
+
+    /// The messages after `since` if this stream still holds them all.
+    pub fn recover(&self, since: &pb::Since) -> Option<impl Iterator<Item = &pb::StoredMessage>> {
+        if since.epoch != self.epoch {
+            return None;
+        }
+        self.history.after(since.seq, self.seq)
+    }
+
+    /// Up to `limit` members (users) and the exact user count.
+    pub fn members(&self, limit: usize) -> (Vec<pb::Member>, u32) {
+        let mut list: Vec<pb::Member> = self
+            .users
+            .iter()
+            .map(|(user, e)| pb::Member {
+                user: user.clone(),
+                info: e.info.clone(),
+                conns: e.conns,
+            })
+            .collect();
+        list.sort_by(|a, b| a.user.cmp(&b.user));
+        list.truncate(limit);
+        (list, self.users.len() as u32)
+    }
+
+    /// Number of member connections.
+    pub fn conn_count(&self) -> usize {
+        self.conns.len()
+    }
+
+    /// Drops expired history; true when nothing is left worth keeping.
+    pub fn prune(&mut self, now: Instant, config: &HistoryConfig) -> bool {
+        self.history.prune(now, config);
+        self.conns.is_empty() && self.history.is_empty()
+    }
+
+    /// Every member connection, for handoff.
+    pub fn member_refs(&self) -> Vec<pb::MemberRef> {
+        self.conns
+            .iter()
+            .map(|((gateway, conn), user)| pb::MemberRef {
+                gateway: gateway.clone(),
+                conn: conn.clone(),
+                user: user.clone(),
+                info: self
+                    .users
+                    .get(user)
+                    .map(|e| e.info.clone())
+                    .unwrap_or_default(),
+            })
+            .collect()
+    }
+
+    /// The retained history, for handoff.
+    pub fn history(&self) -> &History {
+        &self.history
+    }
+
+    /// Restores handed-off history.
+    pub fn restore_history(&mut self, history: History) {
+        self.history = history;
+    }
+}
+
+impl Default for Room {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn member(gateway: &str, conn: &str, user: &str) -> pb::MemberRef {
+        pb::MemberRef {
+            gateway: gateway.into(),
+            conn: conn.into(),
+            user: user.into(),
+            info: Bytes::new(),
+        }
+    }
+
+    #[test]
+    fn joined_and_left_are_per_user() {
+        let mut room = Room::new();
+        assert_eq!(room.join(&member("g1", "c1", "alice")), Change::Joined);
+        assert_eq!(room.join(&member("g2", "c2", "alice")), Change::Quiet);
+        assert_eq!(
+            room.join(&member("g2", "c2", "alice")),
+            Change::Quiet,
+            "idempotent"
+        );
+        assert_eq!(room.join(&member("g1", "c3", "bob")), Change::Joined);
+        assert_eq!(room.members(10).1, 2);
+        assert_eq!(room.members(1).0.len(), 1);
+        assert_eq!(
+            room.leave("g1", "c1"),
+            Some(("alice".into(), Change::Quiet))
+        );
+        assert_eq!(room.drop_gateway("g2"), vec!["alice".to_string()]);
+        assert_eq!(room.leave("g1", "nope"), None);
+        assert_eq!(room.members(10).0[0].user, "bob");
+    }
+
+    #[test]
+    fn seqs_are_consecutive_and_recoverable_within_the_epoch() {
+        let config = HistoryConfig::default();
+        let mut room = Room::new();
+        let now = Instant::now();
+        for i in 1..=3 {
+            let m = room.publish("u".into(), Bytes::from_static(b"1"), 0, now, &config);
+            assert_eq!(m.seq, i);
+        }
+        let since = pb::Since {
+            epoch: room.epoch.clone(),
+            seq: 1,
+        };
+        assert_eq!(
+            room.recover(&since)
+                .unwrap()
+                .map(|m| m.seq)
+                .collect::<Vec<_>>(),
+            vec![2, 3]
+        );
+        let other = pb::Since {
+            epoch: "other".into(),
+            seq: 1,
+        };
+        assert!(room.recover(&other).is_none());
+    }
+}
