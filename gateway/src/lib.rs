@@ -1,1 +1,29 @@
+//! The Switchboard gateway: the WebSocket edge.
+//!
+//! A connection is upgraded ([`handshake`]), authenticated and served by a
+//! [`session`] that reads with its own frame [`reader`] and writes through a
+//! bounded [`outbox`] drained by a [`writer`] task. Room operations go to the
+//! room's owner; events come back through one [`fanout`] task per locally
+//! joined room ([`rooms`]) and per-user [`topics`]. Everything a connection
+//! shares lives in the [`hub`].
 
+pub mod admission;
+pub mod auth;
+pub mod bucket;
+pub mod config;
+pub mod drain;
+pub mod fanout;
+pub mod glob;
+pub mod handshake;
+pub mod http;
+pub mod hub;
+pub mod metrics;
+pub mod ops;
+pub mod outbox;
+pub mod reader;
+pub mod rooms;
+pub mod server;
+pub mod session;
+pub mod standalone;
+pub mod topics;
+pub mod writer;

@@ -1,1 +1,3 @@
+//! Load generator and WebSocket test client for Switchboard.
 
+pub mod token;

@@ -1,0 +1,269 @@
+//! Command-line flags and environment variables of the `gateway` binary.
+//!
+//! Every flag has an `SB_…` environment twin and a default shown by `--help`.
+//! Names fixed by the design (`--listen`, `--nats-url`, …) are what manifests
+//! and docs rely on; the limit flags default to the design's values.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+
+/// Switchboard WebSocket gateway.
+#[derive(Parser, Debug, Clone)]
+#[command(name = "gateway", version, about, long_about = None)]
+pub struct Config {
+    /// Embed a router and presence in this process on an in-process broker (no NATS).
+    #[arg(long, env = "SB_STANDALONE")]
+    pub standalone: bool,
+
+    /// WebSocket (`/ws`) and demo page address.
+    #[arg(long, env = "SB_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+
+    /// Admin address: /metrics, /healthz, /readyz.
+    #[arg(long, env = "SB_ADMIN_LISTEN", default_value = "127.0.0.1:9090")]
+    pub admin_listen: SocketAddr,
+
+    /// Admin gRPC API address (Stats, Disconnect, Drain).
+    #[arg(long, env = "SB_GRPC_LISTEN", default_value = "127.0.0.1:7071")]
+    pub grpc_listen: SocketAddr,
+
+    /// Node id ([A-Za-z0-9_-]); default: host name plus a random suffix.
+    #[arg(long, env = "SB_ID", value_parser = node_id)]
+    pub id: Option<String>,
+
+    /// NATS server for cluster mode, e.g. nats://127.0.0.1:4222.
+    #[arg(long, env = "SB_NATS_URL")]
+    pub nats_url: Option<String>,
+
+    /// Presence service for cluster mode, e.g. http://127.0.0.1:7070.
+    #[arg(long, env = "SB_PRESENCE_URL")]
+    pub presence_url: Option<String>,
+
+    /// HS256 secret for client tokens (generated in standalone mode when no key is set).
+    #[arg(long, env = "SB_JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<String>,
+
+    /// PEM public key file for RS256 or ES256 client tokens.
+    #[arg(long, env = "SB_JWT_PUBLIC_KEY", conflicts_with = "jwt_secret")]
+    pub jwt_public_key: Option<PathBuf>,
+
+    /// Room globs for tokens without a `rooms` claim (comma-separated).
+    #[arg(long, env = "SB_DEFAULT_ROOMS", default_value = "*")]
+    pub default_rooms: String,
+
+    /// Allowed Origin values (comma-separated); empty allows any.
+    #[arg(long, env = "SB_ALLOWED_ORIGINS", default_value = "")]
+    pub allowed_origins: String,
+
+    /// Bearer token required by the admin gRPC API; empty means none.
+    #[arg(long, env = "SB_API_TOKEN", default_value = "", hide_env_values = true)]
+    pub api_token: String,
+
+    #[command(flatten)]
+    pub limits: Limits,
+
+    #[command(flatten)]
+    pub embedded: Embedded,
+}
+
+/// Per-connection and per-gateway limits.
+#[derive(clap::Args, Debug, Clone)]
+pub struct Limits {
+    /// Largest client message after reassembly, in bytes (close 1009 past it).
+    #[arg(long, env = "SB_MAX_MESSAGE_BYTES", default_value_t = 64 * 1024)]
+    pub max_message_bytes: usize,
+
+    /// Sustained client frames per second per connection.
+    #[arg(long, env = "SB_RATE_PER_SEC", default_value_t = 50.0)]
+    pub rate_per_sec: f64,
+
+    /// Burst of client frames per connection.
+    #[arg(long, env = "SB_RATE_BURST", default_value_t = 100.0)]
+    pub rate_burst: f64,
+
+    /// Frames refused by the rate limit, in a row, before closing with 4002.
+    #[arg(long, env = "SB_FLOOD_LIMIT", default_value_t = 100)]
+    pub flood_limit: u32,
+
+    /// Bad frames per minute before closing with 4503.
+    #[arg(long, env = "SB_BAD_FRAME_LIMIT", default_value_t = 10)]
+    pub bad_frame_limit: u32,
+
+    /// Rooms one connection may join.
+    #[arg(long, env = "SB_MAX_ROOMS_PER_CONN", default_value_t = 128)]
+    pub max_rooms_per_conn: usize,
+
+    /// Users one connection may watch.
+    #[arg(long, env = "SB_MAX_WATCHES_PER_CONN", default_value_t = 1000)]
+    pub max_watches_per_conn: usize,
+
+    /// Connections this gateway accepts (1013 past it).
+    #[arg(long, env = "SB_MAX_CONNECTIONS", default_value_t = 100_000)]
+    pub max_connections: usize,
+
+    /// Connections per client IP (1013 past it).
+    #[arg(long, env = "SB_MAX_CONNECTIONS_PER_IP", default_value_t = 10_000)]
+    pub max_connections_per_ip: usize,
+
+    /// WebSocket handshakes admitted per second (1013 past it).
+    #[arg(long, env = "SB_HANDSHAKE_RATE", default_value_t = 2000.0)]
+    pub handshake_rate: f64,
+
+    /// Burst of handshakes admitted at once.
+    #[arg(long, env = "SB_HANDSHAKE_BURST", default_value_t = 2000.0)]
+    pub handshake_burst: f64,
+
+    /// Outbound queue per connection, in bytes (close 4000 past it).
+    #[arg(long, env = "SB_QUEUE_BYTES", default_value_t = 1024 * 1024)]
+    pub queue_bytes: usize,
+
+    /// Longest a socket write may block before the client counts as slow (4000).
+    #[arg(long, env = "SB_WRITE_TIMEOUT", default_value = "10s", value_parser = duration)]
+    pub write_timeout: Duration,
+
+    /// Interval between heartbeat pings.
+    #[arg(long, env = "SB_HEARTBEAT", default_value = "25s", value_parser = duration)]
+    pub heartbeat: Duration,
+
+    /// Silence after a ping before closing with 4001.
+    #[arg(long, env = "SB_PONG_TIMEOUT", default_value = "10s", value_parser = duration)]
+    pub pong_timeout: Duration,
+
+    /// Time to send the auth frame when the upgrade carried no token (4500 past it).
+    #[arg(long, env = "SB_AUTH_TIMEOUT", default_value = "5s", value_parser = duration)]
+    pub auth_timeout: Duration,
+
+    /// On SIGTERM, close clients with 1001 in batches spread over this window.
+    #[arg(long, env = "SB_DRAIN_WINDOW", default_value = "10s", value_parser = duration)]
+    pub drain_window: Duration,
+}
+
+/// Settings of the router and presence embedded by `--standalone`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct Embedded {
+    /// Messages of history kept per room (standalone).
+    #[arg(long, env = "SB_HISTORY_SIZE", default_value_t = 100)]
+    pub history_size: usize,
+
+    /// Age of the oldest history message kept (standalone).
+    #[arg(long, env = "SB_HISTORY_TTL", default_value = "2m", value_parser = duration)]
+    pub history_ttl: Duration,
+
+    /// How long a user stays online after their last connection ends (standalone).
+    #[arg(long, env = "SB_OFFLINE_GRACE", default_value = "5s", value_parser = duration)]
+    pub offline_grace: Duration,
+}
+
+impl Config {
+    /// Parses flags and environment; on a bad value prints one line naming
+    /// the flag and exits 2 (help and version print as usual).
+    pub fn load() -> Self {
+        match Self::try_parse() {
+            Ok(c) => c,
+            Err(e) => exit_on(e),
+        }
+    }
+}
+
+/// Exits for a clap error the way the design asks: one clear line.
+pub fn exit_on(e: clap::Error) -> ! {
+    use clap::error::ErrorKind;
+    if matches!(
+        e.kind(),
+        ErrorKind::DisplayHelp
+            | ErrorKind::DisplayVersion
+            | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+    ) {
+        e.exit();
+    }
+    let text = e.render().to_string();
+    let line = text
+        .lines()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("error: invalid arguments");
+    eprintln!("{}", line.trim_end());
+    std::process::exit(2);
+}
+
+/// A duration such as `500ms`, `10s`, `2m` or `1h`.
+pub fn duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration like 500ms, 10s or 2m"))?;
+    let secs = match unit {
+        "ms" => n / 1000.0,
+        "s" | "" => n,
+        "m" => n * 60.0,
+        "h" => n * 3600.0,
+        _ => return Err(format!("{s:?} has an unknown unit (use ms, s, m or h)")),
+    };
+    if !secs.is_finite() || secs < 0.0 {
+        return Err(format!("{s:?} is not a valid duration"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+/// A node id: `[A-Za-z0-9_-]`, 1–64 bytes.
+pub fn node_id(s: &str) -> Result<String, String> {
+    if proto::subject::valid_node_id(s) {
+        Ok(s.to_owned())
+    } else {
+        Err("must be 1-64 characters of [A-Za-z0-9_-]".into())
+    }
+}
+
+/// This host's name made into a node id, plus a random suffix.
+pub fn default_id(prefix: &str) -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| prefix.to_owned());
+    let host: String = host
+        .trim()
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
+        .take(40)
+        .collect();
+    let host = if host.is_empty() {
+        prefix.to_owned()
+    } else {
+        host
+    };
+    format!("{host}-{:06x}", rand::random::<u32>() & 0xff_ffff)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse() {
+        assert_eq!(duration("500ms").unwrap(), Duration::from_millis(500));
+        assert_eq!(duration("2m").unwrap(), Duration::from_secs(120));
+        assert_eq!(duration("1.5s").unwrap(), Duration::from_millis(1500));
+        assert!(duration("fast").is_err());
+        assert!(duration("5 parsecs").is_err());
+    }
+
+    #[test]
+    fn flags_have_env_twins_and_defaults() {
+        use clap::CommandFactory;
+        let cmd = Config::command();
+        for arg in cmd.get_arguments() {
+            let id = arg.get_id().as_str();
+            if id == "help" || id == "version" {
+                continue;
+            }
+            assert!(arg.get_env().is_some(), "--{id} has no SB_ env var");
+        }
+        cmd.debug_assert();
+    }
+}

@@ -1,0 +1,202 @@
+//! The WebSocket upgrade: checks fastwebsockets leaves to us, then hand-off.
+//!
+//! `fastwebsockets::upgrade` only checks the key and version, so the method,
+//! the `Connection`/`Upgrade` headers, the subprotocol and the Origin are
+//! checked here. Failures that a browser should be able to see as a close
+//! code (bad origin 1008, admission 1013, and later a bad token) complete the
+//! upgrade and then close; requests that are not WebSocket upgrades at all
+//! get a plain HTTP error.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::header::{HeaderValue, SEC_WEBSOCKET_PROTOCOL};
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use proto::client::{close, Encoding};
+use tokio::net::TcpStream;
+
+use crate::auth::token_from_request;
+use crate::hub::Hub;
+use crate::session::{self, Accepted};
+
+/// Answers an upgrade request on `/ws`, spawning the session on success.
+pub fn upgrade(
+    hub: &Arc<Hub>,
+    peer: SocketAddr,
+    mut req: Request<Incoming>,
+) -> Response<Full<Bytes>> {
+    if req.method() != Method::GET {
+        return reject(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "WebSocket upgrades use GET",
+            "method",
+        );
+    }
+    if !fastwebsockets::upgrade::is_upgrade_request(&req) {
+        let mut r = reject(
+            StatusCode::UPGRADE_REQUIRED,
+            "this endpoint speaks WebSocket",
+            "not_upgrade",
+        );
+        r.headers_mut().insert(
+            hyper::header::UPGRADE,
+            HeaderValue::from_static("websocket"),
+        );
+        return r;
+    }
+    if hub.is_draining() {
+        return reject(StatusCode::SERVICE_UNAVAILABLE, "draining", "draining");
+    }
+    let Some(encoding) = negotiate(&req) else {
+        return reject(
+            StatusCode::BAD_REQUEST,
+            "no supported subprotocol offered",
+            "subprotocol",
+        );
+    };
+    let offered_protocol = req.headers().contains_key(SEC_WEBSOCKET_PROTOCOL);
+    let token = token_from_request(req.headers(), req.uri().query());
+    let origin_ok = origin_allowed(
+        &hub.allowed_origins,
+        req.headers().get(hyper::header::ORIGIN),
+    );
+
+    let (response, fut) = match fastwebsockets::upgrade::upgrade(&mut req) {
+        Ok(r) => r,
+        Err(e) => {
+            let mut r = reject(StatusCode::BAD_REQUEST, &e.to_string(), "bad_handshake");
+            if matches!(
+                e,
+                fastwebsockets::WebSocketError::InvalidSecWebsocketVersion
+            ) {
+                r.headers_mut()
+                    .insert("sec-websocket-version", HeaderValue::from_static("13"));
+            }
+            return r;
+        }
+    };
+    let (ticket, refuse) = if !origin_ok {
+        metrics::counter!("switchboard_gateway_connections_rejected_total", "reason" => "origin")
+            .increment(1);
+        (None, Some((close::POLICY, "origin not allowed")))
+    } else {
+        match hub.admission.admit(peer.ip()) {
+            Ok(ticket) => (Some(ticket), None),
+            Err(refusal) => {
+                metrics::counter!("switchboard_gateway_connections_rejected_total", "reason" => refusal.reason()).increment(1);
+                (None, Some((close::TRY_AGAIN_LATER, "try again later")))
+            }
+        }
+    };
+    let accepted = Accepted {
+        encoding,
+        token,
+        refuse,
+        ticket,
+        peer,
+    };
+    let hub = hub.clone();
+    tokio::spawn(async move {
+        let Ok(ws) = fut.await else { return };
+        let upgraded = ws.into_inner().into_inner();
+        match upgraded.downcast::<TokioIo<TcpStream>>() {
+            Ok(parts) => session::run(hub, parts.io.into_inner(), parts.read_buf, accepted).await,
+            Err(_) => tracing::error!("upgraded connection is not a TCP stream"),
+        }
+    });
+    let mut response = response.map(|_| Full::new(Bytes::new()));
+    if offered_protocol {
+        response.headers_mut().insert(
+            SEC_WEBSOCKET_PROTOCOL,
+            HeaderValue::from_static(encoding.protocol()),
+        );
+    }
+    response
+}
+
+/// The encoding for the client's subprotocol offer: the first of ours it
+/// lists, JSON when it offers none, `None` when it offers only others.
+fn negotiate<B>(req: &Request<B>) -> Option<Encoding> {
+    let mut offered = req
+        .headers()
+        .get_all(SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .peekable();
+    if offered.peek().is_none() {
+        return Some(Encoding::Json);
+    }
+    offered.find_map(Encoding::from_protocol)
+}
+
+/// Whether `origin` passes the allow-list (empty list: anything passes).
+fn origin_allowed(allowed: &[String], origin: Option<&HeaderValue>) -> bool {
+    if allowed.is_empty() {
+        return true;
+    }
+    let Some(origin) = origin.and_then(|o| o.to_str().ok()) else {
+        return false;
+    };
+    allowed
+        .iter()
+        .any(|a| a.eq_ignore_ascii_case(origin.trim_end_matches('/')))
+}
+
+fn reject(status: StatusCode, message: &str, reason: &'static str) -> Response<Full<Bytes>> {
+    metrics::counter!("switchboard_gateway_connections_rejected_total", "reason" => reason)
+        .increment(1);
+    Response::builder()
+        .status(status)
+        .header("content-type", "text/plain")
+        .body(Full::new(Bytes::from(format!("{message}\n"))))
+        .expect("static response parts are valid")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(protocols: &[&str]) -> Request<()> {
+        let mut b = Request::builder();
+        for p in protocols {
+            b = b.header(SEC_WEBSOCKET_PROTOCOL, *p);
+        }
+        b.body(()).unwrap()
+    }
+
+    #[test]
+    fn subprotocol_negotiation() {
+        assert_eq!(negotiate(&req(&[])), Some(Encoding::Json));
+        assert_eq!(
+            negotiate(&req(&["switchboard.v1.proto"])),
+            Some(Encoding::Proto)
+        );
+        assert_eq!(
+            negotiate(&req(&["x, switchboard.v1.proto", "switchboard.v1.json"])),
+            Some(Encoding::Proto)
+        );
+        assert_eq!(negotiate(&req(&["chat"])), None);
+    }
+
+    #[test]
+    fn origins() {
+        let allowed = vec!["https://app.example".to_string()];
+        assert!(origin_allowed(&[], None));
+        assert!(origin_allowed(
+            &allowed,
+            Some(&HeaderValue::from_static("https://app.example"))
+        ));
+        assert!(!origin_allowed(
+            &allowed,
+            Some(&HeaderValue::from_static("https://evil.example"))
+        ));
+        assert!(!origin_allowed(&allowed, None));
+    }
+}

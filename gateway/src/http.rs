@@ -1,0 +1,70 @@
+//! The HTTP listener in front of the WebSocket endpoint.
+//!
+//! One hyper HTTP/1 connection per TCP connection, with a header read
+//! timeout (slowloris) and a small header buffer (oversized headers are
+//! refused by hyper). `/ws` upgrades; everything else is static content.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::handshake;
+use crate::hub::Hub;
+
+/// Longest a client may take to send its request headers.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
+/// Request head buffer: headers larger than this are refused.
+const MAX_HEAD_BYTES: usize = 16 * 1024;
+
+/// Accepts connections until `stop` fires.
+pub async fn serve(hub: Arc<Hub>, listener: TcpListener, stop: CancellationToken) {
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off briefly.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = stop.cancelled() => return,
+        };
+        let _ = stream.set_nodelay(true);
+        let hub = hub.clone();
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |req| {
+                let hub = hub.clone();
+                async move { Ok::<_, Infallible>(route(&hub, peer, req)) }
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADER_TIMEOUT)
+                .max_buf_size(MAX_HEAD_BYTES)
+                .serve_connection(TokioIo::new(stream), service)
+                .with_upgrades()
+                .await;
+        });
+    }
+}
+
+fn route(hub: &Arc<Hub>, peer: SocketAddr, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    match req.uri().path() {
+        "/ws" => handshake::upgrade(hub, peer, req),
+        _ => Response::builder()
+            .status(StatusCode::NOT_FOUND)
+            .header("content-type", "text/plain")
+            .body(Full::new(Bytes::from_static(b"not found\n")))
+            .expect("static response parts are valid"),
+    }
+}

@@ -1,0 +1,130 @@
+//! What every connection on this gateway shares.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use presence::{PresenceClient, Reporter};
+use proto::bus::Bus;
+use router::client::RouterClient;
+
+use crate::admission::Admission;
+use crate::auth::Verifier;
+use crate::config::Limits;
+use crate::glob::RoomGlobs;
+use crate::outbox::Outbox;
+use crate::rooms::Rooms;
+use crate::topics::{Topic, Topics};
+
+/// The gateway's shared state and services.
+pub struct Hub {
+    /// This gateway's node id.
+    pub id: String,
+    pub limits: Limits,
+    pub bus: Bus,
+    /// Calls to room owners.
+    pub router: RouterClient,
+    /// Rooms with local members.
+    pub rooms: Arc<Rooms>,
+    /// `sb.user.<user>` for users connected here.
+    pub direct: Topics,
+    /// `sb.presence.<user>` for users watched from here.
+    pub watches: Topics,
+    pub presence: PresenceClient,
+    pub reporter: Arc<Reporter>,
+    pub verifier: Verifier,
+    /// Rooms allowed to tokens without a `rooms` claim.
+    pub default_rooms: RoomGlobs,
+    /// Allowed `Origin` values; empty allows any.
+    pub allowed_origins: Vec<String>,
+    pub admission: Arc<Admission>,
+    /// Live connections, for drain and admin disconnects.
+    conns: Mutex<HashMap<Arc<str>, Conn>>,
+    /// Set on SIGTERM: no new connections.
+    pub draining: AtomicBool,
+    next_conn: AtomicU64,
+}
+
+/// A live connection as the hub sees it.
+#[derive(Clone)]
+pub struct Conn {
+    pub user: Arc<str>,
+    pub outbox: Arc<Outbox>,
+}
+
+/// What [`Hub::new`] needs.
+pub struct Parts {
+    pub id: String,
+    pub limits: Limits,
+    pub bus: Bus,
+    pub router: RouterClient,
+    pub presence: PresenceClient,
+    pub reporter: Arc<Reporter>,
+    pub verifier: Verifier,
+    pub default_rooms: RoomGlobs,
+    pub allowed_origins: Vec<String>,
+}
+
+impl Hub {
+    pub fn new(p: Parts) -> Arc<Self> {
+        Arc::new(Self {
+            rooms: Rooms::new(p.bus.clone(), p.router.clone()),
+            direct: Topics::new(Topic::Direct, p.bus.clone()),
+            watches: Topics::new(Topic::Presence, p.bus.clone()),
+            admission: Admission::new(&p.limits),
+            id: p.id,
+            limits: p.limits,
+            bus: p.bus,
+            router: p.router,
+            presence: p.presence,
+            reporter: p.reporter,
+            verifier: p.verifier,
+            default_rooms: p.default_rooms,
+            allowed_origins: p.allowed_origins,
+            conns: Mutex::default(),
+            draining: AtomicBool::new(false),
+            next_conn: AtomicU64::new(1),
+        })
+    }
+
+    /// A connection id unique in the cluster: this gateway's id and a counter.
+    pub fn new_conn_id(&self) -> Arc<str> {
+        format!(
+            "{}-{}",
+            self.id,
+            self.next_conn.fetch_add(1, Ordering::Relaxed)
+        )
+        .into()
+    }
+
+    pub fn register(&self, id: Arc<str>, conn: Conn) {
+        let mut conns = self.conns.lock().unwrap();
+        conns.insert(id, conn);
+        metrics::gauge!("switchboard_gateway_connections").set(conns.len() as f64);
+    }
+
+    pub fn unregister(&self, id: &str) {
+        let mut conns = self.conns.lock().unwrap();
+        conns.remove(id);
+        metrics::gauge!("switchboard_gateway_connections").set(conns.len() as f64);
+    }
+
+    /// A snapshot of the live connections.
+    pub fn conns(&self) -> Vec<(Arc<str>, Conn)> {
+        self.conns
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    }
+
+    /// Number of authenticated connections.
+    pub fn conn_count(&self) -> usize {
+        self.conns.lock().unwrap().len()
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
+    }
+}

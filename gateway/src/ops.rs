@@ -1,0 +1,314 @@
+//! The client operations, as a session carries them out.
+//!
+//! Room operations go to the room's owner through the router client; direct
+//! messages go straight onto `sb.user.<user>`; presence goes to the presence
+//! service. Each returns the reply body, or the design's error code.
+
+use proto::client::{ErrorCode, Event, Op, ReplyBody, RequestId};
+use proto::pb::{self, router_reply, router_request};
+use proto::subject;
+use router::client::CallError;
+
+use crate::auth::AuthError;
+use crate::fanout::{Attach, Encoded};
+use crate::glob::RoomGlobs;
+use crate::rooms::RoomHandle;
+use crate::session::Session;
+use crate::topics::Listener;
+
+/// A failed op: the code and a message for the client.
+pub type Failure = (ErrorCode, String);
+
+fn fail<T>(code: ErrorCode, message: impl Into<String>) -> Result<T, Failure> {
+    Err((code, message.into()))
+}
+
+/// The client's view of a failed call to a room owner.
+fn call_failure(e: CallError) -> Failure {
+    match e {
+        CallError::Unavailable => (
+            ErrorCode::Unavailable,
+            "room owner unavailable; retry".into(),
+        ),
+        CallError::Refused { code, message } => (code, message),
+    }
+}
+
+impl Session {
+    /// Carries out one op. `Ok(None)` means the answer was already queued.
+    pub(crate) async fn dispatch(
+        &mut self,
+        id: &RequestId,
+        op: Op,
+    ) -> Result<Option<ReplyBody>, Failure> {
+        match op {
+            Op::Auth { .. } => fail(ErrorCode::BadRequest, "already authenticated"),
+            Op::Join { room, since } => self.join(id, room, since).await,
+            Op::Leave { room } => {
+                let Some(handle) = self.rooms.remove(&room) else {
+                    return self.not_member(&room);
+                };
+                self.leave_room(&room, &handle).await;
+                Ok(Some(ReplyBody::Empty))
+            }
+            Op::Publish { room, data } => {
+                if !self.rooms.contains_key(&room) {
+                    return self.not_member(&room);
+                }
+                let from = self.user.to_string();
+                let kind = router_request::Kind::Publish(pb::PublishRequest { from, data });
+                match self
+                    .hub
+                    .router
+                    .call(&room, kind)
+                    .await
+                    .map_err(call_failure)?
+                {
+                    router_reply::Kind::Publish(p) => Ok(Some(ReplyBody::Publish { seq: p.seq })),
+                    _ => fail(ErrorCode::Internal, "unexpected reply from owner"),
+                }
+            }
+            Op::Send { user, data } => {
+                if !subject::valid_id(&user) {
+                    return fail(ErrorCode::BadRequest, "invalid user id");
+                }
+                let dm = pb::DirectMessage {
+                    to: user.clone(),
+                    from: self.user.to_string(),
+                    data,
+                    ts: proto::now_ms(),
+                };
+                match self.hub.bus.publish_msg(subject::user(&user), &dm).await {
+                    Ok(()) => Ok(Some(ReplyBody::Empty)),
+                    Err(_) => fail(ErrorCode::Unavailable, "message bus unavailable; retry"),
+                }
+            }
+            Op::Members { room } => {
+                self.check_room(&room)?;
+                let kind = router_request::Kind::Members(pb::MembersRequest { limit: 100 });
+                match self
+                    .hub
+                    .router
+                    .call(&room, kind)
+                    .await
+                    .map_err(call_failure)?
+                {
+                    router_reply::Kind::Members(m) => Ok(Some(ReplyBody::Members {
+                        members: m.members,
+                        count: m.count,
+                    })),
+                    _ => fail(ErrorCode::Internal, "unexpected reply from owner"),
+                }
+            }
+            Op::Presence { users } => match self.hub.presence.query(users).await {
+                Ok(users) => Ok(Some(ReplyBody::Presence { users })),
+                Err(_) => fail(ErrorCode::Unavailable, "presence unavailable; retry"),
+            },
+            Op::Watch { users } => {
+                let new: Vec<&String> = users
+                    .iter()
+                    .filter(|u| !self.watching.contains(*u))
+                    .collect();
+                if self.watching.len() + new.len() > self.hub.limits.max_watches_per_conn {
+                    return fail(ErrorCode::BadRequest, "too many watched users");
+                }
+                let listener = Listener {
+                    outbox: self.outbox.clone(),
+                    encoding: self.encoding,
+                };
+                for user in new {
+                    if self
+                        .hub
+                        .watches
+                        .add(user, self.conn.clone(), listener.clone())
+                        .await
+                        .is_err()
+                    {
+                        return fail(ErrorCode::Unavailable, "message bus unavailable; retry");
+                    }
+                    self.watching.insert(user.clone());
+                }
+                // The current state, so the watcher needs no separate query.
+                match self.hub.presence.query(users).await {
+                    Ok(users) => Ok(Some(ReplyBody::Presence { users })),
+                    Err(_) => Ok(Some(ReplyBody::Empty)),
+                }
+            }
+            Op::Unwatch { users } => {
+                for user in users {
+                    if self.watching.remove(&user) {
+                        self.hub.watches.remove(&user, &self.conn);
+                    }
+                }
+                Ok(Some(ReplyBody::Empty))
+            }
+            Op::Refresh { token } => match self.hub.verifier.verify(&token) {
+                Ok(claims) if *claims.sub == *self.user => {
+                    self.exp = claims.exp;
+                    if let Some(rooms) = claims.rooms {
+                        self.globs = RoomGlobs::new(rooms);
+                    }
+                    Ok(Some(ReplyBody::Refresh { exp: claims.exp }))
+                }
+                Ok(_) => fail(ErrorCode::Forbidden, "token is for another user"),
+                Err(AuthError::Expired) => fail(ErrorCode::Unauthorized, "token expired"),
+                Err(AuthError::Invalid(_)) => fail(ErrorCode::Unauthorized, "invalid token"),
+            },
+            Op::Ping => {
+                self.send(Event::Pong);
+                Ok(None)
+            }
+        }
+    }
+
+    /// A room id the token allows, or the error to answer.
+    fn check_room(&self, room: &str) -> Result<(), Failure> {
+        if !subject::valid_id(room) {
+            return fail(
+                ErrorCode::InvalidRoom,
+                "room ids are 1-128 characters of [A-Za-z0-9_:@-]",
+            );
+        }
+        if !self.globs.allows(room) {
+            return fail(ErrorCode::Forbidden, "the token does not allow this room");
+        }
+        Ok(())
+    }
+
+    fn not_member<T>(&self, room: &str) -> Result<T, Failure> {
+        if !subject::valid_id(room) {
+            return fail(
+                ErrorCode::InvalidRoom,
+                "room ids are 1-128 characters of [A-Za-z0-9_:@-]",
+            );
+        }
+        fail(ErrorCode::NotMember, "join the room first")
+    }
+
+    /// Joins a room: subscribe locally, register with the owner, then attach
+    /// to the fanout with the reply and any recovered messages in front.
+    async fn join(
+        &mut self,
+        id: &RequestId,
+        room: String,
+        since: Option<pb::Since>,
+    ) -> Result<Option<ReplyBody>, Failure> {
+        self.check_room(&room)?;
+        let rejoin = self.rooms.contains_key(&room);
+        if !rejoin && self.rooms.len() >= self.hub.limits.max_rooms_per_conn {
+            return fail(
+                ErrorCode::TooManyRooms,
+                format!(
+                    "at most {} rooms per connection",
+                    self.hub.limits.max_rooms_per_conn
+                ),
+            );
+        }
+        let handle = match self.hub.rooms.enter(&room).await {
+            Ok(h) => h,
+            Err(_) => return fail(ErrorCode::Unavailable, "message bus unavailable; retry"),
+        };
+        let member = pb::MemberRef {
+            gateway: self.hub.id.clone(),
+            conn: self.conn.to_string(),
+            user: self.user.to_string(),
+            info: self.info.clone(),
+        };
+        let kind = router_request::Kind::Join(pb::JoinRequest {
+            member: Some(member),
+            since: since.clone(),
+        });
+        let join = match self.hub.router.call(&room, kind).await {
+            Ok(router_reply::Kind::Join(j)) => j,
+            other => {
+                self.hub.rooms.exit(&room);
+                return match other {
+                    Err(e) => Err(call_failure(e)),
+                    Ok(_) => fail(ErrorCode::Internal, "unexpected reply from owner"),
+                };
+            }
+        };
+        let (recovered, missed) = self.recovered_messages(&room, &join).await;
+        let mut frames = Vec::with_capacity(missed.len() + 1);
+        if id.is_some() {
+            let body = ReplyBody::Join {
+                epoch: join.epoch.clone(),
+                seq: join.seq,
+                recovered: since.map(|_| recovered),
+            };
+            frames.push(Event::Reply { id, body }.encode(self.encoding));
+        }
+        let epoch: std::sync::Arc<str> = join.epoch.as_str().into();
+        let room_arc: std::sync::Arc<str> = room.as_str().into();
+        for m in missed {
+            frames.push(Encoded::new(room_arc.clone(), epoch.clone(), m).bytes(self.encoding));
+        }
+        let listener = Listener {
+            outbox: self.outbox.clone(),
+            encoding: self.encoding,
+        };
+        handle.attach(Attach {
+            conn: self.conn.clone(),
+            listener,
+            epoch: join.epoch,
+            seq: join.seq,
+            frames,
+        });
+        if rejoin {
+            // Keep one reference per joined room.
+            self.hub.rooms.exit(&room);
+        }
+        self.rooms.insert(room, handle);
+        Ok(None)
+    }
+
+    /// The messages a resuming join missed, paging past a truncated reply.
+    async fn recovered_messages(
+        &self,
+        room: &str,
+        join: &pb::JoinReply,
+    ) -> (bool, Vec<pb::StoredMessage>) {
+        if !join.recovered {
+            return (false, Vec::new());
+        }
+        let mut missed = join.missed.clone();
+        let mut truncated = join.truncated;
+        while truncated {
+            let Some(last) = missed.last().map(|m| m.seq) else {
+                break;
+            };
+            if last >= join.seq {
+                break;
+            }
+            let since = pb::Since {
+                epoch: join.epoch.clone(),
+                seq: last,
+            };
+            let kind = router_request::Kind::History(pb::HistoryRequest {
+                since: Some(since),
+                limit: 0,
+            });
+            match self.hub.router.call(room, kind).await {
+                Ok(router_reply::Kind::History(h)) if h.recovered && h.epoch == join.epoch => {
+                    truncated = h.truncated;
+                    missed.extend(h.messages.into_iter().filter(|m| m.seq <= join.seq));
+                }
+                _ => return (false, Vec::new()),
+            }
+        }
+        (true, missed)
+    }
+
+    /// Stops delivery, drops the local reference, and tells the owner.
+    pub(crate) async fn leave_room(&self, room: &str, handle: &RoomHandle) {
+        handle.detach(self.conn.clone());
+        self.hub.rooms.exit(room);
+        let kind = router_request::Kind::Leave(pb::LeaveRequest {
+            gateway: self.hub.id.clone(),
+            conn: self.conn.to_string(),
+        });
+        if let Err(e) = self.hub.router.call(room, kind).await {
+            tracing::warn!(error = %e, room, "leave not acknowledged by the owner");
+        }
+    }
+}

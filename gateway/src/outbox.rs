@@ -1,0 +1,166 @@
+//! A connection's outbound queue, bounded in bytes.
+//!
+//! Fanout pushes shared, already-encoded frames here and never waits: a
+//! client that does not read fills its own queue, gets closed with 4000 and
+//! is forgotten, while everyone else's delivery goes on. The writer task
+//! drains the queue in batches.
+
+use std::collections::VecDeque;
+use std::sync::Mutex;
+
+use bytes::Bytes;
+use proto::client::close;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+/// A frame waiting to be written.
+#[derive(Debug, Clone)]
+pub enum Out {
+    /// A protocol frame (text or binary, by the connection's encoding).
+    Data(Bytes),
+    /// A pong answering the client's ping.
+    Pong(Bytes),
+}
+
+/// How the connection is being closed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Closing {
+    /// The close code to send.
+    pub code: u16,
+    /// Short reason text for the close frame.
+    pub reason: &'static str,
+}
+
+#[derive(Default)]
+struct State {
+    frames: VecDeque<Out>,
+    bytes: usize,
+    closing: Option<Closing>,
+}
+
+/// The queue between a connection's producers and its writer.
+pub struct Outbox {
+    state: Mutex<State>,
+    limit: usize,
+    wake: Notify,
+    closed: CancellationToken,
+}
+
+/// What the writer takes in one go.
+pub struct Batch {
+    pub frames: Vec<Out>,
+    /// Set once the connection is closing: write it after `frames`.
+    pub closing: Option<Closing>,
+}
+
+impl Outbox {
+    /// An empty queue holding at most `limit` bytes.
+    pub fn new(limit: usize) -> Self {
+        Self {
+            state: Mutex::default(),
+            limit,
+            wake: Notify::new(),
+            closed: CancellationToken::new(),
+        }
+    }
+
+    /// Queues a frame. Returns false if the connection is closing or the
+    /// frame overflowed the queue (which closes it with 4000).
+    pub fn push(&self, out: Out) -> bool {
+        let len = match &out {
+            Out::Data(b) | Out::Pong(b) => b.len(),
+        };
+        let mut s = self.state.lock().unwrap();
+        if s.closing.is_some() {
+            return false;
+        }
+        if s.bytes + len > self.limit {
+            // Nothing more reaches a client that cannot keep up.
+            s.frames.clear();
+            s.bytes = 0;
+            s.closing = Some(Closing {
+                code: close::SLOW_CONSUMER,
+                reason: "slow consumer",
+            });
+            drop(s);
+            metrics::counter!("switchboard_gateway_drops_total", "reason" => "slow_consumer")
+                .increment(1);
+            self.closed.cancel();
+            self.wake.notify_one();
+            return false;
+        }
+        s.bytes += len;
+        s.frames.push_back(out);
+        drop(s);
+        self.wake.notify_one();
+        true
+    }
+
+    /// Begins closing with `code` after the frames already queued. The first
+    /// close wins.
+    pub fn close(&self, code: u16, reason: &'static str) {
+        let mut s = self.state.lock().unwrap();
+        if s.closing.is_none() {
+            s.closing = Some(Closing { code, reason });
+        }
+        drop(s);
+        self.closed.cancel();
+        self.wake.notify_one();
+    }
+
+    /// The close in progress, if any.
+    pub fn closing(&self) -> Option<Closing> {
+        self.state.lock().unwrap().closing
+    }
+
+    /// Resolves once the connection starts closing, for any reason.
+    pub async fn closed(&self) {
+        self.closed.cancelled().await
+    }
+
+    /// Waits until there is something to take.
+    pub async fn ready(&self) {
+        self.wake.notified().await
+    }
+
+    /// Takes everything queued.
+    pub fn take(&self) -> Batch {
+        let mut s = self.state.lock().unwrap();
+        s.bytes = 0;
+        Batch {
+            frames: std::mem::take(&mut s.frames).into(),
+            closing: s.closing,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn overflow_closes_with_4000_and_discards() {
+        let o = Outbox::new(10);
+        assert!(o.push(Out::Data(Bytes::from_static(b"12345"))));
+        assert!(o.push(Out::Data(Bytes::from_static(b"12345"))));
+        assert!(!o.push(Out::Data(Bytes::from_static(b"1"))));
+        let b = o.take();
+        assert!(b.frames.is_empty());
+        assert_eq!(b.closing.unwrap().code, close::SLOW_CONSUMER);
+        assert!(
+            !o.push(Out::Data(Bytes::from_static(b"1"))),
+            "closed for good"
+        );
+    }
+
+    #[test]
+    fn close_keeps_queued_frames_and_first_close_wins() {
+        let o = Outbox::new(100);
+        o.push(Out::Data(Bytes::from_static(b"a")));
+        o.close(close::GOING_AWAY, "drain");
+        o.close(close::NORMAL, "later");
+        let b = o.take();
+        assert_eq!(b.frames.len(), 1);
+        assert_eq!(b.closing.unwrap().code, close::GOING_AWAY);
+    }
+}

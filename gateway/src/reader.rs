@@ -1,0 +1,380 @@
+//! Reading client WebSocket messages, with the gateway's own limits.
+//!
+//! fastwebsockets' reader keeps an 8 KiB buffer per connection from the
+//! start, caps frames but not reassembled messages, and drops the socket on a
+//! protocol error without saying why. This reader keeps no buffer while a
+//! connection is idle, caps the whole message (and the number of fragments,
+//! so endless empty continuations are bounded too), validates UTF-8
+//! incrementally, and reports each failure with the close code to send.
+//!
+//! `next()` is cancel-safe: bytes are only consumed once a whole frame is
+//! buffered, so it can sit in a `select!` next to timers.
+
+use bytes::{Buf, Bytes, BytesMut};
+use proto::client::close;
+use tokio::net::tcp::OwnedReadHalf;
+
+/// Most fragments one message may arrive in.
+pub const MAX_FRAGMENTS: usize = 1024;
+
+/// A complete message or control frame from the client.
+#[derive(Debug, PartialEq)]
+pub enum Incoming {
+    /// A text message (valid UTF-8).
+    Text(Bytes),
+    /// A binary message.
+    Binary(Bytes),
+    /// A ping; answer with a pong carrying the payload.
+    Ping(Bytes),
+    /// A pong.
+    Pong,
+    /// The client closes, with its code if it sent one.
+    Close(Option<u16>),
+}
+
+/// Why reading stopped.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum ReadError {
+    /// The peer closed the TCP connection (or it failed).
+    #[error("connection closed")]
+    Closed,
+    /// A framing violation; send this close code.
+    #[error("{reason}")]
+    Protocol { code: u16, reason: &'static str },
+}
+
+impl ReadError {
+    fn protocol(reason: &'static str) -> Self {
+        Self::Protocol {
+            code: close::PROTOCOL_ERROR,
+            reason,
+        }
+    }
+    fn too_big() -> Self {
+        Self::Protocol {
+            code: close::TOO_BIG,
+            reason: "message too big",
+        }
+    }
+    fn utf8() -> Self {
+        Self::Protocol {
+            code: close::INVALID_PAYLOAD,
+            reason: "invalid UTF-8",
+        }
+    }
+}
+
+/// A fragmented message being reassembled.
+struct Partial {
+    text: bool,
+    data: BytesMut,
+    fragments: usize,
+    /// Prefix of `data` known to be valid UTF-8.
+    valid_to: usize,
+}
+
+/// Reads client messages from the read half of an upgraded TCP stream.
+pub struct FrameReader {
+    io: OwnedReadHalf,
+    buf: BytesMut,
+    max_message: usize,
+    partial: Option<Partial>,
+}
+
+impl FrameReader {
+    /// `prefix` holds bytes read past the HTTP upgrade, if any.
+    pub fn new(io: OwnedReadHalf, prefix: Bytes, max_message: usize) -> Self {
+        Self {
+            io,
+            buf: BytesMut::from(&prefix[..]),
+            max_message,
+            partial: None,
+        }
+    }
+
+    /// The next message or control frame.
+    pub async fn next(&mut self) -> Result<Incoming, ReadError> {
+        loop {
+            if let Some(msg) = self.parse()? {
+                return Ok(msg);
+            }
+            if self.buf.is_empty() {
+                // Idle: hold no buffer until the socket has something to say.
+                self.buf = BytesMut::new();
+                self.io.readable().await.map_err(|_| ReadError::Closed)?;
+            }
+            if self.buf.capacity() - self.buf.len() < 512 {
+                self.buf.reserve(4096);
+            }
+            match self.io.try_read_buf(&mut self.buf) {
+                Ok(0) => return Err(ReadError::Closed),
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    self.io.readable().await.map_err(|_| ReadError::Closed)?;
+                }
+                Err(_) => return Err(ReadError::Closed),
+            }
+        }
+    }
+
+    /// Consumes one frame if it is fully buffered.
+    fn parse(&mut self) -> Result<Option<Incoming>, ReadError> {
+        loop {
+            let Some(frame) = self.take_frame()? else {
+                return Ok(None);
+            };
+            if let Some(msg) = self.assemble(frame)? {
+                return Ok(Some(msg));
+            }
+        }
+    }
+
+    /// Splits one whole frame off the buffer: (fin, opcode, unmasked payload).
+    fn take_frame(&mut self) -> Result<Option<(bool, u8, BytesMut)>, ReadError> {
+        let b = &self.buf[..];
+        if b.len() < 2 {
+            return Ok(None);
+        }
+        let (fin, rsv, opcode) = (b[0] & 0x80 != 0, b[0] & 0x70, b[0] & 0x0f);
+        let (masked, len7) = (b[1] & 0x80 != 0, b[1] & 0x7f);
+        if rsv != 0 {
+            return Err(ReadError::protocol("reserved bits set"));
+        }
+        if !matches!(opcode, 0 | 1 | 2 | 8 | 9 | 10) {
+            return Err(ReadError::protocol("unknown opcode"));
+        }
+        if !masked {
+            return Err(ReadError::protocol("client frames must be masked"));
+        }
+        let control = opcode >= 8;
+        if control && (!fin || len7 > 125) {
+            return Err(ReadError::protocol("bad control frame"));
+        }
+        let ext = match len7 {
+            126 => 2,
+            127 => 8,
+            _ => 0,
+        };
+        let head = 2 + ext + 4;
+        if b.len() < head {
+            return Ok(None);
+        }
+        let len = match ext {
+            0 => len7 as u64,
+            2 => u16::from_be_bytes([b[2], b[3]]) as u64,
+            _ => u64::from_be_bytes(b[2..10].try_into().expect("8 bytes")),
+        };
+        // Refuse before buffering: a 1 GiB length must not reserve 1 GiB.
+        let so_far = self.partial.as_ref().map_or(0, |p| p.data.len()) as u64;
+        if !control && so_far + len > self.max_message as u64 {
+            return Err(ReadError::too_big());
+        }
+        let len = len as usize;
+        if b.len() < head + len {
+            self.buf.reserve(head + len - self.buf.len());
+            return Ok(None);
+        }
+        let mask: [u8; 4] = b[head - 4..head].try_into().expect("4 bytes");
+        self.buf.advance(head);
+        let mut payload = self.buf.split_to(len);
+        fastwebsockets::unmask(&mut payload, mask);
+        Ok(Some((fin, opcode, payload)))
+    }
+
+    /// Applies one frame to the message being assembled.
+    fn assemble(
+        &mut self,
+        (fin, opcode, payload): (bool, u8, BytesMut),
+    ) -> Result<Option<Incoming>, ReadError> {
+        match opcode {
+            0 => {
+                let Some(p) = self.partial.as_mut() else {
+                    return Err(ReadError::protocol("continuation without a message"));
+                };
+                p.fragments += 1;
+                if p.fragments > MAX_FRAGMENTS {
+                    return Err(ReadError::too_big());
+                }
+                p.data.extend_from_slice(&payload);
+                if p.text {
+                    check_utf8(p, fin)?;
+                }
+                if !fin {
+                    return Ok(None);
+                }
+                let p = self.partial.take().expect("checked above");
+                Ok(Some(if p.text {
+                    Incoming::Text(p.data.freeze())
+                } else {
+                    Incoming::Binary(p.data.freeze())
+                }))
+            }
+            1 | 2 => {
+                if self.partial.is_some() {
+                    return Err(ReadError::protocol("new message inside a fragmented one"));
+                }
+                let text = opcode == 1;
+                if fin {
+                    if text && simdutf8::basic::from_utf8(&payload).is_err() {
+                        return Err(ReadError::utf8());
+                    }
+                    let data = payload.freeze();
+                    return Ok(Some(if text {
+                        Incoming::Text(data)
+                    } else {
+                        Incoming::Binary(data)
+                    }));
+                }
+                let mut p = Partial {
+                    text,
+                    data: payload,
+                    fragments: 1,
+                    valid_to: 0,
+                };
+                if text {
+                    check_utf8(&mut p, false)?;
+                }
+                self.partial = Some(p);
+                Ok(None)
+            }
+            8 => Ok(Some(Incoming::Close(close_code(&payload)?))),
+            9 => Ok(Some(Incoming::Ping(payload.freeze()))),
+            _ => Ok(Some(Incoming::Pong)),
+        }
+    }
+}
+
+/// Fails as soon as the text cannot become valid UTF-8.
+fn check_utf8(p: &mut Partial, fin: bool) -> Result<(), ReadError> {
+    match std::str::from_utf8(&p.data[p.valid_to..]) {
+        Ok(_) => p.valid_to = p.data.len(),
+        Err(e) if e.error_len().is_none() && !fin => p.valid_to += e.valid_up_to(),
+        Err(_) => return Err(ReadError::utf8()),
+    }
+    Ok(())
+}
+
+/// The code of a close frame, checked as RFC 6455 asks.
+fn close_code(payload: &[u8]) -> Result<Option<u16>, ReadError> {
+    match payload.len() {
+        0 => Ok(None),
+        1 => Err(ReadError::protocol("close frame with a 1-byte body")),
+        _ => {
+            let code = u16::from_be_bytes([payload[0], payload[1]]);
+            let allowed = matches!(code, 1000..=1003 | 1007..=1011 | 3000..=4999);
+            if !allowed {
+                return Err(ReadError::protocol("invalid close code"));
+            }
+            if std::str::from_utf8(&payload[2..]).is_err() {
+                return Err(ReadError::utf8());
+            }
+            Ok(Some(code))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncWriteExt;
+    use tokio::net::{TcpListener, TcpStream};
+
+    /// A masked client frame.
+    fn frame(fin: bool, opcode: u8, payload: &[u8]) -> Vec<u8> {
+        let mut out = vec![(fin as u8) << 7 | opcode];
+        match payload.len() {
+            n if n < 126 => out.push(0x80 | n as u8),
+            n if n < 65536 => {
+                out.push(0x80 | 126);
+                out.extend_from_slice(&(n as u16).to_be_bytes());
+            }
+            n => {
+                out.push(0x80 | 127);
+                out.extend_from_slice(&(n as u64).to_be_bytes());
+            }
+        }
+        let mask = [1, 2, 3, 4];
+        out.extend_from_slice(&mask);
+        out.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+        out
+    }
+
+    async fn reader_for(bytes: Vec<u8>, max: usize) -> FrameReader {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let mut c = TcpStream::connect(addr).await.unwrap();
+            c.write_all(&bytes).await.unwrap();
+            // Keep the socket open long enough for the reader.
+            tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+        });
+        let (s, _) = listener.accept().await.unwrap();
+        FrameReader::new(s.into_split().0, Bytes::new(), max)
+    }
+
+    #[tokio::test]
+    async fn reassembles_fragments_and_passes_control_frames_between() {
+        let mut bytes = frame(false, 1, "hé".as_bytes()[..2].as_ref());
+        bytes.extend(frame(true, 9, b"p"));
+        bytes.extend(frame(true, 0, &"hé".as_bytes()[2..]));
+        bytes.extend(frame(true, 2, &[0, 1]));
+        bytes.extend(frame(true, 8, &[0x03, 0xe8]));
+        let mut r = reader_for(bytes, 1024).await;
+        assert_eq!(
+            r.next().await.unwrap(),
+            Incoming::Ping(Bytes::from_static(b"p"))
+        );
+        assert_eq!(r.next().await.unwrap(), Incoming::Text(Bytes::from("hé")));
+        assert_eq!(
+            r.next().await.unwrap(),
+            Incoming::Binary(Bytes::from_static(&[0, 1]))
+        );
+        assert_eq!(r.next().await.unwrap(), Incoming::Close(Some(1000)));
+    }
+
+    #[tokio::test]
+    async fn caps_the_reassembled_message_not_just_the_frame() {
+        let mut bytes = Vec::new();
+        for _ in 0..20 {
+            bytes.extend(frame(
+                false,
+                if bytes.is_empty() { 1 } else { 0 },
+                &[b'a'; 100],
+            ));
+        }
+        let mut r = reader_for(bytes, 1000).await;
+        assert_eq!(r.next().await.unwrap_err(), ReadError::too_big());
+        let mut r = reader_for(frame(true, 2, &vec![0; 70_000]), 65_536).await;
+        assert_eq!(r.next().await.unwrap_err(), ReadError::too_big());
+    }
+
+    #[tokio::test]
+    async fn endless_empty_fragments_are_bounded() {
+        let mut bytes = frame(false, 1, b"");
+        for _ in 0..MAX_FRAGMENTS + 1 {
+            bytes.extend(frame(false, 0, b""));
+        }
+        let mut r = reader_for(bytes, 1000).await;
+        assert_eq!(r.next().await.unwrap_err(), ReadError::too_big());
+    }
+
+    #[tokio::test]
+    async fn protocol_violations_map_to_close_codes() {
+        let cases: Vec<(Vec<u8>, u16)> = vec![
+            (frame(true, 1, &[0xff, 0xfe]), close::INVALID_PAYLOAD),
+            (frame(false, 1, &[0xc3, 0x28]), close::INVALID_PAYLOAD),
+            (frame(true, 0, b"x"), close::PROTOCOL_ERROR),
+            (frame(true, 3, b""), close::PROTOCOL_ERROR),
+            (frame(false, 9, b""), close::PROTOCOL_ERROR),
+            (frame(true, 8, &[0x03, 0xed]), close::PROTOCOL_ERROR),
+            (vec![0x81, 0x01, b'a'], close::PROTOCOL_ERROR),
+        ];
+        for (bytes, code) in cases {
+            let mut r = reader_for(bytes.clone(), 1000).await;
+            match r.next().await {
+                Err(ReadError::Protocol { code: got, .. }) => assert_eq!(got, code, "{bytes:?}"),
+                other => panic!("{bytes:?}: {other:?}"),
+            }
+        }
+    }
+}

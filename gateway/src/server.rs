@@ -1,0 +1,155 @@
+//! The gateway process: set-up, serving, and shutdown.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use bytes::Bytes;
+use presence::Reporter;
+use prost::Message as _;
+use proto::{pb, subject};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::auth::Verifier;
+use crate::config::{self, Config};
+use crate::glob::RoomGlobs;
+use crate::hub::{Hub, Parts};
+use crate::standalone::{self, Backends};
+use crate::{drain, http};
+
+/// How often this gateway announces itself to room owners.
+const ANNOUNCE_EVERY: Duration = Duration::from_secs(1);
+
+/// Runs the gateway until SIGTERM or Ctrl-C, then drains and returns.
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    proto::telemetry::init_logging();
+    let metrics = proto::telemetry::install_metrics();
+    crate::metrics::describe();
+    let id = config
+        .id
+        .clone()
+        .unwrap_or_else(|| config::default_id("gateway"));
+
+    let (verifier, secret) = verifier(&config)?;
+    let backends = if config.standalone {
+        standalone::start(&id, &config).await?
+    } else {
+        anyhow::bail!("--standalone is required until cluster mode lands (see --nats-url)");
+    };
+    let Backends {
+        bus,
+        router,
+        presence,
+        ..
+    } = &backends;
+    let reporter = Reporter::start(presence.clone(), id.clone());
+    let hub = Hub::new(Parts {
+        id: id.clone(),
+        limits: config.limits.clone(),
+        bus: bus.clone(),
+        router: router.clone(),
+        presence: presence.clone(),
+        reporter: reporter.clone(),
+        verifier,
+        default_rooms: RoomGlobs::parse_list(&config.default_rooms),
+        allowed_origins: list(&config.allowed_origins),
+    });
+    let announce_id = id.clone();
+    let _announcer = router::announce::spawn(
+        bus.clone(),
+        subject::GATEWAY_ANNOUNCE,
+        ANNOUNCE_EVERY,
+        move || {
+            Bytes::from(
+                pb::GatewayAnnounce {
+                    id: announce_id.clone(),
+                }
+                .encode_to_vec(),
+            )
+        },
+    );
+
+    let ready_hub = hub.clone();
+    let ready: proto::admin::ReadyCheck = Arc::new(move || {
+        vec![
+            ("broker", ready_hub.bus.is_connected()),
+            ("ring", !ready_hub.router.membership().ring().is_empty()),
+            ("presence", ready_hub.reporter.reachable()),
+            ("not_draining", !ready_hub.is_draining()),
+        ]
+    });
+    let admin = proto::admin::serve(config.admin_listen, metrics, ready)
+        .await
+        .with_context(|| format!("--admin-listen {}", config.admin_listen))?;
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("--listen {}", config.listen))?;
+    let addr = listener.local_addr()?;
+
+    println!(
+        "switchboard gateway {id} ({})",
+        if config.standalone {
+            "standalone"
+        } else {
+            "cluster"
+        }
+    );
+    println!("  websocket  ws://{addr}/ws");
+    println!("  admin      http://{admin}/metrics");
+    if let Some(secret) = &secret {
+        let token = standalone::demo_token(secret);
+        println!("  connect    ws://{addr}/ws?token={token}");
+        println!("             (user \"demo\", valid 24 h)");
+    }
+
+    let stop = CancellationToken::new();
+    let serving = tokio::spawn(http::serve(hub.clone(), listener, stop.clone()));
+    shutdown_signal().await;
+    tracing::info!("shutting down");
+    stop.cancel();
+    let _ = serving.await;
+    drain::run(&hub, config.limits.drain_window).await;
+    reporter.leave().await;
+    Ok(())
+}
+
+/// The token verifier, and the HS256 secret when it is known (to mint the
+/// demo token).
+fn verifier(config: &Config) -> anyhow::Result<(Verifier, Option<String>)> {
+    if let Some(path) = &config.jwt_public_key {
+        let pem =
+            std::fs::read(path).with_context(|| format!("--jwt-public-key {}", path.display()))?;
+        let v = Verifier::from_public_key_pem(&pem)
+            .with_context(|| format!("--jwt-public-key {}", path.display()))?;
+        return Ok((v, None));
+    }
+    if let Some(secret) = &config.jwt_secret {
+        if secret.is_empty() {
+            anyhow::bail!("--jwt-secret must not be empty");
+        }
+        return Ok((Verifier::hs256(secret.as_bytes()), Some(secret.clone())));
+    }
+    if config.standalone {
+        let secret = standalone::generate_secret();
+        return Ok((Verifier::hs256(secret.as_bytes()), Some(secret)));
+    }
+    anyhow::bail!("--jwt-secret or --jwt-public-key is required outside --standalone")
+}
+
+fn list(s: &str) -> Vec<String> {
+    s.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("SIGTERM handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}
