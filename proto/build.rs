@@ -13,8 +13,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         println!("cargo:rerun-if-changed={f}");
     }
     let fds = protox::compile(files, ["."])?;
-    tonic_prost_build::configure()
-        .bytes(".switchboard.v1")
-        .compile_fds(fds)?;
+    tonic_prost_build::configure().bytes(".switchboard.v1").compile_fds(fds)?;
     Ok(())
 }

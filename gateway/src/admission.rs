@@ -52,11 +52,7 @@ impl Admission {
             max_per_ip: limits.max_connections_per_ip,
             total: AtomicUsize::new(0),
             per_ip: Mutex::new(HashMap::new()),
-            handshakes: Mutex::new(TokenBucket::new(
-                limits.handshake_rate,
-                limits.handshake_burst,
-                Instant::now(),
-            )),
+            handshakes: Mutex::new(TokenBucket::new(limits.handshake_rate, limits.handshake_burst, Instant::now())),
         })
     }
 
@@ -78,10 +74,7 @@ impl Admission {
             return Err(Refusal::PerIp);
         }
         *n += 1;
-        Ok(Ticket {
-            admission: self.clone(),
-            ip,
-        })
+        Ok(Ticket { admission: self.clone(), ip })
     }
 
     /// Connections currently admitted.
@@ -122,21 +115,13 @@ mod tests {
 
     #[test]
     fn caps_total_and_per_ip_and_releases_on_drop() {
-        let a = Admission::new(&limits(&[
-            "--max-connections",
-            "2",
-            "--max-connections-per-ip",
-            "1",
-        ]));
+        let a = Admission::new(&limits(&["--max-connections", "2", "--max-connections-per-ip", "1"]));
         let ip1: IpAddr = "127.0.0.1".parse().unwrap();
         let ip2: IpAddr = "127.0.0.2".parse().unwrap();
         let t1 = a.admit(ip1).unwrap();
         assert_eq!(a.admit(ip1).err(), Some(Refusal::PerIp));
         let _t2 = a.admit(ip2).unwrap();
-        assert_eq!(
-            a.admit("127.0.0.3".parse().unwrap()).err(),
-            Some(Refusal::Capacity)
-        );
+        assert_eq!(a.admit("127.0.0.3".parse().unwrap()).err(), Some(Refusal::Capacity));
         drop(t1);
         assert_eq!(a.connections(), 1);
         assert!(a.admit(ip1).is_ok());
@@ -144,12 +129,7 @@ mod tests {
 
     #[test]
     fn handshake_rate_limits_storms() {
-        let a = Admission::new(&limits(&[
-            "--handshake-rate",
-            "1",
-            "--handshake-burst",
-            "3",
-        ]));
+        let a = Admission::new(&limits(&["--handshake-rate", "1", "--handshake-burst", "3"]));
         let ip: IpAddr = "127.0.0.1".parse().unwrap();
         let admitted: Vec<_> = (0..10).filter_map(|_| a.admit(ip).ok()).collect();
         assert_eq!(admitted.len(), 3);

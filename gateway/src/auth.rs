@@ -136,10 +136,7 @@ impl Verifier {
             // The key alone does not say which ES* algorithm it is for; the
             // curve does, and ES256 means P-256.
             let curve = match Jwk::from_decoding_key(&key, Some(Algorithm::ES256)) {
-                Ok(Jwk {
-                    algorithm: AlgorithmParameters::EllipticCurve(ec),
-                    ..
-                }) => ec.curve,
+                Ok(Jwk { algorithm: AlgorithmParameters::EllipticCurve(ec), .. }) => ec.curve,
                 _ => return Err(KeyError::UnsupportedCurve("unknown".into())),
             };
             if curve != EllipticCurve::P256 {
@@ -189,17 +186,10 @@ impl Verifier {
         // `sub` becomes part of NATS subjects: it must not be able to add a
         // level (`.`) or a wildcard to one.
         if !proto::subject::valid_id(&sub) {
-            return Err(invalid(
-                "claim `sub` is not a valid user id (1-128 bytes of [A-Za-z0-9_:@-])",
-            ));
+            return Err(invalid("claim `sub` is not a valid user id (1-128 bytes of [A-Za-z0-9_:@-])"));
         }
 
-        Ok(Claims {
-            sub,
-            exp,
-            rooms: wire.rooms,
-            info: wire.info,
-        })
+        Ok(Claims { sub, exp, rooms: wire.rooms, info: wire.info })
     }
 
     /// Turns a jsonwebtoken error into a message that is useful to whoever
@@ -208,16 +198,11 @@ impl Verifier {
         match kind {
             ErrorKind::ExpiredSignature => AuthError::Expired,
             ErrorKind::InvalidSignature => invalid("bad signature"),
-            ErrorKind::InvalidAlgorithm => AuthError::Invalid(format!(
-                "wrong algorithm, this server accepts only {:?}",
-                self.algorithm()
-            )),
-            ErrorKind::MissingRequiredClaim(claim) => {
-                AuthError::Invalid(format!("missing claim `{claim}`"))
+            ErrorKind::InvalidAlgorithm => {
+                AuthError::Invalid(format!("wrong algorithm, this server accepts only {:?}", self.algorithm()))
             }
-            ErrorKind::InvalidClaimFormat(claim) => {
-                AuthError::Invalid(format!("malformed claim `{claim}`"))
-            }
+            ErrorKind::MissingRequiredClaim(claim) => AuthError::Invalid(format!("missing claim `{claim}`")),
+            ErrorKind::InvalidClaimFormat(claim) => AuthError::Invalid(format!("malformed claim `{claim}`")),
             ErrorKind::ImmatureSignature => invalid("not valid yet (`nbf` is in the future)"),
             // Bad base64 or JSON, a wrong claim type, an unknown `alg` such as
             // `none`: serde's messages may quote the payload, so say less.
@@ -309,10 +294,7 @@ fn invalid(why: &str) -> AuthError {
 }
 
 fn now_secs() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
 }
 
 #[cfg(test)]
@@ -382,17 +364,12 @@ mod tests {
         assert_eq!(claims.sub, "user:42");
         assert_eq!(claims.exp, c["exp"].as_i64().unwrap());
         assert_eq!(claims.rooms.as_deref().unwrap(), ["chat:*", "news"]);
-        assert_eq!(
-            &claims.info_bytes()[..],
-            br#"{"name":"Ann","tags":[1,2]}"#.as_slice()
-        );
+        assert_eq!(&claims.info_bytes()[..], br#"{"name":"Ann","tags":[1,2]}"#.as_slice());
     }
 
     #[test]
     fn optional_claims_may_be_absent() {
-        let verified = Verifier::hs256(SECRET)
-            .verify(&hs(&claims("u", 60)))
-            .unwrap();
+        let verified = Verifier::hs256(SECRET).verify(&hs(&claims("u", 60))).unwrap();
         assert!(verified.rooms.is_none());
         assert!(verified.info.is_none());
         assert!(verified.info_bytes().is_empty());
@@ -414,23 +391,13 @@ mod tests {
         assert_eq!(err, AuthError::Expired);
         assert_eq!(err.close_code(), 4501);
         // Zero leeway: expired the moment `exp` is reached.
-        assert_eq!(
-            verifier.verify(&hs(&claims("u", 0))).unwrap_err(),
-            AuthError::Expired
-        );
-        assert_eq!(
-            verifier.verify(&hs(&claims("u", -1))).unwrap_err(),
-            AuthError::Expired
-        );
+        assert_eq!(verifier.verify(&hs(&claims("u", 0))).unwrap_err(), AuthError::Expired);
+        assert_eq!(verifier.verify(&hs(&claims("u", -1))).unwrap_err(), AuthError::Expired);
     }
 
     #[test]
     fn expired_but_forged_is_invalid_not_expired() {
-        let token = sign(
-            Algorithm::HS256,
-            &EncodingKey::from_secret(b"other"),
-            &claims("u", -10),
-        );
+        let token = sign(Algorithm::HS256, &EncodingKey::from_secret(b"other"), &claims("u", -10));
         refused(&Verifier::hs256(SECRET), &token);
     }
 
@@ -465,11 +432,7 @@ mod tests {
 
     #[test]
     fn wrong_secret() {
-        let token = sign(
-            Algorithm::HS256,
-            &EncodingKey::from_secret(b"not-the-secret"),
-            &claims("u", 60),
-        );
+        let token = sign(Algorithm::HS256, &EncodingKey::from_secret(b"not-the-secret"), &claims("u", 60));
         assert!(refused(&Verifier::hs256(SECRET), &token).contains("signature"));
     }
 
@@ -482,10 +445,7 @@ mod tests {
         refused(&ec(), &token);
         // Even with the genuine signature left on.
         let signature = genuine.rsplit('.').next().unwrap();
-        refused(
-            &Verifier::hs256(SECRET),
-            &format!("{NONE_HEADER}.{}.{signature}", payload(&genuine)),
-        );
+        refused(&Verifier::hs256(SECRET), &format!("{NONE_HEADER}.{}.{signature}", payload(&genuine)));
     }
 
     #[test]
@@ -503,10 +463,7 @@ mod tests {
         let exp = now_secs() + 60;
         refused(&verifier, &hs(&json!({ "sub": 7, "exp": exp })));
         refused(&verifier, &hs(&json!({ "sub": "u", "exp": "soon" })));
-        refused(
-            &verifier,
-            &hs(&json!({ "sub": "u", "exp": exp, "rooms": "*" })),
-        );
+        refused(&verifier, &hs(&json!({ "sub": "u", "exp": exp, "rooms": "*" })));
         refused(&verifier, &hs(&json!({ "sub": "u", "exp": -5 })));
     }
 
@@ -514,10 +471,7 @@ mod tests {
     fn invalid_sub() {
         let verifier = Verifier::hs256(SECRET);
         for sub in ["a.b", "", "a*", "a b", "é", &"x".repeat(129)] {
-            assert!(
-                refused(&verifier, &hs(&claims(sub, 60))).contains("sub"),
-                "{sub}"
-            );
+            assert!(refused(&verifier, &hs(&claims(sub, 60))).contains("sub"), "{sub}");
         }
         assert!(verifier.verify(&hs(&claims(&"x".repeat(128), 60))).is_ok());
     }
@@ -525,15 +479,7 @@ mod tests {
     #[test]
     fn malformed_tokens() {
         let verifier = Verifier::hs256(SECRET);
-        for token in [
-            "",
-            "abc",
-            "a.b",
-            "a.b.c",
-            "a.b.c.d",
-            "...",
-            "eyJ9.eyJ9.AAAA",
-        ] {
+        for token in ["", "abc", "a.b", "a.b.c", "a.b.c.d", "...", "eyJ9.eyJ9.AAAA"] {
             refused(&verifier, token);
         }
     }
@@ -581,11 +527,7 @@ mod tests {
         // token with its PEM text as the HMAC secret and hope the server
         // verifies HS256 with "its key".
         for public in [RSA_PUBLIC, EC_PUBLIC] {
-            let token = sign(
-                Algorithm::HS256,
-                &EncodingKey::from_secret(public),
-                &claims("admin", 60),
-            );
+            let token = sign(Algorithm::HS256, &EncodingKey::from_secret(public), &claims("admin", 60));
             let verifier = Verifier::from_public_key_pem(public).unwrap();
             refused(&verifier, &token);
         }
@@ -597,18 +539,9 @@ mod tests {
 
         assert_eq!(err(b"not a key"), KeyError::NotPem);
         assert_eq!(err(SECRET), KeyError::NotPem);
-        assert_eq!(
-            err(RSA_PRIVATE),
-            KeyError::NotPublicKey("PRIVATE KEY".into())
-        );
-        assert_eq!(
-            err(EC_PRIVATE),
-            KeyError::NotPublicKey("PRIVATE KEY".into())
-        );
-        assert!(matches!(
-            err(b"-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n"),
-            KeyError::Unsupported
-        ));
+        assert_eq!(err(RSA_PRIVATE), KeyError::NotPublicKey("PRIVATE KEY".into()));
+        assert_eq!(err(EC_PRIVATE), KeyError::NotPublicKey("PRIVATE KEY".into()));
+        assert!(matches!(err(b"-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n"), KeyError::Unsupported));
 
         let ed25519 = b"-----BEGIN PUBLIC KEY-----
 MCowBQYDK2VwAyEAkTEqQkXaMsaLgdI2DqVhe3V/pllIAOjSfJoXymCrn08=
@@ -644,35 +577,18 @@ IcQuCTcoWr6lOSicDwIDAQAB
 
     #[test]
     fn token_from_authorization_header() {
-        for value in [
-            "Bearer abc.def.ghi",
-            "bearer abc.def.ghi",
-            "BEARER  abc.def.ghi ",
-        ] {
-            assert_eq!(
-                token_from_request(&headers(&[value]), None).as_deref(),
-                Some("abc.def.ghi"),
-                "{value}"
-            );
+        for value in ["Bearer abc.def.ghi", "bearer abc.def.ghi", "BEARER  abc.def.ghi "] {
+            assert_eq!(token_from_request(&headers(&[value]), None).as_deref(), Some("abc.def.ghi"), "{value}");
         }
         // The header wins over the query.
-        assert_eq!(
-            token_from_request(&headers(&["Bearer h"]), Some("token=q")).as_deref(),
-            Some("h")
-        );
+        assert_eq!(token_from_request(&headers(&["Bearer h"]), Some("token=q")).as_deref(), Some("h"));
         // Another scheme, or an empty bearer, falls back to the query.
-        assert_eq!(
-            token_from_request(&headers(&["Basic dXNlcjpwdw=="]), Some("token=q")).as_deref(),
-            Some("q")
-        );
+        assert_eq!(token_from_request(&headers(&["Basic dXNlcjpwdw=="]), Some("token=q")).as_deref(), Some("q"));
         assert_eq!(token_from_request(&headers(&["Bearer "]), None), None);
         assert_eq!(token_from_request(&headers(&["Bearer"]), None), None);
         assert_eq!(token_from_request(&headers(&["Bearerabc"]), None), None);
         // A later Authorization header can still carry the bearer token.
-        assert_eq!(
-            token_from_request(&headers(&["Basic x", "Bearer b"]), None).as_deref(),
-            Some("b")
-        );
+        assert_eq!(token_from_request(&headers(&["Basic x", "Bearer b"]), None).as_deref(), Some("b"));
     }
 
     #[test]

@@ -18,12 +18,7 @@ impl TokenBucket {
     /// A full bucket.
     pub fn new(rate: f64, burst: f64, now: Instant) -> Self {
         let burst = burst.max(1.0);
-        Self {
-            rate: rate.max(0.0),
-            burst,
-            tokens: burst,
-            last: now,
-        }
+        Self { rate: rate.max(0.0), burst, tokens: burst, last: now }
     }
 
     /// Takes one token if there is one.
@@ -54,10 +49,6 @@ mod tests {
         assert!(b.take(t0 + Duration::from_millis(100)));
         assert!(!b.take(t0 + Duration::from_millis(100)));
         let later = t0 + Duration::from_secs(60);
-        assert_eq!(
-            (0..10).filter(|_| b.take(later)).count(),
-            5,
-            "refill stops at the burst"
-        );
+        assert_eq!((0..10).filter(|_| b.take(later)).count(), 5, "refill stops at the burst");
     }
 }

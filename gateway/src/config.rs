@@ -173,17 +173,12 @@ pub fn exit_on(e: clap::Error) -> ! {
     use clap::error::ErrorKind;
     if matches!(
         e.kind(),
-        ErrorKind::DisplayHelp
-            | ErrorKind::DisplayVersion
-            | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
     ) {
         e.exit();
     }
     let text = e.render().to_string();
-    let line = text
-        .lines()
-        .find(|l| !l.trim().is_empty())
-        .unwrap_or("error: invalid arguments");
+    let line = text.lines().find(|l| !l.trim().is_empty()).unwrap_or("error: invalid arguments");
     eprintln!("{}", line.trim_end());
     std::process::exit(2);
 }
@@ -191,13 +186,9 @@ pub fn exit_on(e: clap::Error) -> ! {
 /// A duration such as `500ms`, `10s`, `2m` or `1h`.
 pub fn duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
-    let split = s
-        .find(|c: char| !c.is_ascii_digit() && c != '.')
-        .unwrap_or(s.len());
+    let split = s.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(s.len());
     let (num, unit) = s.split_at(split);
-    let n: f64 = num
-        .parse()
-        .map_err(|_| format!("{s:?} is not a duration like 500ms, 10s or 2m"))?;
+    let n: f64 = num.parse().map_err(|_| format!("{s:?} is not a duration like 500ms, 10s or 2m"))?;
     let secs = match unit {
         "ms" => n / 1000.0,
         "s" | "" => n,
@@ -226,17 +217,9 @@ pub fn default_id(prefix: &str) -> String {
         .ok()
         .or_else(|| std::env::var("HOSTNAME").ok())
         .unwrap_or_else(|| prefix.to_owned());
-    let host: String = host
-        .trim()
-        .chars()
-        .filter(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
-        .take(40)
-        .collect();
-    let host = if host.is_empty() {
-        prefix.to_owned()
-    } else {
-        host
-    };
+    let host: String =
+        host.trim().chars().filter(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_').take(40).collect();
+    let host = if host.is_empty() { prefix.to_owned() } else { host };
     format!("{host}-{:06x}", rand::random::<u32>() & 0xff_ffff)
 }
 

@@ -67,13 +67,7 @@ pub struct Encoded {
 
 impl Encoded {
     pub fn new(room: Arc<str>, epoch: Arc<str>, msg: pb::StoredMessage) -> Self {
-        Self {
-            room,
-            epoch,
-            msg,
-            json: OnceLock::new(),
-            proto: OnceLock::new(),
-        }
+        Self { room, epoch, msg, json: OnceLock::new(), proto: OnceLock::new() }
     }
 
     /// The `message` frame in `encoding`.
@@ -84,15 +78,8 @@ impl Encoded {
         };
         slot.get_or_init(|| {
             let m = &self.msg;
-            Event::Message {
-                room: &self.room,
-                seq: m.seq,
-                epoch: &self.epoch,
-                from: &m.from,
-                data: &m.data,
-                ts: m.ts,
-            }
-            .encode(encoding)
+            Event::Message { room: &self.room, seq: m.seq, epoch: &self.epoch, from: &m.from, data: &m.data, ts: m.ts }
+                .encode(encoding)
         })
         .clone()
     }
@@ -118,12 +105,7 @@ struct Fanout {
 }
 
 /// Runs a room's fanout until `Cmd::Stop` or the subscription ends.
-pub async fn run(
-    room: String,
-    mut sub: Subscription,
-    mut cmds: mpsc::UnboundedReceiver<Cmd>,
-    router: RouterClient,
-) {
+pub async fn run(room: String, mut sub: Subscription, mut cmds: mpsc::UnboundedReceiver<Cmd>, router: RouterClient) {
     let mut f = Fanout {
         room: room.into(),
         router,
@@ -167,23 +149,10 @@ impl Fanout {
                 self.on_message(enc);
             }
             Some(room_event::Kind::Joined(j)) => {
-                self.broadcast(|e| {
-                    Event::Joined {
-                        room: &j.room,
-                        user: &j.user,
-                        info: &j.info,
-                    }
-                    .encode(e)
-                });
+                self.broadcast(|e| Event::Joined { room: &j.room, user: &j.user, info: &j.info }.encode(e));
             }
             Some(room_event::Kind::Left(l)) => {
-                self.broadcast(|e| {
-                    Event::Left {
-                        room: &l.room,
-                        user: &l.user,
-                    }
-                    .encode(e)
-                });
+                self.broadcast(|e| Event::Left { room: &l.room, user: &l.user }.encode(e));
             }
             None => {}
         }
@@ -225,9 +194,7 @@ impl Fanout {
                 Encoding::Json => &mut json,
                 Encoding::Proto => &mut proto,
             };
-            let bytes = slot
-                .get_or_insert_with(|| enc.bytes(m.listener.encoding))
-                .clone();
+            let bytes = slot.get_or_insert_with(|| enc.bytes(m.listener.encoding)).clone();
             delivered += m.listener.outbox.push(Out::Data(bytes)) as u64;
         }
         metrics::counter!("switchboard_gateway_messages_delivered_total").increment(delivered);
@@ -245,9 +212,7 @@ impl Fanout {
                 Encoding::Json => &mut json,
                 Encoding::Proto => &mut proto,
             };
-            let bytes = slot
-                .get_or_insert_with(|| encode(m.listener.encoding))
-                .clone();
+            let bytes = slot.get_or_insert_with(|| encode(m.listener.encoding)).clone();
             m.listener.outbox.push(Out::Data(bytes));
         }
     }
@@ -256,14 +221,7 @@ impl Fanout {
     fn resync(&mut self, epoch: Arc<str>, seq: u64) {
         metrics::counter!("switchboard_gateway_resyncs_total").increment(1);
         let room = self.room.clone();
-        self.broadcast(|e| {
-            Event::Resync {
-                room: &room,
-                epoch: &epoch,
-                seq,
-            }
-            .encode(e)
-        });
+        self.broadcast(|e| Event::Resync { room: &room, epoch: &epoch, seq }.encode(e));
         for m in self.members.values_mut() {
             m.after = seq;
         }
@@ -298,16 +256,10 @@ impl Fanout {
         metrics::counter!("switchboard_gateway_gap_fills_total").increment(1);
         let (router, room) = (self.router.clone(), self.room.clone());
         self.fill = Some(tokio::spawn(async move {
-            let since = pb::Since {
-                epoch: epoch.to_string(),
-                seq,
-            };
+            let since = pb::Since { epoch: epoch.to_string(), seq };
             let mut attempt = 0;
             loop {
-                let req = router_request::Kind::History(pb::HistoryRequest {
-                    since: Some(since.clone()),
-                    limit: 0,
-                });
+                let req = router_request::Kind::History(pb::HistoryRequest { since: Some(since.clone()), limit: 0 });
                 match router.call(&room, req).await {
                     Ok(router_reply::Kind::History(h)) => return Ok(h),
                     Ok(_) => return Err(CallError::Unavailable),
@@ -375,36 +327,18 @@ impl Fanout {
             Some((e, at)) => {
                 // We are ahead of the member's answer: catch it up from recent.
                 let (e, at) = (e.clone(), *at);
-                let missing: Vec<_> = self
-                    .recent
-                    .iter()
-                    .filter(|m| m.seq() > a.seq)
-                    .cloned()
-                    .collect();
+                let missing: Vec<_> = self.recent.iter().filter(|m| m.seq() > a.seq).cloned().collect();
                 if missing.first().is_some_and(|m| m.seq() == a.seq + 1) {
                     for m in missing {
-                        a.listener
-                            .outbox
-                            .push(Out::Data(m.bytes(a.listener.encoding)));
+                        a.listener.outbox.push(Out::Data(m.bytes(a.listener.encoding)));
                     }
                 } else {
-                    let frame = Event::Resync {
-                        room: &self.room,
-                        epoch: &e,
-                        seq: at,
-                    }
-                    .encode(a.listener.encoding);
+                    let frame = Event::Resync { room: &self.room, epoch: &e, seq: at }.encode(a.listener.encoding);
                     a.listener.outbox.push(Out::Data(frame));
                 }
                 at
             }
         };
-        self.members.insert(
-            a.conn,
-            Member {
-                listener: a.listener,
-                after,
-            },
-        );
+        self.members.insert(a.conn, Member { listener: a.listener, after });
     }
 }

@@ -96,13 +96,7 @@ impl RoomGlobs {
     /// Entries are trimmed and empty ones dropped, so stray or trailing
     /// commas in a command line do no harm.
     pub fn parse_list(s: &str) -> RoomGlobs {
-        RoomGlobs(
-            s.split(',')
-                .map(str::trim)
-                .filter(|p| !p.is_empty())
-                .map(String::from)
-                .collect(),
-        )
+        RoomGlobs(s.split(',').map(str::trim).filter(|p| !p.is_empty()).map(String::from).collect())
     }
 
     /// True if any pattern matches `room`.
@@ -183,10 +177,7 @@ mod tests {
         let name = "a".repeat(10_000);
         let start = std::time::Instant::now();
         assert!(!matches("*a*a*a*a*a*a*a*a*a*a*b", &name));
-        assert!(!matches(
-            "a*a*a*a*a*a*a*a*a*a*a*a*a*a*a*a*a*a*a*a*",
-            &"a".repeat(19)
-        ));
+        assert!(!matches("a*a*a*a*a*a*a*a*a*a*a*a*a*a*a*a*a*a*a*a*", &"a".repeat(19)));
         assert!(matches("*a*a*a*a*a*a*a*a*a*a", &name));
         let hostile = format!("{}b", "*a".repeat(200));
         assert!(!matches(&hostile, &name));

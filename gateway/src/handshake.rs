@@ -24,81 +24,49 @@ use crate::hub::Hub;
 use crate::session::{self, Accepted};
 
 /// Answers an upgrade request on `/ws`, spawning the session on success.
-pub fn upgrade(
-    hub: &Arc<Hub>,
-    peer: SocketAddr,
-    mut req: Request<Incoming>,
-) -> Response<Full<Bytes>> {
+pub fn upgrade(hub: &Arc<Hub>, peer: SocketAddr, mut req: Request<Incoming>) -> Response<Full<Bytes>> {
     if req.method() != Method::GET {
-        return reject(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "WebSocket upgrades use GET",
-            "method",
-        );
+        return reject(StatusCode::METHOD_NOT_ALLOWED, "WebSocket upgrades use GET", "method");
     }
     if !fastwebsockets::upgrade::is_upgrade_request(&req) {
-        let mut r = reject(
-            StatusCode::UPGRADE_REQUIRED,
-            "this endpoint speaks WebSocket",
-            "not_upgrade",
-        );
-        r.headers_mut().insert(
-            hyper::header::UPGRADE,
-            HeaderValue::from_static("websocket"),
-        );
+        let mut r = reject(StatusCode::UPGRADE_REQUIRED, "this endpoint speaks WebSocket", "not_upgrade");
+        r.headers_mut().insert(hyper::header::UPGRADE, HeaderValue::from_static("websocket"));
         return r;
     }
     if hub.is_draining() {
         return reject(StatusCode::SERVICE_UNAVAILABLE, "draining", "draining");
     }
     let Some(encoding) = negotiate(&req) else {
-        return reject(
-            StatusCode::BAD_REQUEST,
-            "no supported subprotocol offered",
-            "subprotocol",
-        );
+        return reject(StatusCode::BAD_REQUEST, "no supported subprotocol offered", "subprotocol");
     };
     let offered_protocol = req.headers().contains_key(SEC_WEBSOCKET_PROTOCOL);
     let token = token_from_request(req.headers(), req.uri().query());
-    let origin_ok = origin_allowed(
-        &hub.allowed_origins,
-        req.headers().get(hyper::header::ORIGIN),
-    );
+    let origin_ok = origin_allowed(&hub.allowed_origins, req.headers().get(hyper::header::ORIGIN));
 
     let (response, fut) = match fastwebsockets::upgrade::upgrade(&mut req) {
         Ok(r) => r,
         Err(e) => {
             let mut r = reject(StatusCode::BAD_REQUEST, &e.to_string(), "bad_handshake");
-            if matches!(
-                e,
-                fastwebsockets::WebSocketError::InvalidSecWebsocketVersion
-            ) {
-                r.headers_mut()
-                    .insert("sec-websocket-version", HeaderValue::from_static("13"));
+            if matches!(e, fastwebsockets::WebSocketError::InvalidSecWebsocketVersion) {
+                r.headers_mut().insert("sec-websocket-version", HeaderValue::from_static("13"));
             }
             return r;
         }
     };
     let (ticket, refuse) = if !origin_ok {
-        metrics::counter!("switchboard_gateway_connections_rejected_total", "reason" => "origin")
-            .increment(1);
+        metrics::counter!("switchboard_gateway_connections_rejected_total", "reason" => "origin").increment(1);
         (None, Some((close::POLICY, "origin not allowed")))
     } else {
         match hub.admission.admit(peer.ip()) {
             Ok(ticket) => (Some(ticket), None),
             Err(refusal) => {
-                metrics::counter!("switchboard_gateway_connections_rejected_total", "reason" => refusal.reason()).increment(1);
+                metrics::counter!("switchboard_gateway_connections_rejected_total", "reason" => refusal.reason())
+                    .increment(1);
                 (None, Some((close::TRY_AGAIN_LATER, "try again later")))
             }
         }
     };
-    let accepted = Accepted {
-        encoding,
-        token,
-        refuse,
-        ticket,
-        peer,
-    };
+    let accepted = Accepted { encoding, token, refuse, ticket, peer };
     let hub = hub.clone();
     tokio::spawn(async move {
         let Ok(ws) = fut.await else { return };
@@ -110,10 +78,7 @@ pub fn upgrade(
     });
     let mut response = response.map(|_| Full::new(Bytes::new()));
     if offered_protocol {
-        response.headers_mut().insert(
-            SEC_WEBSOCKET_PROTOCOL,
-            HeaderValue::from_static(encoding.protocol()),
-        );
+        response.headers_mut().insert(SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_static(encoding.protocol()));
     }
     response
 }
@@ -144,14 +109,11 @@ fn origin_allowed(allowed: &[String], origin: Option<&HeaderValue>) -> bool {
     let Some(origin) = origin.and_then(|o| o.to_str().ok()) else {
         return false;
     };
-    allowed
-        .iter()
-        .any(|a| a.eq_ignore_ascii_case(origin.trim_end_matches('/')))
+    allowed.iter().any(|a| a.eq_ignore_ascii_case(origin.trim_end_matches('/')))
 }
 
 fn reject(status: StatusCode, message: &str, reason: &'static str) -> Response<Full<Bytes>> {
-    metrics::counter!("switchboard_gateway_connections_rejected_total", "reason" => reason)
-        .increment(1);
+    metrics::counter!("switchboard_gateway_connections_rejected_total", "reason" => reason).increment(1);
     Response::builder()
         .status(status)
         .header("content-type", "text/plain")
@@ -174,14 +136,8 @@ mod tests {
     #[test]
     fn subprotocol_negotiation() {
         assert_eq!(negotiate(&req(&[])), Some(Encoding::Json));
-        assert_eq!(
-            negotiate(&req(&["switchboard.v1.proto"])),
-            Some(Encoding::Proto)
-        );
-        assert_eq!(
-            negotiate(&req(&["x, switchboard.v1.proto", "switchboard.v1.json"])),
-            Some(Encoding::Proto)
-        );
+        assert_eq!(negotiate(&req(&["switchboard.v1.proto"])), Some(Encoding::Proto));
+        assert_eq!(negotiate(&req(&["x, switchboard.v1.proto", "switchboard.v1.json"])), Some(Encoding::Proto));
         assert_eq!(negotiate(&req(&["chat"])), None);
     }
 
@@ -189,14 +145,8 @@ mod tests {
     fn origins() {
         let allowed = vec!["https://app.example".to_string()];
         assert!(origin_allowed(&[], None));
-        assert!(origin_allowed(
-            &allowed,
-            Some(&HeaderValue::from_static("https://app.example"))
-        ));
-        assert!(!origin_allowed(
-            &allowed,
-            Some(&HeaderValue::from_static("https://evil.example"))
-        ));
+        assert!(origin_allowed(&allowed, Some(&HeaderValue::from_static("https://app.example"))));
+        assert!(!origin_allowed(&allowed, Some(&HeaderValue::from_static("https://evil.example"))));
         assert!(!origin_allowed(&allowed, None));
     }
 }

@@ -89,12 +89,7 @@ impl Hub {
 
     /// A connection id unique in the cluster: this gateway's id and a counter.
     pub fn new_conn_id(&self) -> Arc<str> {
-        format!(
-            "{}-{}",
-            self.id,
-            self.next_conn.fetch_add(1, Ordering::Relaxed)
-        )
-        .into()
+        format!("{}-{}", self.id, self.next_conn.fetch_add(1, Ordering::Relaxed)).into()
     }
 
     pub fn register(&self, id: Arc<str>, conn: Conn) {
@@ -111,12 +106,7 @@ impl Hub {
 
     /// A snapshot of the live connections.
     pub fn conns(&self) -> Vec<(Arc<str>, Conn)> {
-        self.conns
-            .lock()
-            .unwrap()
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect()
+        self.conns.lock().unwrap().iter().map(|(k, v)| (k.clone(), v.clone())).collect()
     }
 
     /// Number of authenticated connections.

@@ -7,43 +7,24 @@ use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
 
 /// Registers help texts and initial values.
 pub fn describe() {
-    describe_gauge!(
-        "switchboard_gateway_connections",
-        "Authenticated WebSocket connections."
-    );
-    describe_counter!(
-        "switchboard_gateway_connections_accepted_total",
-        "Connections authenticated and greeted."
-    );
+    describe_gauge!("switchboard_gateway_connections", "Authenticated WebSocket connections.");
+    describe_counter!("switchboard_gateway_connections_accepted_total", "Connections authenticated and greeted.");
     describe_counter!(
         "switchboard_gateway_connections_rejected_total",
         "Handshakes or connections refused, by reason."
     );
     describe_counter!(
         "switchboard_gateway_disconnects_total",
-        "Connections ended, by close code sent (1006: none)."
+        "Connections ended, by close code (1006: ended without a close frame)."
     );
-    describe_counter!(
-        "switchboard_gateway_frames_in_total",
-        "Client requests, by op (invalid: undecodable)."
-    );
-    describe_counter!(
-        "switchboard_gateway_frames_out_total",
-        "Frames written to clients."
-    );
+    describe_counter!("switchboard_gateway_frames_in_total", "Client requests, by op (invalid: undecodable).");
+    describe_counter!("switchboard_gateway_frames_out_total", "Frames written to clients.");
     describe_counter!(
         "switchboard_gateway_messages_delivered_total",
         "Events queued to clients (room messages, joined/left, direct, presence)."
     );
-    describe_counter!(
-        "switchboard_gateway_drops_total",
-        "Frames or connections dropped, by reason."
-    );
-    describe_histogram!(
-        "switchboard_gateway_op_duration_seconds",
-        Unit::Seconds,
-        "Time to handle a client op, by op."
-    );
+    describe_counter!("switchboard_gateway_drops_total", "Frames or connections dropped, by reason.");
+    describe_histogram!("switchboard_gateway_op_duration_seconds", Unit::Seconds, "Time to handle a client op, by op.");
     describe_counter!(
         "switchboard_gateway_resyncs_total",
         "Times a room's continuity was lost and members got resync."

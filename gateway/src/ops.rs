@@ -26,21 +26,14 @@ fn fail<T>(code: ErrorCode, message: impl Into<String>) -> Result<T, Failure> {
 /// The client's view of a failed call to a room owner.
 fn call_failure(e: CallError) -> Failure {
     match e {
-        CallError::Unavailable => (
-            ErrorCode::Unavailable,
-            "room owner unavailable; retry".into(),
-        ),
+        CallError::Unavailable => (ErrorCode::Unavailable, "room owner unavailable; retry".into()),
         CallError::Refused { code, message } => (code, message),
     }
 }
 
 impl Session {
     /// Carries out one op. `Ok(None)` means the answer was already queued.
-    pub(crate) async fn dispatch(
-        &mut self,
-        id: &RequestId,
-        op: Op,
-    ) -> Result<Option<ReplyBody>, Failure> {
+    pub(crate) async fn dispatch(&mut self, id: &RequestId, op: Op) -> Result<Option<ReplyBody>, Failure> {
         match op {
             Op::Auth { .. } => fail(ErrorCode::BadRequest, "already authenticated"),
             Op::Join { room, since } => self.join(id, room, since).await,
@@ -57,13 +50,7 @@ impl Session {
                 }
                 let from = self.user.to_string();
                 let kind = router_request::Kind::Publish(pb::PublishRequest { from, data });
-                match self
-                    .hub
-                    .router
-                    .call(&room, kind)
-                    .await
-                    .map_err(call_failure)?
-                {
+                match self.hub.router.call(&room, kind).await.map_err(call_failure)? {
                     router_reply::Kind::Publish(p) => Ok(Some(ReplyBody::Publish { seq: p.seq })),
                     _ => fail(ErrorCode::Internal, "unexpected reply from owner"),
                 }
@@ -72,12 +59,7 @@ impl Session {
                 if !subject::valid_id(&user) {
                     return fail(ErrorCode::BadRequest, "invalid user id");
                 }
-                let dm = pb::DirectMessage {
-                    to: user.clone(),
-                    from: self.user.to_string(),
-                    data,
-                    ts: proto::now_ms(),
-                };
+                let dm = pb::DirectMessage { to: user.clone(), from: self.user.to_string(), data, ts: proto::now_ms() };
                 match self.hub.bus.publish_msg(subject::user(&user), &dm).await {
                     Ok(()) => Ok(Some(ReplyBody::Empty)),
                     Err(_) => fail(ErrorCode::Unavailable, "message bus unavailable; retry"),
@@ -86,52 +68,33 @@ impl Session {
             Op::Members { room } => {
                 self.check_room(&room)?;
                 let kind = router_request::Kind::Members(pb::MembersRequest { limit: 100 });
-                match self
-                    .hub
-                    .router
-                    .call(&room, kind)
-                    .await
-                    .map_err(call_failure)?
-                {
-                    router_reply::Kind::Members(m) => Ok(Some(ReplyBody::Members {
-                        members: m.members,
-                        count: m.count,
-                    })),
+                match self.hub.router.call(&room, kind).await.map_err(call_failure)? {
+                    router_reply::Kind::Members(m) => {
+                        Ok(Some(ReplyBody::Members { members: m.members, count: m.count }))
+                    }
                     _ => fail(ErrorCode::Internal, "unexpected reply from owner"),
                 }
             }
-            Op::Presence { users } => match self.hub.presence.query(users).await {
-                Ok(users) => Ok(Some(ReplyBody::Presence { users })),
-                Err(_) => fail(ErrorCode::Unavailable, "presence unavailable; retry"),
+            Op::Presence { users } => match self.query_presence(users).await {
+                Some(users) => Ok(Some(ReplyBody::Presence { users })),
+                None => fail(ErrorCode::Unavailable, "presence unavailable; retry"),
             },
             Op::Watch { users } => {
-                let new: Vec<&String> = users
-                    .iter()
-                    .filter(|u| !self.watching.contains(*u))
-                    .collect();
+                let new: Vec<&String> = users.iter().filter(|u| !self.watching.contains(*u)).collect();
                 if self.watching.len() + new.len() > self.hub.limits.max_watches_per_conn {
                     return fail(ErrorCode::BadRequest, "too many watched users");
                 }
-                let listener = Listener {
-                    outbox: self.outbox.clone(),
-                    encoding: self.encoding,
-                };
+                let listener = Listener { outbox: self.outbox.clone(), encoding: self.encoding };
                 for user in new {
-                    if self
-                        .hub
-                        .watches
-                        .add(user, self.conn.clone(), listener.clone())
-                        .await
-                        .is_err()
-                    {
+                    if self.hub.watches.add(user, self.conn.clone(), listener.clone()).await.is_err() {
                         return fail(ErrorCode::Unavailable, "message bus unavailable; retry");
                     }
                     self.watching.insert(user.clone());
                 }
                 // The current state, so the watcher needs no separate query.
-                match self.hub.presence.query(users).await {
-                    Ok(users) => Ok(Some(ReplyBody::Presence { users })),
-                    Err(_) => Ok(Some(ReplyBody::Empty)),
+                match self.query_presence(users).await {
+                    Some(users) => Ok(Some(ReplyBody::Presence { users })),
+                    None => Ok(Some(ReplyBody::Empty)),
                 }
             }
             Op::Unwatch { users } => {
@@ -161,13 +124,22 @@ impl Session {
         }
     }
 
+    /// Asks presence, then corrects for users connected here: their reports
+    /// may still be in the current batch, and a client asking about a user
+    /// it can see on this gateway must not be told they are offline.
+    async fn query_presence(&self, users: Vec<String>) -> Option<Vec<pb::UserPresence>> {
+        let mut answer = self.hub.presence.query(users).await.ok()?;
+        for u in answer.iter_mut().filter(|u| !u.online && self.hub.direct.contains(&u.user)) {
+            u.online = true;
+            u.last_seen_ms = proto::now_ms();
+        }
+        Some(answer)
+    }
+
     /// A room id the token allows, or the error to answer.
     fn check_room(&self, room: &str) -> Result<(), Failure> {
         if !subject::valid_id(room) {
-            return fail(
-                ErrorCode::InvalidRoom,
-                "room ids are 1-128 characters of [A-Za-z0-9_:@-]",
-            );
+            return fail(ErrorCode::InvalidRoom, "room ids are 1-128 characters of [A-Za-z0-9_:@-]");
         }
         if !self.globs.allows(room) {
             return fail(ErrorCode::Forbidden, "the token does not allow this room");
@@ -177,10 +149,7 @@ impl Session {
 
     fn not_member<T>(&self, room: &str) -> Result<T, Failure> {
         if !subject::valid_id(room) {
-            return fail(
-                ErrorCode::InvalidRoom,
-                "room ids are 1-128 characters of [A-Za-z0-9_:@-]",
-            );
+            return fail(ErrorCode::InvalidRoom, "room ids are 1-128 characters of [A-Za-z0-9_:@-]");
         }
         fail(ErrorCode::NotMember, "join the room first")
     }
@@ -198,10 +167,7 @@ impl Session {
         if !rejoin && self.rooms.len() >= self.hub.limits.max_rooms_per_conn {
             return fail(
                 ErrorCode::TooManyRooms,
-                format!(
-                    "at most {} rooms per connection",
-                    self.hub.limits.max_rooms_per_conn
-                ),
+                format!("at most {} rooms per connection", self.hub.limits.max_rooms_per_conn),
             );
         }
         let handle = match self.hub.rooms.enter(&room).await {
@@ -214,10 +180,7 @@ impl Session {
             user: self.user.to_string(),
             info: self.info.clone(),
         };
-        let kind = router_request::Kind::Join(pb::JoinRequest {
-            member: Some(member),
-            since: since.clone(),
-        });
+        let kind = router_request::Kind::Join(pb::JoinRequest { member: Some(member), since: since.clone() });
         let join = match self.hub.router.call(&room, kind).await {
             Ok(router_reply::Kind::Join(j)) => j,
             other => {
@@ -231,11 +194,8 @@ impl Session {
         let (recovered, missed) = self.recovered_messages(&room, &join).await;
         let mut frames = Vec::with_capacity(missed.len() + 1);
         if id.is_some() {
-            let body = ReplyBody::Join {
-                epoch: join.epoch.clone(),
-                seq: join.seq,
-                recovered: since.map(|_| recovered),
-            };
+            let body =
+                ReplyBody::Join { epoch: join.epoch.clone(), seq: join.seq, recovered: since.map(|_| recovered) };
             frames.push(Event::Reply { id, body }.encode(self.encoding));
         }
         let epoch: std::sync::Arc<str> = join.epoch.as_str().into();
@@ -243,17 +203,8 @@ impl Session {
         for m in missed {
             frames.push(Encoded::new(room_arc.clone(), epoch.clone(), m).bytes(self.encoding));
         }
-        let listener = Listener {
-            outbox: self.outbox.clone(),
-            encoding: self.encoding,
-        };
-        handle.attach(Attach {
-            conn: self.conn.clone(),
-            listener,
-            epoch: join.epoch,
-            seq: join.seq,
-            frames,
-        });
+        let listener = Listener { outbox: self.outbox.clone(), encoding: self.encoding };
+        handle.attach(Attach { conn: self.conn.clone(), listener, epoch: join.epoch, seq: join.seq, frames });
         if rejoin {
             // Keep one reference per joined room.
             self.hub.rooms.exit(&room);
@@ -263,11 +214,7 @@ impl Session {
     }
 
     /// The messages a resuming join missed, paging past a truncated reply.
-    async fn recovered_messages(
-        &self,
-        room: &str,
-        join: &pb::JoinReply,
-    ) -> (bool, Vec<pb::StoredMessage>) {
+    async fn recovered_messages(&self, room: &str, join: &pb::JoinReply) -> (bool, Vec<pb::StoredMessage>) {
         if !join.recovered {
             return (false, Vec::new());
         }
@@ -280,14 +227,8 @@ impl Session {
             if last >= join.seq {
                 break;
             }
-            let since = pb::Since {
-                epoch: join.epoch.clone(),
-                seq: last,
-            };
-            let kind = router_request::Kind::History(pb::HistoryRequest {
-                since: Some(since),
-                limit: 0,
-            });
+            let since = pb::Since { epoch: join.epoch.clone(), seq: last };
+            let kind = router_request::Kind::History(pb::HistoryRequest { since: Some(since), limit: 0 });
             match self.hub.router.call(room, kind).await {
                 Ok(router_reply::Kind::History(h)) if h.recovered && h.epoch == join.epoch => {
                     truncated = h.truncated;
@@ -303,10 +244,8 @@ impl Session {
     pub(crate) async fn leave_room(&self, room: &str, handle: &RoomHandle) {
         handle.detach(self.conn.clone());
         self.hub.rooms.exit(room);
-        let kind = router_request::Kind::Leave(pb::LeaveRequest {
-            gateway: self.hub.id.clone(),
-            conn: self.conn.to_string(),
-        });
+        let kind =
+            router_request::Kind::Leave(pb::LeaveRequest { gateway: self.hub.id.clone(), conn: self.conn.to_string() });
         if let Err(e) = self.hub.router.call(room, kind).await {
             tracing::warn!(error = %e, room, "leave not acknowledged by the owner");
         }

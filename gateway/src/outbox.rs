@@ -56,12 +56,7 @@ pub struct Batch {
 impl Outbox {
     /// An empty queue holding at most `limit` bytes.
     pub fn new(limit: usize) -> Self {
-        Self {
-            state: Mutex::default(),
-            limit,
-            wake: Notify::new(),
-            closed: CancellationToken::new(),
-        }
+        Self { state: Mutex::default(), limit, wake: Notify::new(), closed: CancellationToken::new() }
     }
 
     /// Queues a frame. Returns false if the connection is closing or the
@@ -78,13 +73,9 @@ impl Outbox {
             // Nothing more reaches a client that cannot keep up.
             s.frames.clear();
             s.bytes = 0;
-            s.closing = Some(Closing {
-                code: close::SLOW_CONSUMER,
-                reason: "slow consumer",
-            });
+            s.closing = Some(Closing { code: close::SLOW_CONSUMER, reason: "slow consumer" });
             drop(s);
-            metrics::counter!("switchboard_gateway_drops_total", "reason" => "slow_consumer")
-                .increment(1);
+            metrics::counter!("switchboard_gateway_drops_total", "reason" => "slow_consumer").increment(1);
             self.closed.cancel();
             self.wake.notify_one();
             return false;
@@ -127,10 +118,7 @@ impl Outbox {
     pub fn take(&self) -> Batch {
         let mut s = self.state.lock().unwrap();
         s.bytes = 0;
-        Batch {
-            frames: std::mem::take(&mut s.frames).into(),
-            closing: s.closing,
-        }
+        Batch { frames: std::mem::take(&mut s.frames).into(), closing: s.closing }
     }
 }
 
@@ -147,10 +135,7 @@ mod tests {
         let b = o.take();
         assert!(b.frames.is_empty());
         assert_eq!(b.closing.unwrap().code, close::SLOW_CONSUMER);
-        assert!(
-            !o.push(Out::Data(Bytes::from_static(b"1"))),
-            "closed for good"
-        );
+        assert!(!o.push(Out::Data(Bytes::from_static(b"1"))), "closed for good");
     }
 
     #[test]

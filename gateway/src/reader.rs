@@ -45,22 +45,13 @@ pub enum ReadError {
 
 impl ReadError {
     fn protocol(reason: &'static str) -> Self {
-        Self::Protocol {
-            code: close::PROTOCOL_ERROR,
-            reason,
-        }
+        Self::Protocol { code: close::PROTOCOL_ERROR, reason }
     }
     fn too_big() -> Self {
-        Self::Protocol {
-            code: close::TOO_BIG,
-            reason: "message too big",
-        }
+        Self::Protocol { code: close::TOO_BIG, reason: "message too big" }
     }
     fn utf8() -> Self {
-        Self::Protocol {
-            code: close::INVALID_PAYLOAD,
-            reason: "invalid UTF-8",
-        }
+        Self::Protocol { code: close::INVALID_PAYLOAD, reason: "invalid UTF-8" }
     }
 }
 
@@ -84,12 +75,7 @@ pub struct FrameReader {
 impl FrameReader {
     /// `prefix` holds bytes read past the HTTP upgrade, if any.
     pub fn new(io: OwnedReadHalf, prefix: Bytes, max_message: usize) -> Self {
-        Self {
-            io,
-            buf: BytesMut::from(&prefix[..]),
-            max_message,
-            partial: None,
-        }
+        Self { io, buf: BytesMut::from(&prefix[..]), max_message, partial: None }
     }
 
     /// The next message or control frame.
@@ -113,6 +99,26 @@ impl FrameReader {
                     self.io.readable().await.map_err(|_| ReadError::Closed)?;
                 }
                 Err(_) => return Err(ReadError::Closed),
+            }
+        }
+    }
+
+    /// Reads and drops whatever the client still sends, until it closes its
+    /// side. Closing a socket with unread input makes the kernel send a
+    /// reset, which can destroy our close frame before the client reads it.
+    pub async fn discard_until_eof(&mut self) {
+        self.buf = BytesMut::new();
+        self.partial = None;
+        let mut scratch = [0u8; 4096];
+        loop {
+            if self.io.readable().await.is_err() {
+                return;
+            }
+            match self.io.try_read(&mut scratch) {
+                Ok(0) => return,
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(_) => return,
             }
         }
     }
@@ -182,10 +188,7 @@ impl FrameReader {
     }
 
     /// Applies one frame to the message being assembled.
-    fn assemble(
-        &mut self,
-        (fin, opcode, payload): (bool, u8, BytesMut),
-    ) -> Result<Option<Incoming>, ReadError> {
+    fn assemble(&mut self, (fin, opcode, payload): (bool, u8, BytesMut)) -> Result<Option<Incoming>, ReadError> {
         match opcode {
             0 => {
                 let Some(p) = self.partial.as_mut() else {
@@ -203,11 +206,7 @@ impl FrameReader {
                     return Ok(None);
                 }
                 let p = self.partial.take().expect("checked above");
-                Ok(Some(if p.text {
-                    Incoming::Text(p.data.freeze())
-                } else {
-                    Incoming::Binary(p.data.freeze())
-                }))
+                Ok(Some(if p.text { Incoming::Text(p.data.freeze()) } else { Incoming::Binary(p.data.freeze()) }))
             }
             1 | 2 => {
                 if self.partial.is_some() {
@@ -219,18 +218,9 @@ impl FrameReader {
                         return Err(ReadError::utf8());
                     }
                     let data = payload.freeze();
-                    return Ok(Some(if text {
-                        Incoming::Text(data)
-                    } else {
-                        Incoming::Binary(data)
-                    }));
+                    return Ok(Some(if text { Incoming::Text(data) } else { Incoming::Binary(data) }));
                 }
-                let mut p = Partial {
-                    text,
-                    data: payload,
-                    fragments: 1,
-                    valid_to: 0,
-                };
+                let mut p = Partial { text, data: payload, fragments: 1, valid_to: 0 };
                 if text {
                     check_utf8(&mut p, false)?;
                 }
@@ -320,15 +310,9 @@ mod tests {
         bytes.extend(frame(true, 2, &[0, 1]));
         bytes.extend(frame(true, 8, &[0x03, 0xe8]));
         let mut r = reader_for(bytes, 1024).await;
-        assert_eq!(
-            r.next().await.unwrap(),
-            Incoming::Ping(Bytes::from_static(b"p"))
-        );
+        assert_eq!(r.next().await.unwrap(), Incoming::Ping(Bytes::from_static(b"p")));
         assert_eq!(r.next().await.unwrap(), Incoming::Text(Bytes::from("hé")));
-        assert_eq!(
-            r.next().await.unwrap(),
-            Incoming::Binary(Bytes::from_static(&[0, 1]))
-        );
+        assert_eq!(r.next().await.unwrap(), Incoming::Binary(Bytes::from_static(&[0, 1])));
         assert_eq!(r.next().await.unwrap(), Incoming::Close(Some(1000)));
     }
 
@@ -336,11 +320,7 @@ mod tests {
     async fn caps_the_reassembled_message_not_just_the_frame() {
         let mut bytes = Vec::new();
         for _ in 0..20 {
-            bytes.extend(frame(
-                false,
-                if bytes.is_empty() { 1 } else { 0 },
-                &[b'a'; 100],
-            ));
+            bytes.extend(frame(false, if bytes.is_empty() { 1 } else { 0 }, &[b'a'; 100]));
         }
         let mut r = reader_for(bytes, 1000).await;
         assert_eq!(r.next().await.unwrap_err(), ReadError::too_big());

@@ -45,11 +45,7 @@ pub struct RoomHandle {
 
 impl Rooms {
     pub fn new(bus: Bus, router: RouterClient) -> Arc<Self> {
-        Arc::new(Self {
-            bus,
-            router,
-            table: Mutex::default(),
-        })
+        Arc::new(Self { bus, router, table: Mutex::default() })
     }
 
     /// Takes a reference on `room`, starting its fanout if needed, and waits
@@ -57,17 +53,11 @@ impl Rooms {
     pub async fn enter(&self, room: &str) -> Result<RoomHandle, BusError> {
         let (tx, mut ready) = {
             let mut table = self.table.lock().unwrap();
-            let entry = table
-                .entry(room.to_owned())
-                .or_insert_with(|| self.spawn(room));
+            let entry = table.entry(room.to_owned()).or_insert_with(|| self.spawn(room));
             entry.refs += 1;
             (entry.tx.clone(), entry.ready.clone())
         };
-        let state = ready
-            .wait_for(|r| *r != Ready::Pending)
-            .await
-            .map(|r| *r)
-            .unwrap_or(Ready::Failed);
+        let state = ready.wait_for(|r| *r != Ready::Pending).await.map(|r| *r).unwrap_or(Ready::Failed);
         if state == Ready::Failed {
             self.exit(room);
             return Err(BusError::Broker("room subscription failed".into()));

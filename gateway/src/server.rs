@@ -26,10 +26,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     proto::telemetry::init_logging();
     let metrics = proto::telemetry::install_metrics();
     crate::metrics::describe();
-    let id = config
-        .id
-        .clone()
-        .unwrap_or_else(|| config::default_id("gateway"));
+    let id = config.id.clone().unwrap_or_else(|| config::default_id("gateway"));
 
     let (verifier, secret) = verifier(&config)?;
     let backends = if config.standalone {
@@ -37,12 +34,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     } else {
         anyhow::bail!("--standalone is required until cluster mode lands (see --nats-url)");
     };
-    let Backends {
-        bus,
-        router,
-        presence,
-        ..
-    } = &backends;
+    let Backends { bus, router, presence, .. } = &backends;
     let reporter = Reporter::start(presence.clone(), id.clone());
     let hub = Hub::new(Parts {
         id: id.clone(),
@@ -56,19 +48,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         allowed_origins: list(&config.allowed_origins),
     });
     let announce_id = id.clone();
-    let _announcer = router::announce::spawn(
-        bus.clone(),
-        subject::GATEWAY_ANNOUNCE,
-        ANNOUNCE_EVERY,
-        move || {
-            Bytes::from(
-                pb::GatewayAnnounce {
-                    id: announce_id.clone(),
-                }
-                .encode_to_vec(),
-            )
-        },
-    );
+    let _announcer = router::announce::spawn(bus.clone(), subject::GATEWAY_ANNOUNCE, ANNOUNCE_EVERY, move || {
+        Bytes::from(pb::GatewayAnnounce { id: announce_id.clone() }.encode_to_vec())
+    });
 
     let ready_hub = hub.clone();
     let ready: proto::admin::ReadyCheck = Arc::new(move || {
@@ -82,26 +64,17 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let admin = proto::admin::serve(config.admin_listen, metrics, ready)
         .await
         .with_context(|| format!("--admin-listen {}", config.admin_listen))?;
-    let listener = TcpListener::bind(config.listen)
-        .await
-        .with_context(|| format!("--listen {}", config.listen))?;
+    let listener = TcpListener::bind(config.listen).await.with_context(|| format!("--listen {}", config.listen))?;
     let addr = listener.local_addr()?;
 
-    println!(
-        "switchboard gateway {id} ({})",
-        if config.standalone {
-            "standalone"
-        } else {
-            "cluster"
-        }
-    );
-    println!("  websocket  ws://{addr}/ws");
-    println!("  admin      http://{admin}/metrics");
+    // Tools and tests read these lines; `admin` comes last.
+    println!("switchboard gateway {id} ({})", if config.standalone { "standalone" } else { "cluster" });
     if let Some(secret) = &secret {
         let token = standalone::demo_token(secret);
-        println!("  connect    ws://{addr}/ws?token={token}");
-        println!("             (user \"demo\", valid 24 h)");
+        println!("  connect    ws://{addr}/ws?token={token}   (user \"demo\", valid 24 h)");
     }
+    println!("  websocket  ws://{addr}/ws");
+    println!("  admin      http://{admin}/metrics");
 
     let stop = CancellationToken::new();
     let serving = tokio::spawn(http::serve(hub.clone(), listener, stop.clone()));
@@ -118,10 +91,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 /// demo token).
 fn verifier(config: &Config) -> anyhow::Result<(Verifier, Option<String>)> {
     if let Some(path) = &config.jwt_public_key {
-        let pem =
-            std::fs::read(path).with_context(|| format!("--jwt-public-key {}", path.display()))?;
-        let v = Verifier::from_public_key_pem(&pem)
-            .with_context(|| format!("--jwt-public-key {}", path.display()))?;
+        let pem = std::fs::read(path).with_context(|| format!("--jwt-public-key {}", path.display()))?;
+        let v = Verifier::from_public_key_pem(&pem).with_context(|| format!("--jwt-public-key {}", path.display()))?;
         return Ok((v, None));
     }
     if let Some(secret) = &config.jwt_secret {
@@ -138,16 +109,11 @@ fn verifier(config: &Config) -> anyhow::Result<(Verifier, Option<String>)> {
 }
 
 fn list(s: &str) -> Vec<String> {
-    s.split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(str::to_owned)
-        .collect()
+    s.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned).collect()
 }
 
 async fn shutdown_signal() {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .expect("SIGTERM handler");
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
     tokio::select! {
         _ = term.recv() => {}
         _ = tokio::signal::ctrl_c() => {}

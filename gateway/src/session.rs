@@ -67,23 +67,28 @@ pub async fn run(hub: Arc<Hub>, stream: TcpStream, prefix: Bytes, accepted: Acce
                 activity,
                 peer: accepted.peer,
             };
-            if let Some((claims, first_id)) = authenticate(&ctx, &mut reader, accepted.token).await
-            {
-                Session::open(ctx, claims)
-                    .await
-                    .serve(&mut reader, first_id)
-                    .await;
+            if let Some((claims, first_id)) = authenticate(&ctx, &mut reader, accepted.token).await {
+                Session::open(ctx, claims).await.serve(&mut reader, first_id).await;
             }
         }
     }
+    // However the session ended, the writer finishes (first close wins: a
+    // client that just vanished gets no frame, the write simply fails).
+    outbox.close(close::NORMAL, "bye");
     // Read until the client's close or EOF so our close frame is not lost
     // to a reset, but not for long.
     let _ = tokio::time::timeout(CLOSE_LINGER, async {
-        while !matches!(reader.next().await, Ok(Incoming::Close(_)) | Err(_)) {}
+        loop {
+            match reader.next().await {
+                Ok(Incoming::Close(_)) | Err(ReadError::Closed) => return,
+                Err(ReadError::Protocol { .. }) => return reader.discard_until_eof().await,
+                Ok(_) => {}
+            }
+        }
     })
     .await;
-    let sent = writer.await.ok().flatten();
-    let code = sent.map_or_else(|| "1006".to_owned(), |c| c.to_string());
+    let _ = writer.await;
+    let code = outbox.closing().map_or(close::ABNORMAL, |c| c.code).to_string();
     metrics::counter!("switchboard_gateway_disconnects_total", "code" => code).increment(1);
 }
 
@@ -114,11 +119,7 @@ impl Ctx {
 
 /// Verifies the upgrade's token, or waits for an `auth` frame. Returns the
 /// claims and the id of an `auth` request still to be answered.
-async fn authenticate(
-    ctx: &Ctx,
-    reader: &mut FrameReader,
-    token: Option<String>,
-) -> Option<(Claims, RequestId)> {
+async fn authenticate(ctx: &Ctx, reader: &mut FrameReader, token: Option<String>) -> Option<(Claims, RequestId)> {
     if let Some(token) = token {
         return match ctx.hub.verifier.verify(&token) {
             Ok(claims) => Some((claims, RequestId::None)),
@@ -154,33 +155,32 @@ async fn authenticate(
                 ctx.outbox.close(code, reason);
                 return None;
             }
-            Err(ReadError::Closed) => return None,
+            Err(ReadError::Closed) => {
+                ctx.outbox.close(close::ABNORMAL, "gone");
+                return None;
+            }
             Ok(msg) => msg,
         };
         match decode(ctx.encoding, &msg) {
             Err((code, reason)) => ctx.outbox.close(code, reason),
-            Ok(Some(Ok(Request {
-                id,
-                op: proto::client::Op::Auth { token },
-            }))) => match ctx.hub.verifier.verify(&token) {
-                Ok(claims) => return Some((claims, id)),
-                Err(e) => {
-                    let code = ErrorCode::Unauthorized;
-                    ctx.send(Event::Failure {
-                        id: &id,
-                        code,
-                        message: &e.to_string(),
-                    });
-                    ctx.reject_token(&e);
+            Ok(Some(Ok(Request { id, op: proto::client::Op::Auth { token } }))) => {
+                match ctx.hub.verifier.verify(&token) {
+                    Ok(claims) => return Some((claims, id)),
+                    Err(e) => {
+                        let code = ErrorCode::Unauthorized;
+                        ctx.send(Event::Failure { id: &id, code, message: &e.to_string() });
+                        ctx.reject_token(&e);
+                    }
                 }
-            },
+            }
             _ => {
                 ctx.send(Event::Failure {
                     id: &RequestId::None,
                     code: ErrorCode::Unauthorized,
                     message: "authenticate first",
                 });
-                metrics::counter!("switchboard_gateway_connections_rejected_total", "reason" => "unauthorized").increment(1);
+                metrics::counter!("switchboard_gateway_connections_rejected_total", "reason" => "unauthorized")
+                    .increment(1);
                 ctx.outbox.close(close::UNAUTHORIZED, "authenticate first");
             }
         }
@@ -221,17 +221,8 @@ impl Session {
             Some(rooms) => RoomGlobs::new(rooms.clone()),
             None => hub.default_rooms.clone(),
         };
-        let listener = Listener {
-            outbox: ctx.outbox.clone(),
-            encoding: ctx.encoding,
-        };
-        hub.register(
-            conn.clone(),
-            Conn {
-                user: user.clone(),
-                outbox: ctx.outbox.clone(),
-            },
-        );
+        let listener = Listener { outbox: ctx.outbox.clone(), encoding: ctx.encoding };
+        hub.register(conn.clone(), Conn { user: user.clone(), outbox: ctx.outbox.clone() });
         if let Err(e) = hub.direct.add(&user, conn.clone(), listener).await {
             tracing::warn!(error = %e, "direct messages unavailable for this connection");
         }
@@ -280,14 +271,12 @@ impl Session {
             };
             self.activity.touch();
             match msg {
-                Err(ReadError::Closed) => break,
+                Err(ReadError::Closed) => self.outbox.close(close::ABNORMAL, "gone"),
                 Err(ReadError::Protocol { code, reason }) => {
                     metrics::counter!("switchboard_gateway_drops_total", "reason" => "protocol_error").increment(1);
                     self.outbox.close(code, reason);
                 }
-                Ok(Incoming::Close(code)) => {
-                    self.outbox.close(code.unwrap_or(close::NORMAL), "bye")
-                }
+                Ok(Incoming::Close(code)) => self.outbox.close(code.unwrap_or(close::NORMAL), "bye"),
                 Ok(Incoming::Pong) => {}
                 Ok(Incoming::Ping(payload)) => {
                     if self.admit() {
@@ -314,8 +303,7 @@ impl Session {
             return true;
         }
         self.refused += 1;
-        metrics::counter!("switchboard_gateway_drops_total", "reason" => "rate_limited")
-            .increment(1);
+        metrics::counter!("switchboard_gateway_drops_total", "reason" => "rate_limited").increment(1);
         if self.refused > self.hub.limits.flood_limit {
             self.outbox.close(close::FLOODING, "flooding");
         }
@@ -334,8 +322,7 @@ impl Session {
         let req = match decoded {
             Ok(req) => req,
             Err(e) => {
-                metrics::counter!("switchboard_gateway_frames_in_total", "op" => "invalid")
-                    .increment(1);
+                metrics::counter!("switchboard_gateway_frames_in_total", "op" => "invalid").increment(1);
                 self.fail(&e.id, e.code, &e.message);
                 self.count_bad_frame();
                 return;
@@ -376,11 +363,7 @@ impl Session {
     }
 
     /// Answers a request that has an id (successes without an id are silent).
-    pub(crate) fn reply(
-        &self,
-        id: &RequestId,
-        result: Result<proto::client::ReplyBody, (ErrorCode, String)>,
-    ) {
+    pub(crate) fn reply(&self, id: &RequestId, result: Result<proto::client::ReplyBody, (ErrorCode, String)>) {
         match result {
             Ok(body) if id.is_some() => self.send(Event::Reply { id, body }),
             Ok(_) => {}
@@ -396,12 +379,7 @@ impl Session {
     /// Undoes everything the connection held.
     async fn close(mut self) {
         let rooms: Vec<(String, RoomHandle)> = self.rooms.drain().collect();
-        futures::future::join_all(
-            rooms
-                .iter()
-                .map(|(room, handle)| self.leave_room(room, handle)),
-        )
-        .await;
+        futures::future::join_all(rooms.iter().map(|(room, handle)| self.leave_room(room, handle))).await;
         for user in std::mem::take(&mut self.watching) {
             self.hub.watches.remove(&user, &self.conn);
         }
@@ -416,17 +394,10 @@ impl Session {
 fn decode(encoding: Encoding, msg: &Incoming) -> Result<Option<Decoded>, (u16, &'static str)> {
     match (msg, encoding) {
         // The reader has validated UTF-8.
-        (Incoming::Text(t), Encoding::Json) => Ok(Some(Request::from_json(
-            std::str::from_utf8(t).unwrap_or_default(),
-        ))),
+        (Incoming::Text(t), Encoding::Json) => Ok(Some(Request::from_json(std::str::from_utf8(t).unwrap_or_default()))),
         (Incoming::Binary(b), Encoding::Proto) => Ok(Some(Request::from_proto(b))),
-        (Incoming::Binary(_), Encoding::Json) => {
-            Err((close::UNSUPPORTED_DATA, "binary frame on the JSON protocol"))
-        }
-        (Incoming::Text(_), Encoding::Proto) => Err((
-            close::UNSUPPORTED_DATA,
-            "text frame on the protobuf protocol",
-        )),
+        (Incoming::Binary(_), Encoding::Json) => Err((close::UNSUPPORTED_DATA, "binary frame on the JSON protocol")),
+        (Incoming::Text(_), Encoding::Proto) => Err((close::UNSUPPORTED_DATA, "text frame on the protobuf protocol")),
         _ => Ok(None),
     }
 }
@@ -435,9 +406,6 @@ type Decoded = Result<Request, proto::client::DecodeError>;
 
 /// When a token with `exp` (Unix seconds) expires, as a timer instant.
 fn expiry_instant(exp: i64) -> tokio::time::Instant {
-    let left = exp
-        .saturating_mul(1000)
-        .saturating_sub(proto::now_ms())
-        .max(0) as u64;
+    let left = exp.saturating_mul(1000).saturating_sub(proto::now_ms()).max(0) as u64;
     tokio::time::Instant::now() + Duration::from_millis(left.min(86_400_000 * 365))
 }

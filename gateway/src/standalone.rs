@@ -30,25 +30,15 @@ pub struct Backends {
 pub async fn start(id: &str, config: &Config) -> Result<Backends, BusError> {
     let bus = Bus::local(id, "gateway");
     let owner = OwnerConfig {
-        history: HistoryConfig {
-            max_len: config.embedded.history_size,
-            max_age: config.embedded.history_ttl,
-        },
+        history: HistoryConfig { max_len: config.embedded.history_size, max_age: config.embedded.history_ttl },
         ..OwnerConfig::default()
     };
     let node = Node::start(
         bus.clone(),
-        NodeConfig {
-            id: format!("{id}-router"),
-            membership: MembershipConfig::default(),
-            owner,
-        },
+        NodeConfig { id: format!("{id}-router"), membership: MembershipConfig::default(), owner },
     )
     .await?;
-    let store = StoreConfig {
-        offline_grace: config.embedded.offline_grace,
-        lease_ttl: Duration::from_secs(15),
-    };
+    let store = StoreConfig { offline_grace: config.embedded.offline_grace, lease_ttl: Duration::from_secs(15) };
     let service = PresenceService::start(bus.clone(), store);
     Ok(Backends {
         router: RouterClient::new(bus.clone(), node.membership.clone(), CallConfig::default()),
@@ -61,9 +51,7 @@ pub async fn start(id: &str, config: &Config) -> Result<Backends, BusError> {
 
 /// A random HS256 secret for a standalone gateway started without a key.
 pub fn generate_secret() -> String {
-    (0..32)
-        .map(|_| format!("{:02x}", rand::random::<u8>()))
-        .collect()
+    (0..32).map(|_| format!("{:02x}", rand::random::<u8>())).collect()
 }
 
 /// A token for user `demo`, valid for a day, to print in the connect URL.

@@ -50,21 +50,12 @@ pub struct Topics {
 
 impl Topics {
     pub fn new(topic: Topic, bus: Bus) -> Self {
-        Self {
-            topic,
-            bus,
-            table: Arc::default(),
-        }
+        Self { topic, bus, table: Arc::default() }
     }
 
     /// Adds `conn` as a listener of `user`'s topic; the bus subscription is
     /// live when this returns.
-    pub async fn add(
-        &self,
-        user: &str,
-        conn: Arc<str>,
-        listener: Listener,
-    ) -> Result<(), BusError> {
+    pub async fn add(&self, user: &str, conn: Arc<str>, listener: Listener) -> Result<(), BusError> {
         if let Some(entry) = self.table.lock().unwrap().get_mut(user) {
             entry.listeners.insert(conn, listener);
             return Ok(());
@@ -95,6 +86,11 @@ impl Topics {
                 }
             }
         }
+    }
+
+    /// Whether `user`'s topic has a listener here.
+    pub fn contains(&self, user: &str) -> bool {
+        self.table.lock().unwrap().contains_key(user)
     }
 
     /// Number of users with a subscription here.
@@ -141,29 +137,15 @@ enum Frame {
 impl Frame {
     fn decode(topic: Topic, payload: &Bytes) -> Option<Self> {
         match topic {
-            Topic::Direct => pb::DirectMessage::decode(payload.clone())
-                .ok()
-                .map(Self::Direct),
-            Topic::Presence => pb::PresenceChange::decode(payload.clone())
-                .ok()
-                .map(Self::Presence),
+            Topic::Direct => pb::DirectMessage::decode(payload.clone()).ok().map(Self::Direct),
+            Topic::Presence => pb::PresenceChange::decode(payload.clone()).ok().map(Self::Presence),
         }
     }
 
     fn encode(&self, encoding: Encoding) -> Bytes {
         match self {
-            Self::Direct(d) => Event::Direct {
-                from: &d.from,
-                data: &d.data,
-                ts: d.ts,
-            }
-            .encode(encoding),
-            Self::Presence(p) => Event::Presence {
-                user: &p.user,
-                online: p.online,
-                ts: p.ts,
-            }
-            .encode(encoding),
+            Self::Direct(d) => Event::Direct { from: &d.from, data: &d.data, ts: d.ts }.encode(encoding),
+            Self::Presence(p) => Event::Presence { user: &p.user, online: p.online, ts: p.ts }.encode(encoding),
         }
     }
 }

@@ -46,16 +46,12 @@ pub struct Activity {
 
 impl Activity {
     pub fn new() -> Self {
-        Self {
-            epoch: Instant::now(),
-            last_ms: AtomicU64::new(0),
-        }
+        Self { epoch: Instant::now(), last_ms: AtomicU64::new(0) }
     }
 
     /// Records traffic from the client now.
     pub fn touch(&self) {
-        self.last_ms
-            .store(self.epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
+        self.last_ms.store(self.epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
     }
 
     /// Whether the client was heard from at or after `t`.
@@ -110,7 +106,7 @@ pub async fn run(
                 Out::Pong(b) => put_frame(&mut buf, OP_PONG, b),
             }
         }
-        if let Some(c) = batch.closing {
+        if let Some(c) = batch.closing.filter(|c| c.code != close::ABNORMAL) {
             let mut payload = c.code.to_be_bytes().to_vec();
             payload.extend_from_slice(c.reason.as_bytes());
             put_frame(&mut buf, OP_CLOSE, &payload);
@@ -118,13 +114,8 @@ pub async fn run(
         if !buf.is_empty() {
             match timeout(config.write_timeout, io.write_all(&buf)).await {
                 Ok(Ok(())) => {
-                    let delivered = batch
-                        .frames
-                        .iter()
-                        .filter(|o| matches!(o, Out::Data(_)))
-                        .count();
-                    metrics::counter!("switchboard_gateway_frames_out_total")
-                        .increment(delivered as u64);
+                    let delivered = batch.frames.iter().filter(|o| matches!(o, Out::Data(_))).count();
+                    metrics::counter!("switchboard_gateway_frames_out_total").increment(delivered as u64);
                 }
                 Ok(Err(_)) => {
                     outbox.close(close::NORMAL, "socket error");

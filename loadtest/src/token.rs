@@ -120,12 +120,8 @@ pub fn mint(key: &SigningKey, spec: &TokenSpec) -> String {
     let claims = wire_claims(spec);
     let header = Header::new(key.algorithm());
     let result = match key {
-        SigningKey::Hs256(secret) => {
-            jsonwebtoken::encode(&header, &claims, &EncodingKey::from_secret(secret))
-        }
-        SigningKey::Rs256(key) | SigningKey::Es256(key) => {
-            jsonwebtoken::encode(&header, &claims, key)
-        }
+        SigningKey::Hs256(secret) => jsonwebtoken::encode(&header, &claims, &EncodingKey::from_secret(secret)),
+        SigningKey::Rs256(key) | SigningKey::Es256(key) => jsonwebtoken::encode(&header, &claims, key),
     };
     result.expect("signing a token with a validated key")
 }
@@ -150,10 +146,7 @@ fn wire_claims(spec: &TokenSpec) -> WireClaims<'_> {
 }
 
 fn now_secs() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
 }
 
 #[cfg(test)]
@@ -179,19 +172,13 @@ mod tests {
     fn decode(token: &str, key: &DecodingKey, alg: Algorithm) -> Value {
         let mut validation = Validation::new(alg);
         validation.leeway = 0;
-        jsonwebtoken::decode::<Value>(token, key, &validation)
-            .unwrap()
-            .claims
+        jsonwebtoken::decode::<Value>(token, key, &validation).unwrap().claims
     }
 
     #[test]
     fn hs256_round_trip() {
         let token = mint(&SigningKey::hs256("s3cret"), &spec());
-        let claims = decode(
-            &token,
-            &DecodingKey::from_secret(b"s3cret"),
-            Algorithm::HS256,
-        );
+        let claims = decode(&token, &DecodingKey::from_secret(b"s3cret"), Algorithm::HS256);
         assert_eq!(claims["sub"], "user:1");
         assert_eq!(claims["rooms"], json!(["chat:*"]));
         assert_eq!(claims["info"], json!({ "name": "Ann" }));
@@ -201,11 +188,7 @@ mod tests {
 
     #[test]
     fn absent_options_are_left_out() {
-        let spec = TokenSpec {
-            rooms: None,
-            info: None,
-            ..spec()
-        };
+        let spec = TokenSpec { rooms: None, info: None, ..spec() };
         let token = mint(&SigningKey::hs256("s"), &spec);
         let claims = decode(&token, &DecodingKey::from_secret(b"s"), Algorithm::HS256);
         assert!(claims.get("rooms").is_none());
@@ -217,18 +200,12 @@ mod tests {
         let rsa = SigningKey::from_private_key_pem(RSA_PRIVATE).unwrap();
         assert_eq!(rsa.algorithm(), Algorithm::RS256);
         let public = DecodingKey::from_rsa_pem(RSA_PUBLIC).unwrap();
-        assert_eq!(
-            decode(&mint(&rsa, &spec()), &public, Algorithm::RS256)["sub"],
-            "user:1"
-        );
+        assert_eq!(decode(&mint(&rsa, &spec()), &public, Algorithm::RS256)["sub"], "user:1");
 
         let ec = SigningKey::from_private_key_pem(EC_PRIVATE).unwrap();
         assert_eq!(ec.algorithm(), Algorithm::ES256);
         let public = DecodingKey::from_ec_pem(EC_PUBLIC).unwrap();
-        assert_eq!(
-            decode(&mint(&ec, &spec()), &public, Algorithm::ES256)["sub"],
-            "user:1"
-        );
+        assert_eq!(decode(&mint(&ec, &spec()), &public, Algorithm::ES256)["sub"], "user:1");
     }
 
     #[test]
@@ -240,20 +217,12 @@ mod tests {
 
     #[test]
     fn expired_tokens() {
-        let spec = TokenSpec {
-            exp_in: -30,
-            ..spec()
-        };
+        let spec = TokenSpec { exp_in: -30, ..spec() };
         let token = mint(&SigningKey::hs256("s"), &spec);
         let mut validation = Validation::new(Algorithm::HS256);
         validation.leeway = 0;
-        let err =
-            jsonwebtoken::decode::<Value>(&token, &DecodingKey::from_secret(b"s"), &validation)
-                .unwrap_err();
-        assert_eq!(
-            *err.kind(),
-            jsonwebtoken::errors::ErrorKind::ExpiredSignature
-        );
+        let err = jsonwebtoken::decode::<Value>(&token, &DecodingKey::from_secret(b"s"), &validation).unwrap_err();
+        assert_eq!(*err.kind(), jsonwebtoken::errors::ErrorKind::ExpiredSignature);
     }
 
     #[test]
@@ -263,8 +232,7 @@ mod tests {
         assert_eq!(parts.len(), 3);
         assert_eq!(parts[0], "eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0");
         assert!(parts[2].is_empty());
-        let claims: Value =
-            serde_json::from_slice(&URL_SAFE_NO_PAD.decode(parts[1]).unwrap()).unwrap();
+        let claims: Value = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(parts[1]).unwrap()).unwrap();
         assert_eq!(claims["sub"], "user:1");
         // And no verifier accepts it.
         assert!(jsonwebtoken::decode::<Value>(

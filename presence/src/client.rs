@@ -37,13 +37,8 @@ impl PresenceClient {
     /// first use and reconnects by itself, so a gateway can start before
     /// presence does.
     pub fn connect_lazy(url: &str) -> Result<Self, tonic::transport::Error> {
-        let channel = Endpoint::from_shared(url.to_owned())?
-            .connect_timeout(TIMEOUT)
-            .timeout(TIMEOUT)
-            .connect_lazy();
-        Ok(Self::Grpc(pb::presence_client::PresenceClient::new(
-            channel,
-        )))
+        let channel = Endpoint::from_shared(url.to_owned())?.connect_timeout(TIMEOUT).timeout(TIMEOUT).connect_lazy();
+        Ok(Self::Grpc(pb::presence_client::PresenceClient::new(channel)))
     }
 
     /// Sends a gateway's session report.

@@ -41,10 +41,7 @@ pub struct ReporterConfig {
 
 impl Default for ReporterConfig {
     fn default() -> Self {
-        Self {
-            batch_interval: Duration::from_millis(100),
-            lease_renewal: Duration::from_secs(5),
-        }
+        Self { batch_interval: Duration::from_millis(100), lease_renewal: Duration::from_secs(5) }
     }
 }
 
@@ -108,11 +105,7 @@ impl Reporter {
 
     /// Starts reporting for `gateway_id`; the loop stops when the last `Arc`
     /// is dropped or after [`leave`](Self::leave).
-    pub fn start_with_config(
-        client: PresenceClient,
-        gateway_id: String,
-        config: ReporterConfig,
-    ) -> Arc<Self> {
+    pub fn start_with_config(client: PresenceClient, gateway_id: String, config: ReporterConfig) -> Arc<Self> {
         let reporter = Arc::new(Self {
             client,
             gateway: gateway_id,
@@ -140,9 +133,7 @@ impl Reporter {
     pub fn connected(&self, user: &str, conn: &str) {
         let mut state = self.state.lock().unwrap();
         state.sessions.insert(conn.to_owned(), user.to_owned());
-        state
-            .pending
-            .insert(conn.to_owned(), Delta::Connected(user.to_owned()));
+        state.pending.insert(conn.to_owned(), Delta::Connected(user.to_owned()));
     }
 
     /// Notes that `conn` of `user` closed; reported within one batch.
@@ -152,9 +143,7 @@ impl Reporter {
         // Even when the connect is still pending, send the disconnect: the
         // service ignores unknown ones, and this stays right should a
         // connection id ever be reused.
-        state
-            .pending
-            .insert(conn.to_owned(), Delta::Disconnected(user.to_owned()));
+        state.pending.insert(conn.to_owned(), Delta::Disconnected(user.to_owned()));
     }
 
     /// Whether the last report succeeded (for `/readyz`).
@@ -172,11 +161,7 @@ impl Reporter {
     /// than when the lease runs out. Gives up after 2 s.
     pub async fn leave(&self) {
         self.state.lock().unwrap().left = true;
-        let req = pb::ReportRequest {
-            gateway: self.gateway.clone(),
-            leaving: true,
-            ..Default::default()
-        };
+        let req = pb::ReportRequest { gateway: self.gateway.clone(), leaving: true, ..Default::default() };
         let send = async {
             let _sending = self.sending.lock().await;
             self.client.report(req).await
@@ -247,9 +232,7 @@ impl State {
         }
         self.resync
             || !self.pending.is_empty()
-            || self
-                .last_attempt
-                .is_none_or(|at| now.duration_since(at) >= config.lease_renewal)
+            || self.last_attempt.is_none_or(|at| now.duration_since(at) >= config.lease_renewal)
     }
 
     /// The next report (and whether it is a snapshot); clears what it carries.
@@ -258,22 +241,13 @@ impl State {
         // Past half the lease since the last success, the lease may have
         // lapsed on the service side (a paused process, a slow network):
         // deltas alone would then leave the service missing sessions.
-        let stale = self
-            .last_ok
-            .is_none_or(|at| now.duration_since(at) >= self.lease_ttl / 2);
-        let mut req = pb::ReportRequest {
-            gateway: gateway.to_owned(),
-            ..Default::default()
-        };
+        let stale = self.last_ok.is_none_or(|at| now.duration_since(at) >= self.lease_ttl / 2);
+        let mut req = pb::ReportRequest { gateway: gateway.to_owned(), ..Default::default() };
         let pending = std::mem::take(&mut self.pending);
         let snapshot = self.resync || stale;
         if snapshot {
             req.snapshot = true;
-            req.connected = self
-                .sessions
-                .iter()
-                .map(|(conn, user)| session(user, conn))
-                .collect();
+            req.connected = self.sessions.iter().map(|(conn, user)| session(user, conn)).collect();
             self.resync = false;
             return (req, true);
         }
@@ -287,13 +261,7 @@ impl State {
     }
 
     /// Records a successful report.
-    fn succeeded(
-        &mut self,
-        now: Instant,
-        snapshot: bool,
-        reply: pb::ReportReply,
-        config: &ReporterConfig,
-    ) {
+    fn succeeded(&mut self, now: Instant, snapshot: bool, reply: pb::ReportReply, config: &ReporterConfig) {
         self.last_ok = Some(now);
         self.backoff = Duration::ZERO;
         self.retry_at = None;
@@ -322,9 +290,7 @@ impl State {
     /// is a snapshot, after a growing pause.
     fn failed(&mut self, now: Instant, config: &ReporterConfig) {
         self.resync = true;
-        self.backoff = (self.backoff * 2)
-            .max(config.batch_interval)
-            .min(config.lease_renewal);
+        self.backoff = (self.backoff * 2).max(config.batch_interval).min(config.lease_renewal);
         self.retry_at = Some(now + self.backoff);
     }
 }
@@ -346,14 +312,10 @@ async fn run(reporter: Weak<Reporter>, batch_interval: Duration) {
 
 /// Counts a report by outcome.
 fn count(result: &'static str) {
-    metrics::counter!("switchboard_gateway_presence_reports_total", "result" => result)
-        .increment(1);
+    metrics::counter!("switchboard_gateway_presence_reports_total", "result" => result).increment(1);
 }
 
 /// A protobuf session.
 fn session(user: &str, conn: &str) -> pb::Session {
-    pb::Session {
-        user: user.to_owned(),
-        conn: conn.to_owned(),
-    }
+    pb::Session { user: user.to_owned(), conn: conn.to_owned() }
 }

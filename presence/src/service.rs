@@ -111,18 +111,12 @@ impl PresenceService {
         metrics::gauge!("switchboard_presence_sessions").set(store.sessions() as f64);
         for change in changes {
             let online = if change.online { "true" } else { "false" };
-            metrics::counter!("switchboard_presence_changes_total", "online" => online)
-                .increment(1);
-            let change = pb::PresenceChange {
-                user: change.user,
-                online: change.online,
-                ts: change.ts,
-            };
+            metrics::counter!("switchboard_presence_changes_total", "online" => online).increment(1);
+            let change = pb::PresenceChange { user: change.user, online: change.online, ts: change.ts };
             // No watchers is not an error.
             let _ = self.changes.send(change.clone());
             if self.publish.try_send(change).is_err() {
-                metrics::counter!("switchboard_presence_dropped_total", "reason" => "publish_queue_full")
-                    .increment(1);
+                metrics::counter!("switchboard_presence_dropped_total", "reason" => "publish_queue_full").increment(1);
             }
         }
     }
@@ -130,10 +124,7 @@ impl PresenceService {
 
 #[tonic::async_trait]
 impl Presence for PresenceService {
-    async fn report(
-        &self,
-        request: Request<pb::ReportRequest>,
-    ) -> Result<Response<pb::ReportReply>, Status> {
+    async fn report(&self, request: Request<pb::ReportRequest>) -> Result<Response<pb::ReportReply>, Status> {
         let mut req = request.into_inner();
         if !subject::valid_node_id(&req.gateway) {
             return Err(Status::invalid_argument("invalid gateway id"));
@@ -154,16 +145,10 @@ impl Presence for PresenceService {
         }
         metrics::counter!("switchboard_presence_reports_total").increment(1);
         self.update(|store, now, now_ms| store.report(now, now_ms, &req));
-        Ok(Response::new(pb::ReportReply {
-            instance: self.instance.clone(),
-            lease_ttl_ms: self.lease_ttl_ms,
-        }))
+        Ok(Response::new(pb::ReportReply { instance: self.instance.clone(), lease_ttl_ms: self.lease_ttl_ms }))
     }
 
-    async fn query(
-        &self,
-        request: Request<pb::QueryRequest>,
-    ) -> Result<Response<pb::QueryReply>, Status> {
+    async fn query(&self, request: Request<pb::QueryRequest>) -> Result<Response<pb::QueryReply>, Status> {
         let users = request.into_inner().users;
         check_users(&users)?;
         let users = self.store.lock().unwrap().query(proto::now_ms(), &users);
@@ -172,35 +157,25 @@ impl Presence for PresenceService {
 
     type WatchStream = WatchStream;
 
-    async fn watch(
-        &self,
-        request: Request<pb::WatchRequest>,
-    ) -> Result<Response<WatchStream>, Status> {
+    async fn watch(&self, request: Request<pb::WatchRequest>) -> Result<Response<WatchStream>, Status> {
         let users = request.into_inner().users;
         if users.is_empty() {
             return Err(Status::invalid_argument("no users to watch"));
         }
         check_users(&users)?;
         let changes = self.changes.subscribe();
-        Ok(Response::new(watch::watch(
-            changes,
-            users.into_iter().collect::<HashSet<_>>(),
-        )))
+        Ok(Response::new(watch::watch(changes, users.into_iter().collect::<HashSet<_>>())))
     }
 }
 
 /// Rejects more than [`MAX_USERS_PER_REQUEST`] users or an invalid user id.
 fn check_users(users: &[String]) -> Result<(), Status> {
     if users.len() > MAX_USERS_PER_REQUEST {
-        return Err(Status::invalid_argument(format!(
-            "at most {MAX_USERS_PER_REQUEST} users per request"
-        )));
+        return Err(Status::invalid_argument(format!("at most {MAX_USERS_PER_REQUEST} users per request")));
     }
     if let Some(bad) = users.iter().find(|u| !subject::valid_id(u)) {
         let shown: String = bad.chars().take(32).collect();
-        return Err(Status::invalid_argument(format!(
-            "invalid user id {shown:?}"
-        )));
+        return Err(Status::invalid_argument(format!("invalid user id {shown:?}")));
     }
     Ok(())
 }
@@ -227,12 +202,8 @@ async fn sweep(service: Weak<PresenceService>) {
 /// order; ends when the service is dropped.
 async fn publish_changes(bus: Bus, mut queue: mpsc::Receiver<pb::PresenceChange>) {
     while let Some(change) = queue.recv().await {
-        if let Err(err) = bus
-            .publish_msg(subject::presence(&change.user), &change)
-            .await
-        {
-            metrics::counter!("switchboard_presence_dropped_total", "reason" => "publish_failed")
-                .increment(1);
+        if let Err(err) = bus.publish_msg(subject::presence(&change.user), &change).await {
+            metrics::counter!("switchboard_presence_dropped_total", "reason" => "publish_failed").increment(1);
             tracing::warn!(%err, "could not publish a presence change");
         }
     }

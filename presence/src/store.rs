@@ -26,10 +26,7 @@ pub struct StoreConfig {
 
 impl Default for StoreConfig {
     fn default() -> Self {
-        Self {
-            lease_ttl: Duration::from_secs(15),
-            offline_grace: Duration::from_secs(5),
-        }
+        Self { lease_ttl: Duration::from_secs(15), offline_grace: Duration::from_secs(5) }
     }
 }
 
@@ -68,11 +65,7 @@ pub struct Store {
 impl Store {
     /// An empty store.
     pub fn new(config: StoreConfig) -> Self {
-        Self {
-            config,
-            gateways: HashMap::new(),
-            users: Users::new(config.offline_grace),
-        }
+        Self { config, gateways: HashMap::new(), users: Users::new(config.offline_grace) }
     }
 
     /// The timing this store applies.
@@ -96,18 +89,11 @@ impl Store {
         let gateway = self
             .gateways
             .entry(req.gateway.clone())
-            .or_insert_with(|| Gateway {
-                expires: now,
-                sessions: HashMap::new(),
-            });
+            .or_insert_with(|| Gateway { expires: now, sessions: HashMap::new() });
         gateway.expires = now + self.config.lease_ttl;
 
         if req.snapshot {
-            let new: HashMap<String, String> = req
-                .connected
-                .iter()
-                .map(|s| (s.conn.clone(), s.user.clone()))
-                .collect();
+            let new: HashMap<String, String> = req.connected.iter().map(|s| (s.conn.clone(), s.user.clone())).collect();
             // Starts before ends, so a user who merely moved to another
             // connection never passes through grace.
             for (conn, user) in &new {
@@ -147,12 +133,8 @@ impl Store {
     /// Expires gateways whose lease lapsed (their sessions end now) and turns
     /// users whose offline grace ran out offline.
     pub fn sweep(&mut self, now: Instant, now_ms: i64) -> Vec<Change> {
-        let expired: Vec<String> = self
-            .gateways
-            .iter()
-            .filter(|(_, g)| g.expires <= now)
-            .map(|(id, _)| id.clone())
-            .collect();
+        let expired: Vec<String> =
+            self.gateways.iter().filter(|(_, g)| g.expires <= now).map(|(id, _)| id.clone()).collect();
         for id in expired {
             let sessions = self.gateways.get(&id).map_or(0, |g| g.sessions.len());
             tracing::warn!(gateway = %id, sessions, "gateway lease expired, dropping its sessions");
@@ -169,11 +151,7 @@ impl Store {
             .iter()
             .map(|user| {
                 let (online, last_seen_ms) = self.users.get(user, now_ms);
-                pb::UserPresence {
-                    user: user.clone(),
-                    online,
-                    last_seen_ms,
-                }
+                pb::UserPresence { user: user.clone(), online, last_seen_ms }
             })
             .collect()
     }
@@ -224,10 +202,7 @@ mod tests {
     impl Harness {
         fn new() -> Self {
             Self {
-                store: Store::new(StoreConfig {
-                    lease_ttl: LEASE,
-                    offline_grace: GRACE,
-                }),
+                store: Store::new(StoreConfig { lease_ttl: LEASE, offline_grace: GRACE }),
                 t0: Instant::now(),
                 elapsed: Duration::ZERO,
             }
@@ -270,18 +245,12 @@ mod tests {
         }
 
         fn renew(&mut self, gateway: &str) {
-            let changes = self.report(pb::ReportRequest {
-                gateway: gateway.into(),
-                ..Default::default()
-            });
+            let changes = self.report(pb::ReportRequest { gateway: gateway.into(), ..Default::default() });
             assert!(changes.is_empty());
         }
 
         fn presence(&self, user: &str) -> pb::UserPresence {
-            self.store
-                .query(self.now_ms(), &[user.to_owned()])
-                .pop()
-                .unwrap()
+            self.store.query(self.now_ms(), &[user.to_owned()]).pop().unwrap()
         }
 
         fn online(&self, user: &str) -> bool {
@@ -290,35 +259,21 @@ mod tests {
     }
 
     fn session(user: &str, conn: &str) -> pb::Session {
-        pb::Session {
-            user: user.into(),
-            conn: conn.into(),
-        }
+        pb::Session { user: user.into(), conn: conn.into() }
     }
 
     fn online_at(user: &str, ts: i64) -> Change {
-        Change {
-            user: user.into(),
-            online: true,
-            ts,
-        }
+        Change { user: user.into(), online: true, ts }
     }
 
     fn offline_at(user: &str, ts: i64) -> Change {
-        Change {
-            user: user.into(),
-            online: false,
-            ts,
-        }
+        Change { user: user.into(), online: false, ts }
     }
 
     #[test]
     fn first_session_turns_user_online_immediately() {
         let mut h = Harness::new();
-        assert_eq!(
-            h.connect("g1", "alice", "c1"),
-            vec![online_at("alice", T0_MS)]
-        );
+        assert_eq!(h.connect("g1", "alice", "c1"), vec![online_at("alice", T0_MS)]);
         assert!(h.online("alice"));
         assert_eq!(h.store.online_users(), 1);
         assert_eq!(h.store.sessions(), 1);
@@ -387,10 +342,7 @@ mod tests {
         assert_eq!(h.advance(GRACE).len(), 1);
         h.advance(Duration::from_secs(1));
         let now_ms = h.now_ms();
-        assert_eq!(
-            h.connect("g1", "alice", "c2"),
-            vec![online_at("alice", now_ms)]
-        );
+        assert_eq!(h.connect("g1", "alice", "c2"), vec![online_at("alice", now_ms)]);
     }
 
     #[test]
@@ -407,10 +359,7 @@ mod tests {
         assert!(h.advance(GRACE / 2 + Duration::from_millis(100)).is_empty());
         assert!(h.online("alice"));
         let changes = h.advance(GRACE);
-        assert_eq!(
-            changes,
-            vec![offline_at("alice", ended_ms + GRACE.as_millis() as i64)]
-        );
+        assert_eq!(changes, vec![offline_at("alice", ended_ms + GRACE.as_millis() as i64)]);
     }
 
     #[test]
@@ -418,10 +367,7 @@ mod tests {
         let mut h = Harness::new();
         assert_eq!(h.connect("g1", "alice", "c1").len(), 1);
         assert!(h.connect("g1", "alice", "c2").is_empty());
-        assert!(
-            h.connect("g2", "alice", "c1").is_empty(),
-            "same conn id, other gateway"
-        );
+        assert!(h.connect("g2", "alice", "c1").is_empty(), "same conn id, other gateway");
         assert_eq!(h.store.sessions(), 3);
         assert_eq!(h.store.online_users(), 1);
         h.disconnect("g1", "alice", "c1");
@@ -441,9 +387,7 @@ mod tests {
         h.connect("g2", "bob", "c1");
         // g2 keeps renewing, g1 goes silent.
         for _ in 0..3 {
-            assert!(h
-                .advance(Duration::from_secs(5) - Duration::from_millis(1))
-                .is_empty());
+            assert!(h.advance(Duration::from_secs(5) - Duration::from_millis(1)).is_empty());
             h.renew("g2");
         }
         // g1's lease (15 s from t=0) lapses now; g2 renewed at 14.997 s.
@@ -453,10 +397,7 @@ mod tests {
         assert_eq!(h.store.gateways(), 1);
         let expired_ms = h.now_ms();
         let changes = h.advance(GRACE);
-        assert_eq!(
-            changes,
-            vec![offline_at("alice", expired_ms + GRACE.as_millis() as i64)]
-        );
+        assert_eq!(changes, vec![offline_at("alice", expired_ms + GRACE.as_millis() as i64)]);
         assert!(h.online("bob"));
     }
 
@@ -487,10 +428,7 @@ mod tests {
         assert_eq!(changes, vec![online_at("dave", T0_MS)]);
         assert_eq!(h.store.sessions(), 3);
         let changes = h.advance(GRACE);
-        assert_eq!(
-            changes,
-            vec![offline_at("bob", T0_MS + GRACE.as_millis() as i64)]
-        );
+        assert_eq!(changes, vec![offline_at("bob", T0_MS + GRACE.as_millis() as i64)]);
         assert!(h.online("alice"));
         assert!(h.online("carol"), "other gateways are untouched");
     }
@@ -507,11 +445,7 @@ mod tests {
         assert_eq!(changes, vec![online_at("alice", T0_MS)]);
         assert_eq!(h.store.sessions(), 2);
         // An empty snapshot ends everything.
-        h.report(pb::ReportRequest {
-            gateway: "g1".into(),
-            snapshot: true,
-            ..Default::default()
-        });
+        h.report(pb::ReportRequest { gateway: "g1".into(), snapshot: true, ..Default::default() });
         assert_eq!(h.store.sessions(), 0);
         assert_eq!(h.advance(GRACE).len(), 1);
     }
@@ -522,19 +456,12 @@ mod tests {
         h.connect("g1", "alice", "c1");
         h.connect("g1", "bob", "c2");
         h.connect("g2", "bob", "c1");
-        let changes = h.report(pb::ReportRequest {
-            gateway: "g1".into(),
-            leaving: true,
-            ..Default::default()
-        });
+        let changes = h.report(pb::ReportRequest { gateway: "g1".into(), leaving: true, ..Default::default() });
         assert!(changes.is_empty());
         assert_eq!(h.store.gateways(), 1);
         assert_eq!(h.store.sessions(), 1);
         let changes = h.advance(GRACE);
-        assert_eq!(
-            changes,
-            vec![offline_at("alice", T0_MS + GRACE.as_millis() as i64)]
-        );
+        assert_eq!(changes, vec![offline_at("alice", T0_MS + GRACE.as_millis() as i64)]);
         assert!(h.online("bob"));
     }
 
@@ -556,11 +483,7 @@ mod tests {
         h.connect("g1", "alice", "c1");
         h.advance(Duration::from_secs(30));
         h.renew("g1");
-        assert_eq!(
-            h.presence("alice").last_seen_ms,
-            h.now_ms(),
-            "now while online"
-        );
+        assert_eq!(h.presence("alice").last_seen_ms, h.now_ms(), "now while online");
         let ended_ms = h.now_ms();
         h.disconnect("g1", "alice", "c1");
         h.advance(Duration::from_secs(2));

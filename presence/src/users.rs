@@ -65,13 +65,7 @@ pub(crate) struct Users {
 impl Users {
     /// An empty table with the given offline grace.
     pub(crate) fn new(grace: Duration) -> Self {
-        Self {
-            grace,
-            users: HashMap::new(),
-            graces: VecDeque::new(),
-            forgets: VecDeque::new(),
-            online: 0,
-        }
+        Self { grace, users: HashMap::new(), graces: VecDeque::new(), forgets: VecDeque::new(), online: 0 }
     }
 
     /// A session of `user` started.
@@ -90,14 +84,9 @@ impl Users {
                 State::Offline { .. } => {}
             }
         }
-        self.users
-            .insert(user.to_owned(), State::Online { sessions: 1 });
+        self.users.insert(user.to_owned(), State::Online { sessions: 1 });
         self.online += 1;
-        changes.push(Change {
-            user: user.to_owned(),
-            online: true,
-            ts: now_ms,
-        });
+        changes.push(Change { user: user.to_owned(), online: true, ts: now_ms });
     }
 
     /// A session of `user` ended; the last one starts the offline grace.
@@ -110,10 +99,7 @@ impl Users {
             State::Online { sessions } if *sessions > 1 => *sessions -= 1,
             State::Online { .. } => {
                 let until = now + self.grace;
-                *state = State::Grace {
-                    until,
-                    offline_ms: now_ms.saturating_add(self.grace.as_millis() as i64),
-                };
+                *state = State::Grace { until, offline_ms: now_ms.saturating_add(self.grace.as_millis() as i64) };
                 self.graces.push_back((until, user.to_owned()));
             }
             State::Grace { .. } | State::Offline { .. } => {
@@ -129,28 +115,17 @@ impl Users {
             let Some(state) = self.users.get_mut(&user) else {
                 continue;
             };
-            let State::Grace {
-                until: current,
-                offline_ms,
-            } = *state
-            else {
+            let State::Grace { until: current, offline_ms } = *state else {
                 continue;
             };
             if current != until {
                 continue;
             }
             let forget_at = until + LAST_SEEN_RETENTION;
-            *state = State::Offline {
-                since_ms: offline_ms,
-                forget_at,
-            };
+            *state = State::Offline { since_ms: offline_ms, forget_at };
             self.online -= 1;
             self.forgets.push_back((forget_at, user.clone()));
-            changes.push(Change {
-                user,
-                online: false,
-                ts: offline_ms,
-            });
+            changes.push(Change { user, online: false, ts: offline_ms });
         }
         while let Some((at, user)) = pop_due(&mut self.forgets, now) {
             if let Some(State::Offline { forget_at, .. }) = self.users.get(&user) {

@@ -18,27 +18,20 @@ use tonic::Status;
 pub type WatchStream = BoxStream<'static, Result<pb::PresenceChange, Status>>;
 
 /// Filters `changes` down to `users`.
-pub(crate) fn watch(
-    changes: broadcast::Receiver<pb::PresenceChange>,
-    users: HashSet<String>,
-) -> WatchStream {
-    Box::pin(futures::stream::unfold(
-        (changes, users),
-        |(mut changes, users)| async move {
-            loop {
-                match changes.recv().await {
-                    Ok(change) if users.contains(&change.user) => {
-                        return Some((Ok(change), (changes, users)));
-                    }
-                    Ok(_) => {}
-                    Err(broadcast::error::RecvError::Lagged(missed)) => {
-                        metrics::counter!("switchboard_presence_watch_lagged_total")
-                            .increment(missed);
-                        tracing::debug!(missed, "presence watcher lagged, skipping ahead");
-                    }
-                    Err(broadcast::error::RecvError::Closed) => return None,
+pub(crate) fn watch(changes: broadcast::Receiver<pb::PresenceChange>, users: HashSet<String>) -> WatchStream {
+    Box::pin(futures::stream::unfold((changes, users), |(mut changes, users)| async move {
+        loop {
+            match changes.recv().await {
+                Ok(change) if users.contains(&change.user) => {
+                    return Some((Ok(change), (changes, users)));
                 }
+                Ok(_) => {}
+                Err(broadcast::error::RecvError::Lagged(missed)) => {
+                    metrics::counter!("switchboard_presence_watch_lagged_total").increment(missed);
+                    tracing::debug!(missed, "presence watcher lagged, skipping ahead");
+                }
+                Err(broadcast::error::RecvError::Closed) => return None,
             }
-        },
-    ))
+        }
+    }))
 }

@@ -21,15 +21,11 @@ use tonic::{Request, Response, Status};
 /// Upper bound on any single wait.
 const DEADLINE: Duration = Duration::from_secs(5);
 
-const CONFIG: StoreConfig = StoreConfig {
-    lease_ttl: Duration::from_secs(10),
-    offline_grace: Duration::from_millis(200),
-};
+const CONFIG: StoreConfig =
+    StoreConfig { lease_ttl: Duration::from_secs(10), offline_grace: Duration::from_millis(200) };
 
-const FAST: ReporterConfig = ReporterConfig {
-    batch_interval: Duration::from_millis(20),
-    lease_renewal: Duration::from_millis(100),
-};
+const FAST: ReporterConfig =
+    ReporterConfig { batch_interval: Duration::from_millis(20), lease_renewal: Duration::from_millis(100) };
 
 /// A presence server whose service can be replaced or made to fail.
 struct Swappable {
@@ -47,29 +43,20 @@ impl Swappable {
 
 #[tonic::async_trait]
 impl Presence for Swappable {
-    async fn report(
-        &self,
-        request: Request<pb::ReportRequest>,
-    ) -> Result<Response<pb::ReportReply>, Status> {
+    async fn report(&self, request: Request<pb::ReportRequest>) -> Result<Response<pb::ReportReply>, Status> {
         if self.fail.load(Ordering::SeqCst) {
             return Err(Status::unavailable("injected failure"));
         }
         self.current().report(request).await
     }
 
-    async fn query(
-        &self,
-        request: Request<pb::QueryRequest>,
-    ) -> Result<Response<pb::QueryReply>, Status> {
+    async fn query(&self, request: Request<pb::QueryRequest>) -> Result<Response<pb::QueryReply>, Status> {
         self.current().query(request).await
     }
 
     type WatchStream = presence::WatchStream;
 
-    async fn watch(
-        &self,
-        request: Request<pb::WatchRequest>,
-    ) -> Result<Response<Self::WatchStream>, Status> {
+    async fn watch(&self, request: Request<pb::WatchRequest>) -> Result<Response<Self::WatchStream>, Status> {
         self.current().watch(request).await
     }
 }
@@ -88,8 +75,7 @@ async fn setup() -> (Arc<Swappable>, Arc<Reporter>) {
         current: Mutex::new(PresenceService::start(Bus::local("t", "test"), CONFIG)),
         fail: AtomicBool::new(false),
     });
-    let addr =
-        serve(Server::builder().add_service(PresenceServer::from_arc(swappable.clone()))).await;
+    let addr = serve(Server::builder().add_service(PresenceServer::from_arc(swappable.clone()))).await;
     let client = PresenceClient::connect_lazy(&format!("http://{addr}")).unwrap();
     let reporter = Reporter::start_with_config(client, "gw1".into(), FAST);
     (swappable, reporter)
@@ -103,10 +89,7 @@ where
 {
     let deadline = tokio::time::Instant::now() + DEADLINE;
     while !check().await {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
@@ -114,17 +97,8 @@ where
 /// Who among `users` `service` shows online.
 async fn online(service: &Arc<PresenceService>, users: &[&str]) -> Vec<String> {
     let users = users.iter().map(|u| u.to_string()).collect();
-    let reply = service
-        .query(Request::new(pb::QueryRequest { users }))
-        .await
-        .unwrap()
-        .into_inner();
-    reply
-        .users
-        .into_iter()
-        .filter(|p| p.online)
-        .map(|p| p.user)
-        .collect()
+    let reply = service.query(Request::new(pb::QueryRequest { users })).await.unwrap().into_inner();
+    reply.users.into_iter().filter(|p| p.online).map(|p| p.user).collect()
 }
 
 #[tokio::test]
@@ -133,27 +107,18 @@ async fn reporter_resends_all_sessions_after_presence_restart() {
     reporter.connected("alice", "c1");
     reporter.connected("bob", "c2");
     let first = swappable.current();
-    wait_for("both online", || async {
-        online(&first, &["alice", "bob"]).await.len() == 2
-    })
-    .await;
+    wait_for("both online", || async { online(&first, &["alice", "bob"]).await.len() == 2 }).await;
     assert!(reporter.reachable());
 
     // Presence restarts with empty state and a new instance id.
     let second = PresenceService::start(Bus::local("t", "test"), CONFIG);
     assert_ne!(first.instance(), second.instance());
     *swappable.current.lock().unwrap() = second.clone();
-    wait_for("state restored by snapshot", || async {
-        online(&second, &["alice", "bob"]).await.len() == 2
-    })
-    .await;
+    wait_for("state restored by snapshot", || async { online(&second, &["alice", "bob"]).await.len() == 2 }).await;
 
     // Deltas work as before on the new instance.
     reporter.disconnected("bob", "c2");
-    wait_for("bob offline", || async {
-        online(&second, &["alice", "bob"]).await == ["alice"]
-    })
-    .await;
+    wait_for("bob offline", || async { online(&second, &["alice", "bob"]).await == ["alice"] }).await;
 }
 
 #[tokio::test]
@@ -161,10 +126,7 @@ async fn reporter_heals_after_failed_reports() {
     let (swappable, reporter) = setup().await;
     let service = swappable.current();
     reporter.connected("alice", "c1");
-    wait_for("alice online", || async {
-        online(&service, &["alice"]).await.len() == 1
-    })
-    .await;
+    wait_for("alice online", || async { online(&service, &["alice"]).await.len() == 1 }).await;
 
     // These deltas travel in a report that fails without being applied.
     swappable.fail.store(true, Ordering::SeqCst);
@@ -174,10 +136,7 @@ async fn reporter_heals_after_failed_reports() {
     swappable.fail.store(false, Ordering::SeqCst);
 
     wait_for("reachable again", || async { reporter.reachable() }).await;
-    wait_for("snapshot applied", || async {
-        online(&service, &["alice", "bob"]).await == ["bob"]
-    })
-    .await;
+    wait_for("snapshot applied", || async { online(&service, &["alice", "bob"]).await == ["bob"] }).await;
 }
 
 #[tokio::test]
@@ -187,21 +146,14 @@ async fn grpc_client_answers_like_the_local_one() {
     let grpc = PresenceClient::connect_lazy(&format!("http://{addr}")).unwrap();
     let local = PresenceClient::local(swappable.current());
     reporter.connected("alice", "c1");
-    wait_for("alice online", || async {
-        online(&swappable.current(), &["alice"]).await.len() == 1
-    })
-    .await;
+    wait_for("alice online", || async { online(&swappable.current(), &["alice"]).await.len() == 1 }).await;
     let users = vec!["alice".to_owned(), "bob".to_owned()];
     let over_grpc = grpc.query(users.clone()).await.unwrap();
     let in_process = local.query(users).await.unwrap();
-    let summary = |v: &[pb::UserPresence]| -> Vec<(String, bool)> {
-        v.iter().map(|p| (p.user.clone(), p.online)).collect()
-    };
+    let summary =
+        |v: &[pb::UserPresence]| -> Vec<(String, bool)> { v.iter().map(|p| (p.user.clone(), p.online)).collect() };
     assert_eq!(summary(&over_grpc), summary(&in_process));
-    assert_eq!(
-        summary(&over_grpc),
-        [("alice".to_owned(), true), ("bob".to_owned(), false)]
-    );
+    assert_eq!(summary(&over_grpc), [("alice".to_owned(), true), ("bob".to_owned(), false)]);
     let err = grpc.query(vec!["no.dots".into()]).await.unwrap_err();
     assert_eq!(err.code(), tonic::Code::InvalidArgument);
 }
@@ -210,27 +162,12 @@ async fn grpc_client_answers_like_the_local_one() {
 async fn server_accepts_snapshots_beyond_the_default_limit() {
     let service = PresenceService::start(Bus::local("t", "test"), CONFIG);
     let addr = serve(Server::builder().add_service(service.clone().into_server())).await;
-    let connected = (0..70_000)
-        .map(|i| pb::Session {
-            user: "alice".into(),
-            conn: format!("{i:0>60}"),
-        })
-        .collect();
-    let req = pb::ReportRequest {
-        gateway: "gw1".into(),
-        snapshot: true,
-        connected,
-        ..Default::default()
-    };
-    assert!(
-        prost::Message::encoded_len(&req) > 4 << 20,
-        "beyond tonic's default"
-    );
+    let connected = (0..70_000).map(|i| pb::Session { user: "alice".into(), conn: format!("{i:0>60}") }).collect();
+    let req = pb::ReportRequest { gateway: "gw1".into(), snapshot: true, connected, ..Default::default() };
+    assert!(prost::Message::encoded_len(&req) > 4 << 20, "beyond tonic's default");
     // A client without the 2 s call timeout: this test is about size, and a
     // debug build on a busy machine may take a while to encode it.
-    let mut client = pb::presence_client::PresenceClient::connect(format!("http://{addr}"))
-        .await
-        .unwrap();
+    let mut client = pb::presence_client::PresenceClient::connect(format!("http://{addr}")).await.unwrap();
     client.report(req).await.unwrap();
     assert_eq!(online(&service, &["alice"]).await, ["alice"]);
 }

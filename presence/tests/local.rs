@@ -9,9 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use presence::{
-    PresenceClient, PresenceService, Reporter, ReporterConfig, StoreConfig, WatchStream,
-};
+use presence::{PresenceClient, PresenceService, Reporter, ReporterConfig, StoreConfig, WatchStream};
 use prost::Message as _;
 use proto::bus::{Bus, Subscription};
 use proto::pb;
@@ -22,15 +20,11 @@ use tonic::{Code, Request};
 const DEADLINE: Duration = Duration::from_secs(5);
 
 /// Short grace, long lease: only the lease test wants a lease to lapse.
-const CONFIG: StoreConfig = StoreConfig {
-    lease_ttl: Duration::from_secs(10),
-    offline_grace: Duration::from_millis(300),
-};
+const CONFIG: StoreConfig =
+    StoreConfig { lease_ttl: Duration::from_secs(10), offline_grace: Duration::from_millis(300) };
 
-const FAST: ReporterConfig = ReporterConfig {
-    batch_interval: Duration::from_millis(20),
-    lease_renewal: Duration::from_millis(200),
-};
+const FAST: ReporterConfig =
+    ReporterConfig { batch_interval: Duration::from_millis(20), lease_renewal: Duration::from_millis(200) };
 
 /// A service on a fresh bus, with a reporter for gateway `gw1`.
 fn setup(config: StoreConfig) -> (Bus, Arc<PresenceService>, PresenceClient, Arc<Reporter>) {
@@ -49,21 +43,13 @@ where
 {
     let deadline = tokio::time::Instant::now() + DEADLINE;
     while !check().await {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
 
 async fn presence_of(client: &PresenceClient, user: &str) -> pb::UserPresence {
-    client
-        .query(vec![user.into()])
-        .await
-        .unwrap()
-        .pop()
-        .unwrap()
+    client.query(vec![user.into()]).await.unwrap().pop().unwrap()
 }
 
 async fn is_online(client: &PresenceClient, user: &str) -> bool {
@@ -106,10 +92,7 @@ async fn reported_sessions_answer_queries() {
     assert!(is_online(&client, "alice").await);
 
     reporter.disconnected("alice", "c2");
-    wait_for("alice offline", || async {
-        !is_online(&client, "alice").await
-    })
-    .await;
+    wait_for("alice offline", || async { !is_online(&client, "alice").await }).await;
     let p = presence_of(&client, "alice").await;
     assert!(p.last_seen_ms >= before && p.last_seen_ms <= proto::now_ms());
 }
@@ -117,10 +100,7 @@ async fn reported_sessions_answer_queries() {
 #[tokio::test]
 async fn bus_carries_online_and_offline_changes() {
     let (bus, _service, _client, reporter) = setup(CONFIG);
-    let mut alice = bus
-        .subscribe(proto::subject::presence("alice"))
-        .await
-        .unwrap();
+    let mut alice = bus.subscribe(proto::subject::presence("alice")).await.unwrap();
     reporter.connected("bob", "c0");
     reporter.connected("alice", "c1");
     let online = next_change(&mut alice).await;
@@ -156,10 +136,7 @@ async fn connect_and_disconnect_in_one_batch_never_shows_online() {
 
 #[tokio::test]
 async fn reconnect_within_grace_emits_nothing() {
-    let config = StoreConfig {
-        offline_grace: Duration::from_secs(1),
-        ..CONFIG
-    };
+    let config = StoreConfig { offline_grace: Duration::from_secs(1), ..CONFIG };
     let (bus, service, client, reporter) = setup(config);
     let mut all = bus.subscribe("sb.presence.*".into()).await.unwrap();
     reporter.connected("alice", "c1");
@@ -182,10 +159,7 @@ async fn reconnect_within_grace_emits_nothing() {
 #[tokio::test]
 async fn leave_ends_sessions_and_stops_reporting() {
     let (bus, _service, client, reporter) = setup(CONFIG);
-    let mut alice = bus
-        .subscribe(proto::subject::presence("alice"))
-        .await
-        .unwrap();
+    let mut alice = bus.subscribe(proto::subject::presence("alice")).await.unwrap();
     reporter.connected("alice", "c1");
     assert!(next_change(&mut alice).await.online);
     reporter.leave().await;
@@ -198,15 +172,9 @@ async fn leave_ends_sessions_and_stops_reporting() {
 
 #[tokio::test]
 async fn dropped_reporter_lets_the_lease_lapse() {
-    let config = StoreConfig {
-        lease_ttl: Duration::from_millis(500),
-        offline_grace: Duration::from_millis(100),
-    };
+    let config = StoreConfig { lease_ttl: Duration::from_millis(500), offline_grace: Duration::from_millis(100) };
     let (bus, _service, client, reporter) = setup(config);
-    let mut alice = bus
-        .subscribe(proto::subject::presence("alice"))
-        .await
-        .unwrap();
+    let mut alice = bus.subscribe(proto::subject::presence("alice")).await.unwrap();
     reporter.connected("alice", "c1");
     assert!(next_change(&mut alice).await.online);
     // While the reporter lives, renewals keep alice online past the lease.
@@ -222,10 +190,7 @@ async fn reply_names_the_instance_and_lease() {
     let bus = Bus::local("t", "test");
     let a = PresenceClient::local(PresenceService::start(bus.clone(), CONFIG));
     let b = PresenceClient::local(PresenceService::start(bus, CONFIG));
-    let req = pb::ReportRequest {
-        gateway: "gw1".into(),
-        ..Default::default()
-    };
+    let req = pb::ReportRequest { gateway: "gw1".into(), ..Default::default() };
     let ra = a.report(req.clone()).await.unwrap();
     let rb = b.report(req.clone()).await.unwrap();
     assert_eq!(ra.instance.len(), 16);
@@ -238,18 +203,10 @@ async fn reply_names_the_instance_and_lease() {
 #[tokio::test]
 async fn watch_streams_only_the_watched_users() {
     let (_bus, service, client, _reporter) = setup(CONFIG);
-    let mut watch = service
-        .watch(Request::new(pb::WatchRequest {
-            users: vec!["alice".into()],
-        }))
-        .await
-        .unwrap()
-        .into_inner();
+    let mut watch =
+        service.watch(Request::new(pb::WatchRequest { users: vec!["alice".into()] })).await.unwrap().into_inner();
     let report = |connected: Vec<(&str, &str)>, disconnected: Vec<(&str, &str)>| {
-        let session = |(user, conn): (&str, &str)| pb::Session {
-            user: user.into(),
-            conn: conn.into(),
-        };
+        let session = |(user, conn): (&str, &str)| pb::Session { user: user.into(), conn: conn.into() };
         client.report(pb::ReportRequest {
             gateway: "gw2".into(),
             connected: connected.into_iter().map(session).collect(),
@@ -258,12 +215,8 @@ async fn watch_streams_only_the_watched_users() {
         })
     };
     report(vec![("bob", "c1")], vec![]).await.unwrap();
-    report(vec![("alice", "c2"), ("carol", "c3")], vec![])
-        .await
-        .unwrap();
-    report(vec![], vec![("alice", "c2"), ("bob", "c1")])
-        .await
-        .unwrap();
+    report(vec![("alice", "c2"), ("carol", "c3")], vec![]).await.unwrap();
+    report(vec![], vec![("alice", "c2"), ("bob", "c1")]).await.unwrap();
 
     let online = next_watched(&mut watch).await;
     assert_eq!((online.user.as_str(), online.online), ("alice", true));
@@ -274,35 +227,15 @@ async fn watch_streams_only_the_watched_users() {
 #[tokio::test]
 async fn lagging_watcher_skips_ahead_and_keeps_streaming() {
     let (_bus, service, client, _reporter) = setup(CONFIG);
-    let mut watch = service
-        .watch(Request::new(pb::WatchRequest {
-            users: vec!["alice".into()],
-        }))
-        .await
-        .unwrap()
-        .into_inner();
+    let mut watch =
+        service.watch(Request::new(pb::WatchRequest { users: vec!["alice".into()] })).await.unwrap().into_inner();
     // Far more changes than a watcher may buffer, none of them read.
-    let crowd = (0..10_000)
-        .map(|i| pb::Session {
-            user: format!("u{i}"),
-            conn: format!("c{i}"),
-        })
-        .collect();
+    let crowd = (0..10_000).map(|i| pb::Session { user: format!("u{i}"), conn: format!("c{i}") }).collect();
+    client.report(pb::ReportRequest { gateway: "gw2".into(), connected: crowd, ..Default::default() }).await.unwrap();
     client
         .report(pb::ReportRequest {
             gateway: "gw2".into(),
-            connected: crowd,
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-    client
-        .report(pb::ReportRequest {
-            gateway: "gw2".into(),
-            connected: vec![pb::Session {
-                user: "alice".into(),
-                conn: "a".into(),
-            }],
+            connected: vec![pb::Session { user: "alice".into(), conn: "a".into() }],
             ..Default::default()
         })
         .await
@@ -314,9 +247,7 @@ async fn lagging_watcher_skips_ahead_and_keeps_streaming() {
 #[tokio::test]
 async fn invalid_requests_are_rejected() {
     let (_bus, service, client, _reporter) = setup(CONFIG);
-    let too_many: Vec<String> = (0..=presence::MAX_USERS_PER_REQUEST)
-        .map(|i| format!("u{i}"))
-        .collect();
+    let too_many: Vec<String> = (0..=presence::MAX_USERS_PER_REQUEST).map(|i| format!("u{i}")).collect();
     let at_limit = too_many[1..].to_vec();
     assert_eq!(client.query(at_limit).await.unwrap().len(), 100);
     let err = client.query(too_many.clone()).await.unwrap_err();
@@ -325,37 +256,20 @@ async fn invalid_requests_are_rejected() {
     assert_eq!(err.code(), Code::InvalidArgument);
 
     for users in [vec![], vec!["*".to_owned()], too_many] {
-        let err = service
-            .watch(Request::new(pb::WatchRequest { users }))
-            .await
-            .err()
-            .expect("watch must be rejected");
+        let err = service.watch(Request::new(pb::WatchRequest { users })).await.err().expect("watch must be rejected");
         assert_eq!(err.code(), Code::InvalidArgument);
     }
 
-    let err = client
-        .report(pb::ReportRequest {
-            gateway: "gw.1".into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap_err();
+    let err = client.report(pb::ReportRequest { gateway: "gw.1".into(), ..Default::default() }).await.unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
 
     // One bad session does not cost the others.
-    let session = |user: &str, conn: &str| pb::Session {
-        user: user.into(),
-        conn: conn.into(),
-    };
+    let session = |user: &str, conn: &str| pb::Session { user: user.into(), conn: conn.into() };
     client
         .report(pb::ReportRequest {
             gateway: "gw2".into(),
             snapshot: true,
-            connected: vec![
-                session("a>b", "c1"),
-                session("bob", ""),
-                session("alice", "c3"),
-            ],
+            connected: vec![session("a>b", "c1"), session("bob", ""), session("alice", "c3")],
             ..Default::default()
         })
         .await

@@ -20,11 +20,7 @@ pub type ReadyCheck = Arc<dyn Fn() -> Vec<(&'static str, bool)> + Send + Sync>;
 
 /// Binds `addr` and serves the admin endpoint until the process exits.
 /// Returns the bound address (useful with port 0).
-pub async fn serve(
-    addr: SocketAddr,
-    metrics: PrometheusHandle,
-    ready: ReadyCheck,
-) -> std::io::Result<SocketAddr> {
+pub async fn serve(addr: SocketAddr, metrics: PrometheusHandle, ready: ReadyCheck) -> std::io::Result<SocketAddr> {
     let listener = TcpListener::bind(addr).await?;
     let local = listener.local_addr()?;
     tokio::spawn(async move {
@@ -40,34 +36,21 @@ pub async fn serve(
                     let ready = ready.clone();
                     async move { Ok::<_, Infallible>(route(&req, &metrics, &ready)) }
                 });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
+                let _ =
+                    hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
             });
         }
     });
     Ok(local)
 }
 
-fn route<B>(
-    req: &Request<B>,
-    metrics: &PrometheusHandle,
-    ready: &ReadyCheck,
-) -> Response<Full<Bytes>> {
+fn route<B>(req: &Request<B>, metrics: &PrometheusHandle, ready: &ReadyCheck) -> Response<Full<Bytes>> {
     match req.uri().path() {
-        "/metrics" => text(
-            StatusCode::OK,
-            metrics.render(),
-            "text/plain; version=0.0.4",
-        ),
+        "/metrics" => text(StatusCode::OK, metrics.render(), "text/plain; version=0.0.4"),
         "/healthz" => text(StatusCode::OK, "ok\n".into(), "text/plain"),
         "/readyz" => {
             let checks = ready();
-            let failing: Vec<_> = checks
-                .iter()
-                .filter(|(_, ok)| !ok)
-                .map(|(n, _)| *n)
-                .collect();
+            let failing: Vec<_> = checks.iter().filter(|(_, ok)| !ok).map(|(n, _)| *n).collect();
             if failing.is_empty() {
                 text(StatusCode::OK, "ready\n".into(), "text/plain")
             } else {

@@ -17,18 +17,12 @@ pub const GATEWAY_ANNOUNCE: &str = "sb.ctl.gateway";
 pub fn valid_id(id: &str) -> bool {
     !id.is_empty()
         && id.len() <= MAX_ID_LEN
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b':' | b'@' | b'-'))
+        && id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b':' | b'@' | b'-'))
 }
 
 /// True for a valid node id (gateway, router, presence): `[A-Za-z0-9_-]`, 1–64 bytes.
 pub fn valid_node_id(id: &str) -> bool {
-    !id.is_empty()
-        && id.len() <= 64
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-'))
+    !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-'))
 }
 
 /// Requests to one router: `sb.router.<id>`.
@@ -67,26 +61,10 @@ mod tests {
 
     #[test]
     fn ids_are_single_safe_tokens() {
-        for ok in [
-            "a",
-            "chat:lobby",
-            "user@example",
-            "A-Z_09",
-            &"x".repeat(128),
-        ] {
+        for ok in ["a", "chat:lobby", "user@example", "A-Z_09", &"x".repeat(128)] {
             assert!(valid_id(ok), "{ok}");
         }
-        for bad in [
-            "",
-            "a.b",
-            "*",
-            ">",
-            "a b",
-            "a*",
-            "é",
-            &"x".repeat(129),
-            "a\n",
-        ] {
+        for bad in ["", "a.b", "*", ">", "a b", "a*", "é", &"x".repeat(129), "a\n"] {
             assert!(!valid_id(bad), "{bad:?}");
         }
     }

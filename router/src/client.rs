@@ -28,10 +28,7 @@ pub struct CallConfig {
 
 impl Default for CallConfig {
     fn default() -> Self {
-        Self {
-            attempt_timeout: Duration::from_secs(1),
-            total_timeout: Duration::from_secs(5),
-        }
+        Self { attempt_timeout: Duration::from_secs(1), total_timeout: Duration::from_secs(5) }
     }
 }
 
@@ -57,11 +54,7 @@ pub struct RouterClient {
 impl RouterClient {
     /// A client routing with `membership`'s ring.
     pub fn new(bus: Bus, membership: Membership, config: CallConfig) -> Self {
-        Self {
-            bus,
-            membership,
-            config,
-        }
+        Self { bus, membership, config }
     }
 
     /// The ring view this client routes with.
@@ -70,11 +63,7 @@ impl RouterClient {
     }
 
     /// Sends `kind` for `room` to its owner and returns the owner's answer.
-    pub async fn call(
-        &self,
-        room: &str,
-        kind: router_request::Kind,
-    ) -> Result<router_reply::Kind, CallError> {
+    pub async fn call(&self, room: &str, kind: router_request::Kind) -> Result<router_reply::Kind, CallError> {
         let deadline = Instant::now() + self.config.total_timeout;
         let idempotent = !matches!(kind, router_request::Kind::Publish(_));
         let mut membership = self.membership.clone();
@@ -85,16 +74,11 @@ impl RouterClient {
                 return Err(CallError::Unavailable);
             }
             let Some(owner) = ring.owner(room).map(str::to_owned) else {
-                ring = membership
-                    .changed(left.min(Duration::from_millis(250)))
-                    .await;
+                ring = membership.changed(left.min(Duration::from_millis(250))).await;
                 continue;
             };
-            let req = pb::RouterRequest {
-                ring_version: ring.version(),
-                room: room.to_owned(),
-                kind: Some(kind.clone()),
-            };
+            let req =
+                pb::RouterRequest { ring_version: ring.version(), room: room.to_owned(), kind: Some(kind.clone()) };
             let answer = self
                 .bus
                 .request(
@@ -107,16 +91,11 @@ impl RouterClient {
                 Ok(bytes) => match pb::RouterReply::decode(bytes).ok().and_then(|r| r.kind) {
                     Some(router_reply::Kind::NotOwner(_)) => {
                         // Our ring or theirs is stale: wait briefly for ours to move.
-                        ring = membership
-                            .changed(left.min(Duration::from_millis(100)))
-                            .await;
+                        ring = membership.changed(left.min(Duration::from_millis(100))).await;
                     }
                     Some(router_reply::Kind::Error(e)) => {
                         let code = ErrorCode::parse(&e.code).unwrap_or(ErrorCode::Internal);
-                        return Err(CallError::Refused {
-                            code,
-                            message: e.message,
-                        });
+                        return Err(CallError::Refused { code, message: e.message });
                     }
                     Some(kind) => return Ok(kind),
                     None => {
@@ -135,9 +114,7 @@ impl RouterClient {
                     ring = next;
                 }
                 Err(_) => {
-                    ring = membership
-                        .changed(left.min(Duration::from_millis(250)))
-                        .await;
+                    ring = membership.changed(left.min(Duration::from_millis(250))).await;
                 }
             }
         }

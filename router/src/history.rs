@@ -20,10 +20,7 @@ pub struct HistoryConfig {
 
 impl Default for HistoryConfig {
     fn default() -> Self {
-        Self {
-            max_len: 100,
-            max_age: Duration::from_secs(120),
-        }
+        Self { max_len: 100, max_age: Duration::from_secs(120) }
     }
 }
 
@@ -46,11 +43,7 @@ impl History {
         while self.entries.len() > config.max_len {
             self.entries.pop_front();
         }
-        while self
-            .entries
-            .front()
-            .is_some_and(|(at, _)| now.duration_since(*at) > config.max_age)
-        {
+        while self.entries.front().is_some_and(|(at, _)| now.duration_since(*at) > config.max_age) {
             self.entries.pop_front();
         }
     }
@@ -58,23 +51,14 @@ impl History {
     /// The messages after `since`, given that the room's latest seq is
     /// `latest`; `None` when the history no longer reaches back that far
     /// (or `since` is in the future).
-    pub fn after(
-        &self,
-        since: u64,
-        latest: u64,
-    ) -> Option<impl Iterator<Item = &pb::StoredMessage>> {
+    pub fn after(&self, since: u64, latest: u64) -> Option<impl Iterator<Item = &pb::StoredMessage>> {
         if since > latest {
             return None;
         }
         if since < latest && self.entries.front().is_none_or(|(_, m)| m.seq > since + 1) {
             return None;
         }
-        Some(
-            self.entries
-                .iter()
-                .map(|(_, m)| m)
-                .filter(move |m| m.seq > since),
-        )
+        Some(self.entries.iter().map(|(_, m)| m).filter(move |m| m.seq > since))
     }
 
     /// Whether nothing is retained.
@@ -93,10 +77,7 @@ mod tests {
     use super::*;
 
     fn msg(seq: u64) -> pb::StoredMessage {
-        pb::StoredMessage {
-            seq,
-            ..Default::default()
-        }
+        pb::StoredMessage { seq, ..Default::default() }
     }
 
     fn seqs<'a>(it: impl Iterator<Item = &'a pb::StoredMessage>) -> Vec<u64> {
@@ -105,10 +86,7 @@ mod tests {
 
     #[test]
     fn bounded_by_count_and_age() {
-        let config = HistoryConfig {
-            max_len: 3,
-            max_age: Duration::from_secs(10),
-        };
+        let config = HistoryConfig { max_len: 3, max_age: Duration::from_secs(10) };
         let t0 = Instant::now();
         let mut h = History::default();
         for seq in 1..=5 {
@@ -117,17 +95,10 @@ mod tests {
         assert_eq!(seqs(h.after(2, 5).unwrap()), vec![3, 4, 5]);
         assert!(h.after(1, 5).is_none(), "seq 2 was evicted");
         assert_eq!(seqs(h.after(5, 5).unwrap()), Vec::<u64>::new());
-        assert!(
-            h.after(6, 5).is_none(),
-            "a future position is not recoverable"
-        );
+        assert!(h.after(6, 5).is_none(), "a future position is not recoverable");
         h.prune(t0 + Duration::from_secs(11), &config);
         assert!(h.is_empty());
         assert!(h.after(4, 5).is_none());
-        assert_eq!(
-            seqs(h.after(5, 5).unwrap()),
-            Vec::<u64>::new(),
-            "up to date needs no history"
-        );
+        assert_eq!(seqs(h.after(5, 5).unwrap()), Vec::<u64>::new(), "up to date needs no history");
     }
 }

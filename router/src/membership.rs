@@ -29,11 +29,7 @@ pub struct MembershipConfig {
 
 impl Default for MembershipConfig {
     fn default() -> Self {
-        Self {
-            ttl: Duration::from_secs(2),
-            vnodes: DEFAULT_VNODES,
-            service: "router",
-        }
+        Self { ttl: Duration::from_secs(2), vnodes: DEFAULT_VNODES, service: "router" }
     }
 }
 
@@ -83,10 +79,7 @@ impl Membership {
                         routers.retain(|_, s| now.duration_since(s.at) < config.ttl);
                     }
                 }
-                let live = routers
-                    .iter()
-                    .filter(|(_, s)| !s.draining)
-                    .map(|(id, _)| id.as_str());
+                let live = routers.iter().filter(|(_, s)| !s.draining).map(|(id, _)| id.as_str());
                 let next = Ring::new(live, config.vnodes);
                 if next.version() != tx.borrow().version() {
                     tracing::info!(members = ?next.members(), version = next.version(), "ring changed");

@@ -44,29 +44,14 @@ impl Node {
     /// router can answer before anyone routes to it.
     pub async fn start(bus: Bus, config: NodeConfig) -> Result<Self, BusError> {
         let membership = Membership::start(&bus, config.membership.clone()).await?;
-        let owner = Owner::spawn(
-            config.id.clone(),
-            bus.clone(),
-            membership.clone(),
-            config.owner.clone(),
-        )
-        .await?;
+        let owner = Owner::spawn(config.id.clone(), bus.clone(), membership.clone(), config.owner.clone()).await?;
         let draining = Arc::new(AtomicBool::new(false));
         let (id, flag) = (config.id.clone(), draining.clone());
         let announcer = announce::spawn(bus, subject::ROUTER_ANNOUNCE, ANNOUNCE_EVERY, move || {
-            let a = pb::RouterAnnounce {
-                id: id.clone(),
-                draining: flag.load(Ordering::Relaxed),
-            };
+            let a = pb::RouterAnnounce { id: id.clone(), draining: flag.load(Ordering::Relaxed) };
             Bytes::from(a.encode_to_vec())
         });
-        Ok(Self {
-            id: config.id,
-            membership,
-            draining,
-            _announcer: announcer,
-            owner,
-        })
+        Ok(Self { id: config.id, membership, draining, _announcer: announcer, owner })
     }
 
     /// Marks the router draining: it leaves the ring at its next announcement.

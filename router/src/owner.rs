@@ -67,14 +67,7 @@ impl Owner {
     ) -> Result<tokio::task::JoinHandle<()>, BusError> {
         let requests = bus.subscribe(subject::router(&id)).await?;
         let gateways = bus.subscribe(subject::GATEWAY_ANNOUNCE.into()).await?;
-        let owner = Owner {
-            id,
-            bus,
-            membership,
-            config,
-            rooms: HashMap::new(),
-            gateways: HashMap::new(),
-        };
+        let owner = Owner { id, bus, membership, config, rooms: HashMap::new(), gateways: HashMap::new() };
         Ok(tokio::spawn(owner.run(requests, gateways)))
     }
 
@@ -104,16 +97,9 @@ impl Owner {
                 let kind = kind_name(&req.kind);
                 (kind, self.handle(req).await)
             }
-            Err(e) => (
-                "invalid",
-                error(ErrorCode::BadRequest, format!("undecodable request: {e}")),
-            ),
+            Err(e) => ("invalid", error(ErrorCode::BadRequest, format!("undecodable request: {e}"))),
         };
-        if let Err(e) = self
-            .bus
-            .respond(&msg, Bytes::from(reply.encode_to_vec()))
-            .await
-        {
+        if let Err(e) = self.bus.respond(&msg, Bytes::from(reply.encode_to_vec())).await {
             tracing::warn!(error = %e, "reply not sent");
         }
         metrics::counter!("switchboard_router_requests_total", "kind" => kind).increment(1);
@@ -127,9 +113,7 @@ impl Owner {
         }
         let ring = self.membership.ring();
         if ring.owner(&req.room) != Some(self.id.as_str()) {
-            return reply(router_reply::Kind::NotOwner(pb::NotOwner {
-                ring_version: ring.version(),
-            }));
+            return reply(router_reply::Kind::NotOwner(pb::NotOwner { ring_version: ring.version() }));
         }
         let room_id = req.room;
         let now = Instant::now();
@@ -154,32 +138,17 @@ impl Owner {
                     },
                 };
                 if change == Change::Joined {
-                    let joined = pb::MemberJoined {
-                        room: room_id.clone(),
-                        user: member.user,
-                        info: member.info,
-                    };
-                    self.emit(&room_id, &epoch, room_event::Kind::Joined(joined))
-                        .await;
+                    let joined = pb::MemberJoined { room: room_id.clone(), user: member.user, info: member.info };
+                    self.emit(&room_id, &epoch, room_event::Kind::Joined(joined)).await;
                 }
-                reply(router_reply::Kind::Join(pb::JoinReply {
-                    epoch,
-                    seq,
-                    recovered,
-                    missed,
-                    truncated,
-                }))
+                reply(router_reply::Kind::Join(pb::JoinReply { epoch, seq, recovered, missed, truncated }))
             }
             Some(router_request::Kind::Leave(l)) => {
                 if let Some(room) = self.rooms.get_mut(&room_id) {
                     if let Some((user, Change::Left)) = room.leave(&l.gateway, &l.conn) {
                         let epoch = room.epoch.clone();
-                        let left = pb::MemberLeft {
-                            room: room_id.clone(),
-                            user,
-                        };
-                        self.emit(&room_id, &epoch, room_event::Kind::Left(left))
-                            .await;
+                        let left = pb::MemberLeft { room: room_id.clone(), user };
+                        self.emit(&room_id, &epoch, room_event::Kind::Left(left)).await;
                     }
                 }
                 reply(router_reply::Kind::Ack(pb::Ack {}))
@@ -189,18 +158,13 @@ impl Owner {
                 let msg = room.publish(p.from, p.data, proto::now_ms(), now, &self.config.history);
                 let (epoch, seq) = (room.epoch.clone(), msg.seq);
                 metrics::counter!("switchboard_router_publishes_total").increment(1);
-                self.emit(&room_id, &epoch, room_event::Kind::Message(msg))
-                    .await;
+                self.emit(&room_id, &epoch, room_event::Kind::Message(msg)).await;
                 reply(router_reply::Kind::Publish(pb::PublishReply { epoch, seq }))
             }
             Some(router_request::Kind::History(h)) => {
                 let room = self.rooms.entry(room_id).or_default();
                 let since = h.since.unwrap_or_default();
-                let limit = if h.limit == 0 {
-                    usize::MAX
-                } else {
-                    h.limit as usize
-                };
+                let limit = if h.limit == 0 { usize::MAX } else { h.limit as usize };
                 let (recovered, messages, truncated) = match room.recover(&since) {
                     None => (false, Vec::new(), false),
                     Some(msgs) => {
@@ -218,15 +182,8 @@ impl Owner {
             }
             Some(router_request::Kind::Members(m)) => {
                 let limit = (m.limit as usize).clamp(1, self.config.members_limit);
-                let (members, count) = self
-                    .rooms
-                    .get(&room_id)
-                    .map(|r| r.members(limit))
-                    .unwrap_or_default();
-                reply(router_reply::Kind::Members(pb::MembersReply {
-                    members,
-                    count,
-                }))
+                let (members, count) = self.rooms.get(&room_id).map(|r| r.members(limit)).unwrap_or_default();
+                reply(router_reply::Kind::Members(pb::MembersReply { members, count }))
             }
             Some(router_request::Kind::Sync(s)) => {
                 self.gateways.insert(s.gateway.clone(), now);
@@ -245,11 +202,7 @@ impl Owner {
 
     /// Publishes a room event; a lost event is recovered by gateways as a gap.
     async fn emit(&self, room: &str, epoch: &str, kind: room_event::Kind) {
-        let event = pb::RoomEvent {
-            room: room.to_owned(),
-            epoch: epoch.to_owned(),
-            kind: Some(kind),
-        };
+        let event = pb::RoomEvent { room: room.to_owned(), epoch: epoch.to_owned(), kind: Some(kind) };
         if let Err(e) = self.bus.publish_msg(subject::room(room), &event).await {
             metrics::counter!("switchboard_router_events_lost_total").increment(1);
             tracing::warn!(error = %e, room, "room event not published");
@@ -260,12 +213,8 @@ impl Owner {
     async fn sweep(&mut self) {
         let now = Instant::now();
         let ttl = self.config.gateway_ttl;
-        let dead: Vec<String> = self
-            .gateways
-            .iter()
-            .filter(|(_, at)| now.duration_since(**at) > ttl)
-            .map(|(g, _)| g.clone())
-            .collect();
+        let dead: Vec<String> =
+            self.gateways.iter().filter(|(_, at)| now.duration_since(**at) > ttl).map(|(g, _)| g.clone()).collect();
         for gateway in dead {
             self.gateways.remove(&gateway);
             let mut left = Vec::new();
@@ -274,16 +223,9 @@ impl Owner {
                     left.push((room_id.clone(), room.epoch.clone(), user));
                 }
             }
-            tracing::info!(
-                gateway,
-                users_left = left.len(),
-                "gateway unseen: its members dropped"
-            );
+            tracing::info!(gateway, users_left = left.len(), "gateway unseen: its members dropped");
             for (room, epoch, user) in left {
-                let kind = room_event::Kind::Left(pb::MemberLeft {
-                    room: room.clone(),
-                    user,
-                });
+                let kind = room_event::Kind::Left(pb::MemberLeft { room: room.clone(), user });
                 self.emit(&room, &epoch, kind).await;
             }
         }
@@ -318,10 +260,7 @@ fn reply(kind: router_reply::Kind) -> pb::RouterReply {
 }
 
 fn error(code: ErrorCode, message: impl Into<String>) -> pb::RouterReply {
-    reply(router_reply::Kind::Error(pb::Error {
-        code: code.as_str().into(),
-        message: message.into(),
-    }))
+    reply(router_reply::Kind::Error(pb::Error { code: code.as_str().into(), message: message.into() }))
 }
 
 fn kind_name(kind: &Option<router_request::Kind>) -> &'static str {

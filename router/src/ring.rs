@@ -25,10 +25,7 @@ pub struct Ring {
 
 impl std::fmt::Debug for Ring {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Ring")
-            .field("members", &self.members)
-            .field("version", &self.version)
-            .finish()
+        f.debug_struct("Ring").field("members", &self.members).field("version", &self.version).finish()
     }
 }
 
@@ -39,38 +36,24 @@ impl Ring {
         I: IntoIterator<Item = S>,
         S: AsRef<str>,
     {
-        let mut members: Vec<Arc<str>> =
-            members.into_iter().map(|m| Arc::from(m.as_ref())).collect();
+        let mut members: Vec<Arc<str>> = members.into_iter().map(|m| Arc::from(m.as_ref())).collect();
         members.sort();
         members.dedup();
         let mut ring = HashRing::with_hasher(PassThrough);
         let nodes = members
             .iter()
             .flat_map(|m| {
-                (0..vnodes).map(move |i| VNode {
-                    router: m.clone(),
-                    point: xxh3_64(format!("{m}#{i}").as_bytes()),
-                })
+                (0..vnodes).map(move |i| VNode { router: m.clone(), point: xxh3_64(format!("{m}#{i}").as_bytes()) })
             })
             .collect();
         ring.batch_add(nodes);
-        let version = if members.is_empty() {
-            0
-        } else {
-            xxh3_64(members.join("\n").as_bytes())
-        };
-        Self {
-            members,
-            ring,
-            version,
-        }
+        let version = if members.is_empty() { 0 } else { xxh3_64(members.join("\n").as_bytes()) };
+        Self { members, ring, version }
     }
 
     /// The router that owns `key` (a room id), if the ring is not empty.
     pub fn owner(&self, key: &str) -> Option<&str> {
-        self.ring
-            .get(&Point(xxh3_64(key.as_bytes())))
-            .map(|v| &*v.router)
+        self.ring.get(&Point(xxh3_64(key.as_bytes()))).map(|v| &*v.router)
     }
 
     /// A hash of the sorted member ids: equal versions mean equal rings.
@@ -163,10 +146,7 @@ mod tests {
         assert_ne!(ring.version(), Ring::new(["a"], DEFAULT_VNODES).version());
         assert!(Ring::new(Vec::<String>::new(), 8).owner("x").is_none());
         // Pinned: a change to hashing would silently move rooms between builds.
-        assert_eq!(
-            Ring::new(["r1", "r2", "r3"], 128).owner("lobby"),
-            Some(PINNED_LOBBY_OWNER)
-        );
+        assert_eq!(Ring::new(["r1", "r2", "r3"], 128).owner("lobby"), Some(PINNED_LOBBY_OWNER));
     }
 
     const PINNED_LOBBY_OWNER: &str = "r3";
@@ -174,9 +154,7 @@ mod tests {
     #[test]
     fn rooms_spread_evenly_and_move_little() {
         let two = Ring::new(["r1", "r2"], DEFAULT_VNODES);
-        let r1 = (0..1000)
-            .filter(|i| two.owner(&format!("room-{i}")) == Some("r1"))
-            .count();
+        let r1 = (0..1000).filter(|i| two.owner(&format!("room-{i}")) == Some("r1")).count();
         assert!((350..=650).contains(&r1), "r1 owns {r1} of 1000");
         let three = Ring::new(["r1", "r2", "r3"], DEFAULT_VNODES);
         let moved = (0..1000)

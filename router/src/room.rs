@@ -54,13 +54,7 @@ impl Room {
 
     /// Empty state continuing an existing stream (after a handoff).
     pub fn with_epoch(epoch: String, seq: u64) -> Self {
-        Self {
-            epoch,
-            seq,
-            history: History::default(),
-            conns: HashMap::new(),
-            users: HashMap::new(),
-        }
+        Self { epoch, seq, history: History::default(), conns: HashMap::new(), users: HashMap::new() }
     }
 
     /// Adds a connection; joining twice is harmless.
@@ -70,10 +64,7 @@ impl Room {
             return Change::Quiet;
         }
         self.conns.insert(key, m.user.clone());
-        let entry = self.users.entry(m.user.clone()).or_insert(UserEntry {
-            info: m.info.clone(),
-            conns: 0,
-        });
+        let entry = self.users.entry(m.user.clone()).or_insert(UserEntry { info: m.info.clone(), conns: 0 });
         entry.conns += 1;
         if entry.conns == 1 {
             Change::Joined
@@ -85,10 +76,7 @@ impl Room {
     /// Removes a connection; returns its user and whether that user left.
     pub fn leave(&mut self, gateway: &str, conn: &str) -> Option<(String, Change)> {
         let user = self.conns.remove(&(gateway.to_owned(), conn.to_owned()))?;
-        let entry = self
-            .users
-            .get_mut(&user)
-            .expect("every conn has a user entry");
+        let entry = self.users.get_mut(&user).expect("every conn has a user entry");
         entry.conns -= 1;
         if entry.conns == 0 {
             self.users.remove(&user);
@@ -100,12 +88,7 @@ impl Room {
 
     /// Removes every connection of a gateway; returns the users who left.
     pub fn drop_gateway(&mut self, gateway: &str) -> Vec<String> {
-        let conns: Vec<String> = self
-            .conns
-            .keys()
-            .filter(|(g, _)| g == gateway)
-            .map(|(_, c)| c.clone())
-            .collect();
+        let conns: Vec<String> = self.conns.keys().filter(|(g, _)| g == gateway).map(|(_, c)| c.clone()).collect();
         conns
             .iter()
             .filter_map(|c| self.leave(gateway, c))
@@ -124,12 +107,7 @@ impl Room {
         config: &HistoryConfig,
     ) -> pb::StoredMessage {
         self.seq += 1;
-        let msg = pb::StoredMessage {
-            seq: self.seq,
-            from,
-            data,
-            ts,
-        };
+        let msg = pb::StoredMessage { seq: self.seq, from, data, ts };
         self.history.push(msg.clone(), now, config);
         msg
     }
@@ -147,11 +125,7 @@ impl Room {
         let mut list: Vec<pb::Member> = self
             .users
             .iter()
-            .map(|(user, e)| pb::Member {
-                user: user.clone(),
-                info: e.info.clone(),
-                conns: e.conns,
-            })
+            .map(|(user, e)| pb::Member { user: user.clone(), info: e.info.clone(), conns: e.conns })
             .collect();
         list.sort_by(|a, b| a.user.cmp(&b.user));
         list.truncate(limit);
@@ -177,11 +151,7 @@ impl Room {
                 gateway: gateway.clone(),
                 conn: conn.clone(),
                 user: user.clone(),
-                info: self
-                    .users
-                    .get(user)
-                    .map(|e| e.info.clone())
-                    .unwrap_or_default(),
+                info: self.users.get(user).map(|e| e.info.clone()).unwrap_or_default(),
             })
             .collect()
     }
@@ -208,12 +178,7 @@ mod tests {
     use super::*;
 
     fn member(gateway: &str, conn: &str, user: &str) -> pb::MemberRef {
-        pb::MemberRef {
-            gateway: gateway.into(),
-            conn: conn.into(),
-            user: user.into(),
-            info: Bytes::new(),
-        }
+        pb::MemberRef { gateway: gateway.into(), conn: conn.into(), user: user.into(), info: Bytes::new() }
     }
 
     #[test]
@@ -221,18 +186,11 @@ mod tests {
         let mut room = Room::new();
         assert_eq!(room.join(&member("g1", "c1", "alice")), Change::Joined);
         assert_eq!(room.join(&member("g2", "c2", "alice")), Change::Quiet);
-        assert_eq!(
-            room.join(&member("g2", "c2", "alice")),
-            Change::Quiet,
-            "idempotent"
-        );
+        assert_eq!(room.join(&member("g2", "c2", "alice")), Change::Quiet, "idempotent");
         assert_eq!(room.join(&member("g1", "c3", "bob")), Change::Joined);
         assert_eq!(room.members(10).1, 2);
         assert_eq!(room.members(1).0.len(), 1);
-        assert_eq!(
-            room.leave("g1", "c1"),
-            Some(("alice".into(), Change::Quiet))
-        );
+        assert_eq!(room.leave("g1", "c1"), Some(("alice".into(), Change::Quiet)));
         assert_eq!(room.drop_gateway("g2"), vec!["alice".to_string()]);
         assert_eq!(room.leave("g1", "nope"), None);
         assert_eq!(room.members(10).0[0].user, "bob");
@@ -247,21 +205,9 @@ mod tests {
             let m = room.publish("u".into(), Bytes::from_static(b"1"), 0, now, &config);
             assert_eq!(m.seq, i);
         }
-        let since = pb::Since {
-            epoch: room.epoch.clone(),
-            seq: 1,
-        };
-        assert_eq!(
-            room.recover(&since)
-                .unwrap()
-                .map(|m| m.seq)
-                .collect::<Vec<_>>(),
-            vec![2, 3]
-        );
-        let other = pb::Since {
-            epoch: "other".into(),
-            seq: 1,
-        };
+        let since = pb::Since { epoch: room.epoch.clone(), seq: 1 };
+        assert_eq!(room.recover(&since).unwrap().map(|m| m.seq).collect::<Vec<_>>(), vec![2, 3]);
+        let other = pb::Since { epoch: "other".into(), seq: 1 };
         assert!(room.recover(&other).is_none());
     }
 }

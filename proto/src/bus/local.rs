@@ -56,10 +56,7 @@ impl LocalBroker {
     /// An empty broker; `service` names the binary in its metrics.
     pub fn new(service: &'static str) -> Self {
         let dropped = crate::telemetry::metric_name(service, "bus_dropped_total");
-        Self {
-            table: Arc::default(),
-            dropped,
-        }
+        Self { table: Arc::default(), dropped }
     }
 
     fn deliver(&self, msg: Message) {
@@ -67,24 +64,13 @@ impl LocalBroker {
         if let Some(subs) = table.exact.get_mut(&msg.subject) {
             subs.retain(|s| s.offer(&msg, self.dropped));
         }
-        table
-            .wildcard
-            .retain(|(pattern, s)| !matches(pattern, &msg.subject) || s.offer(&msg, self.dropped));
+        table.wildcard.retain(|(pattern, s)| !matches(pattern, &msg.subject) || s.offer(&msg, self.dropped));
     }
 }
 
 impl Broker for LocalBroker {
-    fn publish(
-        &self,
-        subject: String,
-        reply: Option<String>,
-        payload: Bytes,
-    ) -> BoxFuture<'_, Result<(), BusError>> {
-        self.deliver(Message {
-            subject,
-            reply,
-            payload,
-        });
+    fn publish(&self, subject: String, reply: Option<String>, payload: Bytes) -> BoxFuture<'_, Result<(), BusError>> {
+        self.deliver(Message { subject, reply, payload });
         Box::pin(async { Ok(()) })
     }
 
@@ -99,12 +85,7 @@ impl Broker for LocalBroker {
         } else {
             table.exact.entry(subject.clone()).or_default().push(sub);
         }
-        let stream = LocalStream {
-            rx,
-            table: Arc::downgrade(&self.table),
-            id,
-            subject,
-        };
+        let stream = LocalStream { rx, table: Arc::downgrade(&self.table), id, subject };
         Box::pin(async move { Ok(Subscription::new(Box::pin(stream))) })
     }
 
@@ -181,10 +162,7 @@ mod tests {
         let broker = LocalBroker::new("test");
         let mut exact = broker.subscribe("sb.room.x".into()).await.unwrap();
         let mut wild = broker.subscribe("sb.room.*".into()).await.unwrap();
-        broker
-            .publish("sb.room.x".into(), None, Bytes::from_static(b"1"))
-            .await
-            .unwrap();
+        broker.publish("sb.room.x".into(), None, Bytes::from_static(b"1")).await.unwrap();
         assert_eq!(exact.next().await.unwrap().payload, "1");
         assert_eq!(wild.next().await.unwrap().payload, "1");
         drop(exact);
@@ -203,19 +181,9 @@ mod tests {
                 server.respond(&msg, answer.into()).await.unwrap();
             }
         });
-        let got = bus
-            .request(
-                "svc".into(),
-                Bytes::from_static(b"abc"),
-                Duration::from_secs(1),
-            )
-            .await
-            .unwrap();
+        let got = bus.request("svc".into(), Bytes::from_static(b"abc"), Duration::from_secs(1)).await.unwrap();
         assert_eq!(got, "cba");
-        let err = bus
-            .request("nobody".into(), Bytes::new(), Duration::from_millis(50))
-            .await
-            .unwrap_err();
+        let err = bus.request("nobody".into(), Bytes::new(), Duration::from_millis(50)).await.unwrap_err();
         assert!(matches!(err, BusError::Timeout));
     }
 }

@@ -55,12 +55,7 @@ pub enum BusError {
 /// does, and never blocks the publisher.
 pub trait Broker: Send + Sync + 'static {
     /// Queues `payload` for everyone subscribed to `subject`.
-    fn publish(
-        &self,
-        subject: String,
-        reply: Option<String>,
-        payload: Bytes,
-    ) -> BoxFuture<'_, Result<(), BusError>>;
+    fn publish(&self, subject: String, reply: Option<String>, payload: Bytes) -> BoxFuture<'_, Result<(), BusError>>;
 
     /// Starts receiving messages published on `subject` from now on.
     fn subscribe(&self, subject: String) -> BoxFuture<'_, Result<Subscription, BusError>>;
@@ -113,22 +108,15 @@ impl Bus {
     /// Publishes with a bounded wait, so a disconnected broker cannot stall a
     /// caller on a hot path.
     pub async fn publish(&self, subject: String, payload: Bytes) -> Result<(), BusError> {
-        match tokio::time::timeout(PUBLISH_TIMEOUT, self.broker.publish(subject, None, payload))
-            .await
-        {
+        match tokio::time::timeout(PUBLISH_TIMEOUT, self.broker.publish(subject, None, payload)).await {
             Ok(r) => r,
             Err(_) => Err(BusError::Timeout),
         }
     }
 
     /// Publishes a protobuf message.
-    pub async fn publish_msg(
-        &self,
-        subject: String,
-        msg: &impl prost::Message,
-    ) -> Result<(), BusError> {
-        self.publish(subject, Bytes::from(msg.encode_to_vec()))
-            .await
+    pub async fn publish_msg(&self, subject: String, msg: &impl prost::Message) -> Result<(), BusError> {
+        self.publish(subject, Bytes::from(msg.encode_to_vec())).await
     }
 
     /// Answers a request received as `msg`; a message without a reply
@@ -146,15 +134,8 @@ impl Bus {
     }
 
     /// Sends a request and waits up to `timeout` for the first answer.
-    pub async fn request(
-        &self,
-        subject: String,
-        payload: Bytes,
-        timeout: Duration,
-    ) -> Result<Bytes, BusError> {
-        self.requests
-            .request(&*self.broker, subject, payload, timeout)
-            .await
+    pub async fn request(&self, subject: String, payload: Bytes, timeout: Duration) -> Result<Bytes, BusError> {
+        self.requests.request(&*self.broker, subject, payload, timeout).await
     }
 
     /// Whether the broker connection is up.

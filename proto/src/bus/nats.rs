@@ -73,19 +73,10 @@ impl NatsBroker {
 }
 
 impl Broker for NatsBroker {
-    fn publish(
-        &self,
-        subject: String,
-        reply: Option<String>,
-        payload: Bytes,
-    ) -> BoxFuture<'_, Result<(), BusError>> {
+    fn publish(&self, subject: String, reply: Option<String>, payload: Bytes) -> BoxFuture<'_, Result<(), BusError>> {
         Box::pin(async move {
             let r = match reply {
-                Some(reply) => {
-                    self.client
-                        .publish_with_reply(subject, reply, payload)
-                        .await
-                }
+                Some(reply) => self.client.publish_with_reply(subject, reply, payload).await,
                 None => self.client.publish(subject, payload).await,
             };
             r.map_err(|e| BusError::Broker(e.to_string()))
@@ -94,11 +85,7 @@ impl Broker for NatsBroker {
 
     fn subscribe(&self, subject: String) -> BoxFuture<'_, Result<Subscription, BusError>> {
         Box::pin(async move {
-            let sub = self
-                .client
-                .subscribe(subject)
-                .await
-                .map_err(|e| BusError::Broker(e.to_string()))?;
+            let sub = self.client.subscribe(subject).await.map_err(|e| BusError::Broker(e.to_string()))?;
             let stream = sub.map(|m| Message {
                 subject: m.subject.to_string(),
                 reply: m.reply.map(|r| r.to_string()),

@@ -27,16 +27,8 @@ pub(super) struct Requests {
 
 impl Requests {
     pub(super) fn new(node: &str) -> Self {
-        let node: String = node
-            .chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
-                    c
-                } else {
-                    '_'
-                }
-            })
-            .collect();
+        let node: String =
+            node.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' }).collect();
         Self {
             inbox: format!("_INBOX.{node}.{:016x}", rand::random::<u64>()),
             next: AtomicU64::new(1),
@@ -87,12 +79,9 @@ impl Requests {
         let reply = format!("{}.{token}", self.inbox);
         let answer = async {
             broker.publish(subject, Some(reply), payload).await?;
-            rx.await
-                .map_err(|_| BusError::Broker("inbox closed".into()))
+            rx.await.map_err(|_| BusError::Broker("inbox closed".into()))
         };
-        tokio::time::timeout(timeout, answer)
-            .await
-            .unwrap_or(Err(BusError::Timeout))
+        tokio::time::timeout(timeout, answer).await.unwrap_or(Err(BusError::Timeout))
     }
 }
 

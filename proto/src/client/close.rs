@@ -13,6 +13,8 @@ pub const PROTOCOL_ERROR: u16 = 1002;
 pub const UNSUPPORTED_DATA: u16 = 1003;
 /// Invalid UTF-8 in a text frame.
 pub const INVALID_PAYLOAD: u16 = 1007;
+/// Never sent: marks a connection that ended without a close frame.
+pub const ABNORMAL: u16 = 1006;
 /// Policy violation (origin not allowed).
 pub const POLICY: u16 = 1008;
 /// Message too big (over the cap after reassembly).

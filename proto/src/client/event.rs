@@ -12,56 +12,24 @@ use crate::pb::server_frame::Kind;
 #[derive(Debug, Clone)]
 pub enum Event<'a> {
     /// First frame after authentication.
-    Hello {
-        conn: &'a str,
-        user: &'a str,
-        gateway: &'a str,
-        heartbeat_ms: u32,
-    },
+    Hello { conn: &'a str, user: &'a str, gateway: &'a str, heartbeat_ms: u32 },
     /// A message in a joined room.
-    Message {
-        room: &'a str,
-        seq: u64,
-        epoch: &'a str,
-        from: &'a str,
-        data: &'a [u8],
-        ts: i64,
-    },
+    Message { room: &'a str, seq: u64, epoch: &'a str, from: &'a str, data: &'a [u8], ts: i64 },
     /// A user joined a room (their first connection in it).
-    Joined {
-        room: &'a str,
-        user: &'a str,
-        info: &'a [u8],
-    },
+    Joined { room: &'a str, user: &'a str, info: &'a [u8] },
     /// A user left a room (their last connection in it).
     Left { room: &'a str, user: &'a str },
     /// A direct message to this user.
-    Direct {
-        from: &'a str,
-        data: &'a [u8],
-        ts: i64,
-    },
+    Direct { from: &'a str, data: &'a [u8], ts: i64 },
     /// A watched user went online or offline.
-    Presence {
-        user: &'a str,
-        online: bool,
-        ts: i64,
-    },
+    Presence { user: &'a str, online: bool, ts: i64 },
     /// Continuity in a room was lost; refetch state. Messages continue after `seq`.
-    Resync {
-        room: &'a str,
-        epoch: &'a str,
-        seq: u64,
-    },
+    Resync { room: &'a str, epoch: &'a str, seq: u64 },
     /// The successful answer to a request.
     Reply { id: &'a RequestId, body: ReplyBody },
     /// A failed request: a `reply` with `ok:false`, or an `error` event when
     /// the request had no usable id.
-    Failure {
-        id: &'a RequestId,
-        code: ErrorCode,
-        message: &'a str,
-    },
+    Failure { id: &'a RequestId, code: ErrorCode, message: &'a str },
     /// Answer to the `ping` op.
     Pong,
 }
@@ -73,18 +41,11 @@ pub enum ReplyBody {
     #[default]
     Empty,
     /// `join`: the room's epoch and latest seq; `recovered` only with `since`.
-    Join {
-        epoch: String,
-        seq: u64,
-        recovered: Option<bool>,
-    },
+    Join { epoch: String, seq: u64, recovered: Option<bool> },
     /// `publish`: the message's seq.
     Publish { seq: u64 },
     /// `members`: a capped list and the exact count.
-    Members {
-        members: Vec<pb::Member>,
-        count: u32,
-    },
+    Members { members: Vec<pb::Member>, count: u32 },
     /// `presence` and `watch`: the users' current state.
     Presence { users: Vec<pb::UserPresence> },
     /// `refresh`: the connection's new expiry (seconds since the Unix epoch).
@@ -102,32 +63,15 @@ impl Event<'_> {
 
     fn to_json(&self) -> Bytes {
         match *self {
-            Event::Hello {
-                conn,
-                user,
-                gateway,
-                heartbeat_ms,
-            } => {
+            Event::Hello { conn, user, gateway, heartbeat_ms } => {
                 let mut o = Obj::typed("hello");
-                o.str("conn", conn)
-                    .str("user", user)
-                    .str("gateway", gateway);
+                o.str("conn", conn).str("user", user).str("gateway", gateway);
                 o.num("heartbeat_ms", heartbeat_ms);
                 o.bytes()
             }
-            Event::Message {
-                room,
-                seq,
-                epoch,
-                from,
-                data,
-                ts,
-            } => {
+            Event::Message { room, seq, epoch, from, data, ts } => {
                 let mut o = Obj::typed("message");
-                o.str("room", room)
-                    .num("seq", seq)
-                    .str("epoch", epoch)
-                    .str("from", from);
+                o.str("room", room).num("seq", seq).str("epoch", epoch).str("from", from);
                 o.raw("data", data).num("ts", ts);
                 o.bytes()
             }
@@ -179,25 +123,10 @@ impl Event<'_> {
 
     fn to_proto(&self) -> pb::ServerFrame {
         let kind = match *self {
-            Event::Hello {
-                conn,
-                user,
-                gateway,
-                heartbeat_ms,
-            } => Kind::Hello(pb::Hello {
-                conn: conn.into(),
-                user: user.into(),
-                gateway: gateway.into(),
-                heartbeat_ms,
-            }),
-            Event::Message {
-                room,
-                seq,
-                epoch,
-                from,
-                data,
-                ts,
-            } => Kind::Message(pb::RoomMessage {
+            Event::Hello { conn, user, gateway, heartbeat_ms } => {
+                Kind::Hello(pb::Hello { conn: conn.into(), user: user.into(), gateway: gateway.into(), heartbeat_ms })
+            }
+            Event::Message { room, seq, epoch, from, data, ts } => Kind::Message(pb::RoomMessage {
                 room: room.into(),
                 seq,
                 epoch: epoch.into(),
@@ -210,48 +139,26 @@ impl Event<'_> {
                 user: user.into(),
                 info: Bytes::copy_from_slice(info),
             }),
-            Event::Left { room, user } => Kind::Left(pb::MemberLeft {
-                room: room.into(),
-                user: user.into(),
-            }),
-            Event::Direct { from, data, ts } => Kind::Direct(pb::Direct {
-                from: from.into(),
-                data: Bytes::copy_from_slice(data),
-                ts,
-            }),
-            Event::Presence { user, online, ts } => Kind::Presence(pb::PresenceChange {
-                user: user.into(),
-                online,
-                ts,
-            }),
-            Event::Resync { room, epoch, seq } => Kind::Resync(pb::Resync {
-                room: room.into(),
-                epoch: epoch.into(),
-                seq,
-            }),
-            Event::Reply { id, ref body } => Kind::Reply(pb::Reply {
-                id: proto_id(id),
-                ok: true,
-                error: None,
-                result: body_proto(body),
-            }),
-            Event::Failure {
-                id: RequestId::None,
-                code,
-                message,
-            } => Kind::Error(pb::ErrorEvent {
-                error: Some(pb::Error {
-                    code: code.as_str().into(),
-                    message: message.into(),
-                }),
+            Event::Left { room, user } => Kind::Left(pb::MemberLeft { room: room.into(), user: user.into() }),
+            Event::Direct { from, data, ts } => {
+                Kind::Direct(pb::Direct { from: from.into(), data: Bytes::copy_from_slice(data), ts })
+            }
+            Event::Presence { user, online, ts } => {
+                Kind::Presence(pb::PresenceChange { user: user.into(), online, ts })
+            }
+            Event::Resync { room, epoch, seq } => {
+                Kind::Resync(pb::Resync { room: room.into(), epoch: epoch.into(), seq })
+            }
+            Event::Reply { id, ref body } => {
+                Kind::Reply(pb::Reply { id: proto_id(id), ok: true, error: None, result: body_proto(body) })
+            }
+            Event::Failure { id: RequestId::None, code, message } => Kind::Error(pb::ErrorEvent {
+                error: Some(pb::Error { code: code.as_str().into(), message: message.into() }),
             }),
             Event::Failure { id, code, message } => Kind::Reply(pb::Reply {
                 id: proto_id(id),
                 ok: false,
-                error: Some(pb::Error {
-                    code: code.as_str().into(),
-                    message: message.into(),
-                }),
+                error: Some(pb::Error { code: code.as_str().into(), message: message.into() }),
                 result: None,
             }),
             Event::Pong => Kind::Pong(pb::Pong {}),
@@ -279,11 +186,7 @@ fn reply_head(id: &RequestId, ok: bool) -> Obj {
 fn body_json(o: &mut Obj, body: &ReplyBody) {
     match body {
         ReplyBody::Empty => {}
-        ReplyBody::Join {
-            epoch,
-            seq,
-            recovered,
-        } => {
+        ReplyBody::Join { epoch, seq, recovered } => {
             o.str("epoch", epoch).num("seq", *seq);
             if let Some(r) = recovered {
                 o.bool("recovered", *r);
@@ -296,9 +199,7 @@ fn body_json(o: &mut Obj, body: &ReplyBody) {
             o.with("members", |buf| {
                 json_array(buf, members, |m| {
                     let mut e = Obj::bare();
-                    e.str("user", &m.user)
-                        .raw("info", &m.info)
-                        .num("conns", m.conns);
+                    e.str("user", &m.user).raw("info", &m.info).num("conns", m.conns);
                     e.finish()
                 })
             });
@@ -308,9 +209,7 @@ fn body_json(o: &mut Obj, body: &ReplyBody) {
             o.with("users", |buf| {
                 json_array(buf, users, |u| {
                     let mut e = Obj::bare();
-                    e.str("user", &u.user)
-                        .bool("online", u.online)
-                        .num("last_seen_ms", u.last_seen_ms);
+                    e.str("user", &u.user).bool("online", u.online).num("last_seen_ms", u.last_seen_ms);
                     e.finish()
                 })
             });
@@ -336,23 +235,14 @@ fn body_proto(body: &ReplyBody) -> Option<pb::reply::Result> {
     use pb::reply::Result as R;
     Some(match body {
         ReplyBody::Empty => return None,
-        ReplyBody::Join {
-            epoch,
-            seq,
-            recovered,
-        } => R::Join(pb::JoinResult {
-            epoch: epoch.clone(),
-            seq: *seq,
-            recovered: recovered.unwrap_or(false),
-        }),
+        ReplyBody::Join { epoch, seq, recovered } => {
+            R::Join(pb::JoinResult { epoch: epoch.clone(), seq: *seq, recovered: recovered.unwrap_or(false) })
+        }
         ReplyBody::Publish { seq } => R::Publish(pb::PublishResult { seq: *seq }),
-        ReplyBody::Members { members, count } => R::Members(pb::MembersResult {
-            members: members.clone(),
-            count: *count,
-        }),
-        ReplyBody::Presence { users } => R::Presence(pb::PresenceResult {
-            users: users.clone(),
-        }),
+        ReplyBody::Members { members, count } => {
+            R::Members(pb::MembersResult { members: members.clone(), count: *count })
+        }
+        ReplyBody::Presence { users } => R::Presence(pb::PresenceResult { users: users.clone() }),
         ReplyBody::Refresh { exp } => R::Refresh(pb::RefreshResult { exp: *exp }),
     })
 }
@@ -370,42 +260,23 @@ mod tests {
     fn json_events_have_the_documented_shape() {
         let data = br#"{"text":"hi \"you\""}"#;
         assert_eq!(
-            json_of(Event::Message {
-                room: "r",
-                seq: 4,
-                epoch: "e",
-                from: "u\"",
-                data,
-                ts: 5
-            }),
+            json_of(Event::Message { room: "r", seq: 4, epoch: "e", from: "u\"", data, ts: 5 }),
             json!({"type":"message","room":"r","seq":4,"epoch":"e","from":"u\"","data":{"text":"hi \"you\""},"ts":5})
         );
         assert_eq!(
-            json_of(Event::Joined {
-                room: "r",
-                user: "u",
-                info: b""
-            }),
+            json_of(Event::Joined { room: "r", user: "u", info: b"" }),
             json!({"type":"joined","room":"r","user":"u","info":null})
         );
         let id = RequestId::Json("\"a\"".into());
         assert_eq!(
             json_of(Event::Reply {
                 id: &id,
-                body: ReplyBody::Join {
-                    epoch: "e".into(),
-                    seq: 2,
-                    recovered: Some(true)
-                }
+                body: ReplyBody::Join { epoch: "e".into(), seq: 2, recovered: Some(true) }
             }),
             json!({"type":"reply","id":"a","ok":true,"epoch":"e","seq":2,"recovered":true})
         );
         assert_eq!(
-            json_of(Event::Failure {
-                id: &RequestId::None,
-                code: ErrorCode::BadRequest,
-                message: "m"
-            }),
+            json_of(Event::Failure { id: &RequestId::None, code: ErrorCode::BadRequest, message: "m" }),
             json!({"type":"error","error":{"code":"bad_request","message":"m"}})
         );
         let id = RequestId::Json("3".into());
@@ -413,11 +284,7 @@ mod tests {
             json_of(Event::Reply {
                 id: &id,
                 body: ReplyBody::Members {
-                    members: vec![pb::Member {
-                        user: "u".into(),
-                        info: Bytes::from_static(b"{\"n\":1}"),
-                        conns: 2
-                    }],
+                    members: vec![pb::Member { user: "u".into(), info: Bytes::from_static(b"{\"n\":1}"), conns: 2 }],
                     count: 1
                 }
             }),
@@ -428,19 +295,9 @@ mod tests {
     #[test]
     fn proto_replies_carry_the_id_and_error() {
         let id = RequestId::Proto(12);
-        let bytes = Event::Failure {
-            id: &id,
-            code: ErrorCode::NotMember,
-            message: "x",
-        }
-        .encode(Encoding::Proto);
+        let bytes = Event::Failure { id: &id, code: ErrorCode::NotMember, message: "x" }.encode(Encoding::Proto);
         let frame = pb::ServerFrame::decode(bytes).unwrap();
-        let Some(Kind::Reply(r)) = frame.kind else {
-            panic!()
-        };
-        assert_eq!(
-            (r.id, r.ok, r.error.unwrap().code.as_str()),
-            (12, false, "not_member")
-        );
+        let Some(Kind::Reply(r)) = frame.kind else { panic!() };
+        assert_eq!((r.id, r.ok, r.error.unwrap().code.as_str()), (12, false, "not_member"));
     }
 }

@@ -21,11 +21,7 @@ impl Obj {
 
     /// An object with no fields yet.
     pub(super) fn bare() -> Self {
-        Self {
-            buf: Vec::with_capacity(96),
-            first: true,
-        }
-        .open()
+        Self { buf: Vec::with_capacity(96), first: true }.open()
     }
 
     fn open(mut self) -> Self {
@@ -57,16 +53,14 @@ impl Obj {
 
     pub(super) fn bool(&mut self, key: &str, value: bool) -> &mut Self {
         self.key(key);
-        self.buf
-            .extend_from_slice(if value { b"true" } else { b"false" });
+        self.buf.extend_from_slice(if value { b"true" } else { b"false" });
         self
     }
 
     /// JSON text spliced in as is; empty means `null`.
     pub(super) fn raw(&mut self, key: &str, json: &[u8]) -> &mut Self {
         self.key(key);
-        self.buf
-            .extend_from_slice(if json.is_empty() { b"null" } else { json });
+        self.buf.extend_from_slice(if json.is_empty() { b"null" } else { json });
         self
     }
 

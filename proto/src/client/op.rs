@@ -37,10 +37,7 @@ pub enum Op {
     /// Authenticate after connecting.
     Auth { token: String },
     /// Join a room, optionally resuming after `since`.
-    Join {
-        room: String,
-        since: Option<pb::Since>,
-    },
+    Join { room: String, since: Option<pb::Since> },
     /// Leave a room.
     Leave { room: String },
     /// Publish `data` (JSON text) to a joined room.
@@ -97,11 +94,7 @@ pub struct DecodeError {
 
 impl DecodeError {
     fn bad(id: &RequestId, message: impl Into<String>) -> Self {
-        Self {
-            id: id.clone(),
-            code: ErrorCode::BadRequest,
-            message: message.into(),
-        }
+        Self { id: id.clone(), code: ErrorCode::BadRequest, message: message.into() }
     }
 }
 
@@ -145,37 +138,25 @@ impl Request {
     pub fn from_json(text: &str) -> Result<Self, DecodeError> {
         // serde would also read a struct from an array; a request is an object.
         if !text.trim_start().starts_with('{') {
-            return Err(DecodeError::bad(
-                &RequestId::None,
-                "a request must be a JSON object",
-            ));
+            return Err(DecodeError::bad(&RequestId::None, "a request must be a JSON object"));
         }
-        let fields: Fields = serde_json::from_str(text).map_err(|e| {
-            DecodeError::bad(&RequestId::None, format!("not a JSON request object: {e}"))
-        })?;
+        let fields: Fields = serde_json::from_str(text)
+            .map_err(|e| DecodeError::bad(&RequestId::None, format!("not a JSON request object: {e}")))?;
         let id = match fields.id.map(|raw| raw.get()) {
             None | Some("null") => RequestId::None,
             Some(raw)
-                if raw.starts_with('"')
-                    || raw.starts_with(['-', '0', '1', '2', '3', '4', '5', '6', '7', '8', '9']) =>
+                if raw.starts_with('"') || raw.starts_with(['-', '0', '1', '2', '3', '4', '5', '6', '7', '8', '9']) =>
             {
                 RequestId::Json(raw.into())
             }
-            Some(_) => {
-                return Err(DecodeError::bad(
-                    &RequestId::None,
-                    "`id` must be a string or a number",
-                ))
-            }
+            Some(_) => return Err(DecodeError::bad(&RequestId::None, "`id` must be a string or a number")),
         };
         let Some(op) = fields.op else {
             return Err(DecodeError::bad(&id, "missing field `op`"));
         };
         let op: String = typed(&id, "op", op)?;
         let op = match op.as_str() {
-            "auth" => Op::Auth {
-                token: required(&id, "token", fields.token)?,
-            },
+            "auth" => Op::Auth { token: required(&id, "token", fields.token)? },
             "join" => Op::Join {
                 room: required(&id, "room", fields.room)?,
                 since: match fields.since {
@@ -183,39 +164,18 @@ impl Request {
                     Some(raw) if raw.get() == "null" => None,
                     Some(raw) => {
                         let s: JsonSince = typed(&id, "since", raw)?;
-                        Some(pb::Since {
-                            epoch: s.epoch,
-                            seq: s.seq,
-                        })
+                        Some(pb::Since { epoch: s.epoch, seq: s.seq })
                     }
                 },
             },
-            "leave" => Op::Leave {
-                room: required(&id, "room", fields.room)?,
-            },
-            "publish" => Op::Publish {
-                room: required(&id, "room", fields.room)?,
-                data: raw_data(&id, fields.data)?,
-            },
-            "send" => Op::Send {
-                user: required(&id, "user", fields.user)?,
-                data: raw_data(&id, fields.data)?,
-            },
-            "members" => Op::Members {
-                room: required(&id, "room", fields.room)?,
-            },
-            "presence" => Op::Presence {
-                users: users(&id, fields.users)?,
-            },
-            "watch" => Op::Watch {
-                users: users(&id, fields.users)?,
-            },
-            "unwatch" => Op::Unwatch {
-                users: users(&id, fields.users)?,
-            },
-            "refresh" => Op::Refresh {
-                token: required(&id, "token", fields.token)?,
-            },
+            "leave" => Op::Leave { room: required(&id, "room", fields.room)? },
+            "publish" => Op::Publish { room: required(&id, "room", fields.room)?, data: raw_data(&id, fields.data)? },
+            "send" => Op::Send { user: required(&id, "user", fields.user)?, data: raw_data(&id, fields.data)? },
+            "members" => Op::Members { room: required(&id, "room", fields.room)? },
+            "presence" => Op::Presence { users: users(&id, fields.users)? },
+            "watch" => Op::Watch { users: users(&id, fields.users)? },
+            "unwatch" => Op::Unwatch { users: users(&id, fields.users)? },
+            "refresh" => Op::Refresh { token: required(&id, "token", fields.token)? },
             "ping" => Op::Ping,
             other => {
                 return Err(DecodeError {
@@ -238,37 +198,16 @@ impl Request {
         };
         use pb::client_frame::Op as P;
         let op = match frame.op {
-            None => {
-                return Err(DecodeError {
-                    id,
-                    code: ErrorCode::UnknownOp,
-                    message: "no op set".into(),
-                })
-            }
+            None => return Err(DecodeError { id, code: ErrorCode::UnknownOp, message: "no op set".into() }),
             Some(P::Auth(a)) => Op::Auth { token: a.token },
-            Some(P::Join(j)) => Op::Join {
-                room: j.room,
-                since: j.since,
-            },
+            Some(P::Join(j)) => Op::Join { room: j.room, since: j.since },
             Some(P::Leave(l)) => Op::Leave { room: l.room },
-            Some(P::Publish(p)) => Op::Publish {
-                room: p.room,
-                data: json_bytes(&id, p.data)?,
-            },
-            Some(P::Send(s)) => Op::Send {
-                user: s.user,
-                data: json_bytes(&id, s.data)?,
-            },
+            Some(P::Publish(p)) => Op::Publish { room: p.room, data: json_bytes(&id, p.data)? },
+            Some(P::Send(s)) => Op::Send { user: s.user, data: json_bytes(&id, s.data)? },
             Some(P::Members(m)) => Op::Members { room: m.room },
-            Some(P::Presence(p)) => Op::Presence {
-                users: user_list(&id, p.users)?,
-            },
-            Some(P::Watch(w)) => Op::Watch {
-                users: user_list(&id, w.users)?,
-            },
-            Some(P::Unwatch(w)) => Op::Unwatch {
-                users: user_list(&id, w.users)?,
-            },
+            Some(P::Presence(p)) => Op::Presence { users: user_list(&id, p.users)? },
+            Some(P::Watch(w)) => Op::Watch { users: user_list(&id, w.users)? },
+            Some(P::Unwatch(w)) => Op::Unwatch { users: user_list(&id, w.users)? },
             Some(P::Refresh(r)) => Op::Refresh { token: r.token },
             Some(P::Ping(_)) => Op::Ping,
         };
@@ -276,20 +215,11 @@ impl Request {
     }
 }
 
-fn typed<'a, T: Deserialize<'a>>(
-    id: &RequestId,
-    name: &str,
-    raw: &'a RawValue,
-) -> Result<T, DecodeError> {
-    serde_json::from_str(raw.get())
-        .map_err(|e| DecodeError::bad(id, format!("bad field `{name}`: {e}")))
+fn typed<'a, T: Deserialize<'a>>(id: &RequestId, name: &str, raw: &'a RawValue) -> Result<T, DecodeError> {
+    serde_json::from_str(raw.get()).map_err(|e| DecodeError::bad(id, format!("bad field `{name}`: {e}")))
 }
 
-fn required<'a, T: Deserialize<'a>>(
-    id: &RequestId,
-    name: &str,
-    raw: Option<&'a RawValue>,
-) -> Result<T, DecodeError> {
+fn required<'a, T: Deserialize<'a>>(id: &RequestId, name: &str, raw: Option<&'a RawValue>) -> Result<T, DecodeError> {
     match raw {
         Some(raw) if raw.get() != "null" => typed(id, name, raw),
         _ => Err(DecodeError::bad(id, format!("missing field `{name}`"))),
@@ -297,8 +227,7 @@ fn required<'a, T: Deserialize<'a>>(
 }
 
 fn raw_data(id: &RequestId, raw: Option<&RawValue>) -> Result<Bytes, DecodeError> {
-    raw.map(|r| Bytes::copy_from_slice(r.get().as_bytes()))
-        .ok_or_else(|| DecodeError::bad(id, "missing field `data`"))
+    raw.map(|r| Bytes::copy_from_slice(r.get().as_bytes())).ok_or_else(|| DecodeError::bad(id, "missing field `data`"))
 }
 
 fn users(id: &RequestId, raw: Option<&RawValue>) -> Result<Vec<String>, DecodeError> {
@@ -307,16 +236,10 @@ fn users(id: &RequestId, raw: Option<&RawValue>) -> Result<Vec<String>, DecodeEr
 
 fn user_list(id: &RequestId, users: Vec<String>) -> Result<Vec<String>, DecodeError> {
     if users.is_empty() || users.len() > MAX_USERS_PER_REQUEST {
-        return Err(DecodeError::bad(
-            id,
-            format!("`users` must name 1 to {MAX_USERS_PER_REQUEST} users"),
-        ));
+        return Err(DecodeError::bad(id, format!("`users` must name 1 to {MAX_USERS_PER_REQUEST} users")));
     }
     if let Some(bad) = users.iter().find(|u| !crate::subject::valid_id(u)) {
-        return Err(DecodeError::bad(
-            id,
-            format!("invalid user id {:?}", truncate(bad)),
-        ));
+        return Err(DecodeError::bad(id, format!("invalid user id {:?}", truncate(bad))));
     }
     Ok(users)
 }
@@ -349,38 +272,14 @@ mod tests {
 
     #[test]
     fn json_ops_decode() {
-        let r =
-            Request::from_json(r#"{"op":"join","id":7,"room":"a","since":{"epoch":"e","seq":3}}"#)
-                .unwrap();
+        let r = Request::from_json(r#"{"op":"join","id":7,"room":"a","since":{"epoch":"e","seq":3}}"#).unwrap();
         assert_eq!(r.id, RequestId::Json("7".into()));
-        assert_eq!(
-            r.op,
-            Op::Join {
-                room: "a".into(),
-                since: Some(pb::Since {
-                    epoch: "e".into(),
-                    seq: 3
-                })
-            }
-        );
-        let r = Request::from_json(r#"{"op":"publish","id":"x","room":"a","data":{"k":[1, 2]}}"#)
-            .unwrap();
+        assert_eq!(r.op, Op::Join { room: "a".into(), since: Some(pb::Since { epoch: "e".into(), seq: 3 }) });
+        let r = Request::from_json(r#"{"op":"publish","id":"x","room":"a","data":{"k":[1, 2]}}"#).unwrap();
         assert_eq!(r.id, RequestId::Json("\"x\"".into()));
-        assert_eq!(
-            r.op,
-            Op::Publish {
-                room: "a".into(),
-                data: Bytes::from_static(b"{\"k\":[1, 2]}")
-            }
-        );
+        assert_eq!(r.op, Op::Publish { room: "a".into(), data: Bytes::from_static(b"{\"k\":[1, 2]}") });
         let r = Request::from_json(r#"{"op":"send","user":"u","data":null}"#).unwrap();
-        assert_eq!(
-            r.op,
-            Op::Send {
-                user: "u".into(),
-                data: Bytes::from_static(b"null")
-            }
-        );
+        assert_eq!(r.op, Op::Send { user: "u".into(), data: Bytes::from_static(b"null") });
         assert_eq!(Request::from_json(r#"{"op":"ping"}"#).unwrap().op, Op::Ping);
     }
 
@@ -391,21 +290,12 @@ mod tests {
         let e = err("[1,2]");
         assert_eq!((e.id, e.code), (RequestId::None, ErrorCode::BadRequest));
         let e = err(r#"{"op":"fly","id":1}"#);
-        assert_eq!(
-            (e.id, e.code),
-            (RequestId::Json("1".into()), ErrorCode::UnknownOp)
-        );
+        assert_eq!((e.id, e.code), (RequestId::Json("1".into()), ErrorCode::UnknownOp));
         let e = err(r#"{"op":"join","id":2}"#);
-        assert_eq!(
-            (e.id, e.code),
-            (RequestId::Json("2".into()), ErrorCode::BadRequest)
-        );
+        assert_eq!((e.id, e.code), (RequestId::Json("2".into()), ErrorCode::BadRequest));
         assert!(e.message.contains("room"), "{}", e.message);
         let e = err(r#"{"op":"join","id":3,"room":5}"#);
-        assert_eq!(
-            (e.id, e.code),
-            (RequestId::Json("3".into()), ErrorCode::BadRequest)
-        );
+        assert_eq!((e.id, e.code), (RequestId::Json("3".into()), ErrorCode::BadRequest));
         let e = err(r#"{"op":"publish","id":4,"room":"a"}"#);
         assert!(e.message.contains("data"));
         let e = err(r#"{"op":"presence","id":5,"users":["a.b"]}"#);
@@ -425,13 +315,7 @@ mod tests {
         };
         let r = Request::from_proto(&frame.encode_to_vec()).unwrap();
         assert_eq!(r.id, RequestId::Proto(9));
-        assert_eq!(
-            r.op,
-            Op::Publish {
-                room: "r".into(),
-                data: Bytes::from_static(b"[1]")
-            }
-        );
+        assert_eq!(r.op, Op::Publish { room: "r".into(), data: Bytes::from_static(b"[1]") });
         let frame = pb::ClientFrame {
             id: 10,
             op: Some(pb::client_frame::Op::Publish(pb::PublishOp {
@@ -440,14 +324,10 @@ mod tests {
             })),
         };
         let e = Request::from_proto(&frame.encode_to_vec()).unwrap_err();
-        assert_eq!(
-            (e.id, e.code),
-            (RequestId::Proto(10), ErrorCode::BadRequest)
-        );
+        assert_eq!((e.id, e.code), (RequestId::Proto(10), ErrorCode::BadRequest));
         let e = Request::from_proto(&[0xff, 0xff, 0xff]).unwrap_err();
         assert_eq!((e.id, e.code), (RequestId::None, ErrorCode::BadRequest));
-        let e =
-            Request::from_proto(&pb::ClientFrame { id: 3, op: None }.encode_to_vec()).unwrap_err();
+        let e = Request::from_proto(&pb::ClientFrame { id: 3, op: None }.encode_to_vec()).unwrap_err();
         assert_eq!(e.code, ErrorCode::UnknownOp);
     }
 }

@@ -1,0 +1,212 @@
+//! Starting a real `gateway --standalone` process and connecting to it.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use loadtest::client::{Client, ConnectOptions};
+use loadtest::token::{mint, SigningKey, TokenSpec};
+use serde_json::{json, Value};
+
+pub const T: Duration = Duration::from_secs(5);
+
+/// A running gateway process, killed on drop.
+pub struct Gateway {
+    child: Child,
+    /// `ws://127.0.0.1:PORT/ws`
+    pub ws: String,
+    /// `http://127.0.0.1:PORT` of the admin endpoint.
+    pub admin: String,
+    pub secret: String,
+    pub stdout: Vec<String>,
+    pub log: std::path::PathBuf,
+}
+
+impl Gateway {
+    /// Starts a standalone gateway on free loopback ports with a known secret.
+    pub fn start(extra: &[&str]) -> Self {
+        let secret = format!("test-secret-{}", std::process::id());
+        let mut args = vec!["--jwt-secret", &secret];
+        args.extend_from_slice(extra);
+        Self::start_raw(&args, secret.clone())
+    }
+
+    /// Starts with exactly `args` after the standalone and address flags.
+    pub fn start_raw(args: &[&str], secret: String) -> Self {
+        let log =
+            std::env::temp_dir().join(format!("switchboard-gateway-{}-{}.log", std::process::id(), rand_suffix()));
+        let mut child = Command::new(env!("CARGO_BIN_EXE_gateway"))
+            .args([
+                "--standalone",
+                "--listen",
+                "127.0.0.1:0",
+                "--admin-listen",
+                "127.0.0.1:0",
+                "--grpc-listen",
+                "127.0.0.1:0",
+            ])
+            .args(args)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&log).expect("log file"))
+            .spawn()
+            .expect("gateway binary starts");
+        let (tx, rx) = mpsc::channel();
+        let out = child.stdout.take().expect("piped");
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut stdout = Vec::new();
+        let (mut ws, mut admin) = (None, None);
+        while admin.is_none() {
+            let line = rx.recv_timeout(Duration::from_secs(30)).unwrap_or_else(|_| {
+                panic!("gateway did not start; log: {}", std::fs::read_to_string(&log).unwrap_or_default())
+            });
+            let word = |l: &str| l.split_whitespace().nth(1).map(str::to_owned);
+            if line.trim_start().starts_with("websocket") {
+                ws = word(&line);
+            } else if line.trim_start().starts_with("admin") {
+                admin = word(&line).map(|a| a.trim_end_matches("/metrics").to_owned());
+            }
+            stdout.push(line);
+        }
+        Self { child, ws: ws.unwrap(), admin: admin.unwrap(), secret, stdout, log }
+    }
+
+    pub fn key(&self) -> SigningKey {
+        SigningKey::hs256(self.secret.as_bytes().to_vec())
+    }
+
+    /// A valid token for `user` (an hour, default rooms).
+    pub fn token(&self, user: &str) -> String {
+        self.token_with(TokenSpec { sub: user.into(), exp_in: 3600, rooms: None, info: None })
+    }
+
+    pub fn token_with(&self, spec: TokenSpec) -> String {
+        mint(&self.key(), &spec)
+    }
+
+    /// The URL with `?token=`.
+    pub fn url_with_token(&self, token: &str) -> String {
+        format!("{}?token={token}", self.ws)
+    }
+
+    /// A JSON client for `user`, greeted.
+    pub async fn json(&self, user: &str) -> Client {
+        let mut c = Client::connect(ConnectOptions::new(self.url_with_token(&self.token(user)))).await.unwrap();
+        let hello = c.next_json(T).await.unwrap();
+        assert_eq!(hello["type"], "hello", "{hello}");
+        assert_eq!(hello["user"], user);
+        c
+    }
+
+    /// A protobuf client for `user`, greeted.
+    pub async fn proto(&self, user: &str) -> Client {
+        let mut opts = ConnectOptions::new(self.ws.clone());
+        opts.bearer = Some(self.token(user));
+        opts.protocols = vec!["switchboard.v1.proto".into()];
+        let mut c = Client::connect(opts).await.unwrap();
+        assert_eq!(c.protocol(), Some("switchboard.v1.proto"));
+        let hello = c.next_proto(T).await.unwrap();
+        assert!(matches!(hello.kind, Some(proto::pb::server_frame::Kind::Hello(_))), "{hello:?}");
+        c
+    }
+
+    /// Connection options for raw experiments.
+    pub fn options(&self, token: Option<&str>) -> ConnectOptions {
+        match token {
+            Some(t) => ConnectOptions::new(self.url_with_token(t)),
+            None => ConnectOptions::new(self.ws.clone()),
+        }
+    }
+
+    /// `/metrics` text.
+    pub async fn metrics(&self) -> String {
+        http_get(&format!("{}/metrics", self.admin)).await.1
+    }
+
+    /// Sends SIGTERM and waits for the exit status.
+    pub fn terminate(&mut self, timeout: Duration) -> std::process::ExitStatus {
+        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(std::time::Instant::now() < deadline, "gateway did not exit after SIGTERM");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The process log so far (for failure messages).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_file(&self.log);
+    }
+}
+
+fn rand_suffix() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64);
+    h.finish()
+}
+
+/// A minimal HTTP/1.1 GET over loopback: (status, body).
+pub async fn http_get(url: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let rest = url.strip_prefix("http://").expect("http URL");
+    let (host, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    let path = if path.is_empty() { "/" } else { path };
+    let mut s = tokio::net::TcpStream::connect(host).await.unwrap();
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").as_bytes()).await.unwrap();
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).await.unwrap();
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let status = text.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    (status, body)
+}
+
+/// Joins `room` and asserts success; returns the reply.
+pub async fn join(c: &mut Client, room: &str) -> Value {
+    let r = c.request(json!({"op": "join", "room": room})).await.unwrap();
+    assert_eq!(r["ok"], true, "join {room}: {r}");
+    r
+}
+
+/// Publishes and asserts success; returns the seq.
+pub async fn publish(c: &mut Client, room: &str, data: Value) -> u64 {
+    let r = c.request(json!({"op": "publish", "room": room, "data": data})).await.unwrap();
+    assert_eq!(r["ok"], true, "publish to {room}: {r}");
+    r["seq"].as_u64().unwrap()
+}
+
+/// Asserts the client is still served: a ping op gets its pong.
+pub async fn still_served(c: &mut Client) {
+    c.send_json(&json!({"op": "ping"})).await.unwrap();
+    c.next_of_type("pong", T).await.expect("server still answers");
+}
+
+/// The value of an unlabelled sample (or the sum over labels) in metrics text.
+pub fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with([' ', '{']))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
