@@ -42,6 +42,8 @@ pub enum Cmd {
 /// A member joining, with what the owner answered.
 pub struct Attach {
     pub conn: Arc<str>,
+    /// The member's user: `joined`/`left` about themselves are not news to them.
+    pub user: Arc<str>,
     pub listener: Listener,
     /// The room's epoch and latest seq in the owner's answer.
     pub epoch: String,
@@ -51,6 +53,7 @@ pub struct Attach {
 }
 
 struct Member {
+    user: Arc<str>,
     listener: Listener,
     /// Deliver only messages after this seq (what the member already has).
     after: u64,
@@ -148,11 +151,15 @@ impl Fanout {
                 let enc = Arc::new(Encoded::new(self.room.clone(), ev.epoch.into(), m));
                 self.on_message(enc);
             }
+            // Whether a member's own `joined` arrives before or after its
+            // attach is a race; leaving the user out makes it deterministic.
             Some(room_event::Kind::Joined(j)) => {
-                self.broadcast(|e| Event::Joined { room: &j.room, user: &j.user, info: &j.info }.encode(e));
+                self.broadcast(Some(&j.user), |e| {
+                    Event::Joined { room: &j.room, user: &j.user, info: &j.info }.encode(e)
+                });
             }
             Some(room_event::Kind::Left(l)) => {
-                self.broadcast(|e| Event::Left { room: &l.room, user: &l.user }.encode(e));
+                self.broadcast(Some(&l.user), |e| Event::Left { room: &l.room, user: &l.user }.encode(e));
             }
             None => {}
         }
@@ -204,10 +211,10 @@ impl Fanout {
         }
     }
 
-    /// Sends an unsequenced event (joined, left) to every member.
-    fn broadcast(&self, encode: impl Fn(Encoding) -> Bytes) {
+    /// Sends an unsequenced event to every member except those of `about`.
+    fn broadcast(&self, about: Option<&str>, encode: impl Fn(Encoding) -> Bytes) {
         let (mut json, mut proto) = (None, None);
-        for m in self.members.values() {
+        for m in self.members.values().filter(|m| about != Some(&*m.user)) {
             let slot = match m.listener.encoding {
                 Encoding::Json => &mut json,
                 Encoding::Proto => &mut proto,
@@ -221,7 +228,7 @@ impl Fanout {
     fn resync(&mut self, epoch: Arc<str>, seq: u64) {
         metrics::counter!("switchboard_gateway_resyncs_total").increment(1);
         let room = self.room.clone();
-        self.broadcast(|e| Event::Resync { room: &room, epoch: &epoch, seq }.encode(e));
+        self.broadcast(None, |e| Event::Resync { room: &room, epoch: &epoch, seq }.encode(e));
         for m in self.members.values_mut() {
             m.after = seq;
         }
@@ -339,6 +346,6 @@ impl Fanout {
                 at
             }
         };
-        self.members.insert(a.conn, Member { listener: a.listener, after });
+        self.members.insert(a.conn, Member { user: a.user, listener: a.listener, after });
     }
 }

@@ -204,7 +204,14 @@ impl Session {
             frames.push(Encoded::new(room_arc.clone(), epoch.clone(), m).bytes(self.encoding));
         }
         let listener = Listener { outbox: self.outbox.clone(), encoding: self.encoding };
-        handle.attach(Attach { conn: self.conn.clone(), listener, epoch: join.epoch, seq: join.seq, frames });
+        handle.attach(Attach {
+            conn: self.conn.clone(),
+            user: self.user.clone(),
+            listener,
+            epoch: join.epoch,
+            seq: join.seq,
+            frames,
+        });
         if rejoin {
             // Keep one reference per joined room.
             self.hub.rooms.exit(&room);
