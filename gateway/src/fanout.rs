@@ -8,6 +8,11 @@
 //! gave it: it receives what this gateway delivers after that point, caught
 //! up from a short buffer of recent events if the gateway is already past it.
 //! Each event is encoded once per encoding and the bytes are shared.
+//!
+//! When the ring gives the room to another router, the task re-registers
+//! its members with the new owner (`sync`). After a handoff that changes
+//! nothing; after an owner crash the new owner starts a new epoch, and the
+//! answer makes members `resync`.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, OnceLock};
@@ -31,6 +36,8 @@ const RECENT_LEN: usize = 256;
 const HELD_MAX: usize = 10_000;
 /// Attempts to fill a gap before declaring continuity lost.
 const FILL_ATTEMPTS: u32 = 5;
+/// Members re-registered per sync request.
+const SYNC_PAGE: usize = 1000;
 
 /// Commands from sessions.
 pub enum Cmd {
@@ -44,6 +51,8 @@ pub struct Attach {
     pub conn: Arc<str>,
     /// The member's user: `joined`/`left` about themselves are not news to them.
     pub user: Arc<str>,
+    /// The member's `info` claim, for re-registering with a new owner.
+    pub info: Bytes,
     pub listener: Listener,
     /// The room's epoch and latest seq in the owner's answer.
     pub epoch: String,
@@ -54,6 +63,7 @@ pub struct Attach {
 
 struct Member {
     user: Arc<str>,
+    info: Bytes,
     listener: Listener,
     /// Deliver only messages after this seq (what the member already has).
     after: u64,
@@ -94,10 +104,16 @@ impl Encoded {
 
 /// The result of a gap fill.
 type Fill = Result<pb::HistoryReply, CallError>;
+/// The result of re-registering with a new owner.
+type Sync = Result<pb::JoinReply, CallError>;
 
 struct Fanout {
     room: Arc<str>,
+    gateway: Arc<str>,
     router: RouterClient,
+    /// The owner the members are registered with, as far as we know.
+    owner: Option<Arc<str>>,
+    sync: Option<JoinHandle<Sync>>,
     members: HashMap<Arc<str>, Member>,
     /// The last delivered position, once known.
     pos: Option<(Arc<str>, u64)>,
@@ -108,9 +124,19 @@ struct Fanout {
 }
 
 /// Runs a room's fanout until `Cmd::Stop` or the subscription ends.
-pub async fn run(room: String, mut sub: Subscription, mut cmds: mpsc::UnboundedReceiver<Cmd>, router: RouterClient) {
+pub async fn run(
+    room: String,
+    gateway: Arc<str>,
+    mut sub: Subscription,
+    mut cmds: mpsc::UnboundedReceiver<Cmd>,
+    router: RouterClient,
+) {
+    let mut view = router.membership().clone();
     let mut f = Fanout {
+        owner: router.membership().ring().owner(&room).map(Arc::from),
         room: room.into(),
+        gateway,
+        sync: None,
         router,
         members: HashMap::new(),
         pos: None,
@@ -137,10 +163,24 @@ pub async fn run(room: String, mut sub: Subscription, mut cmds: mpsc::UnboundedR
                 let result = done.unwrap_or(Err(CallError::Unavailable));
                 f.on_fill(result);
             }
+            done = async { f.sync.as_mut().expect("guarded").await }, if f.sync.is_some() => {
+                f.sync = None;
+                let result = done.unwrap_or(Err(CallError::Unavailable));
+                f.on_sync(result);
+            }
+            alive = view.next_change() => {
+                if !alive {
+                    break;
+                }
+                f.on_ring_change();
+            }
         }
     }
     if let Some(fill) = f.fill.take() {
         fill.abort();
+    }
+    if let Some(sync) = f.sync.take() {
+        sync.abort();
     }
 }
 
@@ -315,6 +355,83 @@ impl Fanout {
         self.drain_held();
     }
 
+    /// Re-registers the members if the room's owner changed.
+    fn on_ring_change(&mut self) {
+        let owner = self.router.membership().ring().owner(&self.room).map(Arc::from);
+        if owner.is_none() || owner == self.owner {
+            return;
+        }
+        self.owner = owner;
+        self.start_sync();
+    }
+
+    fn start_sync(&mut self) {
+        if let Some(old) = self.sync.take() {
+            old.abort();
+        }
+        if self.members.is_empty() {
+            return;
+        }
+        let members: Vec<pb::MemberRef> = self
+            .members
+            .iter()
+            .map(|(conn, m)| pb::MemberRef {
+                gateway: self.gateway.to_string(),
+                conn: conn.to_string(),
+                user: m.user.to_string(),
+                info: m.info.clone(),
+            })
+            .collect();
+        let (router, room, gateway) = (self.router.clone(), self.room.clone(), self.gateway.to_string());
+        metrics::counter!("switchboard_gateway_room_syncs_total").increment(1);
+        self.sync = Some(tokio::spawn(async move {
+            let mut attempt = 0;
+            'retry: loop {
+                let mut last = Err(CallError::Unavailable);
+                for page in members.chunks(SYNC_PAGE) {
+                    let kind = router_request::Kind::Sync(pb::SyncRequest {
+                        gateway: gateway.clone(),
+                        members: page.to_vec(),
+                    });
+                    last = match router.call(&room, kind).await {
+                        Ok(router_reply::Kind::Join(j)) => Ok(j),
+                        Ok(_) => Err(CallError::Unavailable),
+                        Err(e) => Err(e),
+                    };
+                    if last.is_err() {
+                        attempt += 1;
+                        if attempt >= FILL_ATTEMPTS {
+                            return last;
+                        }
+                        tokio::time::sleep(Duration::from_millis(300 * attempt as u64)).await;
+                        continue 'retry;
+                    }
+                }
+                return last;
+            }
+        }));
+    }
+
+    /// The new owner's position: carry on, fill the gap, or resync.
+    fn on_sync(&mut self, result: Sync) {
+        match result {
+            Ok(j) => match &self.pos {
+                None => self.pos = Some((j.epoch.into(), j.seq)),
+                Some((epoch, _)) if **epoch != *j.epoch => {
+                    tracing::info!(room = %self.room, "room owner changed epoch: members resync");
+                    self.resync(j.epoch.into(), j.seq);
+                }
+                Some((_, at)) if j.seq > *at => self.start_fill(),
+                Some(_) => {}
+            },
+            Err(e) => {
+                // The next ring change tries again.
+                tracing::warn!(room = %self.room, error = %e, "re-registering with the new owner failed");
+                self.owner = None;
+            }
+        }
+    }
+
     fn attach(&mut self, a: Attach) {
         for frame in a.frames {
             a.listener.outbox.push(Out::Data(frame));
@@ -346,6 +463,6 @@ impl Fanout {
                 at
             }
         };
-        self.members.insert(a.conn, Member { user: a.user, listener: a.listener, after });
+        self.members.insert(a.conn, Member { user: a.user, info: a.info, listener: a.listener, after });
     }
 }

@@ -68,7 +68,7 @@ pub struct Parts {
 impl Hub {
     pub fn new(p: Parts) -> Arc<Self> {
         Arc::new(Self {
-            rooms: Rooms::new(p.bus.clone(), p.router.clone()),
+            rooms: Rooms::new(&p.id, p.bus.clone(), p.router.clone()),
             direct: Topics::new(Topic::Direct, p.bus.clone()),
             watches: Topics::new(Topic::Presence, p.bus.clone()),
             admission: Admission::new(&p.limits),

@@ -9,8 +9,10 @@
 
 pub mod admission;
 pub mod auth;
+pub mod backends;
 pub mod bucket;
 pub mod config;
+pub mod control;
 pub mod drain;
 pub mod fanout;
 pub mod glob;
@@ -24,6 +26,5 @@ pub mod reader;
 pub mod rooms;
 pub mod server;
 pub mod session;
-pub mod standalone;
 pub mod topics;
 pub mod writer;

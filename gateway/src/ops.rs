@@ -207,6 +207,7 @@ impl Session {
         handle.attach(Attach {
             conn: self.conn.clone(),
             user: self.user.clone(),
+            info: self.info.clone(),
             listener,
             epoch: join.epoch,
             seq: join.seq,

@@ -32,6 +32,8 @@ struct Entry {
 
 /// The registry of locally joined rooms.
 pub struct Rooms {
+    /// This gateway's id, for re-registering members.
+    gateway: Arc<str>,
     bus: Bus,
     router: RouterClient,
     table: Mutex<HashMap<String, Entry>>,
@@ -44,8 +46,8 @@ pub struct RoomHandle {
 }
 
 impl Rooms {
-    pub fn new(bus: Bus, router: RouterClient) -> Arc<Self> {
-        Arc::new(Self { bus, router, table: Mutex::default() })
+    pub fn new(gateway: &str, bus: Bus, router: RouterClient) -> Arc<Self> {
+        Arc::new(Self { gateway: gateway.into(), bus, router, table: Mutex::default() })
     }
 
     /// Takes a reference on `room`, starting its fanout if needed, and waits
@@ -90,12 +92,13 @@ impl Rooms {
     fn spawn(&self, room: &str) -> Entry {
         let (tx, rx) = mpsc::unbounded_channel();
         let (ready_tx, ready) = watch::channel(Ready::Pending);
-        let (bus, router, room) = (self.bus.clone(), self.router.clone(), room.to_owned());
+        let (bus, router, room, gateway) =
+            (self.bus.clone(), self.router.clone(), room.to_owned(), self.gateway.clone());
         tokio::spawn(async move {
             match bus.subscribe(subject::room(&room)).await {
                 Ok(sub) => {
                     ready_tx.send_replace(Ready::Subscribed);
-                    fanout::run(room, sub, rx, router).await;
+                    fanout::run(room, gateway, sub, rx, router).await;
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, room, "room subscription failed");

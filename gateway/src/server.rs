@@ -12,10 +12,11 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::Verifier;
-use crate::config::{self, Config};
+use crate::backends::Backends;
+use crate::config::Config;
+use crate::control::Control;
 use crate::glob::RoomGlobs;
 use crate::hub::{Hub, Parts};
-use crate::standalone::{self, Backends};
 use crate::{drain, http};
 
 /// How often this gateway announces itself to room owners.
@@ -26,32 +27,32 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     proto::telemetry::init_logging();
     let metrics = proto::telemetry::install_metrics();
     crate::metrics::describe();
-    let id = config.id.clone().unwrap_or_else(|| config::default_id("gateway"));
+    let id = config.id.clone().unwrap_or_else(|| proto::cli::default_id("gateway"));
 
     let (verifier, secret) = verifier(&config)?;
     let backends = if config.standalone {
-        standalone::start(&id, &config).await?
+        Backends::standalone(&id, &config).await?
     } else {
-        anyhow::bail!("--standalone is required until cluster mode lands (see --nats-url)");
+        Backends::cluster(&id, &config).await?
     };
-    let Backends { bus, router, presence, .. } = &backends;
-    let reporter = Reporter::start(presence.clone(), id.clone());
+    let reporter = Reporter::start(backends.presence.clone(), id.clone());
     let hub = Hub::new(Parts {
         id: id.clone(),
         limits: config.limits.clone(),
-        bus: bus.clone(),
-        router: router.clone(),
-        presence: presence.clone(),
+        bus: backends.bus.clone(),
+        router: backends.router.clone(),
+        presence: backends.presence.clone(),
         reporter: reporter.clone(),
         verifier,
         default_rooms: RoomGlobs::parse_list(&config.default_rooms),
         allowed_origins: list(&config.allowed_origins),
     });
     let announce_id = id.clone();
-    let _announcer = router::announce::spawn(bus.clone(), subject::GATEWAY_ANNOUNCE, ANNOUNCE_EVERY, move || {
+    let _announcer = router::announce::spawn(hub.bus.clone(), subject::GATEWAY_ANNOUNCE, ANNOUNCE_EVERY, move || {
         Bytes::from(pb::GatewayAnnounce { id: announce_id.clone() }.encode_to_vec())
     });
 
+    let grpc = serve_grpc(&config, &hub, &backends).await?;
     let ready_hub = hub.clone();
     let ready: proto::admin::ReadyCheck = Arc::new(move || {
         vec![
@@ -70,21 +71,37 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     // Tools and tests read these lines; `admin` comes last.
     println!("switchboard gateway {id} ({})", if config.standalone { "standalone" } else { "cluster" });
     if let Some(secret) = &secret {
-        let token = standalone::demo_token(secret);
+        let token = demo_token(secret);
         println!("  connect    ws://{addr}/ws?token={token}   (user \"demo\", valid 24 h)");
     }
     println!("  websocket  ws://{addr}/ws");
+    println!("  grpc       {grpc}");
     println!("  admin      http://{admin}/metrics");
 
     let stop = CancellationToken::new();
     let serving = tokio::spawn(http::serve(hub.clone(), listener, stop.clone()));
-    shutdown_signal().await;
+    proto::cli::shutdown_signal().await;
     tracing::info!("shutting down");
     stop.cancel();
     let _ = serving.await;
     drain::run(&hub, config.limits.drain_window).await;
     reporter.leave().await;
     Ok(())
+}
+
+/// The admin API, and in standalone mode the embedded router's server API.
+async fn serve_grpc(config: &Config, hub: &Arc<Hub>, backends: &Backends) -> anyhow::Result<std::net::SocketAddr> {
+    let auth = proto::grpc::BearerAuth::new(&config.api_token);
+    let control = Control::new(hub.clone(), config.limits.drain_window);
+    let mut routes = tonic::transport::Server::builder()
+        .add_service(pb::gateway_admin_server::GatewayAdminServer::with_interceptor(control, auth.clone()));
+    if let Some(node) = &backends.node {
+        let api = router::api::RoomsApi::new(node.id.clone(), backends.router.clone(), node.stats.clone());
+        routes = routes.add_service(pb::rooms_server::RoomsServer::with_interceptor(api, auth));
+    }
+    proto::grpc::serve(config.grpc_listen, routes)
+        .await
+        .with_context(|| format!("--grpc-listen {}", config.grpc_listen))
 }
 
 /// The token verifier, and the HS256 secret when it is known (to mint the
@@ -102,20 +119,28 @@ fn verifier(config: &Config) -> anyhow::Result<(Verifier, Option<String>)> {
         return Ok((Verifier::hs256(secret.as_bytes()), Some(secret.clone())));
     }
     if config.standalone {
-        let secret = standalone::generate_secret();
+        let secret: String = (0..32).map(|_| format!("{:02x}", rand::random::<u8>())).collect();
         return Ok((Verifier::hs256(secret.as_bytes()), Some(secret)));
     }
     anyhow::bail!("--jwt-secret or --jwt-public-key is required outside --standalone")
 }
 
-fn list(s: &str) -> Vec<String> {
-    s.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned).collect()
+/// A token for user `demo`, valid for a day, to print in the connect URL.
+fn demo_token(secret: &str) -> String {
+    #[derive(serde::Serialize)]
+    struct Claims<'a> {
+        sub: &'a str,
+        exp: i64,
+    }
+    let exp = proto::now_ms() / 1000 + 86_400;
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &Claims { sub: "demo", exp },
+        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
+    )
+    .expect("HS256 signing cannot fail")
 }
 
-async fn shutdown_signal() {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
-    }
+fn list(s: &str) -> Vec<String> {
+    s.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned).collect()
 }

@@ -103,7 +103,7 @@ pub struct Client {
     protocol: Option<String>,
     next_id: u64,
     /// The read half, kept unread when `read` is false.
-    _unread: Option<WebSocketRead<ReadHalf<Io>>>,
+    _unread: Option<std::sync::Mutex<WebSocketRead<ReadHalf<Io>>>>,
     reader: Option<tokio::task::JoinHandle<()>>,
 }
 
@@ -227,7 +227,7 @@ impl Client {
             });
             (Some(task), None)
         } else {
-            (None, Some(rd))
+            (None, Some(std::sync::Mutex::new(rd)))
         };
         Self { writer, incoming, stash: VecDeque::new(), protocol, next_id: 1, _unread: unread, reader }
     }

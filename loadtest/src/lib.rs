@@ -1,4 +1,6 @@
 //! Load generator and WebSocket test client for Switchboard.
 
+pub mod chat;
+pub mod check;
 pub mod client;
 pub mod token;

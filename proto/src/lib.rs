@@ -5,11 +5,14 @@
 //! on a wire format: the protobuf types ([`pb`]), the client protocol in both
 //! encodings ([`client`]), bus subject names and id rules ([`subject`]), the
 //! broker that carries bus messages ([`bus`]), and the operator-facing admin
-//! endpoint and telemetry every binary serves ([`admin`], [`telemetry`]).
+//! endpoint, telemetry and command-line conventions every binary shares
+//! ([`admin`], [`telemetry`], [`cli`], [`grpc`]).
 
 pub mod admin;
 pub mod bus;
+pub mod cli;
 pub mod client;
+pub mod grpc;
 pub mod subject;
 pub mod telemetry;
 

@@ -61,14 +61,35 @@ impl History {
         Some(self.entries.iter().map(|(_, m)| m).filter(move |m| m.seq > since))
     }
 
+    /// The latest `limit` messages, oldest first.
+    pub fn latest(&self, limit: usize) -> impl Iterator<Item = &pb::StoredMessage> {
+        let skip = self.entries.len().saturating_sub(limit);
+        self.entries.iter().skip(skip).map(|(_, m)| m)
+    }
+
     /// Whether nothing is retained.
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }
 
-    /// Every retained message with its arrival time, for handoff.
-    pub fn entries(&self) -> impl Iterator<Item = &(Instant, pb::StoredMessage)> {
-        self.entries.iter()
+    /// Every retained message, oldest first.
+    pub fn messages(&self) -> impl DoubleEndedIterator<Item = &pb::StoredMessage> {
+        self.entries.iter().map(|(_, m)| m)
+    }
+
+    /// History rebuilt from handed-off messages; ages come from their `ts`.
+    pub fn restore(messages: Vec<pb::StoredMessage>, now: Instant, config: &HistoryConfig) -> Self {
+        let now_ms = proto::now_ms();
+        let entries = messages
+            .into_iter()
+            .map(|m| {
+                let age = Duration::from_millis(now_ms.saturating_sub(m.ts).max(0) as u64);
+                (now.checked_sub(age).unwrap_or(now), m)
+            })
+            .collect();
+        let mut h = Self { entries };
+        h.prune(now, config);
+        h
     }
 }
 

@@ -4,10 +4,12 @@
 //! id over the live routers ([`ring`], [`membership`]). The owner orders the
 //! room's messages, keeps its history and members ([`room`], [`history`]) and
 //! fans its events out ([`owner`]). [`client`] is how everyone else reaches an
-//! owner. The same code runs inside `gateway --standalone` over the
-//! in-process broker and as the `router` binary over NATS.
+//! owner, and [`api`] is the server API backends call. The same code runs
+//! inside `gateway --standalone` over the in-process broker and as the
+//! `router` binary over NATS.
 
 pub mod announce;
+pub mod api;
 pub mod client;
 pub mod history;
 pub mod membership;

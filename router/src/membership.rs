@@ -4,6 +4,12 @@
 //! (2 s) is dead. Gateways and routers run this same listener, so they build
 //! the same ring from the same announcements. Draining routers are heard but
 //! left out of the ring: they still answer while they hand their rooms off.
+//!
+//! A listener that heard nothing at all for longer than the TTL (paused,
+//! partitioned, or NATS was down) forgets everything it knew, counts a new
+//! incarnation, and is unsettled until it has listened for a while again:
+//! a router must not serve rooms from a ring it pieced together in the first
+//! few announcements.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -23,22 +29,44 @@ pub struct MembershipConfig {
     pub ttl: Duration,
     /// Virtual nodes per router on the ring.
     pub vnodes: u32,
+    /// How long to listen after a start or a gap before the ring is trusted.
+    pub settle: Duration,
     /// The binary, for `switchboard_<service>_ring_size`.
     pub service: &'static str,
 }
 
 impl Default for MembershipConfig {
     fn default() -> Self {
-        Self { ttl: Duration::from_secs(2), vnodes: DEFAULT_VNODES, service: "router" }
+        Self { ttl: Duration::from_secs(2), vnodes: DEFAULT_VNODES, settle: Duration::from_secs(1), service: "router" }
     }
+}
+
+/// What the listener knows at one moment.
+#[derive(Debug, Clone)]
+pub struct View {
+    /// The ring over live, non-draining routers.
+    pub ring: Arc<Ring>,
+    /// Every live router, draining ones included, sorted.
+    pub alive: Vec<String>,
 }
 
 /// A live view of the ring; clones share it.
 #[derive(Clone)]
 pub struct Membership {
-    ring: watch::Receiver<Arc<Ring>>,
-    /// When any announcement (our own included) was last heard.
-    last_heard: Arc<Mutex<Option<Instant>>>,
+    view: watch::Receiver<View>,
+    clock: Arc<Mutex<Clock>>,
+    config: MembershipConfig,
+}
+
+/// When things were heard.
+#[derive(Debug)]
+struct Clock {
+    /// The last announcement (our own included).
+    last_heard: Option<Instant>,
+    /// Bumped each time a silence longer than the TTL ends.
+    incarnation: u64,
+    /// The ring is trusted from this moment on.
+    settled_at: Instant,
 }
 
 /// What is known of one router.
@@ -48,13 +76,18 @@ struct Seen {
 }
 
 impl Membership {
-    /// Subscribes to announcements and keeps the ring current until every
+    /// Subscribes to announcements and keeps the view current until every
     /// clone is dropped.
     pub async fn start(bus: &Bus, config: MembershipConfig) -> Result<Self, BusError> {
         let mut sub = bus.subscribe(subject::ROUTER_ANNOUNCE.into()).await?;
-        let (tx, ring) = watch::channel(Arc::new(Ring::new(Vec::<String>::new(), config.vnodes)));
-        let last_heard = Arc::new(Mutex::new(None));
-        let heard = last_heard.clone();
+        let empty = View { ring: Arc::new(Ring::new(Vec::<String>::new(), config.vnodes)), alive: Vec::new() };
+        let (tx, view) = watch::channel(empty);
+        let clock = Arc::new(Mutex::new(Clock {
+            last_heard: None,
+            incarnation: 0,
+            settled_at: Instant::now() + config.settle,
+        }));
+        let (heard, cfg) = (clock.clone(), config.clone());
         let ring_size = proto::telemetry::metric_name(config.service, "ring_size");
         tokio::spawn(async move {
             let mut routers: HashMap<String, Seen> = HashMap::new();
@@ -68,7 +101,16 @@ impl Membership {
                             continue;
                         }
                         let now = Instant::now();
-                        *heard.lock().unwrap() = Some(now);
+                        let mut clock = heard.lock().unwrap();
+                        if clock.last_heard.is_some_and(|t| now.duration_since(t) > cfg.ttl) {
+                            // A gap: whatever we knew before it is stale.
+                            tracing::warn!("no router heard for longer than the TTL: rebuilding the ring");
+                            routers.clear();
+                            clock.incarnation += 1;
+                            clock.settled_at = now + cfg.settle;
+                        }
+                        clock.last_heard = Some(now);
+                        drop(clock);
                         routers.insert(a.id, Seen { at: now, draining: a.draining });
                     }
                     _ = tick.tick() => {
@@ -76,35 +118,69 @@ impl Membership {
                             break;
                         }
                         let now = Instant::now();
-                        routers.retain(|_, s| now.duration_since(s.at) < config.ttl);
+                        routers.retain(|_, s| now.duration_since(s.at) < cfg.ttl);
                     }
                 }
+                let mut alive: Vec<String> = routers.keys().cloned().collect();
+                alive.sort();
                 let live = routers.iter().filter(|(_, s)| !s.draining).map(|(id, _)| id.as_str());
-                let next = Ring::new(live, config.vnodes);
-                if next.version() != tx.borrow().version() {
-                    tracing::info!(members = ?next.members(), version = next.version(), "ring changed");
-                    metrics::gauge!(ring_size).set(next.len() as f64);
-                    tx.send_replace(Arc::new(next));
+                let ring = Ring::new(live, cfg.vnodes);
+                let changed = {
+                    let old = tx.borrow();
+                    ring.version() != old.ring.version() || alive != old.alive
+                };
+                if changed {
+                    if ring.version() != tx.borrow().ring.version() {
+                        tracing::info!(members = ?ring.members(), version = ring.version(), "ring changed");
+                    }
+                    metrics::gauge!(ring_size).set(ring.len() as f64);
+                    tx.send_replace(View { ring: Arc::new(ring), alive });
                 }
             }
         });
-        Ok(Self { ring, last_heard })
+        Ok(Self { view, clock, config })
     }
 
     /// The current ring.
     pub fn ring(&self) -> Arc<Ring> {
-        self.ring.borrow().clone()
+        self.view.borrow().ring.clone()
     }
 
-    /// Waits until the ring differs from the one last seen by this handle, or
+    /// The current view.
+    pub fn view(&self) -> View {
+        self.view.borrow().clone()
+    }
+
+    /// Waits until the view differs from the one last seen by this handle, or
     /// `timeout` passes. Returns the current ring either way.
     pub async fn changed(&mut self, timeout: Duration) -> Arc<Ring> {
-        let _ = tokio::time::timeout(timeout, self.ring.changed()).await;
-        self.ring.borrow_and_update().clone()
+        let _ = tokio::time::timeout(timeout, self.view.changed()).await;
+        self.view.borrow_and_update().ring.clone()
     }
 
-    /// When an announcement was last heard on `sb.ctl.router`, if ever.
-    pub fn last_heard(&self) -> Option<Instant> {
-        *self.last_heard.lock().unwrap()
+    /// Waits for the next change of the view (cancel-safe). Returns false
+    /// once the listener has stopped.
+    pub async fn next_change(&mut self) -> bool {
+        self.view.changed().await.is_ok()
+    }
+
+    /// Whether an announcement was heard within the TTL.
+    pub fn is_fresh(&self) -> bool {
+        self.clock.lock().unwrap().last_heard.is_some_and(|t| t.elapsed() <= self.config.ttl)
+    }
+
+    /// Counts the silences longer than the TTL that have ended.
+    pub fn incarnation(&self) -> u64 {
+        self.clock.lock().unwrap().incarnation
+    }
+
+    /// Whether the view has been listened to long enough to be trusted.
+    pub fn is_settled(&self) -> bool {
+        Instant::now() >= self.clock.lock().unwrap().settled_at
+    }
+
+    /// The TTL this membership judges by.
+    pub fn ttl(&self) -> Duration {
+        self.config.ttl
     }
 }

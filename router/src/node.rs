@@ -14,7 +14,7 @@ use proto::{pb, subject};
 
 use crate::announce::{self, Announcer};
 use crate::membership::{Membership, MembershipConfig};
-use crate::owner::{Owner, OwnerConfig};
+use crate::owner::{Owner, OwnerConfig, OwnerStats};
 
 /// How often a router announces itself.
 pub const ANNOUNCE_EVERY: Duration = Duration::from_millis(500);
@@ -34,6 +34,8 @@ pub struct Node {
     pub id: String,
     /// The ring as this router sees it.
     pub membership: Membership,
+    /// Counts kept by the owner.
+    pub stats: Arc<OwnerStats>,
     draining: Arc<AtomicBool>,
     _announcer: Announcer,
     owner: tokio::task::JoinHandle<()>,
@@ -44,19 +46,37 @@ impl Node {
     /// router can answer before anyone routes to it.
     pub async fn start(bus: Bus, config: NodeConfig) -> Result<Self, BusError> {
         let membership = Membership::start(&bus, config.membership.clone()).await?;
-        let owner = Owner::spawn(config.id.clone(), bus.clone(), membership.clone(), config.owner.clone()).await?;
+        let (owner, stats) =
+            Owner::spawn(config.id.clone(), bus.clone(), membership.clone(), config.owner.clone()).await?;
         let draining = Arc::new(AtomicBool::new(false));
         let (id, flag) = (config.id.clone(), draining.clone());
         let announcer = announce::spawn(bus, subject::ROUTER_ANNOUNCE, ANNOUNCE_EVERY, move || {
             let a = pb::RouterAnnounce { id: id.clone(), draining: flag.load(Ordering::Relaxed) };
             Bytes::from(a.encode_to_vec())
         });
-        Ok(Self { id: config.id, membership, draining, _announcer: announcer, owner })
+        Ok(Self { id: config.id, membership, stats, draining, _announcer: announcer, owner })
     }
 
-    /// Marks the router draining: it leaves the ring at its next announcement.
+    /// Marks the router draining: it leaves the ring at its next
+    /// announcement, and hands its rooms to their new owners.
     pub fn drain(&self) {
         self.draining.store(true, Ordering::Relaxed);
+    }
+
+    /// Drains, then waits until every room has been handed off (or
+    /// `timeout` passes). Returns the rooms still held.
+    pub async fn hand_off_all(&self, timeout: Duration) -> usize {
+        self.drain();
+        let deadline = tokio::time::Instant::now() + timeout;
+        // Let the draining announcement reach everyone, our own listener too.
+        tokio::time::sleep(ANNOUNCE_EVERY * 2).await;
+        loop {
+            let held = self.stats.rooms.load(Ordering::Relaxed) + self.stats.pushing.load(Ordering::Relaxed);
+            if held == 0 || tokio::time::Instant::now() >= deadline {
+                return held;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 }
 

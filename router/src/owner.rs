@@ -6,8 +6,19 @@
 //! appends to history, fans the event out on `sb.room.<room>`, and only then
 //! acknowledges. Requests for rooms the ring gives to someone else are
 //! answered `NotOwner` so the sender can refresh its ring and retry.
+//!
+//! Rooms move without losing their stream. When the ring changes, an owner
+//! pushes each room it no longer owns to the new owner (epoch, seq, history,
+//! members). A new owner that is asked about a room it holds no state for,
+//! shortly after a ring change, first pulls the room from whoever held it
+//! before, holding the request until the state arrives; so nobody serves a
+//! room before its state has arrived, whichever of push or request comes
+//! first. An owner that was cut off from the cluster for longer than the TTL
+//! drops everything it held: the rooms come back to it only through handoff.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -16,10 +27,24 @@ use proto::bus::{Bus, BusError, Message, Subscription};
 use proto::client::ErrorCode;
 use proto::pb::{self, room_event, router_reply, router_request};
 use proto::subject;
+use tokio::sync::mpsc;
 
 use crate::history::HistoryConfig;
 use crate::membership::Membership;
+use crate::ring::Ring;
 use crate::room::{Change, Room};
+
+/// After a ring change, how long a new owner asks the previous one before
+/// starting a room afresh.
+const PULL_WINDOW: Duration = Duration::from_secs(10);
+/// How long a moved room's new owner is remembered.
+const MOVED_TTL: Duration = Duration::from_secs(30);
+/// Waiting for a push the previous owner says is under way.
+const PUSH_WAIT: Duration = Duration::from_secs(1);
+/// Bound on one handoff exchange.
+const HANDOFF_TIMEOUT: Duration = Duration::from_secs(2);
+/// Room state sent in one bus message (NATS's default payload cap is 1 MiB).
+const HANDOFF_BYTES: usize = 768 * 1024;
 
 /// How the owner keeps rooms.
 #[derive(Debug, Clone)]
@@ -32,6 +57,8 @@ pub struct OwnerConfig {
     pub reply_bytes: usize,
     /// Members of a gateway unheard for this long are dropped.
     pub gateway_ttl: Duration,
+    /// Virtual nodes per router (to rebuild rings of the other routers).
+    pub vnodes: u32,
 }
 
 impl Default for OwnerConfig {
@@ -41,8 +68,32 @@ impl Default for OwnerConfig {
             members_limit: 100,
             reply_bytes: 512 * 1024,
             gateway_ttl: Duration::from_secs(5),
+            vnodes: crate::ring::DEFAULT_VNODES,
         }
     }
+}
+
+/// Counts other tasks can read (the server API, drain).
+#[derive(Debug, Default)]
+pub struct OwnerStats {
+    /// Rooms held.
+    pub rooms: AtomicUsize,
+    /// Member connections over all rooms.
+    pub members: AtomicUsize,
+    /// Handoffs sent and not yet acknowledged.
+    pub pushing: AtomicUsize,
+}
+
+/// Results of background work, fed back into the owner's task.
+enum Internal {
+    /// A pull of `room` from `from` finished.
+    Pulled { room: String, from: String, hops: u8, result: Result<pb::PullReply, BusError> },
+    /// A pushed room was not accepted: take it back.
+    PushFailed { room: String, state: pb::RoomState },
+    /// The push we were told to expect for `room` did not come.
+    PushOverdue { room: String },
+    /// Requests that waited for a room's state, to serve now.
+    Resume(Vec<Message>),
 }
 
 /// The state of every room this router owns.
@@ -54,6 +105,16 @@ pub struct Owner {
     rooms: HashMap<String, Room>,
     /// Gateway id → when it was last heard (announcement or request).
     gateways: HashMap<String, Instant>,
+    /// Rooms handed away recently: room → (new owner, when).
+    moved: HashMap<String, (String, Instant)>,
+    /// Rooms being pulled from their previous owner, with waiting requests.
+    pulling: HashMap<String, Vec<Message>>,
+    /// The ring of every other live router: who held a room before us.
+    others: Ring,
+    last_change: Instant,
+    incarnation: u64,
+    internal: mpsc::UnboundedSender<Internal>,
+    stats: Arc<OwnerStats>,
 }
 
 impl Owner {
@@ -64,15 +125,38 @@ impl Owner {
         bus: Bus,
         membership: Membership,
         config: OwnerConfig,
-    ) -> Result<tokio::task::JoinHandle<()>, BusError> {
+    ) -> Result<(tokio::task::JoinHandle<()>, Arc<OwnerStats>), BusError> {
         let requests = bus.subscribe(subject::router(&id)).await?;
         let gateways = bus.subscribe(subject::GATEWAY_ANNOUNCE.into()).await?;
-        let owner = Owner { id, bus, membership, config, rooms: HashMap::new(), gateways: HashMap::new() };
-        Ok(tokio::spawn(owner.run(requests, gateways)))
+        let (internal, internal_rx) = mpsc::unbounded_channel();
+        let stats = Arc::new(OwnerStats::default());
+        let owner = Owner {
+            others: Ring::new(Vec::<String>::new(), config.vnodes),
+            incarnation: membership.incarnation(),
+            id,
+            bus,
+            membership,
+            config,
+            rooms: HashMap::new(),
+            gateways: HashMap::new(),
+            moved: HashMap::new(),
+            pulling: HashMap::new(),
+            last_change: Instant::now(),
+            internal,
+            stats: stats.clone(),
+        };
+        Ok((tokio::spawn(owner.run(requests, gateways, internal_rx)), stats))
     }
 
-    async fn run(mut self, mut requests: Subscription, mut gateways: Subscription) {
+    async fn run(
+        mut self,
+        mut requests: Subscription,
+        mut gateways: Subscription,
+        mut internal: mpsc::UnboundedReceiver<Internal>,
+    ) {
         let mut sweep = tokio::time::interval(Duration::from_secs(1));
+        let mut view = self.membership.clone();
+        self.on_view_change();
         loop {
             tokio::select! {
                 msg = requests.next() => {
@@ -85,6 +169,13 @@ impl Owner {
                         self.gateways.insert(a.id, Instant::now());
                     }
                 }
+                Some(event) = internal.recv() => self.on_internal(event).await,
+                alive = view.next_change() => {
+                    if !alive {
+                        break;
+                    }
+                    self.on_view_change();
+                }
                 _ = sweep.tick() => self.sweep().await,
             }
         }
@@ -93,36 +184,63 @@ impl Owner {
     async fn serve(&mut self, msg: Message) {
         let started = Instant::now();
         let (kind, reply) = match pb::RouterRequest::decode(msg.payload.clone()) {
-            Ok(req) => {
-                let kind = kind_name(&req.kind);
-                (kind, self.handle(req).await)
-            }
-            Err(e) => ("invalid", error(ErrorCode::BadRequest, format!("undecodable request: {e}"))),
+            Ok(req) => (kind_name(&req.kind), self.handle(req, &msg).await),
+            Err(e) => ("invalid", Some(error(ErrorCode::BadRequest, format!("undecodable request: {e}")))),
         };
-        if let Err(e) = self.bus.respond(&msg, Bytes::from(reply.encode_to_vec())).await {
-            tracing::warn!(error = %e, "reply not sent");
+        if let Some(reply) = reply {
+            self.respond(&msg, &reply).await;
         }
         metrics::counter!("switchboard_router_requests_total", "kind" => kind).increment(1);
         metrics::histogram!("switchboard_router_request_duration_seconds", "kind" => kind)
             .record(started.elapsed().as_secs_f64());
     }
 
-    async fn handle(&mut self, req: pb::RouterRequest) -> pb::RouterReply {
+    async fn respond(&self, msg: &Message, reply: &pb::RouterReply) {
+        if let Err(e) = self.bus.respond(msg, Bytes::from(reply.encode_to_vec())).await {
+            tracing::warn!(error = %e, "reply not sent");
+        }
+    }
+
+    /// The answer to a request, or `None` when it waits for the room's state.
+    async fn handle(&mut self, req: pb::RouterRequest, msg: &Message) -> Option<pb::RouterReply> {
         if !subject::valid_id(&req.room) {
-            return error(ErrorCode::InvalidRoom, "invalid room id");
+            return Some(error(ErrorCode::InvalidRoom, "invalid room id"));
+        }
+        let room = req.room;
+        let serving = self.serving().await;
+        match req.kind {
+            Some(router_request::Kind::Handoff(h)) => return Some(self.accept(room, h)),
+            Some(router_request::Kind::Pull(p)) => return Some(self.give_away(room, p.to)),
+            _ => {}
         }
         let ring = self.membership.ring();
-        if ring.owner(&req.room) != Some(self.id.as_str()) {
-            return reply(router_reply::Kind::NotOwner(pb::NotOwner { ring_version: ring.version() }));
+        if !serving || ring.owner(&room) != Some(self.id.as_str()) {
+            return Some(reply(router_reply::Kind::NotOwner(pb::NotOwner { ring_version: ring.version() })));
         }
-        let room_id = req.room;
+        if !self.rooms.contains_key(&room) {
+            if let Some(waiting) = self.pulling.get_mut(&room) {
+                waiting.push(msg.clone());
+                return None;
+            }
+            self.moved.remove(&room);
+            if self.last_change.elapsed() < PULL_WINDOW {
+                if let Some(previous) = self.others.owner(&room).map(str::to_owned) {
+                    self.pulling.insert(room.clone(), vec![msg.clone()]);
+                    self.pull(room, previous, 0);
+                    return None;
+                }
+            }
+        }
+        Some(self.apply(room, req.kind).await)
+    }
+
+    /// Applies a room operation; the room's state is here (or starts now).
+    async fn apply(&mut self, room_id: String, kind: Option<router_request::Kind>) -> pb::RouterReply {
         let now = Instant::now();
-        match req.kind {
+        match kind {
             None => error(ErrorCode::BadRequest, "empty request"),
             Some(router_request::Kind::Join(j)) => {
-                let Some(member) = j.member else {
-                    return error(ErrorCode::BadRequest, "join without member");
-                };
+                let Some(member) = j.member else { return error(ErrorCode::BadRequest, "join without member") };
                 self.gateways.entry(member.gateway.clone()).or_insert(now);
                 let room = self.rooms.entry(room_id.clone()).or_default();
                 let change = room.join(&member);
@@ -132,7 +250,7 @@ impl Owner {
                     Some(since) => match room.recover(since) {
                         None => (false, Vec::new(), false),
                         Some(msgs) => {
-                            let (page, truncated) = page(msgs, 0, self.config.reply_bytes);
+                            let (page, truncated) = page(msgs, self.config.reply_bytes);
                             (true, page, truncated)
                         }
                     },
@@ -163,14 +281,14 @@ impl Owner {
             }
             Some(router_request::Kind::History(h)) => {
                 let room = self.rooms.entry(room_id).or_default();
-                let since = h.since.unwrap_or_default();
                 let limit = if h.limit == 0 { usize::MAX } else { h.limit as usize };
-                let (recovered, messages, truncated) = match room.recover(&since) {
-                    None => (false, Vec::new(), false),
-                    Some(msgs) => {
-                        let (page, truncated) = page(msgs.take(limit), 0, self.config.reply_bytes);
-                        (true, page, truncated)
-                    }
+                let found = match &h.since {
+                    Some(since) => room.recover(since).map(|m| page(m.take(limit), self.config.reply_bytes)),
+                    None => Some(page(room.latest(limit), self.config.reply_bytes)),
+                };
+                let (recovered, (messages, truncated)) = match found {
+                    Some(p) => (true, p),
+                    None => (false, (Vec::new(), false)),
                 };
                 reply(router_reply::Kind::History(pb::HistoryReply {
                     epoch: room.epoch.clone(),
@@ -197,6 +315,205 @@ impl Owner {
                     ..Default::default()
                 }))
             }
+            Some(router_request::Kind::Handoff(_) | router_request::Kind::Pull(_)) => {
+                unreachable!("handled before ownership checks")
+            }
+        }
+    }
+
+    /// Installs a room pushed by its previous owner.
+    fn accept(&mut self, room: String, h: pb::HandoffRequest) -> pb::RouterReply {
+        let Some(state) = h.state else { return error(ErrorCode::BadRequest, "handoff without state") };
+        if self.rooms.contains_key(&room) {
+            // We started serving it already (its push came too late): keep ours.
+            tracing::warn!(room, from = h.from, "handoff for a room already served here: keeping ours");
+        } else {
+            tracing::debug!(room, from = h.from, epoch = state.epoch, seq = state.seq, "room handed over");
+            metrics::counter!("switchboard_router_handoffs_total", "direction" => "in").increment(1);
+            self.install(&room, state);
+            self.moved.remove(&room);
+        }
+        if let Some(waiting) = self.pulling.remove(&room) {
+            let _ = self.internal.send(Internal::Resume(waiting));
+        }
+        reply(router_reply::Kind::Ack(pb::Ack {}))
+    }
+
+    /// Hands a room's state to `to`, which now owns it.
+    fn give_away(&mut self, room: String, to: String) -> pb::RouterReply {
+        let now = Instant::now();
+        let pull = match self.rooms.remove(&room) {
+            Some(state) => {
+                metrics::counter!("switchboard_router_handoffs_total", "direction" => "out").increment(1);
+                self.moved.insert(room, (to, now));
+                pb::PullReply { state: Some(state.to_state(HANDOFF_BYTES)), moved_to: String::new() }
+            }
+            None => pb::PullReply {
+                state: None,
+                moved_to: self.moved.get(&room).map(|(to, _)| to.clone()).unwrap_or_default(),
+            },
+        };
+        reply(router_reply::Kind::Pull(pull))
+    }
+
+    fn install(&mut self, room: &str, state: pb::RoomState) {
+        for m in &state.members {
+            self.gateways.entry(m.gateway.clone()).or_insert_with(Instant::now);
+        }
+        self.rooms.insert(room.to_owned(), Room::from_state(state, Instant::now(), &self.config.history));
+    }
+
+    /// Asks `from` for `room`'s state in the background.
+    fn pull(&self, room: String, from: String, hops: u8) {
+        let (bus, internal) = (self.bus.clone(), self.internal.clone());
+        let req = pb::RouterRequest {
+            ring_version: 0,
+            room: room.clone(),
+            kind: Some(router_request::Kind::Pull(pb::PullRequest { to: self.id.clone() })),
+        };
+        tokio::spawn(async move {
+            let result = bus
+                .request(subject::router(&from), Bytes::from(req.encode_to_vec()), HANDOFF_TIMEOUT)
+                .await
+                .and_then(|b| match pb::RouterReply::decode(b).ok().and_then(|r| r.kind) {
+                    Some(router_reply::Kind::Pull(p)) => Ok(p),
+                    _ => Err(BusError::Broker("unexpected answer to a pull".into())),
+                });
+            let _ = internal.send(Internal::Pulled { room, from, hops, result });
+        });
+    }
+
+    async fn on_internal(&mut self, event: Internal) {
+        match event {
+            Internal::Pulled { room, from, hops, result } => {
+                if !self.pulling.contains_key(&room) {
+                    return; // its push arrived first
+                }
+                match result {
+                    Ok(pb::PullReply { state: Some(state), .. }) => {
+                        tracing::debug!(room, from, "room pulled from its previous owner");
+                        metrics::counter!("switchboard_router_handoffs_total", "direction" => "in").increment(1);
+                        if !self.rooms.contains_key(&room) {
+                            self.install(&room, state);
+                        }
+                    }
+                    Ok(pb::PullReply { moved_to, .. }) if moved_to == self.id => {
+                        // Its push to us is under way: give it a moment.
+                        let internal = self.internal.clone();
+                        tokio::spawn(async move {
+                            tokio::time::sleep(PUSH_WAIT).await;
+                            let _ = internal.send(Internal::PushOverdue { room });
+                        });
+                        return;
+                    }
+                    Ok(pb::PullReply { moved_to, .. }) if !moved_to.is_empty() && hops < 2 => {
+                        self.pull(room, moved_to, hops + 1);
+                        return;
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::debug!(room, from, error = %e, "pull failed: starting the room afresh"),
+                }
+                self.start_afresh(&room).await;
+            }
+            Internal::PushOverdue { room } => {
+                if self.pulling.contains_key(&room) {
+                    tracing::warn!(room, "expected handoff never came: starting the room afresh");
+                    self.start_afresh(&room).await;
+                }
+            }
+            Internal::PushFailed { room, state } => {
+                self.stats.pushing.fetch_sub(1, Ordering::Relaxed);
+                if !self.rooms.contains_key(&room) {
+                    tracing::warn!(room, "handoff not acknowledged: keeping the room for another try");
+                    self.moved.remove(&room);
+                    self.install(&room, state);
+                }
+            }
+            Internal::Resume(waiting) => self.resume(waiting).await,
+        }
+    }
+
+    /// Ends a pull: the room is served from here on, with what arrived or
+    /// from a fresh start, and its waiting requests go first.
+    async fn start_afresh(&mut self, room: &str) {
+        self.rooms.entry(room.to_owned()).or_default();
+        let waiting = self.pulling.remove(room).unwrap_or_default();
+        self.resume(waiting).await;
+    }
+
+    async fn resume(&mut self, waiting: Vec<Message>) {
+        for msg in waiting {
+            self.serve(msg).await;
+        }
+    }
+
+    /// Whether this router may serve rooms now. A router that heard no
+    /// announcement for longer than the TTL (paused, partitioned) may hold
+    /// rooms that others took over meanwhile: it drops them.
+    async fn serving(&mut self) -> bool {
+        let fresh = self.membership.is_fresh();
+        let incarnation = self.membership.incarnation();
+        if !fresh || incarnation != self.incarnation {
+            if !self.rooms.is_empty() {
+                tracing::warn!(rooms = self.rooms.len(), "cut off from the cluster: dropping all room state");
+            }
+            self.rooms.clear();
+            self.moved.clear();
+            let waiting: Vec<Message> = self.pulling.drain().flat_map(|(_, w)| w).collect();
+            let not_owner = reply(router_reply::Kind::NotOwner(pb::NotOwner { ring_version: 0 }));
+            for msg in waiting {
+                self.respond(&msg, &not_owner).await;
+            }
+            self.incarnation = incarnation;
+        }
+        fresh && self.membership.is_settled()
+    }
+
+    /// Recomputes who held rooms before us, and hands off rooms we lost.
+    fn on_view_change(&mut self) {
+        let view = self.membership.view();
+        self.others = Ring::new(view.alive.iter().filter(|r| **r != self.id), self.config.vnodes);
+        self.last_change = Instant::now();
+        self.push_moved();
+    }
+
+    /// Pushes every room the ring now gives to another router.
+    fn push_moved(&mut self) {
+        let ring = self.membership.ring();
+        let moving: Vec<(String, String)> = self
+            .rooms
+            .keys()
+            .filter_map(|r| match ring.owner(r) {
+                Some(o) if o != self.id => Some((r.clone(), o.to_owned())),
+                _ => None,
+            })
+            .collect();
+        let now = Instant::now();
+        for (room, to) in moving {
+            let state = self.rooms.remove(&room).expect("listed above").to_state(HANDOFF_BYTES);
+            self.moved.insert(room.clone(), (to.clone(), now));
+            metrics::counter!("switchboard_router_handoffs_total", "direction" => "out").increment(1);
+            self.stats.pushing.fetch_add(1, Ordering::Relaxed);
+            let (bus, internal, stats, from) =
+                (self.bus.clone(), self.internal.clone(), self.stats.clone(), self.id.clone());
+            tokio::spawn(async move {
+                let req = pb::RouterRequest {
+                    ring_version: 0,
+                    room: room.clone(),
+                    kind: Some(router_request::Kind::Handoff(pb::HandoffRequest { from, state: Some(state.clone()) })),
+                };
+                let payload = Bytes::from(req.encode_to_vec());
+                for _ in 0..3 {
+                    let answer = bus.request(subject::router(&to), payload.clone(), HANDOFF_TIMEOUT).await;
+                    if let Ok(Some(router_reply::Kind::Ack(_))) =
+                        answer.map(|b| pb::RouterReply::decode(b).ok().and_then(|r| r.kind))
+                    {
+                        stats.pushing.fetch_sub(1, Ordering::Relaxed);
+                        return;
+                    }
+                }
+                let _ = internal.send(Internal::PushFailed { room, state });
+            });
         }
     }
 
@@ -209,9 +526,13 @@ impl Owner {
         }
     }
 
-    /// Expires history, forgets idle rooms and drops members of dead gateways.
+    /// Expires history, forgets idle rooms, drops members of dead gateways,
+    /// and retries handoffs.
     async fn sweep(&mut self) {
         let now = Instant::now();
+        self.serving().await;
+        self.push_moved();
+        self.moved.retain(|_, (_, at)| now.duration_since(*at) < MOVED_TTL);
         let ttl = self.config.gateway_ttl;
         let dead: Vec<String> =
             self.gateways.iter().filter(|(_, at)| now.duration_since(**at) > ttl).map(|(g, _)| g.clone()).collect();
@@ -232,18 +553,17 @@ impl Owner {
         let history = self.config.history;
         self.rooms.retain(|_, room| !room.prune(now, &history));
         let members: usize = self.rooms.values().map(Room::conn_count).sum();
+        self.stats.rooms.store(self.rooms.len(), Ordering::Relaxed);
+        self.stats.members.store(members, Ordering::Relaxed);
         metrics::gauge!("switchboard_router_rooms").set(self.rooms.len() as f64);
         metrics::gauge!("switchboard_router_members").set(members as f64);
     }
 }
 
-/// Takes messages from `msgs` until `budget` bytes; true if some were left.
-fn page<'a>(
-    msgs: impl Iterator<Item = &'a pb::StoredMessage>,
-    mut used: usize,
-    budget: usize,
-) -> (Vec<pb::StoredMessage>, bool) {
+/// Takes messages until `budget` bytes; true if some were left.
+fn page<'a>(msgs: impl Iterator<Item = &'a pb::StoredMessage>, budget: usize) -> (Vec<pb::StoredMessage>, bool) {
     let mut out = Vec::new();
+    let mut used = 0;
     for m in msgs {
         let size = m.encoded_len() + 8;
         if !out.is_empty() && used + size > budget {
@@ -272,5 +592,7 @@ fn kind_name(kind: &Option<router_request::Kind>) -> &'static str {
         Some(router_request::Kind::History(_)) => "history",
         Some(router_request::Kind::Members(_)) => "members",
         Some(router_request::Kind::Sync(_)) => "sync",
+        Some(router_request::Kind::Handoff(_)) => "handoff",
+        Some(router_request::Kind::Pull(_)) => "pull",
     }
 }

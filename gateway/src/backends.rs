@@ -1,0 +1,80 @@
+//! How a gateway reaches rooms and presence.
+//!
+//! `--standalone` embeds a router and the presence service in this process
+//! on an in-process broker; otherwise the gateway joins a cluster over NATS
+//! (`--nats-url`) and reaches presence over gRPC (`--presence-url`). Either
+//! way the rest of the gateway sees the same three things: a bus, a router
+//! client, and a presence client.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use presence::{PresenceClient, PresenceService, StoreConfig};
+use proto::bus::nats::NatsBroker;
+use proto::bus::Bus;
+use router::client::{CallConfig, RouterClient};
+use router::history::HistoryConfig;
+use router::membership::{Membership, MembershipConfig};
+use router::node::{Node, NodeConfig};
+use router::owner::OwnerConfig;
+
+use crate::config::Config;
+
+/// What the gateway talks to.
+pub struct Backends {
+    pub bus: Bus,
+    pub router: RouterClient,
+    pub presence: PresenceClient,
+    /// The embedded router (standalone), kept alive with the gateway.
+    pub node: Option<Node>,
+    /// The embedded presence service (standalone).
+    pub _presence: Option<Arc<PresenceService>>,
+}
+
+impl Backends {
+    /// A router and presence in this process, on a fresh in-process bus.
+    pub async fn standalone(id: &str, config: &Config) -> anyhow::Result<Self> {
+        let bus = Bus::local(id, "gateway");
+        let owner = OwnerConfig {
+            history: HistoryConfig { max_len: config.embedded.history_size, max_age: config.embedded.history_ttl },
+            vnodes: config.vnodes,
+            ..OwnerConfig::default()
+        };
+        // Alone on its own bus, the embedded router has nobody to wait for.
+        let membership =
+            MembershipConfig { settle: Duration::ZERO, vnodes: config.vnodes, ..MembershipConfig::default() };
+        let node = Node::start(bus.clone(), NodeConfig { id: format!("{id}-router"), membership, owner }).await?;
+        let store = StoreConfig { offline_grace: config.embedded.offline_grace, lease_ttl: Duration::from_secs(15) };
+        let service = PresenceService::start(bus.clone(), store);
+        Ok(Self {
+            router: RouterClient::new(bus.clone(), node.membership.clone(), CallConfig::default()),
+            presence: PresenceClient::local(service.clone()),
+            bus,
+            node: Some(node),
+            _presence: Some(service),
+        })
+    }
+
+    /// NATS to the routers, gRPC to presence.
+    pub async fn cluster(id: &str, config: &Config) -> anyhow::Result<Self> {
+        let (Some(nats), Some(presence)) = (&config.nats_url, &config.presence_url) else {
+            anyhow::bail!("--nats-url and --presence-url are required without --standalone");
+        };
+        let broker = NatsBroker::connect(nats, id, "gateway").await.context("--nats-url")?;
+        let bus = Bus::new(Arc::new(broker), id);
+        let membership = Membership::start(
+            &bus,
+            MembershipConfig { service: "gateway", vnodes: config.vnodes, ..MembershipConfig::default() },
+        )
+        .await?;
+        let presence = PresenceClient::connect_lazy(presence).context("--presence-url")?;
+        Ok(Self {
+            router: RouterClient::new(bus.clone(), membership, CallConfig::default()),
+            presence,
+            bus,
+            node: None,
+            _presence: None,
+        })
+    }
+}

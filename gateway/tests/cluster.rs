@@ -1,0 +1,192 @@
+//! The cluster: real nats-server, presence, routers and gateways as separate
+//! processes, driven over real WebSockets and gRPC.
+
+mod support;
+
+use std::time::Duration;
+
+use loadtest::chat::{Chat, ChatConfig, ChatReport};
+use loadtest::token::SigningKey;
+use proto::pb;
+use serde_json::json;
+use support::cluster::{channel, Bearer, Cluster};
+use support::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_gateways_and_two_routers_behave_as_one_service() {
+    let cluster = Cluster::start(2, 2).await;
+    let (gw1, gw2) = (&cluster.gateways[0], &cluster.gateways[1]);
+    let mut alice = gw1.json("alice").await;
+    let mut bob = gw2.json("bob").await;
+
+    // Rooms, joined/left and members across gateways.
+    join(&mut alice, "lobby").await;
+    join(&mut bob, "lobby").await;
+    let ev = alice.next_of_type("joined", T).await.unwrap();
+    assert_eq!(ev["user"], "bob");
+    let m = alice.request(json!({"op": "members", "room": "lobby"})).await.unwrap();
+    assert_eq!(m["count"], 2, "{m}");
+
+    // Interleaved publishers on two gateways: one order for everyone.
+    for i in 0..10 {
+        alice.send_json(&json!({"op": "publish", "room": "lobby", "data": {"a": i}})).await.unwrap();
+        bob.send_json(&json!({"op": "publish", "room": "lobby", "data": {"b": i}})).await.unwrap();
+    }
+    let mut seen = Vec::new();
+    for c in [&mut alice, &mut bob] {
+        let mut got = Vec::new();
+        while got.len() < 20 {
+            let m = c.next_of_type("message", T).await.unwrap();
+            got.push((m["seq"].as_u64().unwrap(), m["data"].to_string()));
+        }
+        seen.push(got);
+    }
+    assert_eq!(seen[0], seen[1], "both gateways deliver the same order");
+    assert!(seen[0].windows(2).all(|w| w[1].0 == w[0].0 + 1), "{:?}", seen[0]);
+
+    // Direct messages and presence across gateways.
+    let r = alice.request(json!({"op": "send", "user": "bob", "data": "psst"})).await.unwrap();
+    assert_eq!(r["ok"], true);
+    assert_eq!(bob.next_of_type("direct", T).await.unwrap()["from"], "alice");
+    let mut carol = gw1.json("carol").await;
+    carol.request(json!({"op": "watch", "users": ["dave"]})).await.unwrap();
+    let dave = gw2.json("dave").await;
+    let ev = carol.next_of_type("presence", T).await.unwrap();
+    assert_eq!((ev["user"].as_str(), ev["online"].as_bool()), (Some("dave"), Some(true)), "{ev}");
+    let r = carol.request(json!({"op": "presence", "users": ["dave", "alice", "nobody"]})).await.unwrap();
+    let online: Vec<bool> = r["users"].as_array().unwrap().iter().map(|u| u["online"].as_bool().unwrap()).collect();
+    assert_eq!(online, [true, true, false], "{r}");
+    drop(dave);
+
+    // The server API: any router forwards to the owner, and clients see it.
+    let mut api = cluster.rooms_api(1).await;
+    let seq = api
+        .publish(pb::PublishCall {
+            room: "lobby".into(),
+            data: br#"{"from":"backend"}"#.to_vec().into(),
+            from: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .seq;
+    assert_eq!(seq, 21);
+    for c in [&mut alice, &mut bob] {
+        let m = c.next_of_type("message", T).await.unwrap();
+        assert_eq!(
+            (m["seq"].as_u64(), m["data"]["from"].as_str(), m["from"].as_str()),
+            (Some(21), Some("backend"), Some(""))
+        );
+    }
+    let members = api.members(pb::MembersCall { room: "lobby".into(), limit: 10 }).await.unwrap().into_inner();
+    assert_eq!(members.count, 2);
+    let history =
+        api.history(pb::HistoryCall { room: "lobby".into(), since: None, limit: 5 }).await.unwrap().into_inner();
+    assert_eq!(history.messages.iter().map(|m| m.seq).collect::<Vec<_>>(), [17, 18, 19, 20, 21]);
+    let err =
+        api.publish(pb::PublishCall { room: "a.b".into(), data: b"1".to_vec().into(), from: String::new() }).await;
+    assert_eq!(err.unwrap_err().code(), tonic::Code::InvalidArgument);
+
+    // Without the bearer token, both APIs refuse.
+    let mut anon =
+        pb::rooms_client::RoomsClient::with_interceptor(channel(&cluster.routers[0].grpc).await, Bearer(String::new()));
+    assert_eq!(anon.stats(pb::StatsCall {}).await.unwrap_err().code(), tonic::Code::Unauthenticated);
+    let mut wrong = pb::gateway_admin_client::GatewayAdminClient::with_interceptor(
+        channel(&cluster.gateways[0].grpc).await,
+        Bearer("wrong".into()),
+    );
+    assert_eq!(wrong.stats(pb::GatewayStatsCall {}).await.unwrap_err().code(), tonic::Code::Unauthenticated);
+
+    // The gateway admin API: stats and disconnect.
+    let mut admin = cluster.admin_api(1).await;
+    let stats = admin.stats(pb::GatewayStatsCall {}).await.unwrap().into_inner();
+    assert_eq!((stats.id.as_str(), stats.connections), ("gw-2", 1));
+    let call = pb::DisconnectCall { target: Some(pb::disconnect_call::Target::User("bob".into())), code: 4502 };
+    assert_eq!(admin.disconnect(call).await.unwrap().into_inner().closed, 1);
+    assert_eq!(bob.wait_close(T).await.unwrap(), Some(4502));
+    let ev = alice.next_of_type("left", T).await.unwrap();
+    assert_eq!(ev["user"], "bob");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rooms_spread_over_both_routers() {
+    let cluster = Cluster::start(2, 1).await;
+    let api = cluster.rooms_api(0).await;
+    let calls = (0..1000).map(|i| {
+        let mut api = api.clone();
+        async move {
+            let call = pb::PublishCall { room: format!("spread-{i}"), data: b"1".to_vec().into(), from: String::new() };
+            api.publish(call).await.map(|_| ())
+        }
+    });
+    let results = futures::future::join_all(calls).await;
+    assert!(results.iter().all(Result::is_ok), "{:?}", results.iter().find(|r| r.is_err()));
+    // Owners report their rooms at their next sweep.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let counts = cluster.room_counts().await;
+    assert_eq!(counts.iter().sum::<u64>(), 1000, "{counts:?}");
+    for c in &counts {
+        assert!((350..=650).contains(c), "uneven spread: {counts:?}");
+    }
+}
+
+/// A chat load over every gateway of `cluster`: 12 rooms of 4 members, two
+/// publishers each, a message every 100 ms per publisher.
+async fn chat(cluster: &Cluster) -> Chat {
+    Chat::start(ChatConfig {
+        urls: cluster.urls(),
+        key: SigningKey::hs256(cluster.secret.as_bytes().to_vec()),
+        rooms: 12,
+        members_per_room: 4,
+        publishers_per_room: 2,
+        publish_every: Duration::from_millis(100),
+        room_prefix: "chat-".into(),
+    })
+    .await
+}
+
+/// Asserts the load saw no gap, duplicate, silent epoch change or resync,
+/// and that every acknowledged message reached every member.
+fn assert_flawless(report: &ChatReport) {
+    let errors: u64 = report.members.iter().map(|m| m.publish_errors).sum();
+    let reconnects: u64 = report.members.iter().map(|m| m.reconnects).sum();
+    eprintln!("acked {} publish errors {errors} reconnects {reconnects}", report.acked());
+    assert!(report.acked() > 100, "too little traffic: {}", report.acked());
+    assert_eq!(report.continuity_errors(), Vec::<String>::new());
+    assert_eq!(report.resyncs(), 0, "no client may see a resync");
+    let missing = report.missing(report.started);
+    assert!(
+        missing.is_empty(),
+        "{} acknowledged messages lost, e.g. {:?}",
+        missing.len(),
+        &missing[..missing.len().min(5)]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_router_joining_under_load_takes_rooms_over_without_a_gap() {
+    let mut cluster = Cluster::start(2, 2).await;
+    let load = chat(&cluster).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    cluster.start_router();
+    cluster.wait_ring(3).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let report = load.stop(Duration::from_secs(2)).await;
+    let counts = cluster.room_counts().await;
+    assert!(counts[2] > 0, "the new router owns nothing: {counts:?}");
+    assert_flawless(&report);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_router_stopped_with_sigterm_hands_its_rooms_over() {
+    let mut cluster = Cluster::start(2, 2).await;
+    let load = chat(&cluster).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let before = cluster.room_counts().await;
+    assert!(before[0] > 0, "{before:?}");
+    let status = tokio::task::block_in_place(|| cluster.routers[0].proc.terminate(Duration::from_secs(20)));
+    assert!(status.success(), "router exit: {status:?}");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let report = load.stop(Duration::from_secs(2)).await;
+    assert_flawless(&report);
+}

