@@ -5,6 +5,8 @@ mod support;
 
 use std::time::Duration;
 
+use futures::StreamExt;
+
 use loadtest::chat::{Chat, ChatConfig, ChatReport};
 use loadtest::token::SigningKey;
 use proto::pb;
@@ -119,7 +121,8 @@ async fn rooms_spread_over_both_routers() {
             api.publish(call).await.map(|_| ())
         }
     });
-    let results = futures::future::join_all(calls).await;
+    // As a backend would: a bounded number of calls in flight.
+    let results: Vec<_> = futures::stream::iter(calls).buffer_unordered(32).collect().await;
     assert!(results.iter().all(Result::is_ok), "{:?}", results.iter().find(|r| r.is_err()));
     // Owners report their rooms at their next sweep.
     tokio::time::sleep(Duration::from_millis(1500)).await;
@@ -189,4 +192,123 @@ async fn a_router_stopped_with_sigterm_hands_its_rooms_over() {
     tokio::time::sleep(Duration::from_secs(2)).await;
     let report = load.stop(Duration::from_secs(2)).await;
     assert_flawless(&report);
+}
+
+/// Waits until publishing to every room of the load succeeds again; returns
+/// how long that took.
+async fn wait_rooms_serve(cluster: &Cluster, rooms: usize, limit: Duration) -> Duration {
+    let started = std::time::Instant::now();
+    let mut api = cluster.rooms_api(cluster.routers.len() - 1).await;
+    for i in 0..rooms {
+        loop {
+            let call =
+                pb::PublishCall { room: format!("chat-{i}"), data: b"\"probe\"".to_vec().into(), from: String::new() };
+            if api.publish(call).await.is_ok() {
+                break;
+            }
+            assert!(started.elapsed() < limit, "chat-{i} did not serve again within {limit:?}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    started.elapsed()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_router_killed_with_sigkill_comes_back_with_resync_and_loses_nothing_after() {
+    let mut cluster = Cluster::start(2, 2).await;
+    let load = chat(&cluster).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let killed_at = std::time::Instant::now();
+    cluster.routers[0].proc.kill9();
+    // The survivor is asked last (wait_rooms_serve uses the last router).
+    let took = wait_rooms_serve(&cluster, 12, Duration::from_secs(5)).await;
+    let recovered = std::time::Instant::now();
+    eprintln!("rooms serve again {:?} after the kill ({:?} of waiting)", recovered - killed_at, took);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let report = load.stop(Duration::from_secs(2)).await;
+    assert_eq!(report.continuity_errors(), Vec::<String>::new(), "losses are announced, never silent");
+    assert!(report.resyncs() > 0, "members of the dead router's rooms get resync");
+    let missing = report.missing(recovered);
+    assert!(missing.is_empty(), "acknowledged after recovery but lost: {:?}", &missing[..missing.len().min(5)]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_killed_with_sigkill_its_clients_resume_elsewhere() {
+    let mut cluster = Cluster::start(2, 2).await;
+    let mut watcher = cluster.gateways[1].json("watcher").await;
+    join(&mut watcher, "chat-0").await;
+    let load = chat(&cluster).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    cluster.gateways[0].proc.kill9();
+    // Members reconnect to gw-2 with since: they miss nothing.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let report = load.stop(Duration::from_secs(2)).await;
+    let reconnects: u64 = report.members.iter().map(|m| m.reconnects).sum();
+    assert!(reconnects >= 20, "half the members reconnect: {reconnects}");
+    assert_flawless(&report);
+    // The owner drops the dead gateway's members (5 s unseen): the ones
+    // that came back count once, the others left.
+    let members = watcher.request(json!({"op": "members", "room": "chat-0"})).await.unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let mut m = members;
+    while m["members"].as_array().unwrap().iter().any(|u| u["conns"].as_u64() != Some(1)) {
+        assert!(std::time::Instant::now() < deadline, "dead gateway's members never dropped: {m}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        m = watcher.request(json!({"op": "members", "room": "chat-0"})).await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nats_restarted_everyone_reconnects_and_nothing_is_lost_silently() {
+    let mut cluster = Cluster::start(2, 2).await;
+    let load = chat(&cluster).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    cluster.nats.kill9();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    cluster.nats.restart();
+    let took = wait_rooms_serve(&cluster, 12, Duration::from_secs(15)).await;
+    eprintln!("rooms serve {took:?} after NATS came back");
+    let recovered = std::time::Instant::now();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let report = load.stop(Duration::from_secs(3)).await;
+    assert_eq!(report.continuity_errors(), Vec::<String>::new(), "gaps are filled or resynced, never silent");
+    let missing = report.missing(recovered + Duration::from_secs(1));
+    assert!(missing.is_empty(), "acknowledged after recovery but lost: {:?}", &missing[..missing.len().min(5)]);
+    cluster.wait_gateways_ready().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn presence_restarted_is_refilled_within_one_lease_interval() {
+    let mut cluster = Cluster::start(1, 2).await;
+    let _a = cluster.gateways[0].json("ann").await;
+    let _b = cluster.gateways[1].json("ben").await;
+    let mut asker = cluster.gateways[0].json("asker").await;
+    let online = |r: &serde_json::Value| -> Vec<bool> {
+        r["users"].as_array().unwrap().iter().map(|u| u["online"].as_bool().unwrap()).collect()
+    };
+    let query = json!({"op": "presence", "users": ["ben"]});
+    // Reports are batched: ben (on the other gateway) shows up within 100 ms.
+    let mut waited = Duration::ZERO;
+    while online(&asker.request(query.clone()).await.unwrap()) != [true] {
+        assert!(waited < T, "ben never online");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        waited += Duration::from_millis(50);
+    }
+
+    cluster.presence.as_mut().unwrap().kill9();
+    cluster.start_presence();
+    let restarted = std::time::Instant::now();
+    let r = asker.request(query.clone()).await.unwrap();
+    assert_eq!(online(&r), [false], "a fresh presence service knows nobody yet: {r}");
+    // Within one lease interval (5 s) the gateways have sent snapshots; the
+    // bound adds start-up and polling slack.
+    loop {
+        let r = asker.request(query.clone()).await.unwrap();
+        if r["ok"] == true && online(&r) == [true] {
+            break;
+        }
+        assert!(restarted.elapsed() < Duration::from_secs(7), "ben not online again after a lease interval: {r}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    eprintln!("presence refilled {:?} after restart", restarted.elapsed());
 }

@@ -37,7 +37,12 @@ pub struct MembershipConfig {
 
 impl Default for MembershipConfig {
     fn default() -> Self {
-        Self { ttl: Duration::from_secs(2), vnodes: DEFAULT_VNODES, settle: Duration::from_secs(1), service: "router" }
+        Self {
+            ttl: Duration::from_secs(2),
+            vnodes: DEFAULT_VNODES,
+            settle: Duration::from_millis(1500),
+            service: "router",
+        }
     }
 }
 
@@ -167,6 +172,13 @@ impl Membership {
     /// Whether an announcement was heard within the TTL.
     pub fn is_fresh(&self) -> bool {
         self.clock.lock().unwrap().last_heard.is_some_and(|t| t.elapsed() <= self.config.ttl)
+    }
+
+    /// Whether announcements were heard once and then not for longer than
+    /// the TTL: this process was paused or cut off. (Never having heard one
+    /// is just starting up.)
+    pub fn is_cut_off(&self) -> bool {
+        self.clock.lock().unwrap().last_heard.is_some_and(|t| t.elapsed() > self.config.ttl)
     }
 
     /// Counts the silences longer than the TTL that have ended.

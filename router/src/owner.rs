@@ -84,10 +84,34 @@ pub struct OwnerStats {
     pub pushing: AtomicUsize,
 }
 
+/// Whether the owner can trust its view of the cluster.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Health {
+    /// Settled and hearing announcements: serve rooms.
+    Serving,
+    /// Just started (or back after a gap) and still listening: accept
+    /// handoffs, but serve no room yet.
+    Starting,
+    /// Heard nothing for longer than the TTL: hold nothing.
+    CutOff,
+}
+
+/// A room this router handed away.
+struct Moved {
+    /// Its new owner.
+    to: String,
+    at: Instant,
+    /// The state while its push is unacknowledged: a pull from the new
+    /// owner is answered with it rather than making it wait for the push.
+    state: Option<pb::RoomState>,
+}
+
 /// Results of background work, fed back into the owner's task.
 enum Internal {
     /// A pull of `room` from `from` finished.
     Pulled { room: String, from: String, hops: u8, result: Result<pb::PullReply, BusError> },
+    /// A pushed room was accepted.
+    PushAcked { room: String },
     /// A pushed room was not accepted: take it back.
     PushFailed { room: String, state: pb::RoomState },
     /// The push we were told to expect for `room` did not come.
@@ -105,8 +129,8 @@ pub struct Owner {
     rooms: HashMap<String, Room>,
     /// Gateway id → when it was last heard (announcement or request).
     gateways: HashMap<String, Instant>,
-    /// Rooms handed away recently: room → (new owner, when).
-    moved: HashMap<String, (String, Instant)>,
+    /// Rooms handed away recently.
+    moved: HashMap<String, Moved>,
     /// Rooms being pulled from their previous owner, with waiting requests.
     pulling: HashMap<String, Vec<Message>>,
     /// The ring of every other live router: who held a room before us.
@@ -207,14 +231,18 @@ impl Owner {
             return Some(error(ErrorCode::InvalidRoom, "invalid room id"));
         }
         let room = req.room;
-        let serving = self.serving().await;
+        let health = self.health().await;
         match req.kind {
+            Some(router_request::Kind::Handoff(_)) if health == Health::CutOff => {
+                // The pusher keeps it and tries again; we would drop it.
+                return Some(error(ErrorCode::Unavailable, "cut off from the cluster"));
+            }
             Some(router_request::Kind::Handoff(h)) => return Some(self.accept(room, h)),
             Some(router_request::Kind::Pull(p)) => return Some(self.give_away(room, p.to)),
             _ => {}
         }
         let ring = self.membership.ring();
-        if !serving || ring.owner(&room) != Some(self.id.as_str()) {
+        if health != Health::Serving || ring.owner(&room) != Some(self.id.as_str()) {
             return Some(reply(router_reply::Kind::NotOwner(pb::NotOwner { ring_version: ring.version() })));
         }
         if !self.rooms.contains_key(&room) {
@@ -222,7 +250,19 @@ impl Owner {
                 waiting.push(msg.clone());
                 return None;
             }
-            self.moved.remove(&room);
+            if let Some(moved) = self.moved.get(&room) {
+                if moved.at >= self.last_change {
+                    // Its new owner took it since our ring last changed: our
+                    // ring is the stale one. Never start it again here.
+                    return Some(reply(router_reply::Kind::NotOwner(pb::NotOwner { ring_version: ring.version() })));
+                }
+                // The ring gave it back to us: fetch it from where it went.
+                let to = moved.to.clone();
+                self.moved.remove(&room);
+                self.pulling.insert(room.clone(), vec![msg.clone()]);
+                self.pull(room, to, 0);
+                return None;
+            }
             if self.last_change.elapsed() < PULL_WINDOW {
                 if let Some(previous) = self.others.owner(&room).map(str::to_owned) {
                     self.pulling.insert(room.clone(), vec![msg.clone()]);
@@ -345,12 +385,16 @@ impl Owner {
         let pull = match self.rooms.remove(&room) {
             Some(state) => {
                 metrics::counter!("switchboard_router_handoffs_total", "direction" => "out").increment(1);
-                self.moved.insert(room, (to, now));
+                self.moved.insert(room, Moved { to, at: now, state: None });
                 pb::PullReply { state: Some(state.to_state(HANDOFF_BYTES)), moved_to: String::new() }
             }
-            None => pb::PullReply {
-                state: None,
-                moved_to: self.moved.get(&room).map(|(to, _)| to.clone()).unwrap_or_default(),
+            None => match self.moved.get(&room) {
+                // Pushed but not yet acknowledged: the same state, now.
+                Some(Moved { to: moved_to, state: Some(state), .. }) if *moved_to == to => {
+                    pb::PullReply { state: Some(state.clone()), moved_to: String::new() }
+                }
+                Some(m) => pb::PullReply { state: None, moved_to: m.to.clone() },
+                None => pb::PullReply::default(),
             },
         };
         reply(router_reply::Kind::Pull(pull))
@@ -421,6 +465,12 @@ impl Owner {
                     self.start_afresh(&room).await;
                 }
             }
+            Internal::PushAcked { room } => {
+                self.stats.pushing.fetch_sub(1, Ordering::Relaxed);
+                if let Some(m) = self.moved.get_mut(&room) {
+                    m.state = None;
+                }
+            }
             Internal::PushFailed { room, state } => {
                 self.stats.pushing.fetch_sub(1, Ordering::Relaxed);
                 if !self.rooms.contains_key(&room) {
@@ -447,13 +497,14 @@ impl Owner {
         }
     }
 
-    /// Whether this router may serve rooms now. A router that heard no
-    /// announcement for longer than the TTL (paused, partitioned) may hold
-    /// rooms that others took over meanwhile: it drops them.
-    async fn serving(&mut self) -> bool {
-        let fresh = self.membership.is_fresh();
+    /// Whether this router may serve rooms now. A router that stopped
+    /// hearing announcements for longer than the TTL (paused, partitioned)
+    /// may hold rooms that others took over meanwhile: it drops them, and
+    /// the rooms come back only through handoff.
+    async fn health(&mut self) -> Health {
+        let cut_off = self.membership.is_cut_off();
         let incarnation = self.membership.incarnation();
-        if !fresh || incarnation != self.incarnation {
+        if cut_off || incarnation != self.incarnation {
             if !self.rooms.is_empty() {
                 tracing::warn!(rooms = self.rooms.len(), "cut off from the cluster: dropping all room state");
             }
@@ -466,7 +517,13 @@ impl Owner {
             }
             self.incarnation = incarnation;
         }
-        fresh && self.membership.is_settled()
+        if cut_off {
+            Health::CutOff
+        } else if self.membership.is_fresh() && self.membership.is_settled() {
+            Health::Serving
+        } else {
+            Health::Starting
+        }
     }
 
     /// Recomputes who held rooms before us, and hands off rooms we lost.
@@ -491,11 +548,10 @@ impl Owner {
         let now = Instant::now();
         for (room, to) in moving {
             let state = self.rooms.remove(&room).expect("listed above").to_state(HANDOFF_BYTES);
-            self.moved.insert(room.clone(), (to.clone(), now));
+            self.moved.insert(room.clone(), Moved { to: to.clone(), at: now, state: Some(state.clone()) });
             metrics::counter!("switchboard_router_handoffs_total", "direction" => "out").increment(1);
             self.stats.pushing.fetch_add(1, Ordering::Relaxed);
-            let (bus, internal, stats, from) =
-                (self.bus.clone(), self.internal.clone(), self.stats.clone(), self.id.clone());
+            let (bus, internal, from) = (self.bus.clone(), self.internal.clone(), self.id.clone());
             tokio::spawn(async move {
                 let req = pb::RouterRequest {
                     ring_version: 0,
@@ -508,7 +564,7 @@ impl Owner {
                     if let Ok(Some(router_reply::Kind::Ack(_))) =
                         answer.map(|b| pb::RouterReply::decode(b).ok().and_then(|r| r.kind))
                     {
-                        stats.pushing.fetch_sub(1, Ordering::Relaxed);
+                        let _ = internal.send(Internal::PushAcked { room });
                         return;
                     }
                 }
@@ -530,9 +586,9 @@ impl Owner {
     /// and retries handoffs.
     async fn sweep(&mut self) {
         let now = Instant::now();
-        self.serving().await;
+        self.health().await;
         self.push_moved();
-        self.moved.retain(|_, (_, at)| now.duration_since(*at) < MOVED_TTL);
+        self.moved.retain(|_, m| m.state.is_some() || now.duration_since(m.at) < MOVED_TTL);
         let ttl = self.config.gateway_ttl;
         let dead: Vec<String> =
             self.gateways.iter().filter(|(_, at)| now.duration_since(**at) > ttl).map(|(g, _)| g.clone()).collect();
