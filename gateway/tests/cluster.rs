@@ -108,6 +108,41 @@ async fn two_gateways_and_two_routers_behave_as_one_service() {
     assert_eq!(bob.wait_close(T).await.unwrap(), Some(4502));
     let ev = alice.next_of_type("left", T).await.unwrap();
     assert_eq!(ev["user"], "bob");
+
+    // Every binary exports its metrics.
+    let router = http_get(&format!("{}/metrics", cluster.routers[0].admin)).await.1;
+    assert_eq!(metric(&router, "switchboard_router_ring_size"), 2.0, "{router}");
+    assert!(metric(&router, "switchboard_router_requests_total") > 0.0, "{router}");
+    let presence_admin = cluster.presence.as_ref().unwrap().printed("admin").unwrap();
+    let presence = http_get(&presence_admin).await.1;
+    assert!(metric(&presence, "switchboard_presence_reports_total") > 0.0, "{presence}");
+    assert!(presence.contains("switchboard_presence_users_online"), "{presence}");
+    let gateway = cluster.gateways[0].metrics().await;
+    assert_eq!(metric(&gateway, "switchboard_gateway_ring_size"), 2.0, "{gateway}");
+
+    // Drain: clients get 1001 and the gateway stops being ready.
+    let mut admin = cluster.admin_api(0).await;
+    assert_eq!(admin.drain(pb::DrainCall {}).await.unwrap().into_inner().connections, 2);
+    assert_eq!(alice.wait_close(T).await.unwrap(), Some(1001));
+    let (status, body) = http_get(&format!("{}/readyz", cluster.gateways[0].admin)).await;
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("not_draining"), "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_router_ops_answer_unavailable_within_the_bound() {
+    let mut cluster = Cluster::start(1, 1).await;
+    let mut c = cluster.gateways[0].json("ursula").await;
+    join(&mut c, "lonely").await;
+    cluster.routers[0].proc.kill9();
+    for op in [json!({"op": "publish", "room": "lonely", "data": 1}), json!({"op": "join", "room": "other"})] {
+        let started = std::time::Instant::now();
+        let r = c.request(op).await.unwrap();
+        assert_eq!(r["error"]["code"], "unavailable", "{r}");
+        // The router client gives up after 5 s.
+        assert!(started.elapsed() < Duration::from_secs(7), "bounded: {:?}", started.elapsed());
+    }
+    still_served(&mut c).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -237,9 +272,12 @@ async fn a_gateway_killed_with_sigkill_its_clients_resume_elsewhere() {
     let mut cluster = Cluster::start(2, 2).await;
     let mut watcher = cluster.gateways[1].json("watcher").await;
     join(&mut watcher, "chat-0").await;
+    let mut ghost = cluster.gateways[0].json("ghost").await;
+    join(&mut ghost, "chat-0").await;
     let load = chat(&cluster).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     cluster.gateways[0].proc.kill9();
+    drop(ghost);
     // Members reconnect to gw-2 with since: they miss nothing.
     tokio::time::sleep(Duration::from_secs(3)).await;
     let report = load.stop(Duration::from_secs(2)).await;
@@ -248,6 +286,8 @@ async fn a_gateway_killed_with_sigkill_its_clients_resume_elsewhere() {
     assert_flawless(&report);
     // The owner drops the dead gateway's members (5 s unseen): the ones
     // that came back count once, the others left.
+    let left = watcher.wait_json(Duration::from_secs(10), |v| v["type"] == "left" && v["user"] == "ghost").await;
+    assert!(left.is_ok(), "the dead gateway's member is dropped with a left event");
     let members = watcher.request(json!({"op": "members", "room": "chat-0"})).await.unwrap();
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     let mut m = members;
@@ -264,7 +304,12 @@ async fn nats_restarted_everyone_reconnects_and_nothing_is_lost_silently() {
     let load = chat(&cluster).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     cluster.nats.kill9();
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while http_get(&format!("{}/readyz", cluster.gateways[0].admin)).await.0 == 200 {
+        assert!(std::time::Instant::now() < deadline, "/readyz must report the lost NATS connection");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
     cluster.nats.restart();
     let took = wait_rooms_serve(&cluster, 12, Duration::from_secs(15)).await;
     eprintln!("rooms serve {took:?} after NATS came back");
@@ -296,6 +341,16 @@ async fn presence_restarted_is_refilled_within_one_lease_interval() {
     }
 
     cluster.presence.as_mut().unwrap().kill9();
+    let deadline = std::time::Instant::now() + Duration::from_secs(8);
+    loop {
+        let (status, body) = http_get(&format!("{}/readyz", cluster.gateways[0].admin)).await;
+        if status == 503 {
+            assert!(body.contains("presence"), "{body}");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "/readyz must report presence unreachable");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     cluster.start_presence();
     let restarted = std::time::Instant::now();
     let r = asker.request(query.clone()).await.unwrap();

@@ -60,7 +60,7 @@ async fn silent_clients_are_closed_with_4001_and_pongs_keep_clients_alive() {
 async fn a_client_that_never_reads_is_dropped_and_others_are_unaffected() {
     let gw = Gateway::start(&[
         "--queue-bytes",
-        "65536",
+        "4194304",
         "--write-timeout",
         "2s",
         "--rate-per-sec",
@@ -80,7 +80,8 @@ async fn a_client_that_never_reads_is_dropped_and_others_are_unaffected() {
     let members = publisher.request(json!({"op": "members", "room": "busy"})).await.unwrap();
     assert_eq!(members["count"], 3, "{members}");
 
-    // ~12 MiB through a room: far more than the sloth's queue and socket buffers.
+    // ~12 MiB through a room: far more than the sloth's 4 MiB queue and its
+    // socket buffers; the others read as they go and never come near theirs.
     let blob = "x".repeat(48 * 1024);
     let n = 250;
     let receive = tokio::spawn(async move {

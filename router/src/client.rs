@@ -105,6 +105,11 @@ impl RouterClient {
                         })
                     }
                 },
+                Err(BusError::NoResponders) => {
+                    // Delivered to nobody (the owner is gone): safe to retry
+                    // once the ring has moved on.
+                    ring = membership.changed(left.min(Duration::from_millis(250))).await;
+                }
                 Err(BusError::Timeout) if !idempotent => {
                     // Only retry where the owner has changed: the old one may have applied it.
                     let next = membership.changed(Duration::ZERO).await;

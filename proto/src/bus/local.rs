@@ -61,16 +61,29 @@ impl LocalBroker {
 
     fn deliver(&self, msg: Message) {
         let mut table = self.table.lock().unwrap();
+        let mut reached = 0;
         if let Some(subs) = table.exact.get_mut(&msg.subject) {
             subs.retain(|s| s.offer(&msg, self.dropped));
+            reached += subs.len();
         }
-        table.wildcard.retain(|(pattern, s)| !matches(pattern, &msg.subject) || s.offer(&msg, self.dropped));
+        table.wildcard.retain(|(pattern, s)| {
+            if !matches(pattern, &msg.subject) {
+                return true;
+            }
+            reached += 1;
+            s.offer(&msg, self.dropped)
+        });
+        drop(table);
+        // As NATS does: a request nobody can receive is answered at once.
+        if let (0, Some(reply)) = (reached, msg.reply) {
+            self.deliver(Message { subject: reply, reply: None, payload: Bytes::new(), no_responders: true });
+        }
     }
 }
 
 impl Broker for LocalBroker {
     fn publish(&self, subject: String, reply: Option<String>, payload: Bytes) -> BoxFuture<'_, Result<(), BusError>> {
-        self.deliver(Message { subject, reply, payload });
+        self.deliver(Message { subject, reply, payload, no_responders: false });
         Box::pin(async { Ok(()) })
     }
 
@@ -170,7 +183,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn request_gets_the_answer_or_times_out() {
+    async fn request_gets_the_answer_no_responders_or_a_timeout() {
         let bus = Bus::local("test", "test");
         let mut sub = bus.subscribe("svc".into()).await.unwrap();
         let server = bus.clone();
@@ -183,7 +196,12 @@ mod tests {
         });
         let got = bus.request("svc".into(), Bytes::from_static(b"abc"), Duration::from_secs(1)).await.unwrap();
         assert_eq!(got, "cba");
-        let err = bus.request("nobody".into(), Bytes::new(), Duration::from_millis(50)).await.unwrap_err();
-        assert!(matches!(err, BusError::Timeout));
+        // Nobody subscribed: answered at once, as NATS does.
+        let err = bus.request("nobody".into(), Bytes::new(), Duration::from_secs(5)).await.unwrap_err();
+        assert!(matches!(err, BusError::NoResponders), "{err}");
+        // Subscribed but silent: a timeout.
+        let _silent = bus.subscribe("silent".into()).await.unwrap();
+        let err = bus.request("silent".into(), Bytes::new(), Duration::from_millis(50)).await.unwrap_err();
+        assert!(matches!(err, BusError::Timeout), "{err}");
     }
 }

@@ -34,6 +34,9 @@ pub struct Message {
     pub reply: Option<String>,
     /// The encoded protobuf message.
     pub payload: Bytes,
+    /// Set on the broker's own answer to a request nobody is subscribed to
+    /// (NATS "no responders"); such a message has no payload.
+    pub no_responders: bool,
 }
 
 /// Why a bus operation failed.
@@ -42,6 +45,10 @@ pub enum BusError {
     /// No answer within the caller's time bound.
     #[error("timed out")]
     Timeout,
+    /// Nobody is subscribed to the request's subject: it was not delivered,
+    /// so retrying elsewhere is safe.
+    #[error("no responders")]
+    NoResponders,
     /// The broker is unreachable or refused the operation.
     #[error("broker: {0}")]
     Broker(String),

@@ -87,6 +87,7 @@ impl Broker for NatsBroker {
         Box::pin(async move {
             let sub = self.client.subscribe(subject).await.map_err(|e| BusError::Broker(e.to_string()))?;
             let stream = sub.map(|m| Message {
+                no_responders: m.status == Some(async_nats::StatusCode::NO_RESPONDERS),
                 subject: m.subject.to_string(),
                 reply: m.reply.map(|r| r.to_string()),
                 payload: m.payload,

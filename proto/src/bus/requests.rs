@@ -16,7 +16,7 @@ use tokio::sync::{oneshot, OnceCell};
 
 use super::{Broker, BusError};
 
-type Waiters = Arc<Mutex<HashMap<u64, oneshot::Sender<Bytes>>>>;
+type Waiters = Arc<Mutex<HashMap<u64, oneshot::Sender<Result<Bytes, BusError>>>>>;
 
 pub(super) struct Requests {
     inbox: String,
@@ -53,7 +53,8 @@ impl Requests {
                         };
                         let waiter = waiters.lock().unwrap().remove(&token);
                         if let Some(tx) = waiter {
-                            let _ = tx.send(msg.payload);
+                            let _ =
+                                tx.send(if msg.no_responders { Err(BusError::NoResponders) } else { Ok(msg.payload) });
                         }
                     }
                 });
@@ -79,7 +80,7 @@ impl Requests {
         let reply = format!("{}.{token}", self.inbox);
         let answer = async {
             broker.publish(subject, Some(reply), payload).await?;
-            rx.await.map_err(|_| BusError::Broker("inbox closed".into()))
+            rx.await.map_err(|_| BusError::Broker("inbox closed".into()))?
         };
         tokio::time::timeout(timeout, answer).await.unwrap_or(Err(BusError::Timeout))
     }
