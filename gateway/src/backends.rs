@@ -11,7 +11,6 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use presence::{PresenceClient, PresenceService, StoreConfig};
-use proto::bus::nats::NatsBroker;
 use proto::bus::Bus;
 use router::client::{CallConfig, RouterClient};
 use router::history::HistoryConfig;
@@ -61,8 +60,7 @@ impl Backends {
         let (Some(nats), Some(presence)) = (&config.nats_url, &config.presence_url) else {
             anyhow::bail!("--nats-url and --presence-url are required without --standalone");
         };
-        let broker = NatsBroker::connect(nats, id, "gateway").await.context("--nats-url")?;
-        let bus = Bus::new(Arc::new(broker), id);
+        let bus = Bus::nats(nats, id, "gateway").await.context("--nats-url")?;
         let membership = Membership::start(
             &bus,
             MembershipConfig { service: "gateway", vnodes: config.vnodes, ..MembershipConfig::default() },

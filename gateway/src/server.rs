@@ -24,8 +24,7 @@ const ANNOUNCE_EVERY: Duration = Duration::from_secs(1);
 
 /// Runs the gateway until SIGTERM or Ctrl-C, then drains and returns.
 pub async fn run(config: Config) -> anyhow::Result<()> {
-    proto::telemetry::init_logging();
-    let metrics = proto::telemetry::install_metrics();
+    let metrics = proto::telemetry::init();
     crate::metrics::describe();
     let id = config.id.clone().unwrap_or_else(|| proto::cli::default_id("gateway"));
 

@@ -319,9 +319,21 @@ impl Client {
 
     /// The next JSON message matching `pred`; others are stashed in order.
     pub async fn wait_json(&mut self, timeout: Duration, pred: impl Fn(&Value) -> bool) -> Result<Value, ClientError> {
-        if let Some(i) = self.stash.iter().position(|(_, v)| v.as_ref().is_some_and(&pred)) {
-            let (_, v) = self.stash.remove(i).expect("found");
-            return Ok(v.expect("matched"));
+        self.wait_for(timeout, |_, json| json.filter(|v| pred(v)).cloned()).await
+    }
+
+    /// The first event (stashed or fresh) that `pick` accepts; the others
+    /// are stashed in order. Text frames are parsed as JSON once, here.
+    async fn wait_for<T>(
+        &mut self,
+        timeout: Duration,
+        pick: impl Fn(&Incoming, Option<&Value>) -> Option<T>,
+    ) -> Result<T, ClientError> {
+        if let Some((i, found)) =
+            self.stash.iter().enumerate().find_map(|(i, (e, json))| pick(e, json.as_ref()).map(|f| (i, f)))
+        {
+            self.stash.remove(i);
+            return Ok(found);
         }
         if let Some(end) = self.stashed_end() {
             return Err(end);
@@ -329,22 +341,22 @@ impl Client {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-            match self.recv_fresh(left).await {
-                None => return Err(ClientError::Timeout),
-                Some(Incoming::Text(t)) => match serde_json::from_str::<Value>(&t) {
-                    Ok(v) if pred(&v) => return Ok(v),
-                    Ok(v) => self.stash.push_back((Incoming::Text(t), Some(v))),
-                    Err(_) => self.stash.push_back((Incoming::Text(t), None)),
-                },
-                Some(Incoming::Close(c)) => {
-                    self.stash.push_back((Incoming::Close(c), None));
-                    return Err(ClientError::Closed(c));
-                }
-                Some(Incoming::Gone) => {
-                    self.stash.push_back((Incoming::Gone, None));
-                    return Err(ClientError::Closed(None));
-                }
-                Some(other) => self.stash.push_back((other, None)),
+            let Some(event) = self.recv_fresh(left).await else { return Err(ClientError::Timeout) };
+            let json = match &event {
+                Incoming::Text(t) => serde_json::from_str::<Value>(t).ok(),
+                _ => None,
+            };
+            if let Some(found) = pick(&event, json.as_ref()) {
+                return Ok(found);
+            }
+            let end = match event {
+                Incoming::Close(c) => Some(ClientError::Closed(c)),
+                Incoming::Gone => Some(ClientError::Closed(None)),
+                _ => None,
+            };
+            self.stash.push_back((event, json));
+            if let Some(end) = end {
+                return Err(end);
             }
         }
     }
@@ -369,37 +381,11 @@ impl Client {
         timeout: Duration,
         pred: impl Fn(&pb::ServerFrame) -> bool,
     ) -> Result<pb::ServerFrame, ClientError> {
-        let matching = |e: &Incoming| match e {
+        self.wait_for(timeout, |e, _| match e {
             Incoming::Binary(b) => pb::ServerFrame::decode(b.clone()).ok().filter(|f| pred(f)),
             _ => None,
-        };
-        if let Some((i, f)) = self.stash.iter().enumerate().find_map(|(i, (e, _))| matching(e).map(|f| (i, f))) {
-            self.stash.remove(i);
-            return Ok(f);
-        }
-        if let Some(end) = self.stashed_end() {
-            return Err(end);
-        }
-        let deadline = tokio::time::Instant::now() + timeout;
-        loop {
-            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-            match self.recv_fresh(left).await {
-                None => return Err(ClientError::Timeout),
-                Some(e @ Incoming::Binary(_)) => match matching(&e) {
-                    Some(f) => return Ok(f),
-                    None => self.stash.push_back((e, None)),
-                },
-                Some(Incoming::Close(c)) => {
-                    self.stash.push_back((Incoming::Close(c), None));
-                    return Err(ClientError::Closed(c));
-                }
-                Some(Incoming::Gone) => {
-                    self.stash.push_back((Incoming::Gone, None));
-                    return Err(ClientError::Closed(None));
-                }
-                Some(other) => self.stash.push_back((other, None)),
-            }
-        }
+        })
+        .await
     }
 
     /// Sends a protobuf request with a fresh id and waits for its reply.

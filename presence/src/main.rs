@@ -11,7 +11,6 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::Parser;
 use presence::{PresenceService, StoreConfig};
-use proto::bus::nats::NatsBroker;
 use proto::bus::Bus;
 use proto::cli::{duration, node_id};
 
@@ -54,11 +53,9 @@ async fn main() {
 }
 
 async fn run(config: Config) -> anyhow::Result<()> {
-    proto::telemetry::init_logging();
-    let metrics = proto::telemetry::install_metrics();
+    let metrics = proto::telemetry::init();
     let id = config.id.clone().unwrap_or_else(|| proto::cli::default_id("presence"));
-    let broker = NatsBroker::connect(&config.nats_url, &id, "presence").await.context("--nats-url")?;
-    let bus = Bus::new(Arc::new(broker), &id);
+    let bus = Bus::nats(&config.nats_url, &id, "presence").await.context("--nats-url")?;
     let store = StoreConfig { lease_ttl: config.lease_ttl, offline_grace: config.offline_grace };
     let service = PresenceService::start(bus.clone(), store);
     let routes = tonic::transport::Server::builder().add_service(service.clone().into_server());

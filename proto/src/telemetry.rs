@@ -8,6 +8,12 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 const SECONDS_BUCKETS: &[f64] =
     &[0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
 
+/// Logging and the metrics recorder, as every binary starts them.
+pub fn init() -> PrometheusHandle {
+    init_logging();
+    install_metrics()
+}
+
 /// Logs to stderr (stdout is for what a binary prints for its user), as JSON
 /// when `SB_LOG_FORMAT=json`; the level comes from `RUST_LOG` (default info).
 pub fn init_logging() {

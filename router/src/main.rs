@@ -10,7 +10,6 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Parser;
-use proto::bus::nats::NatsBroker;
 use proto::bus::Bus;
 use proto::cli::{duration, node_id};
 use router::api::RoomsApi;
@@ -71,11 +70,9 @@ async fn main() {
 }
 
 async fn run(config: Config) -> anyhow::Result<()> {
-    proto::telemetry::init_logging();
-    let metrics = proto::telemetry::install_metrics();
+    let metrics = proto::telemetry::init();
     let id = config.id.clone().unwrap_or_else(|| proto::cli::default_id("router"));
-    let broker = NatsBroker::connect(&config.nats_url, &id, "router").await.context("--nats-url")?;
-    let bus = Bus::new(Arc::new(broker), &id);
+    let bus = Bus::nats(&config.nats_url, &id, "router").await.context("--nats-url")?;
     let membership = MembershipConfig { vnodes: config.vnodes, ..MembershipConfig::default() };
     let owner = OwnerConfig {
         history: HistoryConfig { max_len: config.history_size, max_age: config.history_ttl },

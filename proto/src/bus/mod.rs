@@ -107,6 +107,12 @@ impl Bus {
         Self { broker, requests }
     }
 
+    /// A bus over NATS at `url`; `service` names the binary in metrics.
+    pub async fn nats(url: &str, node: &str, service: &'static str) -> Result<Self, BusError> {
+        let broker = nats::NatsBroker::connect(url, node, service).await?;
+        Ok(Self::new(Arc::new(broker), node))
+    }
+
     /// An in-process bus: the broker of `gateway --standalone` and of tests.
     pub fn local(node: &str, service: &'static str) -> Self {
         Self::new(Arc::new(local::LocalBroker::new(service)), node)
