@@ -162,13 +162,6 @@ pub struct Embedded {
     pub offline_grace: Duration,
 }
 
-impl Config {
-    /// Parses flags and environment (one line and exit 2 on a bad value).
-    pub fn load() -> Self {
-        proto::cli::parse()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

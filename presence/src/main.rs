@@ -43,13 +43,8 @@ struct Config {
     offline_grace: Duration,
 }
 
-#[tokio::main]
-async fn main() {
-    let config: Config = proto::cli::parse();
-    if let Err(e) = run(config).await {
-        eprintln!("error: {e:#}");
-        std::process::exit(1);
-    }
+fn main() {
+    proto::cli::main(run);
 }
 
 async fn run(config: Config) -> anyhow::Result<()> {

@@ -7,6 +7,21 @@
 
 use std::time::Duration;
 
+/// A binary's `main`: parses the command line, runs `body` on a Tokio
+/// runtime, and exits 1 with one line if it fails.
+pub fn main<C, F>(body: impl FnOnce(C) -> F)
+where
+    C: clap::Parser,
+    F: std::future::Future<Output = anyhow::Result<()>>,
+{
+    let config = parse::<C>();
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("a Tokio runtime");
+    if let Err(e) = runtime.block_on(body(config)) {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
 /// Parses flags and environment; on a bad value prints one line naming the
 /// flag and exits 2 (help and version print as usual).
 pub fn parse<T: clap::Parser>() -> T {
