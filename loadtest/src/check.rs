@@ -44,10 +44,15 @@ impl Continuity {
     /// Records a join reply: the position the member starts from. A resume
     /// that did not recover counts as a resync.
     pub fn joined(&mut self, room: &str, reply: &Value) {
-        let view = self.rooms.entry(room.to_owned()).or_default();
         let epoch = reply["epoch"].as_str().unwrap_or_default();
         let seq = reply["seq"].as_u64().unwrap_or_default();
-        match reply["recovered"].as_bool() {
+        self.join_at(room, epoch, seq, reply["recovered"].as_bool());
+    }
+
+    /// [`Self::joined`] from the reply's fields.
+    pub fn join_at(&mut self, room: &str, epoch: &str, seq: u64, recovered: Option<bool>) {
+        let view = self.rooms.entry(room.to_owned()).or_default();
+        match recovered {
             // Recovered: missed messages follow; `last` stays where it was.
             Some(true) => {}
             Some(false) => {
@@ -65,34 +70,40 @@ impl Continuity {
     /// Records a server event; returns the room it concerned, if any.
     pub fn event(&mut self, ev: &Value) -> Option<String> {
         let room = ev["room"].as_str()?;
+        let (epoch, seq) = (ev["epoch"].as_str().unwrap_or_default(), ev["seq"].as_u64().unwrap_or_default());
         match ev["type"].as_str()? {
-            "message" => {
-                let (epoch, seq) = (ev["epoch"].as_str().unwrap_or_default(), ev["seq"].as_u64().unwrap_or_default());
-                let view = self.rooms.entry(room.to_owned()).or_default();
-                if view.epoch != epoch {
-                    if !view.epoch.is_empty() {
-                        view.silent_epoch_changes += 1;
-                    }
-                    view.epoch = epoch.to_owned();
-                    view.last = seq.saturating_sub(1);
-                }
-                if seq <= view.last {
-                    view.duplicated += 1;
-                } else {
-                    view.lost += seq - view.last - 1;
-                    view.last = seq;
-                    view.received += 1;
-                }
-            }
-            "resync" => {
-                let view = self.rooms.entry(room.to_owned()).or_default();
-                view.resyncs += 1;
-                view.epoch = ev["epoch"].as_str().unwrap_or_default().to_owned();
-                view.last = ev["seq"].as_u64().unwrap_or_default();
-            }
+            "message" => self.message(room, epoch, seq),
+            "resync" => self.resync(room, epoch, seq),
             _ => return None,
         }
         Some(room.to_owned())
+    }
+
+    /// A `message` in `room`.
+    pub fn message(&mut self, room: &str, epoch: &str, seq: u64) {
+        let view = self.rooms.entry(room.to_owned()).or_default();
+        if view.epoch != epoch {
+            if !view.epoch.is_empty() {
+                view.silent_epoch_changes += 1;
+            }
+            view.epoch = epoch.to_owned();
+            view.last = seq.saturating_sub(1);
+        }
+        if seq <= view.last {
+            view.duplicated += 1;
+        } else {
+            view.lost += seq - view.last - 1;
+            view.last = seq;
+            view.received += 1;
+        }
+    }
+
+    /// A `resync` in `room`: continuity restarts after `seq`.
+    pub fn resync(&mut self, room: &str, epoch: &str, seq: u64) {
+        let view = self.rooms.entry(room.to_owned()).or_default();
+        view.resyncs += 1;
+        view.epoch = epoch.to_owned();
+        view.last = seq;
     }
 
     /// Where the member is in `room`, for resuming with `since`.

@@ -1,0 +1,93 @@
+//! Load scenarios: each drives a gateway (or the `ws` peer, or a cluster)
+//! and measures speed and correctness together.
+
+pub mod broadcast;
+pub mod chat;
+pub mod connect;
+pub mod member;
+pub mod presence;
+pub mod reconnect;
+pub mod rooms;
+pub mod slow;
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::time::Duration;
+
+use crate::client::ClientError;
+use crate::conn::{Conn, Received};
+use crate::scan::Frame;
+use crate::token::{mint, SigningKey, TokenSpec};
+
+/// Which server is being driven.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Protocol {
+    /// A Switchboard gateway or cluster.
+    Switchboard,
+    /// The `ws` rooms peer in `loadtest/peers/ws-rooms` (no auth, no presence).
+    Peer,
+}
+
+/// Where and how to connect.
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// Gateway URLs; connections go round-robin.
+    pub urls: Vec<String>,
+    pub protocol: Protocol,
+    pub key: Option<SigningKey>,
+    /// Spread client sockets over this many loopback addresses (127.0.0.1…).
+    pub sources: u8,
+    /// Handshakes started per second, across the scenario.
+    pub connect_rate: f64,
+}
+
+impl Target {
+    /// A token for `user`, when there is a key to mint with.
+    pub fn token(&self, user: &str) -> Option<String> {
+        let key = self.key.as_ref()?;
+        Some(mint(key, &TokenSpec { sub: user.to_owned(), exp_in: 86_400, rooms: None, info: None }))
+    }
+
+    /// Connection `i`'s URL and local address.
+    fn place(&self, i: usize) -> (&str, Option<IpAddr>) {
+        let url = &self.urls[i % self.urls.len()];
+        let source =
+            (self.sources > 1).then(|| IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1 + (i % self.sources as usize) as u8)));
+        (url, source)
+    }
+
+    /// Opens connection `i` as `user` and waits for `hello`.
+    pub async fn open(&self, i: usize, user: &str) -> Result<Conn, ClientError> {
+        let (url, source) = self.place(i);
+        let token = self.token(user);
+        let mut conn = Conn::open(url, token.as_deref(), source, Duration::from_secs(10)).await?;
+        match tokio::time::timeout(Duration::from_secs(10), conn.recv()).await {
+            Ok(Received::Text(t)) if Frame::parse(&t).is_some_and(|f| f.ty == "hello") => Ok(conn),
+            Ok(Received::Text(t)) => Err(ClientError::Unexpected(String::from_utf8_lossy(&t).into_owned())),
+            Ok(Received::Closed(code)) => Err(ClientError::Closed(code)),
+            Err(_) => Err(ClientError::Timeout),
+        }
+    }
+
+    /// A pacer for handshakes: waits until connection `i` may start.
+    pub async fn pace(&self, started: tokio::time::Instant, i: usize) {
+        if self.connect_rate > 0.0 {
+            tokio::time::sleep_until(started + Duration::from_secs_f64(i as f64 / self.connect_rate)).await;
+        }
+    }
+}
+
+/// The name of a failed connection attempt, for the failures table.
+pub fn failure_kind(e: &ClientError) -> String {
+    match e {
+        ClientError::Closed(Some(code)) => format!("close {code}"),
+        ClientError::Closed(None) => "closed".into(),
+        ClientError::Http(code) => format!("http {code}"),
+        ClientError::Timeout => "timeout".into(),
+        ClientError::Connect(m) if m.contains("Too many open files") => "out of file descriptors".into(),
+        ClientError::Connect(m) if m.contains("Address not available") || m.contains("Cannot assign") => {
+            "out of local ports".into()
+        }
+        ClientError::Connect(_) => "connect error".into(),
+        ClientError::Unexpected(_) => "unexpected frame".into(),
+    }
+}
