@@ -2,7 +2,8 @@
 //!
 //! One hyper HTTP/1 connection per TCP connection, with a header read
 //! timeout (slowloris) and a small header buffer (oversized headers are
-//! refused by hyper). `/ws` upgrades; everything else is static content.
+//! refused by hyper). `/ws` upgrades; the [`demo`](crate::demo) answers the
+//! rest (its page, the JavaScript client, demo tokens), or 404.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -17,6 +18,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use crate::demo::Demo;
 use crate::handshake;
 use crate::hub::Hub;
 
@@ -26,7 +28,7 @@ const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
 const MAX_HEAD_BYTES: usize = 16 * 1024;
 
 /// Accepts connections until `stop` fires.
-pub async fn serve(hub: Arc<Hub>, listener: TcpListener, stop: CancellationToken) {
+pub async fn serve(hub: Arc<Hub>, demo: Arc<Demo>, listener: TcpListener, stop: CancellationToken) {
     loop {
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -42,10 +44,12 @@ pub async fn serve(hub: Arc<Hub>, listener: TcpListener, stop: CancellationToken
         };
         let _ = stream.set_nodelay(true);
         let hub = hub.clone();
+        let demo = demo.clone();
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |req| {
                 let hub = hub.clone();
-                async move { Ok::<_, Infallible>(route(&hub, peer, req)) }
+                let demo = demo.clone();
+                async move { Ok::<_, Infallible>(route(&hub, &demo, peer, req)) }
             });
             let _ = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
@@ -58,13 +62,15 @@ pub async fn serve(hub: Arc<Hub>, listener: TcpListener, stop: CancellationToken
     }
 }
 
-fn route(hub: &Arc<Hub>, peer: SocketAddr, req: Request<Incoming>) -> Response<Full<Bytes>> {
-    match req.uri().path() {
-        "/ws" => handshake::upgrade(hub, peer, req),
-        _ => Response::builder()
+fn route(hub: &Arc<Hub>, demo: &Demo, peer: SocketAddr, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    if req.uri().path() == "/ws" {
+        return handshake::upgrade(hub, peer, req);
+    }
+    demo.respond(&req).unwrap_or_else(|| {
+        Response::builder()
             .status(StatusCode::NOT_FOUND)
             .header("content-type", "text/plain")
             .body(Full::new(Bytes::from_static(b"not found\n")))
-            .expect("static response parts are valid"),
-    }
+            .expect("static response parts are valid")
+    })
 }

@@ -13,6 +13,7 @@ pub mod backends;
 pub mod bucket;
 pub mod config;
 pub mod control;
+pub mod demo;
 pub mod drain;
 pub mod fanout;
 pub mod glob;

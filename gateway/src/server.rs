@@ -15,6 +15,7 @@ use crate::auth::Verifier;
 use crate::backends::Backends;
 use crate::config::Config;
 use crate::control::Control;
+use crate::demo::{self, Demo, Minter};
 use crate::glob::RoomGlobs;
 use crate::hub::{Hub, Parts};
 use crate::{drain, http};
@@ -43,7 +44,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         presence: backends.presence.clone(),
         reporter: reporter.clone(),
         verifier,
-        default_rooms: RoomGlobs::parse_list(&config.default_rooms),
+        default_rooms: Arc::new(RoomGlobs::parse_list(&config.default_rooms)),
         allowed_origins: list(&config.allowed_origins),
     });
     let announce_id = id.clone();
@@ -67,18 +68,31 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let listener = TcpListener::bind(config.listen).await.with_context(|| format!("--listen {}", config.listen))?;
     let addr = listener.local_addr()?;
 
+    // Only a secret the gateway generated may mint tokens for any user: a
+    // configured one belongs to an application that decides who is who.
+    let generated = config.jwt_secret.is_none() && config.jwt_public_key.is_none();
+    let minter = secret.as_deref().filter(|_| generated).map(|s| Minter::new(s.as_bytes()));
+    let printed_token = match (&minter, &secret) {
+        (Some(m), _) => Some(m.demo_token().to_owned()),
+        (None, Some(secret)) => Some(demo_token(secret)),
+        (None, None) => None,
+    };
+    let demo = Arc::new(Demo::new(minter));
+
     // Tools and tests read these lines; `admin` comes last.
     println!("switchboard gateway {id} ({})", if config.standalone { "standalone" } else { "cluster" });
-    if let Some(secret) = &secret {
-        let token = demo_token(secret);
+    if let Some(token) = &printed_token {
         println!("  connect    ws://{addr}/ws?token={token}   (user \"demo\", valid 24 h)");
+        println!("  demo       http://{addr}/?token={token}");
+    } else {
+        println!("  demo       http://{addr}/");
     }
     println!("  websocket  ws://{addr}/ws");
     println!("  grpc       {grpc}");
     println!("  admin      http://{admin}/metrics");
 
     let stop = CancellationToken::new();
-    let serving = tokio::spawn(http::serve(hub.clone(), listener, stop.clone()));
+    let serving = tokio::spawn(http::serve(hub.clone(), demo, listener, stop.clone()));
     proto::cli::shutdown_signal().await;
     tracing::info!("shutting down");
     stop.cancel();
@@ -126,18 +140,8 @@ fn verifier(config: &Config) -> anyhow::Result<(Verifier, Option<String>)> {
 
 /// A token for user `demo`, valid for a day, to print in the connect URL.
 fn demo_token(secret: &str) -> String {
-    #[derive(serde::Serialize)]
-    struct Claims<'a> {
-        sub: &'a str,
-        exp: i64,
-    }
-    let exp = proto::now_ms() / 1000 + 86_400;
-    jsonwebtoken::encode(
-        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
-        &Claims { sub: "demo", exp },
-        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
-    )
-    .expect("HS256 signing cannot fail")
+    let exp = proto::now_ms() / 1000 + demo::DEMO_TOKEN_TTL.as_secs() as i64;
+    demo::mint(secret.as_bytes(), demo::DEMO_USER, exp)
 }
 
 fn list(s: &str) -> Vec<String> {

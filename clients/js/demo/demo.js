@@ -1,0 +1,413 @@
+// The demo chat served by `gateway --standalone` at `/`.
+//
+// The page's URL carries a token (`/?token=…`). If it is the gateway's demo
+// token (user `demo`), the page asks for a name and has the gateway mint a
+// short-lived token for it at `/demo/token`; any other token is used as is,
+// as the user it names. Everything else is the client library: it reconnects,
+// resumes rooms and queues messages by itself, so this file only draws.
+
+import { connect, decodeToken } from '/switchboard.js';
+
+const $ = (id) => document.getElementById(id);
+const LOBBY = 'lobby';
+const ID = /^[A-Za-z0-9_:@-]{1,128}$/;
+
+const ui = {
+  status: $('status'),
+  login: $('login'),
+  loginForm: $('login-form'),
+  name: $('name'),
+  tokenField: $('token-field'),
+  token: $('token'),
+  loginError: $('login-error'),
+  chat: $('chat'),
+  rooms: $('rooms'),
+  joinForm: $('join-form'),
+  room: $('room'),
+  roomTitle: $('room-title'),
+  logs: $('logs'),
+  outbox: $('outbox'),
+  sendForm: $('send-form'),
+  text: $('text'),
+  members: $('members'),
+  people: $('people'),
+};
+
+let client = null;
+let me = null;
+let current = null;
+const rooms = new Map(); // name -> { log, list, tab, unread, members: Map(user -> info) }
+const people = new Map(); // user -> online (true/false/undefined)
+let sending = 0;
+
+// --- the token in the URL -----------------------------------------------
+
+const pageToken = takeUrlToken();
+const claims = pageToken ? decodeToken(pageToken) : null;
+
+/** Reads `?token=`, keeps it for this tab only, and takes it out of the address bar. */
+function takeUrlToken() {
+  const params = new URLSearchParams(location.search);
+  const token = params.get('token');
+  if (token) {
+    sessionStorage.setItem('switchboard.token', token);
+    params.delete('token');
+    const rest = params.toString();
+    history.replaceState(null, '', location.pathname + (rest ? `?${rest}` : '') + location.hash);
+    return token;
+  }
+  return sessionStorage.getItem('switchboard.token');
+}
+
+/** A token for `user` from the gateway's demo endpoint; null when it has none (a configured key). */
+async function mint(user) {
+  const r = await fetch(`/demo/token?user=${encodeURIComponent(user)}`, {
+    headers: { Authorization: `Bearer ${pageToken}` },
+    cache: 'no-store',
+  });
+  if (r.status === 404) return null;
+  if (r.status === 401) throw new Error('The link’s token is no longer accepted (was the gateway restarted?). Open the link it printed again.');
+  if (!r.ok) throw new Error(`The gateway refused the name (${r.status}): ${(await r.text()).trim()}`);
+  return (await r.json()).token;
+}
+
+// A suggestion, selected, so Enter alone starts chatting.
+ui.name.value = `guest-${Math.floor(1000 + Math.random() * 9000)}`;
+ui.name.select();
+
+if (!pageToken) {
+  // No token at all: ask for one (a gateway with a configured key).
+  ui.tokenField.hidden = false;
+  ui.token.required = true;
+} else if (claims?.sub && claims.sub !== 'demo') {
+  // A user's own token: nothing to pick.
+  start(claims.sub, () => pageToken);
+}
+
+ui.loginForm.addEventListener('submit', async (ev) => {
+  ev.preventDefault();
+  ui.loginError.textContent = '';
+  const name = ui.name.value.trim();
+  if (!ID.test(name)) {
+    ui.loginError.textContent = 'Use 1–128 letters, digits, _ : @ or -.';
+    ui.name.focus();
+    return;
+  }
+  const button = ui.loginForm.querySelector('button');
+  button.disabled = true;
+  try {
+    if (!pageToken) {
+      const token = ui.token.value.trim();
+      start(decodeToken(token)?.sub ?? name, () => token);
+      return;
+    }
+    const token = await mint(name);
+    if (token === null) {
+      // This gateway does not mint tokens: chat as the link's own user.
+      start(claims?.sub ?? name, () => pageToken);
+    } else {
+      start(name, async () => (await mint(name)) ?? pageToken, token);
+    }
+  } catch (e) {
+    ui.loginError.textContent = e.message;
+  } finally {
+    button.disabled = false;
+  }
+});
+
+// --- the connection ---------------------------------------------------------
+
+function start(name, getToken, firstToken) {
+  me = name;
+  ui.login.hidden = true;
+  ui.chat.hidden = false;
+  let first = firstToken;
+  client = connect('/ws', {
+    getToken: () => {
+      if (first) {
+        const t = first;
+        first = null;
+        return t;
+      }
+      return getToken();
+    },
+  });
+  client.on('connecting', ({ attempt }) => status('connecting', attempt ? `Connecting (attempt ${attempt})…` : 'Connecting…'));
+  client.on('reconnecting', ({ delay, code }) =>
+    status('reconnecting', `Connection lost${code ? ` (${code})` : ''}. Reconnecting in ${(delay / 1000).toFixed(1)} s…`),
+  );
+  client.on('disconnected', ({ code, reason }) => {
+    status('disconnected', `Disconnected: ${reason || 'closed'} (${code}). Reload the page to start again.`);
+  });
+  client.on('connected', ({ user, reconnected }) => {
+    me = user;
+    status('connected', `Connected as ${user}`);
+    if (reconnected) for (const room of rooms.keys()) refreshMembers(room);
+  });
+  client.on('state', drawOutbox);
+  client.on('direct', ({ from, data }) => notice(current, `${from} (privately): ${text(data)}`));
+  client.on('error', (e) => console.warn('switchboard:', e.code, e.message));
+  joinRoom(LOBBY);
+  ui.text.focus();
+}
+
+function status(state, message) {
+  ui.status.dataset.state = state;
+  ui.status.textContent = message;
+}
+
+// --- rooms --------------------------------------------------------------------
+
+async function joinRoom(name) {
+  if (rooms.has(name)) return select(name);
+  const log = document.createElement('div');
+  log.className = 'log';
+  log.dataset.room = name;
+  log.setAttribute('role', 'log');
+  log.setAttribute('aria-label', `Messages in ${name}`);
+  log.hidden = true;
+  const list = document.createElement('ol');
+  log.append(list);
+  ui.logs.append(log);
+
+  const li = document.createElement('li');
+  const tab = document.createElement('button');
+  tab.type = 'button';
+  tab.className = 'room';
+  tab.addEventListener('click', () => select(name));
+  const leave = document.createElement('button');
+  leave.type = 'button';
+  leave.className = 'leave';
+  leave.textContent = '×';
+  leave.setAttribute('aria-label', `Leave ${name}`);
+  leave.addEventListener('click', () => leaveRoom(name));
+  li.append(tab, leave);
+  ui.rooms.append(li);
+
+  const room = { log, list, item: li, tab, unread: 0, members: new Map() };
+  rooms.set(name, room);
+  drawTab(name);
+  select(name);
+  try {
+    await client.join(name, {
+      onMessage: (m) => onMessage(name, m),
+      onJoin: ({ user, info }) => {
+        room.members.set(user, info);
+        notice(name, `${user} joined`);
+        see([user]);
+        if (name === current) drawMembers();
+      },
+      onLeave: ({ user }) => {
+        room.members.delete(user);
+        notice(name, `${user} left`);
+        if (name === current) drawMembers();
+      },
+      onResync: () => {
+        notice(name, 'Some messages may be missing here: the room’s history no longer reaches back.');
+        refreshMembers(name);
+      },
+    });
+    await refreshMembers(name);
+  } catch (e) {
+    notice(name, `Could not join ${name}: ${e.message}`);
+    removeRoom(name);
+  }
+}
+
+async function leaveRoom(name) {
+  removeRoom(name);
+  try {
+    await client.leave(name);
+  } catch (e) {
+    console.warn('leave', name, e);
+  }
+}
+
+function removeRoom(name) {
+  const room = rooms.get(name);
+  if (!room) return;
+  rooms.delete(name);
+  room.log.remove();
+  room.item.remove();
+  if (current === name) {
+    current = null;
+    const next = rooms.keys().next();
+    if (!next.done) select(next.value);
+    else {
+      ui.roomTitle.textContent = 'No room';
+      drawMembers();
+    }
+  }
+}
+
+function select(name) {
+  const room = rooms.get(name);
+  if (!room) return;
+  current = name;
+  room.unread = 0;
+  for (const [n, r] of rooms) {
+    r.log.hidden = n !== name;
+    drawTab(n);
+  }
+  ui.roomTitle.textContent = `# ${name}`;
+  drawMembers();
+  room.log.scrollTop = room.log.scrollHeight;
+}
+
+function drawTab(name) {
+  const room = rooms.get(name);
+  room.tab.textContent = `# ${name}`;
+  room.tab.setAttribute('aria-current', String(name === current));
+  if (room.unread) {
+    const badge = document.createElement('span');
+    badge.className = 'unread';
+    badge.textContent = `${room.unread} new`;
+    room.tab.append(' ', badge);
+  }
+}
+
+async function refreshMembers(name) {
+  try {
+    const { members } = await client.members(name);
+    const room = rooms.get(name);
+    if (!room) return;
+    room.members = new Map(members.map((m) => [m.user, m.info]));
+    see(members.map((m) => m.user));
+    if (name === current) drawMembers();
+  } catch (e) {
+    console.warn('members', name, e);
+  }
+}
+
+function drawMembers() {
+  const room = current && rooms.get(current);
+  const users = room ? [...room.members.keys()].sort() : [];
+  ui.members.replaceChildren(...users.map((u) => personItem(u)));
+}
+
+// --- messages -----------------------------------------------------------------
+
+function onMessage(name, m) {
+  const room = rooms.get(name);
+  if (!room) return;
+  const li = document.createElement('li');
+  li.className = 'message';
+  li.dataset.seq = m.seq;
+  const from = document.createElement('span');
+  from.className = 'from';
+  from.textContent = m.from;
+  const time = document.createElement('time');
+  time.dateTime = new Date(m.ts).toISOString();
+  time.textContent = new Date(m.ts).toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' });
+  const body = document.createElement('span');
+  body.className = 'text';
+  body.textContent = text(m.data);
+  li.append(from, time, body);
+  append(room, li);
+  see([m.from]);
+  if (name !== current) {
+    room.unread += 1;
+    drawTab(name);
+  }
+}
+
+function notice(name, message) {
+  const room = rooms.get(name);
+  if (!room) return;
+  const li = document.createElement('li');
+  li.className = 'notice';
+  li.textContent = message;
+  append(room, li);
+}
+
+function append(room, li) {
+  const atEnd = room.log.scrollHeight - room.log.scrollTop - room.log.clientHeight < 40;
+  room.list.append(li);
+  if (atEnd) room.log.scrollTop = room.log.scrollHeight;
+}
+
+function text(data) {
+  return typeof data?.text === 'string' ? data.text : JSON.stringify(data);
+}
+
+ui.sendForm.addEventListener('submit', async (ev) => {
+  ev.preventDefault();
+  const message = ui.text.value.trim();
+  if (!message || !current || !client) return;
+  const room = current;
+  ui.text.value = '';
+  sending += 1;
+  drawOutbox();
+  try {
+    await client.publish(room, { text: message }, { timeout: 30_000 });
+  } catch (e) {
+    notice(room, `Not sent (${e.code}): “${message}”`);
+    if (!ui.text.value) ui.text.value = message;
+  } finally {
+    sending -= 1;
+    drawOutbox();
+  }
+});
+
+function drawOutbox() {
+  ui.outbox.textContent =
+    sending === 0 ? '' : client.state === 'connected' ? 'Sending…' : `${sending} waiting for the connection…`;
+}
+
+ui.joinForm.addEventListener('submit', (ev) => {
+  ev.preventDefault();
+  const name = ui.room.value.trim();
+  if (!ID.test(name) || !client) return;
+  ui.room.value = '';
+  joinRoom(name);
+});
+
+// --- who is online ----------------------------------------------------------
+
+function see(users) {
+  const fresh = users.filter((u) => !people.has(u));
+  if (!fresh.length || !client) return;
+  for (const u of fresh) people.set(u, undefined);
+  client
+    .watch(fresh, ({ user, online }) => {
+      people.set(user, online);
+      drawPeople();
+    })
+    .then((states) => {
+      for (const s of states) people.set(s.user, s.online);
+      drawPeople();
+    })
+    .catch((e) => {
+      for (const u of fresh) people.delete(u);
+      console.warn('watch', e);
+    });
+}
+
+function drawPeople() {
+  const users = [...people.keys()].sort((a, b) => (people.get(b) === true) - (people.get(a) === true) || a.localeCompare(b));
+  ui.people.replaceChildren(
+    ...users.map((u) => {
+      const li = personItem(u);
+      const online = people.get(u) === true;
+      li.classList.toggle('online', online);
+      const state = document.createElement('span');
+      state.className = 'hint';
+      state.textContent = online ? ' · online' : ' · offline';
+      li.append(state);
+      return li;
+    }),
+  );
+}
+
+function personItem(user) {
+  const li = document.createElement('li');
+  li.dataset.user = user;
+  li.append(user);
+  if (user === me) {
+    const you = document.createElement('span');
+    you.className = 'me';
+    you.textContent = ' (you)';
+    li.append(you);
+  }
+  return li;
+}

@@ -1,0 +1,179 @@
+// Types for switchboard.js, the Switchboard client for browsers and Node.js.
+
+/** Any JSON value. */
+export type Json = null | boolean | number | string | Json[] | { [key: string]: Json };
+
+export type State = 'connecting' | 'connected' | 'reconnecting' | 'disconnected';
+
+/** The subprotocol the client speaks: `switchboard.v1.json`. */
+export const PROTOCOL: string;
+
+/** A WebSocket constructor with the browser's API (e.g. the `ws` package's). */
+export interface WebSocketConstructor {
+  new (url: string, protocols?: string | string[]): WebSocketLike;
+}
+
+export interface WebSocketLike {
+  readonly readyState: number;
+  send(data: string): void;
+  close(code?: number, reason?: string): void;
+  onopen: ((ev: any) => void) | null;
+  onmessage: ((ev: { data: any }) => void) | null;
+  onclose: ((ev: { code: number; reason: string }) => void) | null;
+  onerror: ((ev: any) => void) | null;
+  addEventListener?(type: string, listener: (ev: any) => void): void;
+}
+
+export interface ConnectOptions {
+  /** A JWT for the user. One of `token` and `getToken` is required (or a URL with `?token=`). */
+  token?: string;
+  /** Called for the first token, again after close 4501 (token expired), and before expiry when `refreshAhead`. */
+  getToken?: () => string | Promise<string>;
+  /** The WebSocket implementation; default `globalThis.WebSocket` (pass one on Node.js before 22). */
+  WebSocket?: WebSocketConstructor;
+  /** Milliseconds a request may wait for its reply, counted from the call (queue time included). Default 10000. */
+  timeout?: number;
+  /** Milliseconds to open the socket and receive `hello`. Default 10000. */
+  connectTimeout?: number;
+  /** Requests held while disconnected; past it they fail with `queue_full` (0: fail at once with `disconnected`). Default 100. */
+  maxQueue?: number;
+  /** First reconnect delay bound in ms; the n-th is `min(backoffCap, backoffBase * 2^(n-1))`. Default 500. */
+  backoffBase?: number;
+  /** Largest reconnect delay bound in ms. Default 30000. */
+  backoffCap?: number;
+  /** Source of jitter in [0, 1): the delay is `random() * bound`. Default `Math.random`. */
+  random?: () => number;
+  /** Silence, after a `ping` op, before the connection is considered dead (ms). Default 10000. */
+  pongTimeout?: number;
+  /** With `getToken`: refresh the connection's token before it expires. Default true. */
+  refreshAhead?: boolean;
+}
+
+export interface RequestOptions {
+  /** Overrides the client's `timeout` for this call. */
+  timeout?: number;
+}
+
+export interface Message {
+  room: string;
+  seq: number;
+  epoch: string;
+  from: string;
+  data: Json;
+  /** Milliseconds since the Unix epoch. */
+  ts: number;
+}
+
+export interface MemberEvent {
+  room: string;
+  user: string;
+  info?: Json;
+}
+
+export interface ResyncEvent {
+  room: string;
+  epoch: string;
+  /** The room's latest seq: messages after it follow. */
+  seq: number;
+  /** `history`: the room's history no longer reached back after a reconnect; `resync`: the gateway lost continuity. */
+  reason: 'history' | 'resync';
+}
+
+export interface RoomHandlers {
+  /** Each message once, in order. */
+  onMessage?(message: Message): void;
+  /** Another user's first connection joined the room. */
+  onJoin?(event: MemberEvent): void;
+  /** Another user's last connection left the room. */
+  onLeave?(event: MemberEvent): void;
+  /** Messages may have been missed: refetch your state; newer messages follow `seq`. */
+  onResync?(event: ResyncEvent): void;
+  /** Rejoining after a reconnect was refused (e.g. `forbidden`); the room is dropped. */
+  onError?(error: SwitchboardError): void;
+}
+
+export interface Joined {
+  room: string;
+  epoch: string;
+  seq: number;
+}
+
+export interface Member {
+  user: string;
+  info?: Json;
+  conns: number;
+}
+
+export interface PresenceState {
+  user: string;
+  online: boolean;
+  last_seen_ms?: number;
+}
+
+export interface PresenceEvent {
+  user: string;
+  online: boolean;
+  ts: number;
+}
+
+export interface DirectMessage {
+  from: string;
+  data: Json;
+  ts: number;
+}
+
+export interface ConnectedEvent {
+  user: string;
+  conn: string;
+  gateway: string;
+  /** False for the first connection of this client. */
+  reconnected: boolean;
+}
+
+export interface Events {
+  state: { state: State; previous: State };
+  connecting: { attempt: number };
+  connected: ConnectedEvent;
+  reconnecting: { attempt: number; delay: number; code: number; reason: string };
+  disconnected: { code: number; reason: string };
+  direct: DirectMessage;
+  error: SwitchboardError;
+}
+
+export class SwitchboardError extends Error {
+  /** A protocol error code (`not_member`, `forbidden`, `unavailable`, …) or
+   * `timeout`, `queue_full`, `disconnected` (the request may or may not have
+   * taken effect), `closed`, `already_joined`, `left`. */
+  readonly code: string;
+  /** The WebSocket close code, for `disconnected` and `closed`. */
+  readonly closeCode?: number;
+}
+
+export class Client {
+  readonly state: State;
+  /** The user id, once connected. */
+  readonly user: string | null;
+  readonly connection: { conn: string; user: string; gateway: string; heartbeat_ms: number } | null;
+  readonly rooms: string[];
+  on<E extends keyof Events>(event: E, fn: (detail: Events[E]) => void): () => void;
+  off<E extends keyof Events>(event: E, fn: (detail: Events[E]) => void): void;
+  ready(): Promise<ConnectedEvent>;
+  join(room: string, handlers?: RoomHandlers, options?: RequestOptions): Promise<Joined>;
+  leave(room: string): Promise<void>;
+  publish(room: string, data: Json, options?: RequestOptions): Promise<{ room: string; seq: number }>;
+  send(user: string, data: Json, options?: RequestOptions): Promise<void>;
+  members(room: string, options?: RequestOptions): Promise<{ members: Member[]; count: number }>;
+  presence(users: Iterable<string>, options?: RequestOptions): Promise<PresenceState[]>;
+  watch(users: Iterable<string>, onPresence?: (event: PresenceEvent) => void): Promise<PresenceState[]>;
+  unwatch(users: Iterable<string>, onPresence?: (event: PresenceEvent) => void): Promise<void>;
+  refresh(token?: string): Promise<{ exp: number | null }>;
+  close(): Promise<void>;
+}
+
+export function connect(url: string | URL, options?: ConnectOptions): Client;
+
+/** The unverified claims of a JWT, or null. */
+export function decodeToken(token: string): { sub?: string; exp?: number; [claim: string]: unknown } | null;
+
+/** The bound of the `attempt`-th reconnect delay (1-based). */
+export function backoffBound(attempt: number, base?: number, cap?: number): number;

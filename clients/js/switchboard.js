@@ -1,0 +1,799 @@
+// Switchboard client for browsers and Node.js: one ES module, no dependencies.
+//
+// A client keeps one WebSocket to a gateway and hides its loss: it reconnects
+// with exponential backoff and full jitter, rejoins every room with `since` set
+// to the last message it delivered (so the application sees each message once
+// and in order, or an `onResync` when the room's history no longer reaches
+// back), watches the same users again, and holds requests made while
+// disconnected in a bounded queue. Close codes follow the protocol: below 4500
+// means "reconnect", 4500 and above means "not with these credentials", so the
+// client stops, except that on 4501 (token expired) it asks `getToken` for a
+// new token once. The protocol itself is described in docs/protocol.md.
+
+/** The subprotocol this client speaks. */
+export const PROTOCOL = 'switchboard.v1.json';
+
+/** A failed request or connection. `code` is a protocol error code
+ * (`not_member`, `forbidden`, `unavailable`, …) or one of the client's own:
+ * `timeout`, `queue_full`, `disconnected`, `closed`. */
+export class SwitchboardError extends Error {
+  constructor(code, message, closeCode) {
+    super(message);
+    this.name = 'SwitchboardError';
+    this.code = code;
+    if (closeCode !== undefined) this.closeCode = closeCode;
+  }
+}
+
+const DEFAULTS = {
+  timeout: 10_000,
+  connectTimeout: 10_000,
+  maxQueue: 100,
+  backoffBase: 500,
+  backoffCap: 30_000,
+  pongTimeout: 10_000,
+  refreshAhead: true,
+};
+
+// setTimeout takes a signed 32-bit delay; longer ones fire at once.
+const MAX_TIMER = 2 ** 30;
+// Ops that change nothing when repeated: safe to send again after a drop.
+const IDEMPOTENT = new Set(['members', 'presence', 'watch', 'unwatch', 'refresh']);
+const STATES = ['connecting', 'connected', 'reconnecting', 'disconnected'];
+
+/**
+ * Connects to a gateway and returns the client at once; it keeps connecting
+ * in the background. `url` is the gateway's `/ws` URL (in a browser it may be
+ * relative, and `http(s):` is read as `ws(s):`).
+ */
+export function connect(url, options = {}) {
+  return new Client(url, options);
+}
+
+/** The claims of a JWT, unverified (for `exp`), or null. */
+export function decodeToken(token) {
+  try {
+    const part = String(token).split('.')[1].replace(/-/g, '+').replace(/_/g, '/');
+    const json = decodeURIComponent(
+      Array.from(atob(part.padEnd(part.length + ((4 - (part.length % 4)) % 4), '=')))
+        .map((c) => '%' + c.charCodeAt(0).toString(16).padStart(2, '0'))
+        .join(''),
+    );
+    const claims = JSON.parse(json);
+    return claims && typeof claims === 'object' ? claims : null;
+  } catch {
+    return null;
+  }
+}
+
+/** The upper bound of the `attempt`-th backoff delay (1-based): the delay is
+ * uniform in [0, bound) ("full jitter"). */
+export function backoffBound(attempt, base = DEFAULTS.backoffBase, cap = DEFAULTS.backoffCap) {
+  return Math.min(cap, base * 2 ** Math.min(attempt - 1, 30));
+}
+
+export class Client {
+  #url;
+  #opts;
+  #WebSocket;
+  #token;
+  #ws = null;
+  #state = 'connecting';
+  #hello = null;
+  #listeners = new Map();
+  #nextId = 1;
+  #pending = new Map(); // id -> request entry (queued or sent)
+  #queue = []; // entries waiting for a connection, in call order
+  #rooms = new Map(); // room -> { handlers, epoch, seq, waiters, retry }
+  #watches = new Map(); // user -> { callbacks: Set, online }
+  #attempt = 0; // failed attempts since the last hello
+  #renewed = false; // the current token was fetched because of a 4501
+  #timers = { retry: null, connect: null, heartbeat: null, refresh: null };
+  #lastRx = 0;
+  #pingAt = 0;
+  #closed = false;
+  #everConnected = false;
+  #onlineListener = null;
+
+  constructor(url, options = {}) {
+    if (!options.token && !options.getToken && !hasTokenParam(url)) {
+      throw new TypeError('switchboard: pass {token} or {getToken} (or a URL with ?token=)');
+    }
+    this.#WebSocket = options.WebSocket ?? globalThis.WebSocket;
+    if (typeof this.#WebSocket !== 'function') {
+      throw new TypeError(
+        'switchboard: no WebSocket implementation; on Node.js before 22 pass {WebSocket} (for example from the "ws" package)',
+      );
+    }
+    this.#url = resolveUrl(url);
+    this.#opts = { ...DEFAULTS, ...options };
+    this.#token = options.token ?? null;
+    if (typeof globalThis.addEventListener === 'function' && globalThis.navigator && 'onLine' in globalThis.navigator) {
+      // Back on the network: retry now rather than at the end of the backoff.
+      this.#onlineListener = () => {
+        if (this.#state === 'reconnecting') this.#openNow();
+      };
+      globalThis.addEventListener('online', this.#onlineListener);
+    }
+    // Start after the caller had a chance to subscribe to `connecting`.
+    queueMicrotask(() => this.#open());
+  }
+
+  /** `connecting`, `connected`, `reconnecting` or `disconnected` (final). */
+  get state() {
+    return this.#state;
+  }
+
+  /** The user id from the gateway's `hello`, once connected. */
+  get user() {
+    return this.#hello?.user ?? null;
+  }
+
+  /** The current connection's `hello` (`conn`, `user`, `gateway`, `heartbeat_ms`), or null. */
+  get connection() {
+    return this.#hello ? { ...this.#hello } : null;
+  }
+
+  /** The rooms this client is in (or joining). */
+  get rooms() {
+    return [...this.#rooms.keys()];
+  }
+
+  /**
+   * Subscribes to an event; returns a function that unsubscribes. Events:
+   * `state` ({state, previous}), `connecting` ({attempt}), `connected`
+   * ({user, conn, gateway, reconnected}), `reconnecting` ({attempt, delay,
+   * code, reason}), `disconnected` ({code, reason}), `direct` ({from, data,
+   * ts}), `error` (a SwitchboardError the application did not ask for).
+   */
+  on(event, fn) {
+    if (!this.#listeners.has(event)) this.#listeners.set(event, new Set());
+    this.#listeners.get(event).add(fn);
+    return () => this.off(event, fn);
+  }
+
+  off(event, fn) {
+    this.#listeners.get(event)?.delete(fn);
+  }
+
+  /** Resolves with the `connected` details once connected; rejects if the client stops first. */
+  ready() {
+    if (this.#state === 'connected') return Promise.resolve(this.#connectedInfo(false));
+    if (this.#state === 'disconnected') return Promise.reject(new SwitchboardError('closed', 'client is stopped'));
+    return new Promise((resolve, reject) => {
+      const offs = [
+        this.on('connected', (info) => (offs.forEach((f) => f()), resolve(info))),
+        this.on('disconnected', (e) => (offs.forEach((f) => f()), reject(closedError(e.code, e.reason)))),
+      ];
+    });
+  }
+
+  /**
+   * Joins `room` and keeps it joined across reconnects. Handlers:
+   * `onMessage({room, seq, epoch, from, data, ts})`, `onJoin({room, user,
+   * info})`, `onLeave({room, user})`, `onResync({room, epoch, seq, reason})`
+   * and `onError(error)` (a rejoin after a reconnect was refused). Resolves
+   * with `{room, epoch, seq}` once the gateway confirms the first join.
+   */
+  join(room, handlers = {}, { timeout = this.#opts.timeout } = {}) {
+    if (this.#closed) return Promise.reject(new SwitchboardError('closed', 'client is stopped'));
+    if (this.#rooms.has(room)) {
+      return Promise.reject(new SwitchboardError('already_joined', `already in room ${room}`));
+    }
+    return new Promise((resolve, reject) => {
+      const rec = { handlers, epoch: null, seq: null, confirmed: false, waiter: null, retry: null, hold: false };
+      const timer = setTimeout(() => {
+        if (this.#rooms.get(room) !== rec || rec.confirmed) return;
+        this.#rooms.delete(room);
+        clearTimeout(rec.retry);
+        // The join may still land: do not stay in a room the caller gave up on.
+        if (this.#hello) this.#send({ op: 'leave', room });
+        reject(new SwitchboardError('timeout', `join ${room} got no reply within ${timeout} ms`));
+      }, timeout);
+      rec.waiter = {
+        resolve: (v) => (clearTimeout(timer), resolve(v)),
+        reject: (e) => (clearTimeout(timer), reject(e)),
+      };
+      this.#rooms.set(room, rec);
+      if (this.#hello) this.#sendJoin(room, rec);
+    });
+  }
+
+  /** Leaves `room`; no more events arrive for it. */
+  async leave(room) {
+    const rec = this.#rooms.get(room);
+    if (!rec) return;
+    this.#rooms.delete(room);
+    clearTimeout(rec.retry);
+    rec.waiter?.reject(new SwitchboardError('left', `left room ${room} before joining it`));
+    // Disconnected: the gateway forgot the membership with the connection.
+    if (!this.#hello) return;
+    try {
+      await this.#request('leave', { room });
+    } catch (e) {
+      if (e.code !== 'not_member' && e.code !== 'disconnected') throw e;
+    }
+  }
+
+  /** Publishes `data` (any JSON) to a joined room; resolves with `{room, seq}` once the room's owner has it. */
+  async publish(room, data, { timeout } = {}) {
+    const r = await this.#request('publish', { room, data }, timeout);
+    return { room, seq: r.seq };
+  }
+
+  /** Sends `data` to every connection of `user` (a `direct` event there). */
+  async send(user, data, { timeout } = {}) {
+    await this.#request('send', { user, data }, timeout);
+  }
+
+  /** Resolves with `{members: [{user, info, conns}], count}`. */
+  members(room, { timeout } = {}) {
+    return this.#request('members', { room }, timeout).then((r) => ({ members: r.members ?? [], count: r.count ?? 0 }));
+  }
+
+  /** Resolves with `[{user, online, last_seen_ms}]`. */
+  presence(users, { timeout } = {}) {
+    return this.#request('presence', { users: [...users] }, timeout).then((r) => r.users ?? []);
+  }
+
+  /**
+   * Calls `onPresence({user, online, ts})` whenever one of `users` goes
+   * online or offline, across reconnects (changes missed while disconnected
+   * are reported after reconnecting). Resolves with their current state,
+   * `[{user, online, last_seen_ms}]`.
+   */
+  async watch(users, onPresence) {
+    users = [...users];
+    const added = [];
+    for (const user of users) {
+      let w = this.#watches.get(user);
+      if (!w) this.#watches.set(user, (w = { callbacks: new Set(), online: undefined }));
+      if (onPresence && !w.callbacks.has(onPresence)) {
+        w.callbacks.add(onPresence);
+        added.push(user);
+      }
+    }
+    try {
+      const states = (await this.#request('watch', { users })).users ?? [];
+      for (const s of states) {
+        const w = this.#watches.get(s.user);
+        if (w) w.online = s.online;
+      }
+      return states;
+    } catch (e) {
+      for (const user of added) this.#forgetWatch(user, onPresence);
+      throw e;
+    }
+  }
+
+  /** Stops `onPresence` (or every callback, without it) for `users`. */
+  async unwatch(users, onPresence) {
+    const gone = [];
+    for (const user of users) {
+      if (this.#forgetWatch(user, onPresence)) gone.push(user);
+    }
+    if (gone.length && this.#hello) await this.#request('unwatch', { users: gone });
+  }
+
+  /**
+   * Gives the connection a new token (from `getToken` when `token` is
+   * omitted) and uses it for later reconnects too. Resolves with `{exp}`.
+   */
+  async refresh(token) {
+    if (token === undefined) {
+      if (!this.#opts.getToken) throw new TypeError('switchboard: refresh() needs a token when there is no getToken');
+      token = await this.#opts.getToken();
+    }
+    if (!this.#hello) {
+      // The next connection authenticates with it.
+      this.#token = token;
+      return { exp: decodeToken(token)?.exp ?? null };
+    }
+    const r = await this.#request('refresh', { token });
+    // Only a token the gateway accepted replaces the one reconnects use.
+    this.#token = token;
+    this.#scheduleRefresh();
+    return { exp: r.exp };
+  }
+
+  /** Closes the connection for good; pending and queued requests are rejected. */
+  close() {
+    if (this.#closed) return Promise.resolve();
+    const ws = this.#ws;
+    this.#stop(1000, 'closed by the client');
+    if (!ws || ws.readyState === 3) return Promise.resolve();
+    return new Promise((resolve) => {
+      const timer = setTimeout(resolve, 1000);
+      ws.addEventListener?.('close', () => (clearTimeout(timer), resolve()));
+    });
+  }
+
+  // --- connection ---------------------------------------------------------
+
+  async #open() {
+    if (this.#closed) return;
+    this.#setState('connecting', { attempt: this.#attempt });
+    let token = this.#token;
+    if (this.#opts.getToken && (token === null || this.#renewed === 'fetch' || expiresSoon(token))) {
+      try {
+        token = await this.#opts.getToken();
+      } catch (e) {
+        if (this.#closed) return;
+        this.#emit('error', asError(e, 'getToken failed'));
+        this.#retry(1006, 'getToken failed');
+        return;
+      }
+      if (this.#closed) return;
+      this.#token = token;
+      if (this.#renewed === 'fetch') this.#renewed = true;
+    }
+    let ws;
+    try {
+      ws = new this.#WebSocket(this.#url, PROTOCOL);
+    } catch (e) {
+      // A malformed URL: retrying cannot help.
+      this.#emit('error', asError(e, 'cannot open WebSocket'));
+      this.#stop(1006, String(e?.message ?? e));
+      return;
+    }
+    this.#ws = ws;
+    this.#timers.connect = setTimeout(() => this.#drop(1006, 'connect timeout'), this.#opts.connectTimeout);
+    ws.onopen = () => {
+      if (ws !== this.#ws) return;
+      // The auth frame keeps the token out of URLs and access logs.
+      if (token) ws.send(JSON.stringify({ op: 'auth', token }));
+    };
+    ws.onmessage = (ev) => {
+      if (ws === this.#ws) this.#onFrame(ev.data);
+    };
+    ws.onclose = (ev) => {
+      if (ws === this.#ws) this.#onClose(ev.code, ev.reason);
+    };
+    ws.onerror = () => {}; // a close event follows, with the code
+  }
+
+  #openNow() {
+    clearTimeout(this.#timers.retry);
+    this.#timers.retry = null;
+    this.#open();
+  }
+
+  /** Forgets the socket without waiting for its close handshake. */
+  #drop(code, reason) {
+    const ws = this.#ws;
+    if (!ws) return;
+    this.#ws = null;
+    try {
+      ws.close();
+    } catch {
+      // already closing
+    }
+    this.#onClose(code, reason, true);
+  }
+
+  #onClose(code, reason, dropped = false) {
+    if (!dropped) this.#ws = null;
+    const wasConnected = this.#hello !== null;
+    this.#hello = null;
+    clearTimeout(this.#timers.connect);
+    clearInterval(this.#timers.heartbeat);
+    clearTimeout(this.#timers.refresh);
+    for (const rec of this.#rooms.values()) clearTimeout(rec.retry);
+    if (this.#closed) return;
+
+    // Sent requests: repeat the harmless ones, fail the others (they may or
+    // may not have taken effect, and only the application can tell).
+    const again = [];
+    for (const entry of [...this.#pending.values()]) {
+      if (!entry.sent) continue;
+      if (entry.internal) {
+        // Rejoins and rewatches are sent afresh on the next connection.
+        this.#pending.delete(entry.id);
+        clearTimeout(entry.timer);
+        continue;
+      }
+      entry.sent = false;
+      if (IDEMPOTENT.has(entry.frame.op)) again.push(entry);
+      else this.#settle(entry, closedError(code, reason, 'disconnected'));
+    }
+    this.#queue = [...again, ...this.#queue];
+
+    if ((code >= 4500 && code <= 4999) || code === 1008) {
+      if (code === 4501 && this.#opts.getToken && this.#renewed !== true) {
+        // Expired: one more try with a fresh token; a second 4501 in a row means
+        // getToken hands out expired tokens, and retrying would loop.
+        this.#renewed = 'fetch';
+      } else {
+        this.#stop(code, reason);
+        return;
+      }
+    }
+    if (wasConnected) this.#attempt = 0;
+    this.#retry(code, reason);
+  }
+
+  #retry(code, reason) {
+    this.#attempt += 1;
+    const bound = backoffBound(this.#attempt, this.#opts.backoffBase, this.#opts.backoffCap);
+    const random = this.#opts.random ?? Math.random;
+    const delay = Math.floor(Math.min(1, Math.max(0, random())) * bound);
+    this.#setState('reconnecting', { attempt: this.#attempt, delay, code, reason: reason ?? '' });
+    this.#timers.retry = setTimeout(() => {
+      this.#timers.retry = null;
+      this.#open();
+    }, delay);
+  }
+
+  #stop(code, reason) {
+    this.#closed = true;
+    const ws = this.#ws;
+    this.#ws = null;
+    this.#hello = null;
+    for (const t of Object.values(this.#timers)) clearTimeout(t);
+    clearInterval(this.#timers.heartbeat);
+    if (this.#onlineListener) globalThis.removeEventListener('online', this.#onlineListener);
+    if (ws && ws.readyState <= 1) {
+      try {
+        ws.close(1000);
+      } catch {
+        // already closing
+      }
+    }
+    const error = closedError(code, reason, 'closed');
+    for (const entry of [...this.#pending.values()]) this.#settle(entry, error);
+    this.#queue = [];
+    for (const [room, rec] of this.#rooms) {
+      clearTimeout(rec.retry);
+      if (!rec.confirmed) {
+        this.#rooms.delete(room);
+        rec.waiter?.reject(error);
+      }
+    }
+    this.#setState('disconnected', { code, reason: reason ?? '' });
+  }
+
+  #onHello(hello) {
+    clearTimeout(this.#timers.connect);
+    this.#hello = hello;
+    this.#renewed = false;
+    const reconnected = this.#everConnected;
+    this.#everConnected = true;
+    this.#attempt = 0;
+    this.#lastRx = Date.now();
+    this.#pingAt = 0;
+    const beat = hello.heartbeat_ms > 0 ? hello.heartbeat_ms : 25_000;
+    this.#timers.heartbeat = setInterval(() => this.#checkAlive(beat), Math.min(1000, beat / 4));
+    this.#scheduleRefresh();
+    // Rooms and watches first, then the queue: the gateway handles a
+    // connection's requests in order, so a queued publish finds its room joined.
+    for (const [room, rec] of this.#rooms) this.#sendJoin(room, rec);
+    const users = [...this.#watches.keys()];
+    for (let i = 0; i < users.length; i += 100) this.#rewatch(users.slice(i, i + 100));
+    const queued = this.#queue;
+    this.#queue = [];
+    for (const entry of queued) this.#transmit(entry);
+    this.#setState('connected', this.#connectedInfo(reconnected));
+  }
+
+  #connectedInfo(reconnected) {
+    const h = this.#hello ?? {};
+    return { user: h.user, conn: h.conn, gateway: h.gateway, reconnected };
+  }
+
+  /** Browsers hide ping frames, so idle connections are probed with the `ping` op. */
+  #checkAlive(beat) {
+    const now = Date.now();
+    if (this.#pingAt && now - this.#pingAt >= this.#opts.pongTimeout) {
+      this.#drop(4001, 'no answer from the gateway');
+    } else if (!this.#pingAt && now - this.#lastRx >= beat) {
+      this.#pingAt = now;
+      this.#send({ op: 'ping' });
+    }
+  }
+
+  #scheduleRefresh() {
+    clearTimeout(this.#timers.refresh);
+    if (!this.#opts.getToken || !this.#opts.refreshAhead || !this.#hello) return;
+    const exp = decodeToken(this.#token)?.exp;
+    if (typeof exp !== 'number') return;
+    const left = exp * 1000 - Date.now();
+    // Refresh a fifth of the remaining time early, at most a minute.
+    const delay = Math.max(500, left - Math.min(60_000, left / 5));
+    this.#timers.refresh = setTimeout(
+      () => {
+        if (delay > MAX_TIMER) return this.#scheduleRefresh();
+        this.refresh().catch((e) => {
+          // The gateway closes with 4501 at expiry; the reconnect fetches a new token.
+          if (!this.#closed) this.#emit('error', asError(e, 'token refresh failed'));
+        });
+      },
+      Math.min(delay, MAX_TIMER),
+    );
+  }
+
+  // --- frames ---------------------------------------------------------------
+
+  #onFrame(text) {
+    this.#lastRx = Date.now();
+    this.#pingAt = 0;
+    let f;
+    try {
+      f = JSON.parse(typeof text === 'string' ? text : String(text));
+    } catch {
+      return;
+    }
+    switch (f.type) {
+      case 'hello':
+        return this.#onHello(f);
+      case 'reply':
+        return this.#onReply(f);
+      case 'message':
+        return this.#onMessage(f);
+      case 'joined':
+        return this.#call(this.#rooms.get(f.room)?.handlers.onJoin, { room: f.room, user: f.user, info: f.info });
+      case 'left':
+        return this.#call(this.#rooms.get(f.room)?.handlers.onLeave, { room: f.room, user: f.user });
+      case 'resync':
+        return this.#resync(f.room, f.epoch, f.seq, 'resync');
+      case 'direct':
+        return this.#emit('direct', { from: f.from, data: f.data, ts: f.ts });
+      case 'presence':
+        return this.#onPresence(f);
+      case 'error':
+        return this.#emit('error', new SwitchboardError(f.error?.code ?? 'internal', f.error?.message ?? 'error'));
+      default:
+        return; // pong, and types from newer gateways
+    }
+  }
+
+  #onReply(f) {
+    const entry = this.#pending.get(f.id);
+    if (!entry) return;
+    if (f.ok) {
+      const { type: _t, id: _i, ok: _o, ...fields } = f;
+      this.#settle(entry, null, fields);
+    } else {
+      this.#settle(entry, new SwitchboardError(f.error?.code ?? 'internal', f.error?.message ?? 'request failed'));
+    }
+  }
+
+  #onMessage(m) {
+    const rec = this.#rooms.get(m.room);
+    if (!rec || rec.hold) return;
+    // Replays after a resume start after `since`; anything at or before the
+    // last delivered seq of the same epoch was already delivered.
+    if (rec.epoch === m.epoch && rec.seq !== null && m.seq <= rec.seq) return;
+    rec.epoch = m.epoch;
+    rec.seq = m.seq;
+    this.#call(rec.handlers.onMessage, {
+      room: m.room,
+      seq: m.seq,
+      epoch: m.epoch,
+      from: m.from,
+      data: m.data,
+      ts: m.ts,
+    });
+  }
+
+  #resync(room, epoch, seq, reason) {
+    const rec = this.#rooms.get(room);
+    if (!rec) return;
+    rec.epoch = epoch;
+    rec.seq = seq;
+    this.#call(rec.handlers.onResync, { room, epoch, seq, reason });
+  }
+
+  #onPresence(p) {
+    const w = this.#watches.get(p.user);
+    if (!w) return;
+    w.online = p.online;
+    for (const cb of [...w.callbacks]) this.#call(cb, { user: p.user, online: p.online, ts: p.ts });
+  }
+
+  // --- rooms and watches ----------------------------------------------------
+
+  #sendJoin(room, rec) {
+    clearTimeout(rec.retry);
+    const frame = { op: 'join', room };
+    const since = rec.epoch !== null && rec.seq !== null ? { epoch: rec.epoch, seq: rec.seq } : null;
+    if (since) frame.since = since;
+    const ws = this.#ws;
+    this.#internal(frame, (err, r) => {
+      if (this.#rooms.get(room) !== rec || ws !== this.#ws) return;
+      if (err) return this.#joinFailed(room, rec, err);
+      const held = rec.hold;
+      rec.hold = false;
+      if (since && !r.recovered) {
+        if (r.epoch !== since.epoch && r.seq > 0) {
+          // The room started over (its owner restarted or died): what we
+          // missed of the old epoch is gone, but the new epoch's messages may
+          // all still be in the history. Ask for them from its start; until
+          // that reply, live events are dropped (the replay brings them).
+          rec.epoch = r.epoch;
+          rec.seq = 0;
+          rec.hold = true;
+          return this.#sendJoin(room, rec);
+        }
+        this.#resync(room, r.epoch, r.seq, 'history');
+      } else if (since && held) {
+        // Told before the replay of the new epoch's messages, which follow.
+        this.#resync(room, r.epoch, 0, 'history');
+      } else if (!since) {
+        rec.epoch = r.epoch;
+        rec.seq = Math.max(rec.seq ?? 0, r.seq);
+      }
+      if (!rec.confirmed) {
+        rec.confirmed = true;
+        rec.waiter?.resolve({ room, epoch: r.epoch, seq: r.seq });
+        rec.waiter = null;
+      }
+    });
+  }
+
+  #joinFailed(room, rec, err) {
+    if (['unavailable', 'rate_limited', 'timeout', 'internal'].includes(err.code)) {
+      // Worth another try on this connection, a little later.
+      rec.tries = (rec.tries ?? 0) + 1;
+      const delay = Math.random() * backoffBound(rec.tries, this.#opts.backoffBase, this.#opts.backoffCap);
+      rec.retry = setTimeout(() => {
+        if (this.#hello && this.#rooms.get(room) === rec) this.#sendJoin(room, rec);
+      }, delay);
+      return;
+    }
+    this.#rooms.delete(room);
+    if (!rec.confirmed) {
+      rec.waiter?.reject(err);
+    } else {
+      this.#call(rec.handlers.onError, err);
+      this.#emit('error', err);
+    }
+  }
+
+  #rewatch(users) {
+    this.#internal({ op: 'watch', users }, (err, r) => {
+      if (this.#closed) return;
+      if (err) return this.#emit('error', err);
+      for (const s of r.users ?? []) {
+        const w = this.#watches.get(s.user);
+        if (!w) continue;
+        const before = w.online;
+        w.online = s.online;
+        // Report what changed while this client was away.
+        if (before !== undefined && before !== s.online) {
+          for (const cb of [...w.callbacks]) this.#call(cb, { user: s.user, online: s.online, ts: Date.now() });
+        }
+      }
+    });
+  }
+
+  #forgetWatch(user, onPresence) {
+    const w = this.#watches.get(user);
+    if (!w) return false;
+    if (onPresence) w.callbacks.delete(onPresence);
+    else w.callbacks.clear();
+    if (w.callbacks.size) return false;
+    this.#watches.delete(user);
+    return true;
+  }
+
+  // --- requests ---------------------------------------------------------------
+
+  /** A request on behalf of the application: queued while disconnected, with a timeout from the call. */
+  #request(op, fields, timeout = this.#opts.timeout) {
+    if (this.#closed) return Promise.reject(new SwitchboardError('closed', 'client is stopped'));
+    return new Promise((resolve, reject) => {
+      const id = this.#nextId++;
+      const entry = { id, frame: { op, id, ...fields }, resolve, reject, timer: null, sent: false };
+      if (!this.#hello) {
+        if (this.#queue.length >= this.#opts.maxQueue) {
+          const code = this.#opts.maxQueue > 0 ? 'queue_full' : 'disconnected';
+          reject(new SwitchboardError(code, `${op}: not connected and ${this.#queue.length} requests already queued`));
+          return;
+        }
+        this.#queue.push(entry);
+      }
+      entry.timer = setTimeout(() => {
+        // A queued request that times out is never sent.
+        this.#queue = this.#queue.filter((e) => e !== entry);
+        this.#settle(entry, new SwitchboardError('timeout', `${op} got no reply within ${timeout} ms`));
+      }, timeout);
+      this.#pending.set(id, entry);
+      if (this.#hello) this.#transmit(entry);
+    });
+  }
+
+  /** A request of the client's own (rejoin, rewatch): only on the current connection. */
+  #internal(frame, done) {
+    const id = this.#nextId++;
+    const entry = {
+      id,
+      frame: { ...frame, id },
+      internal: true,
+      sent: true,
+      resolve: (r) => done(null, r),
+      reject: (e) => done(e),
+      timer: null,
+    };
+    entry.timer = setTimeout(
+      () => this.#settle(entry, new SwitchboardError('timeout', `${frame.op} got no reply`)),
+      this.#opts.timeout,
+    );
+    this.#pending.set(id, entry);
+    this.#send(entry.frame);
+  }
+
+  #transmit(entry) {
+    entry.sent = true;
+    this.#send(entry.frame);
+  }
+
+  #send(frame) {
+    try {
+      this.#ws?.send(JSON.stringify(frame));
+    } catch {
+      // The socket is closing; its close event handles the pending requests.
+    }
+  }
+
+  #settle(entry, error, value) {
+    if (!this.#pending.delete(entry.id)) return;
+    clearTimeout(entry.timer);
+    if (error) entry.reject(error);
+    else entry.resolve(value);
+  }
+
+  // --- events -----------------------------------------------------------------
+
+  #setState(state, detail) {
+    const previous = this.#state;
+    this.#state = state;
+    if (previous !== state) this.#emit('state', { state, previous });
+    if (STATES.includes(state)) this.#emit(state, detail);
+  }
+
+  #emit(event, detail) {
+    for (const fn of [...(this.#listeners.get(event) ?? [])]) this.#call(fn, detail);
+  }
+
+  /** Calls application code; its exceptions surface without breaking the client. */
+  #call(fn, arg) {
+    if (typeof fn !== 'function') return;
+    try {
+      fn(arg);
+    } catch (e) {
+      queueMicrotask(() => {
+        throw e;
+      });
+    }
+  }
+}
+
+function closedError(code, reason, kind = 'closed') {
+  const why = reason ? `${code} ${reason}` : String(code);
+  return new SwitchboardError(kind, `connection closed (${why})`, code);
+}
+
+function asError(e, message) {
+  if (e instanceof SwitchboardError) return e;
+  const err = new SwitchboardError('internal', `${message}: ${e?.message ?? e}`);
+  err.cause = e;
+  return err;
+}
+
+/** True when the token's `exp` is (nearly) past: fetch a new one before connecting. */
+function expiresSoon(token) {
+  const exp = decodeToken(token)?.exp;
+  return typeof exp === 'number' && exp * 1000 < Date.now() + 5000;
+}
+
+function hasTokenParam(url) {
+  return /[?&]token=/.test(String(url));
+}
+
+function resolveUrl(url) {
+  const base = globalThis.location?.href;
+  const u = base ? new URL(url, base) : new URL(url);
+  if (u.protocol === 'http:') u.protocol = 'ws:';
+  if (u.protocol === 'https:') u.protocol = 'wss:';
+  return u.toString();
+}
