@@ -34,7 +34,7 @@ pub struct Hub {
     pub reporter: Arc<Reporter>,
     pub verifier: Verifier,
     /// Rooms allowed to tokens without a `rooms` claim.
-    pub default_rooms: RoomGlobs,
+    pub default_rooms: Arc<RoomGlobs>,
     /// Allowed `Origin` values; empty allows any.
     pub allowed_origins: Vec<String>,
     pub admission: Arc<Admission>,
@@ -61,7 +61,7 @@ pub struct Parts {
     pub presence: PresenceClient,
     pub reporter: Arc<Reporter>,
     pub verifier: Verifier,
-    pub default_rooms: RoomGlobs,
+    pub default_rooms: Arc<RoomGlobs>,
     pub allowed_origins: Vec<String>,
 }
 

@@ -109,7 +109,7 @@ impl Session {
                 Ok(claims) if *claims.sub == *self.user => {
                     self.exp = claims.exp;
                     if let Some(rooms) = claims.rooms {
-                        self.globs = RoomGlobs::new(rooms);
+                        self.globs = std::sync::Arc::new(RoomGlobs::new(rooms));
                     }
                     Ok(Some(ReplyBody::Refresh { exp: claims.exp }))
                 }

@@ -67,8 +67,11 @@ pub async fn run(hub: Arc<Hub>, stream: TcpStream, prefix: Bytes, accepted: Acce
                 activity,
                 peer: accepted.peer,
             };
-            if let Some((claims, first_id)) = authenticate(&ctx, &mut reader, accepted.token).await {
-                Session::open(ctx, claims).await.serve(&mut reader, first_id).await;
+            // Boxed: the task of an idle connection should hold only the
+            // state of the read it waits in, not of every step before it.
+            if let Some((claims, first_id)) = Box::pin(authenticate(&ctx, &mut reader, accepted.token)).await {
+                let session = Box::pin(Session::open(ctx, claims)).await;
+                session.serve(&mut reader, first_id).await;
             }
         }
     }
@@ -77,7 +80,7 @@ pub async fn run(hub: Arc<Hub>, stream: TcpStream, prefix: Bytes, accepted: Acce
     outbox.close(close::NORMAL, "bye");
     // Read until the client's close or EOF so our close frame is not lost
     // to a reset, but not for long.
-    let _ = tokio::time::timeout(CLOSE_LINGER, async {
+    let _ = Box::pin(tokio::time::timeout(CLOSE_LINGER, async {
         loop {
             match reader.next().await {
                 Ok(Incoming::Close(_)) | Err(ReadError::Closed) => return,
@@ -85,7 +88,7 @@ pub async fn run(hub: Arc<Hub>, stream: TcpStream, prefix: Bytes, accepted: Acce
                 Ok(_) => {}
             }
         }
-    })
+    }))
     .await;
     let _ = writer.await;
     let code = outbox.closing().map_or(close::ABNORMAL, |c| c.code).to_string();
@@ -199,7 +202,7 @@ pub struct Session {
     pub(crate) outbox: Arc<Outbox>,
     activity: Arc<Activity>,
     /// Rooms the token allows.
-    pub(crate) globs: RoomGlobs,
+    pub(crate) globs: Arc<RoomGlobs>,
     /// Token expiry, seconds since the Unix epoch.
     pub(crate) exp: i64,
     pub(crate) rooms: HashMap<String, RoomHandle>,
@@ -218,7 +221,7 @@ impl Session {
         let conn = hub.new_conn_id();
         let user: Arc<str> = claims.sub.clone().into();
         let globs = match &claims.rooms {
-            Some(rooms) => RoomGlobs::new(rooms.clone()),
+            Some(rooms) => Arc::new(RoomGlobs::new(rooms.clone())),
             None => hub.default_rooms.clone(),
         };
         let listener = Listener { outbox: ctx.outbox.clone(), encoding: ctx.encoding };
@@ -285,7 +288,8 @@ impl Session {
                 }
                 Ok(msg) => match decode(self.encoding, &msg) {
                     Err((code, reason)) => self.outbox.close(code, reason),
-                    Ok(Some(decoded)) => self.on_request(decoded).await,
+                    // Boxed: allocated only while a request is handled.
+                    Ok(Some(decoded)) => Box::pin(self.on_request(decoded)).await,
                     Ok(None) => {}
                 },
             }
@@ -293,7 +297,7 @@ impl Session {
                 break;
             }
         }
-        self.close().await;
+        Box::pin(self.close()).await;
     }
 
     /// Counts a frame against the rate limit; false if it must be refused.

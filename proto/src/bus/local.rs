@@ -4,14 +4,13 @@
 //! wildcard (`*`, `>`) subscriptions, bounded subscriber queues, and a full
 //! queue drops the message (a slow consumer) instead of blocking the publisher.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, Weak};
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 
 use bytes::Bytes;
 use futures::Stream;
-use tokio::sync::mpsc;
 
 use super::{BoxFuture, Broker, BusError, Message, Subscription};
 
@@ -35,20 +34,36 @@ struct Table {
 
 struct Sub {
     id: u64,
-    tx: mpsc::Sender<Message>,
+    queue: Arc<Mutex<Queue>>,
+}
+
+/// A subscriber's pending messages. A plain deque rather than a channel:
+/// a gateway holds one subscription per connected user, and an idle one
+/// should cost a few dozen bytes, not a preallocated channel block.
+#[derive(Default)]
+struct Queue {
+    items: VecDeque<Message>,
+    waker: Option<Waker>,
+    /// The subscriber has gone.
+    closed: bool,
 }
 
 impl Sub {
     /// Delivers without waiting; false when the subscriber is gone.
     fn offer(&self, msg: &Message, dropped: &'static str) -> bool {
-        match self.tx.try_send(msg.clone()) {
-            Ok(()) => true,
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                metrics::counter!(dropped).increment(1);
-                true
-            }
-            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        let mut q = self.queue.lock().unwrap();
+        if q.closed {
+            return false;
         }
+        if q.items.len() >= SUBSCRIPTION_CAPACITY {
+            metrics::counter!(dropped).increment(1);
+            return true;
+        }
+        q.items.push_back(msg.clone());
+        if let Some(w) = q.waker.take() {
+            w.wake();
+        }
+        true
     }
 }
 
@@ -88,22 +103,36 @@ impl Broker for LocalBroker {
     }
 
     fn subscribe(&self, subject: String) -> BoxFuture<'_, Result<Subscription, BusError>> {
-        let (tx, rx) = mpsc::channel(SUBSCRIPTION_CAPACITY);
+        let queue = Arc::new(Mutex::new(Queue::default()));
         let mut table = self.table.lock().unwrap();
         table.next_id += 1;
         let id = table.next_id;
-        let sub = Sub { id, tx };
+        let sub = Sub { id, queue: queue.clone() };
         if subject.split('.').any(|t| t == "*" || t == ">") {
             table.wildcard.push((subject.clone(), sub));
         } else {
             table.exact.entry(subject.clone()).or_default().push(sub);
         }
-        let stream = LocalStream { rx, table: Arc::downgrade(&self.table), id, subject };
+        let stream = LocalStream { queue, table: Arc::downgrade(&self.table), id, subject };
         Box::pin(async move { Ok(Subscription::new(Box::pin(stream))) })
     }
 
     fn is_connected(&self) -> bool {
         true
+    }
+}
+
+impl Drop for Table {
+    /// The broker is gone: every subscription ends.
+    fn drop(&mut self) {
+        let subs = self.exact.values().flatten().chain(self.wildcard.iter().map(|(_, s)| s));
+        for sub in subs {
+            let mut q = sub.queue.lock().unwrap();
+            q.closed = true;
+            if let Some(w) = q.waker.take() {
+                w.wake();
+            }
+        }
     }
 }
 
@@ -123,7 +152,7 @@ fn matches(pattern: &str, subject: &str) -> bool {
 
 /// The receiving end; removes its table entry when dropped.
 struct LocalStream {
-    rx: mpsc::Receiver<Message>,
+    queue: Arc<Mutex<Queue>>,
     table: Weak<Mutex<Table>>,
     id: u64,
     subject: String,
@@ -132,13 +161,28 @@ struct LocalStream {
 impl Stream for LocalStream {
     type Item = Message;
 
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Message>> {
-        self.rx.poll_recv(cx)
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Message>> {
+        let mut q = self.queue.lock().unwrap();
+        match q.items.pop_front() {
+            Some(msg) => {
+                if q.items.is_empty() && q.items.capacity() > 64 {
+                    // Give back what a burst grew.
+                    q.items = VecDeque::new();
+                }
+                Poll::Ready(Some(msg))
+            }
+            None if q.closed => Poll::Ready(None),
+            None => {
+                q.waker = Some(cx.waker().clone());
+                Poll::Pending
+            }
+        }
     }
 }
 
 impl Drop for LocalStream {
     fn drop(&mut self) {
+        self.queue.lock().unwrap().closed = true;
         let Some(table) = self.table.upgrade() else {
             return;
         };
