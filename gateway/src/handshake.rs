@@ -11,6 +11,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use fastwebsockets::upgrade::UpgradeFut;
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::header::{HeaderValue, SEC_WEBSOCKET_PROTOCOL};
@@ -21,23 +22,52 @@ use tokio::net::TcpStream;
 
 use crate::auth::token_from_request;
 use crate::hub::Hub;
-use crate::session::{self, Accepted};
+use crate::session::Accepted;
 
-/// Answers an upgrade request on `/ws`, spawning the session on success.
-pub fn upgrade(hub: &Arc<Hub>, peer: SocketAddr, mut req: Request<Incoming>) -> Response<Full<Bytes>> {
+/// A WebSocket upgrade answered with 101: what the connection's task runs
+/// once hyper lets go of the socket.
+pub struct Upgrade {
+    fut: UpgradeFut,
+    accepted: Accepted,
+}
+
+impl Upgrade {
+    /// Takes the socket back from hyper once the 101 is out: the stream, the
+    /// bytes hyper read past the request, and what the handshake decided.
+    pub async fn into_socket(self) -> Option<(TcpStream, Bytes, Accepted)> {
+        let ws = self.fut.await.ok()?;
+        let upgraded = ws.into_inner().into_inner();
+        let Ok(parts) = upgraded.downcast::<TokioIo<TcpStream>>() else {
+            tracing::error!("upgraded connection is not a TCP stream");
+            return None;
+        };
+        // Re-register the socket: its readiness slots still hold wakers from
+        // hyper's part of the task, which would keep stale state alive.
+        let stream = parts.io.into_inner().into_std().and_then(TcpStream::from_std).ok()?;
+        Some((stream, parts.read_buf, self.accepted))
+    }
+}
+
+/// Answers a request on `/ws`: the response, and on success the upgrade
+/// for the connection's task to run.
+pub fn upgrade(
+    hub: &Arc<Hub>,
+    peer: SocketAddr,
+    mut req: Request<Incoming>,
+) -> (Response<Full<Bytes>>, Option<Upgrade>) {
     if req.method() != Method::GET {
-        return reject(StatusCode::METHOD_NOT_ALLOWED, "WebSocket upgrades use GET", "method");
+        return (reject(StatusCode::METHOD_NOT_ALLOWED, "WebSocket upgrades use GET", "method"), None);
     }
     if !fastwebsockets::upgrade::is_upgrade_request(&req) {
         let mut r = reject(StatusCode::UPGRADE_REQUIRED, "this endpoint speaks WebSocket", "not_upgrade");
         r.headers_mut().insert(hyper::header::UPGRADE, HeaderValue::from_static("websocket"));
-        return r;
+        return (r, None);
     }
     if hub.is_draining() {
-        return reject(StatusCode::SERVICE_UNAVAILABLE, "draining", "draining");
+        return (reject(StatusCode::SERVICE_UNAVAILABLE, "draining", "draining"), None);
     }
     let Some(encoding) = negotiate(&req) else {
-        return reject(StatusCode::BAD_REQUEST, "no supported subprotocol offered", "subprotocol");
+        return (reject(StatusCode::BAD_REQUEST, "no supported subprotocol offered", "subprotocol"), None);
     };
     let offered_protocol = req.headers().contains_key(SEC_WEBSOCKET_PROTOCOL);
     let token = token_from_request(req.headers(), req.uri().query());
@@ -50,7 +80,7 @@ pub fn upgrade(hub: &Arc<Hub>, peer: SocketAddr, mut req: Request<Incoming>) -> 
             if matches!(e, fastwebsockets::WebSocketError::InvalidSecWebsocketVersion) {
                 r.headers_mut().insert("sec-websocket-version", HeaderValue::from_static("13"));
             }
-            return r;
+            return (r, None);
         }
     };
     let (ticket, refuse) = if !origin_ok {
@@ -67,20 +97,11 @@ pub fn upgrade(hub: &Arc<Hub>, peer: SocketAddr, mut req: Request<Incoming>) -> 
         }
     };
     let accepted = Accepted { encoding, token, refuse, ticket, peer };
-    let hub = hub.clone();
-    tokio::spawn(async move {
-        let Ok(ws) = fut.await else { return };
-        let upgraded = ws.into_inner().into_inner();
-        match upgraded.downcast::<TokioIo<TcpStream>>() {
-            Ok(parts) => session::run(hub, parts.io.into_inner(), parts.read_buf, accepted).await,
-            Err(_) => tracing::error!("upgraded connection is not a TCP stream"),
-        }
-    });
     let mut response = response.map(|_| Full::new(Bytes::new()));
     if offered_protocol {
         response.headers_mut().insert(SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_static(encoding.protocol()));
     }
-    response
+    (response, Some(Upgrade { fut, accepted }))
 }
 
 /// The encoding for the client's subprotocol offer: the first of ours it

@@ -7,7 +7,7 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -15,11 +15,11 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
 use crate::demo::Demo;
-use crate::handshake;
+use crate::handshake::{self, Upgrade};
 use crate::hub::Hub;
 
 /// Longest a client may take to send its request headers.
@@ -43,28 +43,50 @@ pub async fn serve(hub: Arc<Hub>, demo: Arc<Demo>, listener: TcpListener, stop: 
             _ = stop.cancelled() => return,
         };
         let _ = stream.set_nodelay(true);
-        let hub = hub.clone();
-        let demo = demo.clone();
-        tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |req| {
-                let hub = hub.clone();
-                let demo = demo.clone();
-                async move { Ok::<_, Infallible>(route(&hub, &demo, peer, req)) }
-            });
-            let _ = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(HEADER_TIMEOUT)
-                .max_buf_size(MAX_HEAD_BYTES)
-                .serve_connection(TokioIo::new(stream), service)
-                .with_upgrades()
-                .await;
-        });
+        tokio::spawn(connection(hub.clone(), demo.clone(), stream, peer));
     }
 }
 
-fn route(hub: &Arc<Hub>, demo: &Demo, peer: SocketAddr, req: Request<Incoming>) -> Response<Full<Bytes>> {
+/// One TCP connection: HTTP until (and unless) it upgrades, then the
+/// WebSocket session, in the same task — one task per client, not two.
+async fn connection(hub: Arc<Hub>, demo: Arc<Demo>, stream: TcpStream, peer: SocketAddr) {
+    let upgrade: Arc<Mutex<Option<Upgrade>>> = Arc::default();
+    let slot = upgrade.clone();
+    let service_hub = hub.clone();
+    let service = hyper::service::service_fn(move |req| {
+        let response = route(&service_hub, &demo, peer, req, &slot);
+        async move { Ok::<_, Infallible>(response) }
+    });
+    // Boxed in their own statements: the task keeps neither hyper's nor the
+    // session's state inline once it has moved on.
+    let http = Box::pin(
+        hyper::server::conn::http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(HEADER_TIMEOUT)
+            .max_buf_size(MAX_HEAD_BYTES)
+            .serve_connection(TokioIo::new(stream), service)
+            .with_upgrades(),
+    );
+    let _ = http.await;
+    let next = upgrade.lock().unwrap().take();
+    let Some(upgrade) = next else { return };
+    let socket = Box::pin(upgrade.into_socket());
+    let Some((stream, prefix, accepted)) = socket.await else { return };
+    let session = Box::pin(crate::session::run(hub, stream, prefix, accepted));
+    session.await
+}
+
+fn route(
+    hub: &Arc<Hub>,
+    demo: &Demo,
+    peer: SocketAddr,
+    req: Request<Incoming>,
+    upgrade: &Mutex<Option<Upgrade>>,
+) -> Response<Full<Bytes>> {
     if req.uri().path() == "/ws" {
-        return handshake::upgrade(hub, peer, req);
+        let (response, accepted) = handshake::upgrade(hub, peer, req);
+        *upgrade.lock().unwrap() = accepted;
+        return response;
     }
     demo.respond(&req).unwrap_or_else(|| {
         Response::builder()

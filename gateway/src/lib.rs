@@ -1,8 +1,9 @@
 //! The Switchboard gateway: the WebSocket edge.
 //!
 //! A connection is upgraded ([`handshake`]), authenticated and served by a
-//! [`session`] that reads with its own frame [`reader`] and writes through a
-//! bounded [`outbox`] drained by a [`writer`] task. Room operations go to the
+//! [`session`] in one task: its [`socket`] reads with the gateway's own frame
+//! [`reader`], writes what fanout put in a bounded [`outbox`] with a
+//! [`writer`], and keeps the heartbeat and expiry [`clock`]s. Room operations go to the
 //! room's owner; events come back through one [`fanout`] task per locally
 //! joined room ([`rooms`]) and per-user [`topics`]. Everything a connection
 //! shares lives in the [`hub`].
@@ -11,6 +12,7 @@ pub mod admission;
 pub mod auth;
 pub mod backends;
 pub mod bucket;
+pub mod clock;
 pub mod config;
 pub mod control;
 pub mod demo;
@@ -27,5 +29,6 @@ pub mod reader;
 pub mod rooms;
 pub mod server;
 pub mod session;
+pub mod socket;
 pub mod topics;
 pub mod writer;

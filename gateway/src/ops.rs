@@ -107,7 +107,8 @@ impl Session {
             }
             Op::Refresh { token } => match self.hub.verifier.verify(&token) {
                 Ok(claims) if *claims.sub == *self.user => {
-                    self.exp = claims.exp;
+                    let now = tokio::time::Instant::now();
+                    self.socket.clocks.expire_at(claims.exp, proto::client::close::TOKEN_EXPIRED, now);
                     if let Some(rooms) = claims.rooms {
                         self.globs = std::sync::Arc::new(RoomGlobs::new(rooms));
                     }

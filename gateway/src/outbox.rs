@@ -2,8 +2,8 @@
 //!
 //! Fanout pushes shared, already-encoded frames here and never waits: a
 //! client that does not read fills its own queue, gets closed with 4000 and
-//! is forgotten, while everyone else's delivery goes on. The writer task
-//! drains the queue in batches.
+//! is forgotten, while everyone else's delivery goes on. The connection's
+//! task drains the queue in batches.
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
@@ -11,7 +11,6 @@ use std::sync::Mutex;
 use bytes::Bytes;
 use proto::client::close;
 use tokio::sync::Notify;
-use tokio_util::sync::CancellationToken;
 
 /// A frame waiting to be written.
 #[derive(Debug, Clone)]
@@ -42,8 +41,8 @@ struct State {
 pub struct Outbox {
     state: Mutex<State>,
     limit: usize,
+    /// Wakes the connection's task: something to write, or a close.
     wake: Notify,
-    closed: CancellationToken,
 }
 
 /// What the writer takes in one go.
@@ -56,7 +55,7 @@ pub struct Batch {
 impl Outbox {
     /// An empty queue holding at most `limit` bytes.
     pub fn new(limit: usize) -> Self {
-        Self { state: Mutex::default(), limit, wake: Notify::new(), closed: CancellationToken::new() }
+        Self { state: Mutex::default(), limit, wake: Notify::new() }
     }
 
     /// Queues a frame. Returns false if the connection is closing or the
@@ -76,7 +75,6 @@ impl Outbox {
             s.closing = Some(Closing { code: close::SLOW_CONSUMER, reason: "slow consumer" });
             drop(s);
             metrics::counter!("switchboard_gateway_drops_total", "reason" => "slow_consumer").increment(1);
-            self.closed.cancel();
             self.wake.notify_one();
             return false;
         }
@@ -95,18 +93,12 @@ impl Outbox {
             s.closing = Some(Closing { code, reason });
         }
         drop(s);
-        self.closed.cancel();
         self.wake.notify_one();
     }
 
     /// The close in progress, if any.
     pub fn closing(&self) -> Option<Closing> {
         self.state.lock().unwrap().closing
-    }
-
-    /// Resolves once the connection starts closing, for any reason.
-    pub async fn closed(&self) {
-        self.closed.cancelled().await
     }
 
     /// Waits until there is something to take.

@@ -10,8 +10,11 @@
 //! `next()` is cancel-safe: bytes are only consumed once a whole frame is
 //! buffered, so it can sit in a `select!` next to timers.
 
+use std::task::{ready, Context, Poll};
+
 use bytes::{Buf, Bytes, BytesMut};
 use proto::client::close;
+use tokio::io::ReadBuf;
 use tokio::net::tcp::OwnedReadHalf;
 
 /// Most fragments one message may arrive in.
@@ -80,26 +83,42 @@ impl FrameReader {
 
     /// The next message or control frame.
     pub async fn next(&mut self) -> Result<Incoming, ReadError> {
+        std::future::poll_fn(|cx| self.poll_next(cx)).await
+    }
+
+    /// Polls for the next message. Written as a poll function so that a task
+    /// waiting on an idle connection stores no read future at all.
+    pub fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Result<Incoming, ReadError>> {
         loop {
             if let Some(msg) = self.parse()? {
-                return Ok(msg);
+                return Poll::Ready(Ok(msg));
             }
             if self.buf.is_empty() {
                 // Idle: hold no buffer until the socket has something to say.
                 self.buf = BytesMut::new();
-                self.io.readable().await.map_err(|_| ReadError::Closed)?;
+                ready!(self.poll_readable(cx))?;
             }
             if self.buf.capacity() - self.buf.len() < 512 {
                 self.buf.reserve(4096);
             }
             match self.io.try_read_buf(&mut self.buf) {
-                Ok(0) => return Err(ReadError::Closed),
+                Ok(0) => return Poll::Ready(Err(ReadError::Closed)),
                 Ok(_) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                    self.io.readable().await.map_err(|_| ReadError::Closed)?;
-                }
-                Err(_) => return Err(ReadError::Closed),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => ready!(self.poll_readable(cx))?,
+                Err(_) => return Poll::Ready(Err(ReadError::Closed)),
             }
+        }
+    }
+
+    /// Ready once the socket has bytes (or EOF) to read, without taking any:
+    /// a peek into one byte on the stack.
+    fn poll_readable(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), ReadError>> {
+        let mut byte = [0u8; 1];
+        let mut peek = ReadBuf::new(&mut byte);
+        match self.io.poll_peek(cx, &mut peek) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => Poll::Ready(Err(ReadError::Closed)),
+            Poll::Ready(Ok(_)) => Poll::Ready(Ok(())),
         }
     }
 

@@ -21,13 +21,11 @@ use crate::bucket::TokenBucket;
 use crate::glob::RoomGlobs;
 use crate::hub::{Conn, Hub};
 use crate::outbox::{Out, Outbox};
-use crate::reader::{FrameReader, Incoming, ReadError};
+use crate::reader::{Incoming, ReadError};
 use crate::rooms::RoomHandle;
+use crate::socket::{Socket, SocketConfig};
 use crate::topics::Listener;
-use crate::writer::{self, Activity, WriterConfig};
 
-/// How long a closing connection waits for the client's close frame.
-const CLOSE_LINGER: Duration = Duration::from_secs(1);
 /// Window over which bad frames are counted for 4503.
 const BAD_FRAME_WINDOW: Duration = Duration::from_secs(60);
 
@@ -43,168 +41,34 @@ pub struct Accepted {
     pub peer: SocketAddr,
 }
 
-/// Runs a connection to the end.
-pub async fn run(hub: Arc<Hub>, stream: TcpStream, prefix: Bytes, accepted: Accepted) {
-    let _ticket = accepted.ticket;
-    let (rd, wr) = stream.into_split();
-    let outbox = Arc::new(Outbox::new(hub.limits.queue_bytes));
-    let activity = Arc::new(Activity::new());
-    let config = WriterConfig {
-        binary: accepted.encoding.is_binary(),
-        heartbeat: hub.limits.heartbeat,
-        pong_timeout: hub.limits.pong_timeout,
-        write_timeout: hub.limits.write_timeout,
-    };
-    let writer = tokio::spawn(writer::run(wr, outbox.clone(), activity.clone(), config));
-    let mut reader = FrameReader::new(rd, prefix, hub.limits.max_message_bytes);
-    match accepted.refuse {
-        Some((code, reason)) => outbox.close(code, reason),
-        None => {
-            let ctx = Ctx {
-                hub: hub.clone(),
-                encoding: accepted.encoding,
-                outbox: outbox.clone(),
-                activity,
-                peer: accepted.peer,
-            };
-            // Boxed: the task of an idle connection should hold only the
-            // state of the read it waits in, not of every step before it.
-            if let Some((claims, first_id)) = Box::pin(authenticate(&ctx, &mut reader, accepted.token)).await {
-                let session = Box::pin(Session::open(ctx, claims)).await;
-                session.serve(&mut reader, first_id).await;
-            }
-        }
-    }
-    // However the session ended, the writer finishes (first close wins: a
-    // client that just vanished gets no frame, the write simply fails).
-    outbox.close(close::NORMAL, "bye");
-    // Read until the client's close or EOF so our close frame is not lost
-    // to a reset, but not for long.
-    let _ = Box::pin(tokio::time::timeout(CLOSE_LINGER, async {
-        loop {
-            match reader.next().await {
-                Ok(Incoming::Close(_)) | Err(ReadError::Closed) => return,
-                Err(ReadError::Protocol { .. }) => return reader.discard_until_eof().await,
-                Ok(_) => {}
-            }
-        }
-    }))
-    .await;
-    let _ = writer.await;
-    let code = outbox.closing().map_or(close::ABNORMAL, |c| c.code).to_string();
-    metrics::counter!("switchboard_gateway_disconnects_total", "code" => code).increment(1);
-}
-
-/// What a connection has before it is authenticated.
-struct Ctx {
+/// Runs a connection to the end. The session is moved into the future once
+/// and lived through a reference: an `async fn` taking it by value would
+/// hold a second copy of it (its argument and its binding).
+pub fn run(
     hub: Arc<Hub>,
-    encoding: Encoding,
-    outbox: Arc<Outbox>,
-    activity: Arc<Activity>,
-    peer: SocketAddr,
+    stream: TcpStream,
+    prefix: Bytes,
+    accepted: Accepted,
+) -> impl std::future::Future<Output = ()> + Send {
+    let mut session = Session::new(hub, stream, prefix, accepted);
+    async move { session.live().await }
 }
 
-impl Ctx {
-    fn send(&self, event: Event) {
-        self.outbox.push(Out::Data(event.encode(self.encoding)));
-    }
-
-    fn reject_token(&self, e: &AuthError) {
-        let reason = match e {
-            AuthError::Expired => "token expired",
-            AuthError::Invalid(_) => "unauthorized",
-        };
-        tracing::debug!(peer = %self.peer, error = %e, "token rejected");
-        metrics::counter!("switchboard_gateway_connections_rejected_total", "reason" => "unauthorized").increment(1);
-        self.outbox.close(e.close_code(), reason);
-    }
-}
-
-/// Verifies the upgrade's token, or waits for an `auth` frame. Returns the
-/// claims and the id of an `auth` request still to be answered.
-async fn authenticate(ctx: &Ctx, reader: &mut FrameReader, token: Option<String>) -> Option<(Claims, RequestId)> {
-    if let Some(token) = token {
-        return match ctx.hub.verifier.verify(&token) {
-            Ok(claims) => Some((claims, RequestId::None)),
-            Err(e) => {
-                ctx.reject_token(&e);
-                None
-            }
-        };
-    }
-    let deadline = tokio::time::Instant::now() + ctx.hub.limits.auth_timeout;
-    loop {
-        let msg = tokio::select! {
-            m = reader.next() => m,
-            _ = tokio::time::sleep_until(deadline) => {
-                metrics::counter!("switchboard_gateway_connections_rejected_total", "reason" => "auth_timeout").increment(1);
-                ctx.outbox.close(close::UNAUTHORIZED, "auth timeout");
-                return None;
-            }
-            _ = ctx.outbox.closed() => return None,
-        };
-        ctx.activity.touch();
-        let msg = match msg {
-            Ok(Incoming::Ping(p)) => {
-                ctx.outbox.push(Out::Pong(p));
-                continue;
-            }
-            Ok(Incoming::Pong) => continue,
-            Ok(Incoming::Close(code)) => {
-                ctx.outbox.close(code.unwrap_or(close::NORMAL), "bye");
-                return None;
-            }
-            Err(ReadError::Protocol { code, reason }) => {
-                ctx.outbox.close(code, reason);
-                return None;
-            }
-            Err(ReadError::Closed) => {
-                ctx.outbox.close(close::ABNORMAL, "gone");
-                return None;
-            }
-            Ok(msg) => msg,
-        };
-        match decode(ctx.encoding, &msg) {
-            Err((code, reason)) => ctx.outbox.close(code, reason),
-            Ok(Some(Ok(Request { id, op: proto::client::Op::Auth { token } }))) => {
-                match ctx.hub.verifier.verify(&token) {
-                    Ok(claims) => return Some((claims, id)),
-                    Err(e) => {
-                        let code = ErrorCode::Unauthorized;
-                        ctx.send(Event::Failure { id: &id, code, message: &e.to_string() });
-                        ctx.reject_token(&e);
-                    }
-                }
-            }
-            _ => {
-                ctx.send(Event::Failure {
-                    id: &RequestId::None,
-                    code: ErrorCode::Unauthorized,
-                    message: "authenticate first",
-                });
-                metrics::counter!("switchboard_gateway_connections_rejected_total", "reason" => "unauthorized")
-                    .increment(1);
-                ctx.outbox.close(close::UNAUTHORIZED, "authenticate first");
-            }
-        }
-        return None;
-    }
-}
-
-/// An authenticated connection.
+/// A client connection; authenticated once `user` is set.
 pub struct Session {
     pub(crate) hub: Arc<Hub>,
+    /// The connection id ("" until authenticated).
     pub(crate) conn: Arc<str>,
+    /// The token's `sub` ("" until authenticated).
     pub(crate) user: Arc<str>,
     /// The token's `info` claim (JSON text), shown to room members.
     pub(crate) info: Bytes,
     pub(crate) encoding: Encoding,
     pub(crate) outbox: Arc<Outbox>,
-    activity: Arc<Activity>,
+    /// The client's socket and its clocks.
+    pub(crate) socket: Socket,
     /// Rooms the token allows.
     pub(crate) globs: Arc<RoomGlobs>,
-    /// Token expiry, seconds since the Unix epoch.
-    pub(crate) exp: i64,
     pub(crate) rooms: HashMap<String, RoomHandle>,
     pub(crate) watching: HashSet<String>,
     bucket: TokenBucket,
@@ -212,68 +76,167 @@ pub struct Session {
     refused: u32,
     /// Bad frames in the current window, and when it started.
     bad: (u32, Instant),
+    /// What the handshake decided, until used.
+    accepted: Option<Accepted>,
 }
 
 impl Session {
-    /// Registers an authenticated connection and greets it.
-    async fn open(ctx: Ctx, claims: Claims) -> Self {
-        let hub = ctx.hub;
-        let conn = hub.new_conn_id();
-        let user: Arc<str> = claims.sub.clone().into();
-        let globs = match &claims.rooms {
-            Some(rooms) => Arc::new(RoomGlobs::new(rooms.clone())),
-            None => hub.default_rooms.clone(),
+    fn new(hub: Arc<Hub>, stream: TcpStream, prefix: Bytes, accepted: Accepted) -> Self {
+        let outbox = Arc::new(Outbox::new(hub.limits.queue_bytes));
+        let config = SocketConfig {
+            binary: accepted.encoding.is_binary(),
+            max_message: hub.limits.max_message_bytes,
+            heartbeat: hub.limits.heartbeat,
+            pong_timeout: hub.limits.pong_timeout,
+            write_timeout: hub.limits.write_timeout,
         };
-        let listener = Listener { outbox: ctx.outbox.clone(), encoding: ctx.encoding };
-        hub.register(conn.clone(), Conn { user: user.clone(), outbox: ctx.outbox.clone() });
-        if let Err(e) = hub.direct.add(&user, conn.clone(), listener).await {
-            tracing::warn!(error = %e, "direct messages unavailable for this connection");
-        }
-        hub.reporter.connected(&user, &conn);
-        metrics::counter!("switchboard_gateway_connections_accepted_total").increment(1);
-        let hello = Event::Hello {
-            conn: &conn,
-            user: &user,
-            gateway: &hub.id,
-            heartbeat_ms: hub.limits.heartbeat.as_millis() as u32,
-        };
-        ctx.outbox.push(Out::Data(hello.encode(ctx.encoding)));
         let now = Instant::now();
         Self {
+            socket: Socket::new(stream, prefix, outbox.clone(), config),
             bucket: TokenBucket::new(hub.limits.rate_per_sec, hub.limits.rate_burst, now),
-            info: claims.info_bytes(),
-            exp: claims.exp,
+            globs: hub.default_rooms.clone(),
             hub,
-            conn,
-            user,
-            encoding: ctx.encoding,
-            outbox: ctx.outbox,
-            activity: ctx.activity,
-            globs,
+            conn: "".into(),
+            user: "".into(),
+            info: Bytes::new(),
+            encoding: accepted.encoding,
+            outbox,
             rooms: HashMap::new(),
             watching: HashSet::new(),
             refused: 0,
             bad: (0, now),
+            accepted: Some(accepted),
         }
     }
 
-    /// Reads and answers requests until the connection closes, then cleans up.
-    async fn serve(mut self, reader: &mut FrameReader, auth_id: RequestId) {
-        if auth_id.is_some() {
-            self.reply(&auth_id, Ok(Default::default()));
+    /// The whole connection: authenticate, serve, clean up, close. Each step
+    /// but the serving is boxed, so an idle connection's task holds only
+    /// what serving needs; and boxed in a statement of its own, as a
+    /// temporary in an awaited expression keeps its space for good.
+    async fn live(&mut self) {
+        let accepted = self.accepted.take().expect("set by new");
+        let _ticket = accepted.ticket;
+        if let Some((code, reason)) = accepted.refuse {
+            self.outbox.close(code, reason);
+        } else {
+            let auth = Box::pin(self.authenticate(accepted.token, accepted.peer));
+            if let Some((claims, auth_id)) = auth.await {
+                let open = Box::pin(self.open(claims));
+                open.await;
+                if auth_id.is_some() {
+                    self.reply(&auth_id, Ok(Default::default()));
+                }
+                self.serve().await;
+                let close = Box::pin(self.close());
+                close.await;
+            }
         }
-        loop {
-            let expires = expiry_instant(self.exp);
-            let msg = tokio::select! {
-                m = reader.next() => m,
-                _ = self.outbox.closed() => break,
-                _ = tokio::time::sleep_until(expires) => {
-                    self.outbox.close(close::TOKEN_EXPIRED, "token expired");
-                    break;
+        let finish = Box::pin(self.socket.finish(close::NORMAL, "bye"));
+        let code = finish.await;
+        metrics::counter!("switchboard_gateway_disconnects_total", "code" => code.to_string()).increment(1);
+    }
+
+    fn reject_token(&self, e: &AuthError, peer: SocketAddr) {
+        let reason = match e {
+            AuthError::Expired => "token expired",
+            AuthError::Invalid(_) => "unauthorized",
+        };
+        tracing::debug!(%peer, error = %e, "token rejected");
+        metrics::counter!("switchboard_gateway_connections_rejected_total", "reason" => "unauthorized").increment(1);
+        self.outbox.close(e.close_code(), reason);
+    }
+
+    /// Verifies the upgrade's token, or waits for an `auth` frame. Returns
+    /// the claims and the id of an `auth` request still to be answered.
+    async fn authenticate(&mut self, token: Option<String>, peer: SocketAddr) -> Option<(Claims, RequestId)> {
+        if let Some(token) = token {
+            return match self.hub.verifier.verify(&token) {
+                Ok(claims) => Some((claims, RequestId::None)),
+                Err(e) => {
+                    self.reject_token(&e, peer);
+                    None
                 }
             };
-            self.activity.touch();
-            match msg {
+        }
+        let deadline = tokio::time::Instant::now() + self.hub.limits.auth_timeout;
+        self.socket.clocks.end_at(deadline, close::UNAUTHORIZED, "auth timeout");
+        loop {
+            let msg = match self.socket.next().await {
+                Ok(Incoming::Ping(p)) => {
+                    self.outbox.push(Out::Pong(p));
+                    continue;
+                }
+                Ok(Incoming::Pong) => continue,
+                Ok(Incoming::Close(code)) => {
+                    self.outbox.close(code.unwrap_or(close::NORMAL), "bye");
+                    return None;
+                }
+                Err(ReadError::Protocol { code, reason }) => {
+                    self.outbox.close(code, reason);
+                    return None;
+                }
+                Err(ReadError::Closed) => {
+                    if self.outbox.closing().is_some_and(|c| c.reason == "auth timeout") {
+                        metrics::counter!("switchboard_gateway_connections_rejected_total", "reason" => "auth_timeout")
+                            .increment(1);
+                    }
+                    self.outbox.close(close::ABNORMAL, "gone");
+                    return None;
+                }
+                Ok(msg) => msg,
+            };
+            match decode(self.encoding, &msg) {
+                Err((code, reason)) => self.outbox.close(code, reason),
+                Ok(Some(Ok(Request { id, op: proto::client::Op::Auth { token } }))) => {
+                    match self.hub.verifier.verify(&token) {
+                        Ok(claims) => return Some((claims, id)),
+                        Err(e) => {
+                            self.fail(&id, ErrorCode::Unauthorized, &e.to_string());
+                            self.reject_token(&e, peer);
+                        }
+                    }
+                }
+                _ => {
+                    self.fail(&RequestId::None, ErrorCode::Unauthorized, "authenticate first");
+                    metrics::counter!("switchboard_gateway_connections_rejected_total", "reason" => "unauthorized")
+                        .increment(1);
+                    self.outbox.close(close::UNAUTHORIZED, "authenticate first");
+                }
+            }
+            return None;
+        }
+    }
+
+    /// Registers an authenticated connection and greets it.
+    async fn open(&mut self, claims: Claims) {
+        let hub = self.hub.clone();
+        self.conn = hub.new_conn_id();
+        self.user = claims.sub.clone().into();
+        self.info = claims.info_bytes();
+        if let Some(rooms) = &claims.rooms {
+            self.globs = Arc::new(RoomGlobs::new(rooms.clone()));
+        }
+        let listener = Listener { outbox: self.outbox.clone(), encoding: self.encoding };
+        hub.register(self.conn.clone(), Conn { user: self.user.clone(), outbox: self.outbox.clone() });
+        if let Err(e) = hub.direct.add(&self.user, self.conn.clone(), listener).await {
+            tracing::warn!(error = %e, "direct messages unavailable for this connection");
+        }
+        hub.reporter.connected(&self.user, &self.conn);
+        self.socket.clocks.expire_at(claims.exp, close::TOKEN_EXPIRED, tokio::time::Instant::now());
+        metrics::counter!("switchboard_gateway_connections_accepted_total").increment(1);
+        self.send(Event::Hello {
+            conn: &self.conn,
+            user: &self.user,
+            gateway: &hub.id,
+            heartbeat_ms: hub.limits.heartbeat.as_millis() as u32,
+        });
+    }
+
+    /// Reads and answers requests until the connection closes.
+    async fn serve(&mut self) {
+        loop {
+            match self.socket.next().await {
+                // The client vanished, or our close went out.
                 Err(ReadError::Closed) => self.outbox.close(close::ABNORMAL, "gone"),
                 Err(ReadError::Protocol { code, reason }) => {
                     metrics::counter!("switchboard_gateway_drops_total", "reason" => "protocol_error").increment(1);
@@ -289,15 +252,17 @@ impl Session {
                 Ok(msg) => match decode(self.encoding, &msg) {
                     Err((code, reason)) => self.outbox.close(code, reason),
                     // Boxed: allocated only while a request is handled.
-                    Ok(Some(decoded)) => Box::pin(self.on_request(decoded)).await,
+                    Ok(Some(decoded)) => {
+                        let handle = Box::pin(self.on_request(decoded));
+                        handle.await
+                    }
                     Ok(None) => {}
                 },
             }
             if self.outbox.closing().is_some() {
-                break;
+                return;
             }
         }
-        Box::pin(self.close()).await;
     }
 
     /// Counts a frame against the rate limit; false if it must be refused.
@@ -381,7 +346,7 @@ impl Session {
     }
 
     /// Undoes everything the connection held.
-    async fn close(mut self) {
+    async fn close(&mut self) {
         let rooms: Vec<(String, RoomHandle)> = self.rooms.drain().collect();
         futures::future::join_all(rooms.iter().map(|(room, handle)| self.leave_room(room, handle))).await;
         for user in std::mem::take(&mut self.watching) {
@@ -407,9 +372,3 @@ fn decode(encoding: Encoding, msg: &Incoming) -> Result<Option<Decoded>, (u16, &
 }
 
 type Decoded = Result<Request, proto::client::DecodeError>;
-
-/// When a token with `exp` (Unix seconds) expires, as a timer instant.
-fn expiry_instant(exp: i64) -> tokio::time::Instant {
-    let left = exp.saturating_mul(1000).saturating_sub(proto::now_ms()).max(0) as u64;
-    tokio::time::Instant::now() + Duration::from_millis(left.min(86_400_000 * 365))
-}

@@ -3,17 +3,24 @@
 //! A gateway subscribes to `sb.user.<user>` while that user has a connection
 //! here, and to `sb.presence.<user>` while someone here watches that user —
 //! one subscription per user per gateway, however many local connections
-//! care. Each event is decoded and encoded once per encoding, and the bytes
-//! are shared by every listener's queue.
+//! care. All of a kind's subscriptions are served by one task (a user costs
+//! a subscription and a table entry, not a task of its own). Each event is
+//! decoded once and encoded once per encoding, and the bytes are shared by
+//! every listener's queue.
 
 use std::collections::HashMap;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 
 use bytes::Bytes;
+use futures::stream::{AbortHandle, Abortable, FuturesUnordered, StreamExt, StreamFuture};
+use futures::Stream;
 use prost::Message as _;
-use proto::bus::{Bus, BusError, Subscription};
+use proto::bus::{Bus, BusError, Message, Subscription};
 use proto::client::{Encoding, Event};
 use proto::{pb, subject};
+use tokio::sync::mpsc;
 
 use crate::outbox::{Out, Outbox};
 
@@ -33,31 +40,50 @@ pub struct Listener {
     pub encoding: Encoding,
 }
 
-/// The listeners of one user's topic and the task that serves them.
+/// The listeners of one user's topic, and how to end its subscription.
 struct Entry {
-    listeners: HashMap<Arc<str>, Listener>,
-    task: tokio::task::JoinHandle<()>,
+    /// Usually one or two connections: a list beats a map.
+    listeners: Vec<(Arc<str>, Listener)>,
+    subscription: AbortHandle,
 }
 
-type Table = Arc<Mutex<HashMap<String, Entry>>>;
+type Table = Arc<Mutex<HashMap<Arc<str>, Entry>>>;
+
+/// A user's subscription, tagged with the user, as the pump polls it.
+struct Tagged {
+    user: Arc<str>,
+    sub: Abortable<Subscription>,
+}
+
+impl Stream for Tagged {
+    type Item = Message;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Message>> {
+        Pin::new(&mut self.sub).poll_next(cx)
+    }
+}
 
 /// Local interest in one kind of per-user topic.
 pub struct Topics {
     topic: Topic,
     bus: Bus,
     table: Table,
+    pump: mpsc::UnboundedSender<Tagged>,
 }
 
 impl Topics {
     pub fn new(topic: Topic, bus: Bus) -> Self {
-        Self { topic, bus, table: Arc::default() }
+        let table = Table::default();
+        let (pump, subs) = mpsc::unbounded_channel();
+        tokio::spawn(serve(topic, subs, table.clone()));
+        Self { topic, bus, table, pump }
     }
 
     /// Adds `conn` as a listener of `user`'s topic; the bus subscription is
     /// live when this returns.
     pub async fn add(&self, user: &str, conn: Arc<str>, listener: Listener) -> Result<(), BusError> {
         if let Some(entry) = self.table.lock().unwrap().get_mut(user) {
-            entry.listeners.insert(conn, listener);
+            entry.listeners.push((conn, listener));
             return Ok(());
         }
         let subject = match self.topic {
@@ -66,12 +92,16 @@ impl Topics {
         };
         let sub = self.bus.subscribe(subject).await?;
         let mut table = self.table.lock().unwrap();
-        // Someone else may have subscribed while we awaited; theirs wins.
-        let entry = table.entry(user.to_owned()).or_insert_with(|| Entry {
-            listeners: HashMap::new(),
-            task: tokio::spawn(serve(self.topic, user.to_owned(), sub, self.table.clone())),
-        });
-        entry.listeners.insert(conn, listener);
+        // Someone else may have subscribed while we awaited; theirs wins and
+        // ours is dropped (unsubscribed) here.
+        if let Some(entry) = table.get_mut(user) {
+            entry.listeners.push((conn, listener));
+            return Ok(());
+        }
+        let (handle, registration) = AbortHandle::new_pair();
+        let user: Arc<str> = user.into();
+        let _ = self.pump.send(Tagged { user: user.clone(), sub: Abortable::new(sub, registration) });
+        table.insert(user, Entry { listeners: vec![(conn, listener)], subscription: handle });
         Ok(())
     }
 
@@ -79,10 +109,10 @@ impl Topics {
     pub fn remove(&self, user: &str, conn: &str) {
         let mut table = self.table.lock().unwrap();
         if let Some(entry) = table.get_mut(user) {
-            entry.listeners.remove(conn);
+            entry.listeners.retain(|(c, _)| &**c != conn);
             if entry.listeners.is_empty() {
                 if let Some(entry) = table.remove(user) {
-                    entry.task.abort();
+                    entry.subscription.abort();
                 }
             }
         }
@@ -104,28 +134,44 @@ impl Topics {
     }
 }
 
-/// Forwards one user's topic to its listeners.
-async fn serve(topic: Topic, user: String, mut sub: Subscription, table: Table) {
-    while let Some(msg) = sub.next().await {
-        let Some(frame) = Frame::decode(topic, &msg.payload) else {
-            continue;
-        };
-        let listeners: Vec<Listener> = match table.lock().unwrap().get(&user) {
-            Some(entry) => entry.listeners.values().cloned().collect(),
-            None => return,
-        };
-        let (mut json, mut proto) = (None, None);
-        let mut delivered = 0u64;
-        for l in listeners {
-            let slot = match l.encoding {
-                Encoding::Json => &mut json,
-                Encoding::Proto => &mut proto,
-            };
-            let bytes = slot.get_or_insert_with(|| frame.encode(l.encoding)).clone();
-            delivered += l.outbox.push(Out::Data(bytes)) as u64;
+/// The one task that serves every subscription of a kind.
+async fn serve(topic: Topic, mut added: mpsc::UnboundedReceiver<Tagged>, table: Table) {
+    let mut subs: FuturesUnordered<StreamFuture<Tagged>> = FuturesUnordered::new();
+    loop {
+        tokio::select! {
+            tagged = added.recv() => match tagged {
+                Some(t) => subs.push(t.into_future()),
+                None => return,
+            },
+            Some((msg, rest)) = subs.next(), if !subs.is_empty() => {
+                // `None`: the subscription was aborted or closed; drop it.
+                if let Some(msg) = msg {
+                    deliver(topic, &rest.user, &msg.payload, &table);
+                    subs.push(rest.into_future());
+                }
+            }
         }
-        metrics::counter!("switchboard_gateway_messages_delivered_total").increment(delivered);
     }
+}
+
+/// Forwards one event to every listener of `user`.
+fn deliver(topic: Topic, user: &str, payload: &Bytes, table: &Table) {
+    let Some(frame) = Frame::decode(topic, payload) else { return };
+    let listeners: Vec<Listener> = match table.lock().unwrap().get(user) {
+        Some(entry) => entry.listeners.iter().map(|(_, l)| l.clone()).collect(),
+        None => return,
+    };
+    let (mut json, mut proto) = (None, None);
+    let mut delivered = 0u64;
+    for l in listeners {
+        let slot = match l.encoding {
+            Encoding::Json => &mut json,
+            Encoding::Proto => &mut proto,
+        };
+        let bytes = slot.get_or_insert_with(|| frame.encode(l.encoding)).clone();
+        delivered += l.outbox.push(Out::Data(bytes)) as u64;
+    }
+    metrics::counter!("switchboard_gateway_messages_delivered_total").increment(delivered);
 }
 
 /// A decoded per-user event.

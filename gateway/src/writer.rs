@@ -1,20 +1,16 @@
-//! A connection's writer task: batches, heartbeats and the closing frame.
+//! Writing to a connection: batches and the closing frame.
 //!
-//! Everything queued since the last wake-up goes out in one `write_all`, so a
-//! fanout burst costs one syscall per connection, not one per frame. The
-//! writer also owns the heartbeat: a ping every interval, and a close with
-//! 4001 if nothing at all came back within the pong timeout. A write that
-//! blocks past the write timeout means the client stopped reading: the
+//! Everything queued since the last write goes out in one `write_all`, so a
+//! fanout burst costs one syscall per connection, not one per frame. A write
+//! that blocks past the write timeout means the client stopped reading: the
 //! connection is dropped as a slow consumer (4000).
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
 use proto::client::close;
 use tokio::io::AsyncWriteExt;
 use tokio::net::tcp::OwnedWriteHalf;
-use tokio::time::{timeout, Instant};
+use tokio::time::timeout;
 
 use crate::outbox::{Out, Outbox};
 
@@ -24,80 +20,38 @@ const OP_CLOSE: u8 = 8;
 const OP_PING: u8 = 9;
 const OP_PONG: u8 = 10;
 
-/// Writer settings.
-#[derive(Debug, Clone, Copy)]
-pub struct WriterConfig {
+/// The write half of a connection.
+pub struct Writer {
+    io: OwnedWriteHalf,
     /// Data frames are binary (protobuf) rather than text (JSON).
-    pub binary: bool,
-    /// Interval between pings.
-    pub heartbeat: Duration,
-    /// Silence after a ping before closing with 4001.
-    pub pong_timeout: Duration,
+    binary: bool,
     /// Longest one batch may take to write.
-    pub write_timeout: Duration,
+    write_timeout: Duration,
+    /// The close frame went out (or the socket failed): nothing more to write.
+    done: bool,
 }
 
-/// When the client was last heard from; written by the reader, read here.
-#[derive(Debug)]
-pub struct Activity {
-    epoch: Instant,
-    last_ms: AtomicU64,
-}
-
-impl Activity {
-    pub fn new() -> Self {
-        Self { epoch: Instant::now(), last_ms: AtomicU64::new(0) }
+impl Writer {
+    pub fn new(io: OwnedWriteHalf, binary: bool, write_timeout: Duration) -> Self {
+        Self { io, binary, write_timeout, done: false }
     }
 
-    /// Records traffic from the client now.
-    pub fn touch(&self) {
-        self.last_ms.store(self.epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
+    /// Whether the connection can take no more frames.
+    pub fn is_done(&self) -> bool {
+        self.done
     }
 
-    /// Whether the client was heard from at or after `t`.
-    fn since(&self, t: Instant) -> bool {
-        let t_ms = t.saturating_duration_since(self.epoch).as_millis() as u64;
-        self.last_ms.load(Ordering::Relaxed) >= t_ms
-    }
-}
-
-impl Default for Activity {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-/// Writes until the connection closes; returns the close code sent, or
-/// `None` when the socket failed or blocked before a close could be written.
-pub async fn run(
-    mut io: OwnedWriteHalf,
-    outbox: Arc<Outbox>,
-    activity: Arc<Activity>,
-    config: WriterConfig,
-) -> Option<u16> {
-    let data_op = if config.binary { OP_BINARY } else { OP_TEXT };
-    let mut next_ping = Instant::now() + config.heartbeat;
-    let mut ping_sent: Option<Instant> = None;
-    loop {
-        let mut ping_due = false;
-        let deadline = ping_sent.map_or(next_ping, |t| t + config.pong_timeout);
-        tokio::select! {
-            _ = outbox.ready() => {}
-            _ = tokio::time::sleep_until(deadline) => match ping_sent {
-                Some(t) if activity.since(t) => {
-                    ping_sent = None;
-                    next_ping = t + config.heartbeat;
-                }
-                Some(_) => outbox.close(close::HEARTBEAT_TIMEOUT, "heartbeat timeout"),
-                None => {
-                    ping_due = true;
-                    ping_sent = Some(Instant::now());
-                }
-            },
+    /// Writes everything queued (after a ping, if `ping`), and the close
+    /// frame once the outbox is closing. A failed or timed-out write closes
+    /// the outbox.
+    pub async fn flush(&mut self, outbox: &Outbox, ping: bool) {
+        if self.done {
+            return;
         }
         let batch = outbox.take();
+        let data_op = if self.binary { OP_BINARY } else { OP_TEXT };
         let mut buf = Vec::new();
-        if ping_due {
+        if ping {
             put_frame(&mut buf, OP_PING, &[]);
         }
         for out in &batch.frames {
@@ -112,25 +66,27 @@ pub async fn run(
             put_frame(&mut buf, OP_CLOSE, &payload);
         }
         if !buf.is_empty() {
-            match timeout(config.write_timeout, io.write_all(&buf)).await {
+            match timeout(self.write_timeout, self.io.write_all(&buf)).await {
                 Ok(Ok(())) => {
                     let delivered = batch.frames.iter().filter(|o| matches!(o, Out::Data(_))).count();
                     metrics::counter!("switchboard_gateway_frames_out_total").increment(delivered as u64);
                 }
                 Ok(Err(_)) => {
                     outbox.close(close::NORMAL, "socket error");
-                    return None;
+                    self.done = true;
+                    return;
                 }
                 Err(_) => {
                     metrics::counter!("switchboard_gateway_drops_total", "reason" => "write_timeout").increment(1);
                     outbox.close(close::SLOW_CONSUMER, "slow consumer");
-                    return None;
+                    self.done = true;
+                    return;
                 }
             }
         }
-        if let Some(c) = batch.closing {
-            let _ = timeout(config.write_timeout, io.shutdown()).await;
-            return Some(c.code);
+        if batch.closing.is_some() {
+            let _ = timeout(self.write_timeout, self.io.shutdown()).await;
+            self.done = true;
         }
     }
 }

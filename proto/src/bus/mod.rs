@@ -89,6 +89,14 @@ impl Subscription {
     }
 }
 
+impl futures::Stream for Subscription {
+    type Item = Message;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Option<Message>> {
+        self.stream.as_mut().poll_next(cx)
+    }
+}
+
 /// How long a publish on a hot path may wait for the broker before the
 /// message counts as lost (async-nats blocks while disconnected and full).
 pub const PUBLISH_TIMEOUT: Duration = Duration::from_secs(2);

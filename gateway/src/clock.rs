@@ -1,0 +1,118 @@
+//! A connection's clocks: heartbeat pings, silence after a ping, and a
+//! deadline (the auth timeout before authentication, the token's expiry
+//! after).
+//!
+//! Plain state with the time passed in: the socket asks when to wake
+//! ([`Clocks::wake_at`]) and what is due then ([`Clocks::fire`]).
+
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+/// What a clock asks the connection to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Alarm {
+    /// Send a ping.
+    Ping,
+    /// Close with this code.
+    Close(u16, &'static str),
+}
+
+/// Heartbeat and deadline state.
+#[derive(Debug)]
+pub struct Clocks {
+    heartbeat: Duration,
+    pong_timeout: Duration,
+    next_ping: Instant,
+    /// When the unanswered ping went out.
+    ping_sent: Option<Instant>,
+    /// Whether anything came from the client since that ping.
+    heard: bool,
+    /// The connection ends at this instant with this close.
+    deadline: Option<(Instant, u16, &'static str)>,
+}
+
+impl Clocks {
+    pub fn new(heartbeat: Duration, pong_timeout: Duration, now: Instant) -> Self {
+        Self { heartbeat, pong_timeout, next_ping: now + heartbeat, ping_sent: None, heard: false, deadline: None }
+    }
+
+    /// Anything at all arrived from the client.
+    pub fn heard(&mut self) {
+        self.heard = true;
+    }
+
+    /// Ends the connection at `at` with `code` unless moved again.
+    pub fn end_at(&mut self, at: Instant, code: u16, reason: &'static str) {
+        self.deadline = Some((at, code, reason));
+    }
+
+    /// Ends the connection when a token with `exp` (Unix seconds) expires.
+    pub fn expire_at(&mut self, exp: i64, code: u16, now: Instant) {
+        let left = exp.saturating_mul(1000).saturating_sub(proto::now_ms()).max(0) as u64;
+        // Far enough to never fire, near enough not to overflow.
+        self.end_at(now + Duration::from_millis(left.min(365 * 86_400_000)), code, "token expired");
+    }
+
+    /// When something may be due.
+    pub fn wake_at(&self) -> Instant {
+        let heartbeat = self.ping_sent.map_or(self.next_ping, |t| t + self.pong_timeout);
+        self.deadline.map_or(heartbeat, |(at, _, _)| at.min(heartbeat))
+    }
+
+    /// What is due at `now`, if anything.
+    pub fn fire(&mut self, now: Instant) -> Option<Alarm> {
+        if let Some((at, code, reason)) = self.deadline {
+            if now >= at {
+                return Some(Alarm::Close(code, reason));
+            }
+        }
+        match self.ping_sent {
+            Some(t) if now >= t + self.pong_timeout => {
+                if !self.heard {
+                    return Some(Alarm::Close(proto::client::close::HEARTBEAT_TIMEOUT, "heartbeat timeout"));
+                }
+                self.ping_sent = None;
+                self.next_ping = t + self.heartbeat;
+                None
+            }
+            None if now >= self.next_ping => {
+                self.ping_sent = Some(now);
+                self.heard = false;
+                Some(Alarm::Ping)
+            }
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pings_then_closes_on_silence() {
+        let t0 = Instant::now();
+        let s = Duration::from_secs(1);
+        let mut c = Clocks::new(10 * s, 2 * s, t0);
+        assert_eq!(c.wake_at(), t0 + 10 * s);
+        assert_eq!(c.fire(t0 + 5 * s), None);
+        assert_eq!(c.fire(t0 + 10 * s), Some(Alarm::Ping));
+        assert_eq!(c.wake_at(), t0 + 12 * s);
+        c.heard();
+        assert_eq!(c.fire(t0 + 12 * s), None, "answered");
+        assert_eq!(c.fire(t0 + 20 * s), Some(Alarm::Ping));
+        assert_eq!(c.fire(t0 + 22 * s), Some(Alarm::Close(4001, "heartbeat timeout")));
+    }
+
+    #[test]
+    fn the_deadline_wins_when_earlier() {
+        let t0 = Instant::now();
+        let mut c = Clocks::new(Duration::from_secs(25), Duration::from_secs(10), t0);
+        c.end_at(t0 + Duration::from_secs(5), 4500, "auth timeout");
+        assert_eq!(c.wake_at(), t0 + Duration::from_secs(5));
+        assert_eq!(c.fire(t0 + Duration::from_secs(5)), Some(Alarm::Close(4500, "auth timeout")));
+        c.expire_at(proto::now_ms() / 1000 + 3600, 4501, t0);
+        assert_eq!(c.fire(t0 + Duration::from_secs(5)), None, "moved by a fresh token");
+    }
+}

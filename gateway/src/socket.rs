@@ -1,0 +1,107 @@
+//! A connection's socket: one task reads, writes and keeps the clocks.
+//!
+//! The gateway's frame reader is cancel-safe, so one task can wait on the
+//! client, on its outbox and on its clocks at once; an idle connection then
+//! costs one small task rather than a reader and a writer. [`Socket::next`]
+//! is the only place a session waits for the client: while it waits, queued
+//! frames are written, pings go out, and silence or an expired token closes
+//! the connection. Writes pause while a request is being handled; the outbox
+//! holds what arrives meanwhile.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+
+use crate::clock::{Alarm, Clocks};
+use crate::outbox::Outbox;
+use crate::reader::{FrameReader, Incoming, ReadError};
+use crate::writer::Writer;
+
+/// How long a closing connection waits for the client's close frame.
+const CLOSE_LINGER: Duration = Duration::from_secs(1);
+
+/// Socket settings.
+#[derive(Debug, Clone, Copy)]
+pub struct SocketConfig {
+    /// Data frames are binary (protobuf) rather than text (JSON).
+    pub binary: bool,
+    pub max_message: usize,
+    pub heartbeat: Duration,
+    pub pong_timeout: Duration,
+    pub write_timeout: Duration,
+}
+
+/// The connection's reading and writing halves and its clocks.
+pub struct Socket {
+    reader: FrameReader,
+    writer: Writer,
+    pub clocks: Clocks,
+    outbox: Arc<Outbox>,
+}
+
+impl Socket {
+    /// `prefix` holds bytes read past the HTTP upgrade.
+    pub fn new(stream: TcpStream, prefix: Bytes, outbox: Arc<Outbox>, config: SocketConfig) -> Self {
+        let (rd, wr) = stream.into_split();
+        Self {
+            reader: FrameReader::new(rd, prefix, config.max_message),
+            writer: Writer::new(wr, config.binary, config.write_timeout),
+            clocks: Clocks::new(config.heartbeat, config.pong_timeout, Instant::now()),
+            outbox,
+        }
+    }
+
+    /// The client's next message. Meanwhile writes what is queued and keeps
+    /// the clocks. Once the connection is closing and its close frame is out,
+    /// returns `Err(ReadError::Closed)`.
+    pub async fn next(&mut self) -> Result<Incoming, ReadError> {
+        loop {
+            if self.writer.is_done() {
+                return Err(ReadError::Closed);
+            }
+            tokio::select! {
+                m = self.reader.next() => {
+                    self.clocks.heard();
+                    return m;
+                }
+                _ = self.outbox.ready() => self.flush(false).await,
+                _ = tokio::time::sleep_until(self.clocks.wake_at()) => match self.clocks.fire(Instant::now()) {
+                    Some(Alarm::Ping) => self.flush(true).await,
+                    Some(Alarm::Close(code, reason)) => self.outbox.close(code, reason),
+                    None => {}
+                },
+            }
+        }
+    }
+
+    /// Writes what is queued. Boxed, in its own statement: an idle
+    /// connection's task then holds no write state between writes.
+    async fn flush(&mut self, ping: bool) {
+        let flush = Box::pin(self.writer.flush(&self.outbox, ping));
+        flush.await
+    }
+
+    /// Ends the connection: writes what is left and the close frame, then
+    /// reads until the client's close or EOF (briefly) so the close frame is
+    /// not lost to a reset. Returns the close code.
+    pub async fn finish(&mut self, code: u16, reason: &'static str) -> u16 {
+        // First close wins: a client that just vanished gets no frame.
+        self.outbox.close(code, reason);
+        self.writer.flush(&self.outbox, false).await;
+        let reader = &mut self.reader;
+        let _ = tokio::time::timeout(CLOSE_LINGER, async {
+            loop {
+                match reader.next().await {
+                    Ok(Incoming::Close(_)) | Err(ReadError::Closed) => return,
+                    Err(ReadError::Protocol { .. }) => return reader.discard_until_eof().await,
+                    Ok(_) => {}
+                }
+            }
+        })
+        .await;
+        self.outbox.closing().map_or(proto::client::close::ABNORMAL, |c| c.code)
+    }
+}
