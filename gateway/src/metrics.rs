@@ -5,8 +5,17 @@
 
 use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
 
-/// Registers help texts and initial values.
-pub fn describe() {
+/// Registers help texts and initial values; in standalone mode also those
+/// of the embedded router and presence service.
+pub fn describe(standalone: bool) {
+    if standalone {
+        // The embedded router's ring is the gateway's: see switchboard_router_ring_size.
+        router::metrics::describe();
+        presence::metrics::describe();
+    } else {
+        describe_gauge!("switchboard_gateway_ring_size", "Routers in this gateway's ring.");
+        metrics::gauge!("switchboard_gateway_ring_size").set(0.0);
+    }
     describe_gauge!("switchboard_gateway_connections", "Authenticated WebSocket connections.");
     describe_counter!("switchboard_gateway_connections_accepted_total", "Connections authenticated and greeted.");
     describe_counter!(
@@ -33,13 +42,23 @@ pub fn describe() {
         "switchboard_gateway_gap_fills_total",
         "Gaps in a room's stream filled from the owner's history."
     );
+    describe_counter!(
+        "switchboard_gateway_room_syncs_total",
+        "Rooms whose local members were re-registered with a new owner."
+    );
+    describe_counter!("switchboard_gateway_presence_reports_total", "Session reports sent to presence, by result.");
     metrics::gauge!("switchboard_gateway_connections").set(0.0);
+    for result in ["ok", "error"] {
+        metrics::counter!("switchboard_gateway_presence_reports_total", "result" => result).absolute(0);
+    }
+    proto::telemetry::describe_bus("gateway");
     for name in [
         "switchboard_gateway_connections_accepted_total",
         "switchboard_gateway_frames_out_total",
         "switchboard_gateway_messages_delivered_total",
         "switchboard_gateway_resyncs_total",
         "switchboard_gateway_gap_fills_total",
+        "switchboard_gateway_room_syncs_total",
     ] {
         metrics::counter!(name).absolute(0);
     }

@@ -26,7 +26,7 @@ const ANNOUNCE_EVERY: Duration = Duration::from_secs(1);
 /// Runs the gateway until SIGTERM or Ctrl-C, then drains and returns.
 pub async fn run(config: Config) -> anyhow::Result<()> {
     let metrics = proto::telemetry::init();
-    crate::metrics::describe();
+    crate::metrics::describe(config.standalone);
     let id = config.id.clone().unwrap_or_else(|| proto::cli::default_id("gateway"));
 
     let (verifier, secret) = verifier(&config)?;

@@ -9,6 +9,7 @@
 //! in-process in `gateway --standalone`.
 
 mod client;
+pub mod metrics;
 mod reporter;
 mod service;
 mod store;

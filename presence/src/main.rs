@@ -49,6 +49,7 @@ fn main() {
 
 async fn run(config: Config) -> anyhow::Result<()> {
     let metrics = proto::telemetry::init();
+    presence::metrics::describe();
     let id = config.id.clone().unwrap_or_else(|| proto::cli::default_id("presence"));
     let bus = Bus::nats(&config.nats_url, &id, "presence").await.context("--nats-url")?;
     let store = StoreConfig { lease_ttl: config.lease_ttl, offline_grace: config.offline_grace };

@@ -13,6 +13,7 @@ pub mod api;
 pub mod client;
 pub mod history;
 pub mod membership;
+pub mod metrics;
 pub mod node;
 pub mod owner;
 pub mod ring;

@@ -66,6 +66,7 @@ fn main() {
 
 async fn run(config: Config) -> anyhow::Result<()> {
     let metrics = proto::telemetry::init();
+    router::metrics::describe();
     let id = config.id.clone().unwrap_or_else(|| proto::cli::default_id("router"));
     let bus = Bus::nats(&config.nats_url, &id, "router").await.context("--nats-url")?;
     let membership = MembershipConfig { vnodes: config.vnodes, ..MembershipConfig::default() };

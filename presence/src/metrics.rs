@@ -1,0 +1,27 @@
+//! The presence service's metrics: names, help texts, and zero values.
+//!
+//! Described up front so `/metrics` lists every series before the first
+//! event, and dashboards and alerts never query a missing one.
+
+use metrics::{describe_counter, describe_gauge};
+
+/// Registers help texts and initial values (call once per process).
+pub fn describe() {
+    describe_gauge!("switchboard_presence_users_online", "Users online (grace included).");
+    describe_gauge!("switchboard_presence_sessions", "Live sessions reported by gateways.");
+    describe_counter!("switchboard_presence_reports_total", "Reports received from gateways.");
+    describe_counter!("switchboard_presence_changes_total", "Online/offline changes, by new state.");
+    describe_counter!("switchboard_presence_dropped_total", "Changes not published on the bus, by reason.");
+    describe_counter!("switchboard_presence_watch_lagged_total", "Changes skipped by gRPC watchers that fell behind.");
+    metrics::gauge!("switchboard_presence_users_online").set(0.0);
+    metrics::gauge!("switchboard_presence_sessions").set(0.0);
+    metrics::counter!("switchboard_presence_reports_total").absolute(0);
+    metrics::counter!("switchboard_presence_watch_lagged_total").absolute(0);
+    for online in ["true", "false"] {
+        metrics::counter!("switchboard_presence_changes_total", "online" => online).absolute(0);
+    }
+    for reason in ["publish_queue_full", "publish_failed"] {
+        metrics::counter!("switchboard_presence_dropped_total", "reason" => reason).absolute(0);
+    }
+    proto::telemetry::describe_bus("presence");
+}

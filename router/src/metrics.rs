@@ -1,0 +1,34 @@
+//! The router's metrics: names, help texts, and zero values at start-up.
+//!
+//! Described up front so `/metrics` lists every series before the first
+//! event, and dashboards and alerts never query a missing one.
+
+use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+
+/// Registers help texts and initial values (call once per process).
+pub fn describe() {
+    describe_gauge!("switchboard_router_rooms", "Rooms this router owns.");
+    describe_gauge!("switchboard_router_members", "Member connections over the rooms this router owns.");
+    describe_gauge!("switchboard_router_ring_size", "Routers in this router's ring.");
+    describe_counter!("switchboard_router_publishes_total", "Messages sequenced by this router.");
+    describe_counter!("switchboard_router_requests_total", "Requests from gateways and routers, by kind.");
+    describe_histogram!(
+        "switchboard_router_request_duration_seconds",
+        Unit::Seconds,
+        "Time to apply a request, by kind."
+    );
+    describe_counter!("switchboard_router_handoffs_total", "Rooms handed between routers, by direction (in, out).");
+    describe_counter!(
+        "switchboard_router_events_lost_total",
+        "Room events the bus did not take (gateways fill the gap)."
+    );
+    for gauge in ["switchboard_router_rooms", "switchboard_router_members", "switchboard_router_ring_size"] {
+        metrics::gauge!(gauge).set(0.0);
+    }
+    metrics::counter!("switchboard_router_publishes_total").absolute(0);
+    metrics::counter!("switchboard_router_events_lost_total").absolute(0);
+    for direction in ["in", "out"] {
+        metrics::counter!("switchboard_router_handoffs_total", "direction" => direction).absolute(0);
+    }
+    proto::telemetry::describe_bus("router");
+}
