@@ -10,11 +10,12 @@
 //! `next()` is cancel-safe: bytes are only consumed once a whole frame is
 //! buffered, so it can sit in a `select!` next to timers.
 
+use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
 use bytes::{Buf, Bytes, BytesMut};
 use proto::client::close;
-use tokio::io::ReadBuf;
+use tokio::io::{AsyncRead, ReadBuf};
 use tokio::net::tcp::OwnedReadHalf;
 
 /// Most fragments one message may arrive in.
@@ -93,32 +94,25 @@ impl FrameReader {
             if let Some(msg) = self.parse()? {
                 return Poll::Ready(Ok(msg));
             }
-            if self.buf.is_empty() {
+            let read = if self.buf.is_empty() {
                 // Idle: hold no buffer until the socket has something to say.
+                // The stack buffer lives only during this call.
                 self.buf = BytesMut::new();
-                ready!(self.poll_readable(cx))?;
-            }
-            if self.buf.capacity() - self.buf.len() < 512 {
-                self.buf.reserve(4096);
-            }
-            match self.io.try_read_buf(&mut self.buf) {
-                Ok(0) => return Poll::Ready(Err(ReadError::Closed)),
+                let mut stack = [0u8; 4096];
+                let mut chunk = ReadBuf::new(&mut stack);
+                let read = ready!(Pin::new(&mut self.io).poll_read(cx, &mut chunk)).map(|()| chunk.filled().len());
+                self.buf.extend_from_slice(chunk.filled());
+                read
+            } else {
+                if self.buf.capacity() - self.buf.len() < 512 {
+                    self.buf.reserve(4096);
+                }
+                ready!(tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut self.buf))
+            };
+            match read {
+                Ok(0) | Err(_) => return Poll::Ready(Err(ReadError::Closed)),
                 Ok(_) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => ready!(self.poll_readable(cx))?,
-                Err(_) => return Poll::Ready(Err(ReadError::Closed)),
             }
-        }
-    }
-
-    /// Ready once the socket has bytes (or EOF) to read, without taking any:
-    /// a peek into one byte on the stack.
-    fn poll_readable(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), ReadError>> {
-        let mut byte = [0u8; 1];
-        let mut peek = ReadBuf::new(&mut byte);
-        match self.io.poll_peek(cx, &mut peek) {
-            Poll::Pending => Poll::Pending,
-            Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => Poll::Ready(Err(ReadError::Closed)),
-            Poll::Ready(Ok(_)) => Poll::Ready(Ok(())),
         }
     }
 
