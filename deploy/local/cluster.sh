@@ -26,10 +26,12 @@ nats_server() {
 }
 
 NATS=$(nats_server)
+# All binaries at once: the same features as `cargo test` and the benchmarks,
+# so switching between them rebuilds nothing.
 if [ "$PROFILE" = release ]; then
-  cargo build --release -p gateway -p router -p presence
+  cargo build --release --bins
 else
-  cargo build -p gateway -p router -p presence
+  cargo build --bins
 fi
 BIN=target/$PROFILE
 

@@ -19,7 +19,7 @@ pub struct Connect {
     /// How long to hold the connections once all are up.
     #[arg(long, default_value = "5s", value_parser = proto::cli::duration)]
     pub hold: Duration,
-    /// The gateway's process id, to read its memory from /proc.
+    /// The server's process id (gateway or peer), to read its memory from /proc.
     #[arg(long)]
     pub gateway_pid: Option<u32>,
 }
@@ -98,10 +98,10 @@ impl Connect {
         report.figure("ramp", ramp.as_secs_f64(), "s");
         report.figure("handshakes/s", connected as f64 / ramp.as_secs_f64().max(1e-3), "");
         if let (Some(b), Some(a)) = (before, after) {
-            report.figure("gateway RSS before", b as f64, "KiB");
-            report.figure("gateway RSS held", a as f64, "KiB");
+            report.figure("server RSS before", b as f64, "KiB");
+            report.figure("server RSS held", a as f64, "KiB");
             if connected > 0 {
-                report.figure("gateway RSS per connection", a.saturating_sub(b) as f64 / connected as f64, "KiB");
+                report.figure("server RSS per connection", a.saturating_sub(b) as f64 / connected as f64, "KiB");
             }
         }
         report

@@ -146,18 +146,27 @@ pub async fn publish(
 ) {
     window.add_permits(pace.window.max(1));
     let interval = (pace.rate > 0.0).then(|| Duration::from_secs_f64(1.0 / pace.rate));
-    let mut next = tokio::time::Instant::now();
+    // Publishers start at different points of their interval: started
+    // together, a thousand of them would publish in bursts, and the run would
+    // measure the bursts rather than the rate.
+    let phase = {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        name.hash(&mut h);
+        (h.finish() % 10_000) as f64 / 10_000.0
+    };
+    let mut next = tokio::time::Instant::now() + interval.map_or(Duration::ZERO, |every| every.mul_f64(phase));
     let mut n = 0u64;
     loop {
         if *stop.borrow() {
             return;
         }
         if let Some(every) = interval {
-            next += every;
             tokio::select! {
                 _ = tokio::time::sleep_until(next) => {}
                 _ = stop.changed() => return,
             }
+            next += every;
         }
         let permit = tokio::select! {
             p = window.acquire() => p,

@@ -132,4 +132,9 @@ pub fn figures(report: &mut Report, stats: &Stats, outcome: &Outcome) {
     report.figure("publish rate", sent / outcome.publish_secs, "msgs/s");
     report.figure("deliveries", delivered, "msgs");
     report.figure("deliveries/s", delivered / outcome.active_secs, "msgs/s");
+    if outcome.joined == 0 {
+        report.errors.push("no member could connect and join".into());
+    } else if sent > 0.0 && stats.acked.load(Ordering::Relaxed) == 0 {
+        report.errors.push("no publish was acknowledged".into());
+    }
 }
