@@ -1,0 +1,103 @@
+#!/usr/bin/env bash
+# Benchmarks Switchboard against the `ws` peer and a local cluster in one run
+# on this machine, and writes docs/benchmarks.md.
+#
+#   loadtest/bench.sh            # about 5 minutes after the release build
+#   DURATION=20s loadtest/bench.sh
+#
+# Everything runs on loopback. Figures are compared as ratios against the peer
+# measured in the same run: absolute numbers drift on shared machines.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+DURATION=${DURATION:-10s}
+OUT=target/bench
+mkdir -p "$OUT"
+rm -f "$OUT"/*.json
+
+cargo build --release --bins
+(cd loadtest/peers/ws-rooms && npm ci --no-audit --no-fund --loglevel=error)
+LT=target/release/loadtest
+SECRET=bench-secret
+
+pids=()
+cleanup() {
+  for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+}
+trap cleanup EXIT
+
+# A connection cap of 20000 file descriptors per process is common on shared
+# machines; use what this one allows.
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+CONNECTIONS=${CONNECTIONS:-$(( $(ulimit -n) - 2000 < 10000 ? $(ulimit -n) - 2000 : 10000 ))}
+
+wait_line() { # file, prefix → second word of the line
+  for _ in $(seq 200); do
+    line=$(grep -m1 "^ *$2" "$1" 2>/dev/null || true)
+    if [ -n "$line" ]; then echo "$line" | awk '{print $2}'; return; fi
+    sleep 0.05
+  done
+  echo "timed out waiting for '$2' in $1" >&2; exit 1
+}
+
+start_gateway() {
+  target/release/gateway --standalone --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 --grpc-listen 127.0.0.1:0 \
+    --jwt-secret "$SECRET" --rate-per-sec 1000000 --rate-burst 1000000 \
+    --max-connections-per-ip 1000000 --handshake-rate 1000000 --handshake-burst 1000000 \
+    >"$OUT/gateway.out" 2>"$OUT/gateway.log" &
+  GATEWAY_PID=$!
+  pids+=("$GATEWAY_PID")
+  GATEWAY=$(wait_line "$OUT/gateway.out" websocket)
+}
+
+start_peer() {
+  node loadtest/peers/ws-rooms/server.js --listen 127.0.0.1:0 >"$OUT/peer.out" 2>"$OUT/peer.log" &
+  PEER_PID=$!
+  pids+=("$PEER_PID")
+  PEER=$(wait_line "$OUT/peer.out" websocket)
+}
+
+run() { # name, url, protocol, scenario args...
+  local name=$1 url=$2 protocol=$3; shift 3
+  echo "== $name: loadtest $* --url $url --protocol $protocol" >&2
+  "$LT" "$@" --url "$url" --protocol "$protocol" --secret "$SECRET" --duration "$DURATION" \
+    --json "$OUT/$name.json" --plot "$OUT/$name.svg" >"$OUT/$name.txt" 2>/dev/null || true
+  cat "$OUT/$name.txt" >&2
+  echo "$LT $* --url <$protocol> --protocol $protocol --duration $DURATION" >"$OUT/$name.cmd"
+}
+
+# Fresh servers for each scenario, so one run's leftovers cannot slow the next.
+for side in gateway peer; do
+  for scenario in broadcast chat connect; do
+    if [ "$side" = gateway ]; then start_gateway; url=$GATEWAY; protocol=switchboard; pid=$GATEWAY_PID
+    else start_peer; url=$PEER; protocol=peer; pid=$PEER_PID; fi
+    case $scenario in
+      broadcast) run "$side-broadcast" "$url" "$protocol" broadcast --members 1000 --publishers 2 --rate 0 --window 64 ;;
+      chat) run "$side-chat" "$url" "$protocol" chat --rooms 200 --members 5 --rate 4 ;;
+      connect) run "$side-connect" "$url" "$protocol" connect --connections "$CONNECTIONS" --connect-rate 2000 \
+        --hold 3s --gateway-pid "$pid" ;;
+    esac
+    kill -TERM "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+  done
+done
+
+# The local cluster: nats-server, presence, two routers, two gateways.
+PROFILE=release LOGS="$OUT/cluster" deploy/local/cluster.sh >"$OUT/cluster.out" 2>&1 &
+CLUSTER_PID=$!
+pids+=("$CLUSTER_PID")
+for _ in $(seq 600); do
+  grep -q "Press Ctrl-C" "$OUT/cluster.out" 2>/dev/null && break
+  sleep 0.5
+done
+URLS=ws://127.0.0.1:8081/ws,ws://127.0.0.1:8082/ws
+SECRET=local-cluster-secret
+for rate in 1 5 10 20; do
+  run "cluster-chat-$((rate * 1000))" "$URLS" switchboard chat --rooms 200 --members 5 --rate "$rate"
+done
+kill -TERM "$CLUSTER_PID" 2>/dev/null || true
+wait "$CLUSTER_PID" 2>/dev/null || true
+
+python3 loadtest/bench_report.py "$OUT" > docs/benchmarks.md
+echo "wrote docs/benchmarks.md" >&2

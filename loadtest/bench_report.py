@@ -1,0 +1,155 @@
+#!/usr/bin/env python3
+"""Turns the JSON figures of loadtest/bench.sh into docs/benchmarks.md."""
+
+import json
+import os
+import platform
+import subprocess
+import sys
+from datetime import datetime, timezone
+
+out = sys.argv[1]
+
+
+def load(name):
+    path = os.path.join(out, name + ".json")
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        return json.load(f)
+
+
+def fig(run, name):
+    if run is None:
+        return None
+    f = run["figures"].get(name)
+    return None if f is None else f["value"]
+
+
+def pct(run, p, hist="latency"):
+    if run is None or hist not in run["histograms"]:
+        return None
+    return run["histograms"][hist][f"p{p}_us"] / 1000.0
+
+
+def cmd(name):
+    path = os.path.join(out, name + ".cmd")
+    return open(path).read().strip() if os.path.exists(path) else "(not run)"
+
+
+def num(v, digits=0):
+    if v is None:
+        return "–"
+    return f"{v:,.{digits}f}"
+
+
+def ratio(a, b, better="higher"):
+    if a is None or b is None or a == 0 or b == 0:
+        return "–"
+    r = a / b if better == "higher" else b / a
+    return f"{r:.2f}×"
+
+
+def correct(run):
+    if run is None:
+        return "not run"
+    return "yes" if run["correct"] else "NO"
+
+
+def machine():
+    cpu = "unknown"
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem = "unknown"
+    try:
+        for line in open("/proc/meminfo"):
+            if line.startswith("MemTotal"):
+                mem = f"{int(line.split()[1]) / 1024 / 1024:.0f} GiB"
+    except OSError:
+        pass
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    nofile = subprocess.run(["sh", "-c", "ulimit -Hn"], capture_output=True, text=True).stdout.strip()
+    return cpu, os.cpu_count(), mem, platform.release(), commit, nofile
+
+
+gb, pb = load("gateway-broadcast"), load("peer-broadcast")
+gc, pc = load("gateway-chat"), load("peer-chat")
+gn, pn = load("gateway-connect"), load("peer-connect")
+cpu, cores, mem, kernel, commit, nofile = machine()
+
+print(f"""# Benchmarks
+
+Produced by `loadtest/bench.sh` on {datetime.now(timezone.utc):%Y-%m-%d} at commit `{commit}`, and
+rewritten by every run. The load generator, the servers and (for the cluster)
+nats-server all share one machine, so a figure here is a property of this
+machine and this run. The point of comparison is the `ws` peer measured in the
+same run (`loadtest/peers/ws-rooms`: one Node.js process, the `ws` package,
+rooms in memory), which a team would otherwise write.
+
+## Machine
+
+| | |
+|---|---|
+| CPU | {cpu}, {cores} cores |
+| memory | {mem} |
+| kernel | {kernel} |
+| open files per process (hard limit) | {nofile} |
+
+## Switchboard (standalone gateway) against the `ws` peer
+
+| figure | gateway | peer | gateway/peer |
+|---|---|---|---|
+| broadcast: fanout deliveries/s | {num(fig(gb, "deliveries/s"))} | {num(fig(pb, "deliveries/s"))} | **{ratio(fig(gb, "deliveries/s"), fig(pb, "deliveries/s"))}** |
+| broadcast: publishes/s accepted | {num(fig(gb, "publish rate"))} | {num(fig(pb, "publish rate"))} | {ratio(fig(gb, "publish rate"), fig(pb, "publish rate"))} |
+| broadcast: latency p50 / p99 (ms) | {num(pct(gb, 50), 1)} / {num(pct(gb, 99), 1)} | {num(pct(pb, 50), 1)} / {num(pct(pb, 99), 1)} | |
+| chat: deliveries/s (fixed offered load) | {num(fig(gc, "deliveries/s"))} | {num(fig(pc, "deliveries/s"))} | |
+| chat: latency p50 / p99 (ms) | {num(pct(gc, 50), 2)} / {num(pct(gc, 99), 2)} | {num(pct(pc, 50), 2)} / {num(pct(pc, 99), 2)} | {ratio(pct(gc, 99), pct(pc, 99), "lower")} (p99) |
+| connect: connections held | {num(fig(gn, "held"))} | {num(fig(pn, "held"))} | |
+| connect: handshake p99 (ms) | {num(pct(gn, 99, "handshake"), 2)} | {num(pct(pn, 99, "handshake"), 2)} | {ratio(pct(gn, 99, "handshake"), pct(pn, 99, "handshake"), "lower")} |
+| connect: RSS per idle connection (KiB) | {num(fig(gn, "server RSS per connection"), 2)} | {num(fig(pn, "server RSS per connection"), 2)} | {ratio(fig(gn, "server RSS per connection"), fig(pn, "server RSS per connection"), "lower")} smaller |
+| every message delivered once, in order | {correct(gb)}, {correct(gc)} | {correct(pb)}, {correct(pc)} | |
+
+Broadcast: 1000 members in one room, two of them publishing as fast as a
+window of 64 unacknowledged publishes allows. Chat: 200 rooms of 5 members,
+each member publishing 4 messages per second (4,000 messages/s in all,
+below what either side saturates at). Connect: connections opened at
+2000 per second and held idle. Ratios put the better side on top ("higher is
+better" for throughput, "lower is better" for latency and memory).
+
+## The cluster: publish → deliver latency through NATS
+
+Two gateways, two routers, presence and nats-server (`deploy/local/cluster.sh`),
+with 200 rooms of 5 members spread over both gateways.
+""")
+
+print("| published msgs/s | deliveries/s | p50 (ms) | p99 (ms) | p99.9 (ms) | correct |")
+print("|---|---|---|---|---|---|")
+for rate in (1000, 5000, 10000, 20000):
+    run = load(f"cluster-chat-{rate}")
+    print(
+        f"| {num(fig(run, 'publish rate'))} | {num(fig(run, 'deliveries/s'))} | {num(pct(run, 50), 2)} | "
+        f"{num(pct(run, 99), 2)} | {num(pct(run, '99.9'), 2)} | {correct(run)} |"
+    )
+
+print("""
+## Commands
+
+Every run writes its table (`.txt`), figures (`.json`) and plot (`.svg`) to
+`target/bench/`.
+
+```""")
+for name in ("gateway-broadcast", "peer-broadcast", "gateway-chat", "peer-chat", "gateway-connect", "peer-connect",
+             "cluster-chat-1000", "cluster-chat-5000", "cluster-chat-10000", "cluster-chat-20000"):
+    print(f"{name}: {cmd(name)}")
+print("```")
+
+here = os.path.dirname(os.path.abspath(__file__))
+notes = os.path.join(here, "bench_notes.md")
+if os.path.exists(notes):
+    print()
+    print(open(notes).read().rstrip())
