@@ -358,7 +358,14 @@ impl Fanout {
     /// Re-registers the members if the room's owner changed.
     fn on_ring_change(&mut self) {
         let owner = self.router.membership().ring().owner(&self.room).map(Arc::from);
-        if owner.is_none() || owner == self.owner {
+        if owner.is_none() {
+            // Cut off from the routers for longer than their TTL: they have
+            // likely dropped our members too. Whoever owns the room when the
+            // ring is back gets them again, even the same router.
+            self.owner = None;
+            return;
+        }
+        if owner == self.owner {
             return;
         }
         self.owner = owner;

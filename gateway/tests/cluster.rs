@@ -1,5 +1,6 @@
 //! The cluster: real nats-server, presence, routers and gateways as separate
-//! processes, driven over real WebSockets and gRPC.
+//! processes, driven over real WebSockets and gRPC. What happens when they
+//! crash, pause or lose each other is in `faults.rs`.
 
 mod support;
 
@@ -7,11 +8,10 @@ use std::time::Duration;
 
 use futures::StreamExt;
 
-use loadtest::chat::{Chat, ChatConfig, ChatReport};
-use loadtest::token::SigningKey;
 use proto::pb;
 use serde_json::json;
 use support::cluster::{channel, Bearer, Cluster};
+use support::load::{assert_flawless, chat};
 use support::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -168,39 +168,6 @@ async fn rooms_spread_over_both_routers() {
     }
 }
 
-/// A chat load over every gateway of `cluster`: 12 rooms of 4 members, two
-/// publishers each, a message every 100 ms per publisher.
-async fn chat(cluster: &Cluster) -> Chat {
-    Chat::start(ChatConfig {
-        urls: cluster.urls(),
-        key: SigningKey::hs256(cluster.secret.as_bytes().to_vec()),
-        rooms: 12,
-        members_per_room: 4,
-        publishers_per_room: 2,
-        publish_every: Duration::from_millis(100),
-        room_prefix: "chat-".into(),
-    })
-    .await
-}
-
-/// Asserts the load saw no gap, duplicate, silent epoch change or resync,
-/// and that every acknowledged message reached every member.
-fn assert_flawless(report: &ChatReport) {
-    let errors: u64 = report.members.iter().map(|m| m.publish_errors).sum();
-    let reconnects: u64 = report.members.iter().map(|m| m.reconnects).sum();
-    eprintln!("acked {} publish errors {errors} reconnects {reconnects}", report.acked());
-    assert!(report.acked() > 100, "too little traffic: {}", report.acked());
-    assert_eq!(report.continuity_errors(), Vec::<String>::new());
-    assert_eq!(report.resyncs(), 0, "no client may see a resync");
-    let missing = report.missing(report.started);
-    assert!(
-        missing.is_empty(),
-        "{} acknowledged messages lost, e.g. {:?}",
-        missing.len(),
-        &missing[..missing.len().min(5)]
-    );
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_router_joining_under_load_takes_rooms_over_without_a_gap() {
     let mut cluster = Cluster::start(2, 2).await;
@@ -227,143 +194,4 @@ async fn a_router_stopped_with_sigterm_hands_its_rooms_over() {
     tokio::time::sleep(Duration::from_secs(2)).await;
     let report = load.stop(Duration::from_secs(2)).await;
     assert_flawless(&report);
-}
-
-/// Waits until publishing to every room of the load succeeds again; returns
-/// how long that took.
-async fn wait_rooms_serve(cluster: &Cluster, rooms: usize, limit: Duration) -> Duration {
-    let started = std::time::Instant::now();
-    let mut api = cluster.rooms_api(cluster.routers.len() - 1).await;
-    for i in 0..rooms {
-        loop {
-            let call =
-                pb::PublishCall { room: format!("chat-{i}"), data: b"\"probe\"".to_vec().into(), from: String::new() };
-            if api.publish(call).await.is_ok() {
-                break;
-            }
-            assert!(started.elapsed() < limit, "chat-{i} did not serve again within {limit:?}");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-    started.elapsed()
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_router_killed_with_sigkill_comes_back_with_resync_and_loses_nothing_after() {
-    let mut cluster = Cluster::start(2, 2).await;
-    let load = chat(&cluster).await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let killed_at = std::time::Instant::now();
-    cluster.routers[0].proc.kill9();
-    // The survivor is asked last (wait_rooms_serve uses the last router).
-    let took = wait_rooms_serve(&cluster, 12, Duration::from_secs(5)).await;
-    let recovered = std::time::Instant::now();
-    eprintln!("rooms serve again {:?} after the kill ({:?} of waiting)", recovered - killed_at, took);
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let report = load.stop(Duration::from_secs(2)).await;
-    assert_eq!(report.continuity_errors(), Vec::<String>::new(), "losses are announced, never silent");
-    assert!(report.resyncs() > 0, "members of the dead router's rooms get resync");
-    let missing = report.missing(recovered);
-    assert!(missing.is_empty(), "acknowledged after recovery but lost: {:?}", &missing[..missing.len().min(5)]);
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_gateway_killed_with_sigkill_its_clients_resume_elsewhere() {
-    let mut cluster = Cluster::start(2, 2).await;
-    let mut watcher = cluster.gateways[1].json("watcher").await;
-    join(&mut watcher, "chat-0").await;
-    let mut ghost = cluster.gateways[0].json("ghost").await;
-    join(&mut ghost, "chat-0").await;
-    let load = chat(&cluster).await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    cluster.gateways[0].proc.kill9();
-    drop(ghost);
-    // Members reconnect to gw-2 with since: they miss nothing.
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    let report = load.stop(Duration::from_secs(2)).await;
-    let reconnects: u64 = report.members.iter().map(|m| m.reconnects).sum();
-    assert!(reconnects >= 20, "half the members reconnect: {reconnects}");
-    assert_flawless(&report);
-    // The owner drops the dead gateway's members (5 s unseen): the ones
-    // that came back count once, the others left.
-    let left = watcher.wait_json(Duration::from_secs(10), |v| v["type"] == "left" && v["user"] == "ghost").await;
-    assert!(left.is_ok(), "the dead gateway's member is dropped with a left event");
-    let members = watcher.request(json!({"op": "members", "room": "chat-0"})).await.unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    let mut m = members;
-    while m["members"].as_array().unwrap().iter().any(|u| u["conns"].as_u64() != Some(1)) {
-        assert!(std::time::Instant::now() < deadline, "dead gateway's members never dropped: {m}");
-        tokio::time::sleep(Duration::from_millis(250)).await;
-        m = watcher.request(json!({"op": "members", "room": "chat-0"})).await.unwrap();
-    }
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn nats_restarted_everyone_reconnects_and_nothing_is_lost_silently() {
-    let mut cluster = Cluster::start(2, 2).await;
-    let load = chat(&cluster).await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    cluster.nats.kill9();
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    while http_get(&format!("{}/readyz", cluster.gateways[0].admin)).await.0 == 200 {
-        assert!(std::time::Instant::now() < deadline, "/readyz must report the lost NATS connection");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    cluster.nats.restart();
-    let took = wait_rooms_serve(&cluster, 12, Duration::from_secs(15)).await;
-    eprintln!("rooms serve {took:?} after NATS came back");
-    let recovered = std::time::Instant::now();
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    let report = load.stop(Duration::from_secs(3)).await;
-    assert_eq!(report.continuity_errors(), Vec::<String>::new(), "gaps are filled or resynced, never silent");
-    let missing = report.missing(recovered + Duration::from_secs(1));
-    assert!(missing.is_empty(), "acknowledged after recovery but lost: {:?}", &missing[..missing.len().min(5)]);
-    cluster.wait_gateways_ready().await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn presence_restarted_is_refilled_within_one_lease_interval() {
-    let mut cluster = Cluster::start(1, 2).await;
-    let _a = cluster.gateways[0].json("ann").await;
-    let _b = cluster.gateways[1].json("ben").await;
-    let mut asker = cluster.gateways[0].json("asker").await;
-    let online = |r: &serde_json::Value| -> Vec<bool> {
-        r["users"].as_array().unwrap().iter().map(|u| u["online"].as_bool().unwrap()).collect()
-    };
-    let query = json!({"op": "presence", "users": ["ben"]});
-    // Reports are batched: ben (on the other gateway) shows up within 100 ms.
-    let mut waited = Duration::ZERO;
-    while online(&asker.request(query.clone()).await.unwrap()) != [true] {
-        assert!(waited < T, "ben never online");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        waited += Duration::from_millis(50);
-    }
-
-    cluster.presence.as_mut().unwrap().kill9();
-    let deadline = std::time::Instant::now() + Duration::from_secs(8);
-    loop {
-        let (status, body) = http_get(&format!("{}/readyz", cluster.gateways[0].admin)).await;
-        if status == 503 {
-            assert!(body.contains("presence"), "{body}");
-            break;
-        }
-        assert!(std::time::Instant::now() < deadline, "/readyz must report presence unreachable");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    cluster.start_presence();
-    let restarted = std::time::Instant::now();
-    let r = asker.request(query.clone()).await.unwrap();
-    assert_eq!(online(&r), [false], "a fresh presence service knows nobody yet: {r}");
-    // Within one lease interval (5 s) the gateways have sent snapshots; the
-    // bound adds start-up and polling slack.
-    loop {
-        let r = asker.request(query.clone()).await.unwrap();
-        if r["ok"] == true && online(&r) == [true] {
-            break;
-        }
-        assert!(restarted.elapsed() < Duration::from_secs(7), "ben not online again after a lease interval: {r}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    eprintln!("presence refilled {:?} after restart", restarted.elapsed());
 }

@@ -8,6 +8,7 @@
 //! member never received, besides the per-room continuity counts.
 
 use std::collections::{HashMap, HashSet};
+use std::ops::Range;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -117,6 +118,13 @@ impl ChatReport {
     /// Acknowledged messages (acked at or after `since`) that some member of
     /// the room never received.
     pub fn missing(&self, since: Instant) -> Vec<String> {
+        self.missing_outside(&[self.started..since])
+    }
+
+    /// Acknowledged messages that some member of the room never received,
+    /// except those acknowledged during `excused` (outages in which losing
+    /// a message is allowed, as long as members are told with `resync`).
+    pub fn missing_outside(&self, excused: &[Range<Instant>]) -> Vec<String> {
         let mut by_room: HashMap<&str, Vec<&MemberReport>> = HashMap::new();
         for m in &self.members {
             by_room.entry(&m.room).or_default().push(m);
@@ -124,7 +132,7 @@ impl ChatReport {
         let mut out = Vec::new();
         for (room, members) in by_room {
             for publisher in &members {
-                for (n, at) in publisher.acked.iter().filter(|(_, at)| *at >= since) {
+                for (n, at) in publisher.acked.iter().filter(|(_, at)| !excused.iter().any(|r| r.contains(at))) {
                     for m in &members {
                         if !m.received.contains(&(publisher.user.clone(), *n)) {
                             out.push(format!(

@@ -86,31 +86,40 @@ pub struct Cluster {
     pub gateways: Vec<Gateway>,
     pub secret: String,
     next_router: usize,
+    /// Each gateway's arguments, to restart it in place.
+    gateway_args: Vec<Vec<String>>,
 }
 
 impl Cluster {
     /// Starts NATS, presence, `routers` routers and `gateways` gateways, and
     /// waits until every gateway is ready and every router sees the full ring.
     pub async fn start(routers: usize, gateways: usize) -> Self {
-        let nats = Nats::start();
+        let mut c = Self::without_gateways(routers);
+        for i in 1..=gateways {
+            c.start_gateway(&format!("gw-{i}"));
+        }
+        c.wait_ring(routers).await;
+        c.wait_gateways_ready().await;
+        c
+    }
+
+    /// Starts NATS, presence and `routers` routers; the caller adds gateways
+    /// and waits for them.
+    pub fn without_gateways(routers: usize) -> Self {
         let mut c = Self {
-            nats,
+            nats: Nats::start(),
             presence: None,
             presence_port: free_port(),
             routers: Vec::new(),
             gateways: Vec::new(),
             secret: format!("cluster-secret-{}", std::process::id()),
             next_router: 1,
+            gateway_args: Vec::new(),
         };
         c.start_presence();
         for _ in 0..routers {
             c.start_router();
         }
-        for i in 1..=gateways {
-            c.start_gateway(&format!("gw-{i}"));
-        }
-        c.wait_ring(routers).await;
-        c.wait_gateways_ready().await;
         c
     }
 
@@ -134,6 +143,18 @@ impl Cluster {
     pub fn start_router(&mut self) -> usize {
         let id = format!("r-{}", self.next_router);
         self.next_router += 1;
+        let router = self.router_proc(id);
+        self.routers.push(router);
+        self.routers.len() - 1
+    }
+
+    /// Kills router `i` (if it still runs) and starts it again with the same id.
+    pub fn restart_router(&mut self, i: usize) {
+        self.routers[i].proc.kill9();
+        self.routers[i] = self.router_proc(self.routers[i].id.clone());
+    }
+
+    fn router_proc(&self, id: String) -> Router {
         let args: Vec<String> = [
             "--nats-url",
             &self.nats.url,
@@ -151,14 +172,20 @@ impl Cluster {
         let proc = Proc::start(&id, &binary("router"), &args, Some("admin"));
         let grpc = proc.printed("grpc").expect("grpc line");
         let admin = proc.printed("admin").expect("admin line").trim_end_matches("/metrics").to_owned();
-        self.routers.push(Router { id, proc, grpc, admin });
-        self.routers.len() - 1
+        Router { id, proc, grpc, admin }
     }
 
     pub fn start_gateway(&mut self, id: &str) {
-        let args: Vec<String> = [
+        let nats = self.nats.url.clone();
+        self.start_gateway_with(id, &nats, &[]);
+    }
+
+    /// Starts a gateway that reaches NATS at `nats_url` (a proxy, say), on a
+    /// fixed port so that it can be restarted in place, with `extra` flags.
+    pub fn start_gateway_with(&mut self, id: &str, nats_url: &str, extra: &[&str]) {
+        let mut args: Vec<String> = [
             "--nats-url",
-            &self.nats.url,
+            nats_url,
             "--presence-url",
             &format!("http://127.0.0.1:{}", self.presence_port),
             "--id",
@@ -168,7 +195,7 @@ impl Cluster {
             "--api-token",
             API_TOKEN,
             "--listen",
-            "127.0.0.1:0",
+            &format!("127.0.0.1:{}", free_port()),
             "--admin-listen",
             "127.0.0.1:0",
             "--grpc-listen",
@@ -178,8 +205,19 @@ impl Cluster {
         ]
         .map(str::to_owned)
         .into();
+        args.extend(extra.iter().map(|s| s.to_string()));
         let proc = Proc::start(id, &binary("gateway"), &args, Some("admin"));
         self.gateways.push(Gateway::from_proc(proc, self.secret.clone()));
+        self.gateway_args.push(args);
+    }
+
+    /// Kills gateway `i` (if it still runs) and starts it again with the same
+    /// id and WebSocket port.
+    pub fn restart_gateway(&mut self, i: usize) {
+        self.gateways[i].proc.kill9();
+        let id = self.gateways[i].proc.name.clone();
+        let proc = Proc::start(&id, &binary("gateway"), &self.gateway_args[i], Some("admin"));
+        self.gateways[i] = Gateway::from_proc(proc, self.secret.clone());
     }
 
     /// The gateways' WebSocket URLs.

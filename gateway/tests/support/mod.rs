@@ -11,6 +11,8 @@ use serde_json::{json, Value};
 pub const T: Duration = Duration::from_secs(5);
 
 pub mod cluster;
+pub mod load;
+pub mod partition;
 pub mod process;
 
 use process::{binary, Proc};
