@@ -2,7 +2,7 @@
 //! with exponential backoff and full jitter, resuming their room with
 //! `since`. Measures the time to full recovery and checks nothing was lost.
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -73,10 +73,15 @@ impl Reconnect {
         }
         // The members: join, read, drop at the signal, come back, read on.
         let drop_at = Arc::new(Barrier::new(self.connections + 1));
+        // Members connected before the drop, and members back after it: the
+        // live connection count cannot tell, as early returners overlap
+        // late droppers.
+        let (joined, back) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
         let mut tasks = Vec::new();
         for i in 0..self.connections {
             let (target, stats, drop_at, mut stopped) =
                 (target.clone(), stats.clone(), drop_at.clone(), stopped.clone());
+            let (joined, back) = (joined.clone(), back.clone());
             let room = format!("reconnect-{}", i % self.rooms);
             let (base, cap, rooms) = (self.backoff, self.backoff_cap, self.rooms);
             tasks.push(tokio::spawn(async move {
@@ -94,6 +99,7 @@ impl Reconnect {
                     stats.fail("join failed");
                 }
                 stats.connections.fetch_add(1, Ordering::Relaxed);
+                joined.fetch_add(1, Ordering::Relaxed);
                 // Read until the drop: the closer below ends this read.
                 let sender = m.conn.sender();
                 let dropper = tokio::spawn({
@@ -128,6 +134,7 @@ impl Reconnect {
                     }
                 }
                 stats.record("time to recover", dropped.elapsed().as_micros() as u64);
+                back.fetch_add(1, Ordering::Relaxed);
                 stats.connections.fetch_add(1, Ordering::Relaxed);
                 let sender = m.conn.sender();
                 let closer = tokio::spawn(async move {
@@ -144,9 +151,7 @@ impl Reconnect {
         drop_at.wait().await;
         // Wait until everyone is back (or the run's time is up).
         let deadline = tokio::time::Instant::now() + duration;
-        while stats.connections.load(Ordering::Relaxed) < self.connections as u64
-            && tokio::time::Instant::now() < deadline
-        {
+        while back.load(Ordering::Relaxed) < joined.load(Ordering::Relaxed) && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         let recovered = dropped.elapsed();
