@@ -141,6 +141,10 @@ pub struct Limits {
     #[arg(long, env = "SB_AUTH_TIMEOUT", default_value = "5s", value_parser = duration)]
     pub auth_timeout: Duration,
 
+    /// Time to send the HTTP request headers; slower connections (slowloris) are dropped.
+    #[arg(long, env = "SB_HEADER_TIMEOUT", default_value = "5s", value_parser = duration)]
+    pub header_timeout: Duration,
+
     /// On SIGTERM, close clients with 1001 in batches spread over this window.
     #[arg(long, env = "SB_DRAIN_WINDOW", default_value = "10s", value_parser = duration)]
     pub drain_window: Duration,

@@ -56,12 +56,24 @@ pub fn upgrade(
     mut req: Request<Incoming>,
 ) -> (Response<Full<Bytes>>, Option<Upgrade>) {
     if req.method() != Method::GET {
-        return (reject(StatusCode::METHOD_NOT_ALLOWED, "WebSocket upgrades use GET", "method"), None);
+        // RFC 9110: a 405 names the methods that are allowed.
+        let mut r = reject(StatusCode::METHOD_NOT_ALLOWED, "WebSocket upgrades use GET", "method");
+        r.headers_mut().insert(hyper::header::ALLOW, HeaderValue::from_static("GET"));
+        return (r, None);
     }
     if !fastwebsockets::upgrade::is_upgrade_request(&req) {
         let mut r = reject(StatusCode::UPGRADE_REQUIRED, "this endpoint speaks WebSocket", "not_upgrade");
         r.headers_mut().insert(hyper::header::UPGRADE, HeaderValue::from_static("websocket"));
         return (r, None);
+    }
+    // RFC 6455 4.2.1 asks for HTTP/1.1 or later, a Host, and a key of 16
+    // bytes in base64; fastwebsockets checks only that a key is present.
+    if req.version() < hyper::Version::HTTP_11 || !req.headers().contains_key(hyper::header::HOST) {
+        return (reject(StatusCode::BAD_REQUEST, "WebSocket needs HTTP/1.1 and a Host header", "bad_handshake"), None);
+    }
+    if !valid_key(req.headers().get(hyper::header::SEC_WEBSOCKET_KEY)) {
+        let message = "Sec-WebSocket-Key must be 16 bytes in base64";
+        return (reject(StatusCode::BAD_REQUEST, message, "bad_handshake"), None);
     }
     if hub.is_draining() {
         return (reject(StatusCode::SERVICE_UNAVAILABLE, "draining", "draining"), None);
@@ -133,6 +145,14 @@ fn origin_allowed(allowed: &[String], origin: Option<&HeaderValue>) -> bool {
     allowed.iter().any(|a| a.eq_ignore_ascii_case(origin.trim_end_matches('/')))
 }
 
+/// A `Sec-WebSocket-Key` of 16 bytes in base64: 22 digits and `==`.
+fn valid_key(key: Option<&HeaderValue>) -> bool {
+    let Some(key) = key.map(HeaderValue::as_bytes) else { return false };
+    key.len() == 24
+        && key.ends_with(b"==")
+        && key[..22].iter().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/'))
+}
+
 fn reject(status: StatusCode, message: &str, reason: &'static str) -> Response<Full<Bytes>> {
     metrics::counter!("switchboard_gateway_connections_rejected_total", "reason" => reason).increment(1);
     Response::builder()
@@ -160,6 +180,25 @@ mod tests {
         assert_eq!(negotiate(&req(&["switchboard.v1.proto"])), Some(Encoding::Proto));
         assert_eq!(negotiate(&req(&["x, switchboard.v1.proto", "switchboard.v1.json"])), Some(Encoding::Proto));
         assert_eq!(negotiate(&req(&["chat"])), None);
+    }
+
+    #[test]
+    fn keys() {
+        let key = |k: &'static str| valid_key(Some(&HeaderValue::from_static(k)));
+        // The RFC's example key, and one with `+` and `/`.
+        assert!(key("dGhlIHNhbXBsZSBub25jZQ=="));
+        assert!(key("+/+/AAAAAAAAAAAAAAAAAA=="));
+        assert!(!valid_key(None));
+        for bad in [
+            "",
+            "x",
+            "dGhlIHNhbXBsZSBub25jZQ",
+            "dGhlIHNhbXBsZSBub25jZQ=",
+            "dGhlIHNhbXBsZSBub25j.Q==",
+            "aaaaaaaaaaaaaaaaaaaaaaaa",
+        ] {
+            assert!(!key(bad), "{bad}");
+        }
     }
 
     #[test]

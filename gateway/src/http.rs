@@ -1,9 +1,10 @@
 //! The HTTP listener in front of the WebSocket endpoint.
 //!
 //! One hyper HTTP/1 connection per TCP connection, with a header read
-//! timeout (slowloris) and a small header buffer (oversized headers are
-//! refused by hyper). `/ws` upgrades; the [`demo`](crate::demo) answers the
-//! rest (its page, the JavaScript client, demo tokens), or 404.
+//! timeout (`--header-timeout`, against slowloris) and a small header buffer
+//! (oversized headers are refused by hyper with 431). `/ws` upgrades; the
+//! [`demo`](crate::demo) answers the rest (its page, the JavaScript client,
+//! demo tokens), or 404.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -22,8 +23,6 @@ use crate::demo::Demo;
 use crate::handshake::{self, Upgrade};
 use crate::hub::Hub;
 
-/// Longest a client may take to send its request headers.
-const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
 /// Request head buffer: headers larger than this are refused.
 const MAX_HEAD_BYTES: usize = 16 * 1024;
 
@@ -62,7 +61,7 @@ async fn connection(hub: Arc<Hub>, demo: Arc<Demo>, stream: TcpStream, peer: Soc
     let http = Box::pin(
         hyper::server::conn::http1::Builder::new()
             .timer(TokioTimer::new())
-            .header_read_timeout(HEADER_TIMEOUT)
+            .header_read_timeout(hub.limits.header_timeout)
             .max_buf_size(MAX_HEAD_BYTES)
             .serve_connection(TokioIo::new(stream), service)
             .with_upgrades(),

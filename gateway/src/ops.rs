@@ -80,7 +80,11 @@ impl Session {
                 None => fail(ErrorCode::Unavailable, "presence unavailable; retry"),
             },
             Op::Watch { users } => {
-                let new: Vec<&String> = users.iter().filter(|u| !self.watching.contains(*u)).collect();
+                let mut new: Vec<&String> = users.iter().filter(|u| !self.watching.contains(*u)).collect();
+                // A user named twice is one listener: two would deliver each
+                // event twice (100 times, for a request naming one user 100 times).
+                new.sort_unstable();
+                new.dedup();
                 if self.watching.len() + new.len() > self.hub.limits.max_watches_per_conn {
                     return fail(ErrorCode::BadRequest, "too many watched users");
                 }

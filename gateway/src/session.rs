@@ -163,7 +163,13 @@ impl Session {
         loop {
             let msg = match self.socket.next().await {
                 Ok(Incoming::Ping(p)) => {
-                    self.outbox.push(Out::Pong(p));
+                    // Rate-limited as after auth: a ping flood while the auth
+                    // frame is awaited ends in 4002 too.
+                    if self.admit() {
+                        self.outbox.push(Out::Pong(p));
+                    } else if self.outbox.closing().is_some() {
+                        return None;
+                    }
                     continue;
                 }
                 Ok(Incoming::Pong) => continue,

@@ -983,7 +983,7 @@ async fn prometheus_against(cluster: &mut Cluster, admins: &[(&'static str, Stri
     for (what, expr) in queries().into_iter().filter(|(w, _)| w.starts_with("dashboard")) {
         let promql = expr.replace("$__rate_interval", "30s");
         assert!(!promql.contains('$'), "{what}: a dashboard variable the test does not know: {expr}");
-        let answer = api_get(&api, &format!("/api/v1/query?query={}", encode(&promql))).await;
+        let answer = api_get(&api, &format!("/api/v1/query?query={}", percent_encode(&promql))).await;
         assert_eq!(answer["status"], "success", "{what}: {promql}: {answer}");
         if answer["data"]["result"].as_array().is_none_or(Vec::is_empty) {
             empty.push(format!("{what}: {promql}"));
@@ -1075,16 +1075,6 @@ async fn get(url: &str) -> (u16, String) {
 async fn api_get(api: &str, path: &str) -> Value {
     let (status, body) = get(&format!("{api}{path}")).await;
     serde_json::from_str(&body).unwrap_or_else(|e| panic!("GET {path}: {status} {e}: {body}"))
-}
-
-/// Percent-encodes a query parameter.
-fn encode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }
 
 // ---------------------------------------------------------------------------

@@ -144,6 +144,16 @@ pub async fn http_get(url: &str) -> (u16, String) {
     (status, body)
 }
 
+/// Percent-encodes what a query string cannot carry as it is.
+pub fn percent_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
 /// Joins `room` and asserts success; returns the reply.
 pub async fn join(c: &mut Client, room: &str) -> Value {
     let r = c.request(json!({"op": "join", "room": room})).await.unwrap();
