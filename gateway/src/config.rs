@@ -67,6 +67,12 @@ pub struct Config {
     #[arg(long, env = "SB_VNODES", default_value_t = 128)]
     pub vnodes: u32,
 
+    /// Test mode for RFC 6455 conformance suites: WebSocket connections skip
+    /// authentication and echo every message back instead of speaking the
+    /// Switchboard protocol. Never enable it in production.
+    #[arg(long, env = "SB_CONFORMANCE_ECHO")]
+    pub conformance_echo: bool,
+
     #[command(flatten)]
     pub limits: Limits,
 

@@ -37,6 +37,9 @@ pub struct Hub {
     pub default_rooms: Arc<RoomGlobs>,
     /// Allowed `Origin` values; empty allows any.
     pub allowed_origins: Vec<String>,
+    /// `--conformance-echo`: connections echo messages instead of speaking
+    /// the Switchboard protocol (see [`crate::echo`]).
+    pub conformance_echo: bool,
     pub admission: Arc<Admission>,
     /// Live connections, for drain and admin disconnects.
     conns: Mutex<HashMap<Arc<str>, Conn>>,
@@ -63,6 +66,7 @@ pub struct Parts {
     pub verifier: Verifier,
     pub default_rooms: Arc<RoomGlobs>,
     pub allowed_origins: Vec<String>,
+    pub conformance_echo: bool,
 }
 
 impl Hub {
@@ -81,6 +85,7 @@ impl Hub {
             verifier: p.verifier,
             default_rooms: p.default_rooms,
             allowed_origins: p.allowed_origins,
+            conformance_echo: p.conformance_echo,
             conns: Mutex::default(),
             draining: AtomicBool::new(false),
             next_conn: AtomicU64::new(1),

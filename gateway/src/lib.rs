@@ -17,6 +17,7 @@ pub mod config;
 pub mod control;
 pub mod demo;
 pub mod drain;
+pub mod echo;
 pub mod fanout;
 pub mod glob;
 pub mod handshake;

@@ -19,6 +19,9 @@ pub enum Out {
     Data(Bytes),
     /// A pong answering the client's ping.
     Pong(Bytes),
+    /// A data frame whose type is given, whatever the connection's encoding:
+    /// what `--conformance-echo` sends back ([`crate::echo`]).
+    Echo { binary: bool, data: Bytes },
 }
 
 /// How the connection is being closed.
@@ -62,7 +65,7 @@ impl Outbox {
     /// frame overflowed the queue (which closes it with 4000).
     pub fn push(&self, out: Out) -> bool {
         let len = match &out {
-            Out::Data(b) | Out::Pong(b) => b.len(),
+            Out::Data(b) | Out::Pong(b) | Out::Echo { data: b, .. } => b.len(),
         };
         let mut s = self.state.lock().unwrap();
         if s.closing.is_some() {

@@ -18,8 +18,17 @@ use proto::client::close;
 use tokio::io::{AsyncRead, ReadBuf};
 use tokio::net::tcp::OwnedReadHalf;
 
-/// Most fragments one message may arrive in.
+/// Most fragments one message may arrive in at the default message cap.
 pub const MAX_FRAGMENTS: usize = 1024;
+/// A raised message cap allows one more fragment per this many bytes, so a
+/// large message may arrive in small fragments (Autobahn sends 4 MiB in
+/// 64-byte ones) while endless empty continuations stay bounded.
+const BYTES_PER_FRAGMENT: usize = 64;
+
+/// Most fragments one message may arrive in, for a message cap.
+pub fn max_fragments(max_message: usize) -> usize {
+    MAX_FRAGMENTS.max(max_message / BYTES_PER_FRAGMENT)
+}
 
 /// A complete message or control frame from the client.
 #[derive(Debug, PartialEq)]
@@ -68,18 +77,23 @@ struct Partial {
     valid_to: usize,
 }
 
-/// Reads client messages from the read half of an upgraded TCP stream.
-pub struct FrameReader {
-    io: OwnedReadHalf,
+/// Reads client messages from the read half of an upgraded TCP stream (or,
+/// for tests and fuzzing, from any byte stream).
+pub struct FrameReader<R = OwnedReadHalf> {
+    io: R,
     buf: BytesMut,
     max_message: usize,
     partial: Option<Partial>,
+    /// Of a text frame at the head of `buf` that has not all arrived yet:
+    /// payload bytes already unmasked in place, and the prefix of those known
+    /// to be valid UTF-8. Lets invalid text fail before the rest arrives.
+    early: (usize, usize),
 }
 
-impl FrameReader {
+impl<R: AsyncRead + Unpin> FrameReader<R> {
     /// `prefix` holds bytes read past the HTTP upgrade, if any.
-    pub fn new(io: OwnedReadHalf, prefix: Bytes, max_message: usize) -> Self {
-        Self { io, buf: BytesMut::from(&prefix[..]), max_message, partial: None }
+    pub fn new(io: R, prefix: Bytes, max_message: usize) -> Self {
+        Self { io, buf: BytesMut::from(&prefix[..]), max_message, partial: None, early: (0, 0) }
     }
 
     /// The next message or control frame.
@@ -112,26 +126,6 @@ impl FrameReader {
             match read {
                 Ok(0) | Err(_) => return Poll::Ready(Err(ReadError::Closed)),
                 Ok(_) => {}
-            }
-        }
-    }
-
-    /// Reads and drops whatever the client still sends, until it closes its
-    /// side. Closing a socket with unread input makes the kernel send a
-    /// reset, which can destroy our close frame before the client reads it.
-    pub async fn discard_until_eof(&mut self) {
-        self.buf = BytesMut::new();
-        self.partial = None;
-        let mut scratch = [0u8; 4096];
-        loop {
-            if self.io.readable().await.is_err() {
-                return;
-            }
-            match self.io.try_read(&mut scratch) {
-                Ok(0) => return,
-                Ok(_) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-                Err(_) => return,
             }
         }
     }
@@ -183,21 +177,52 @@ impl FrameReader {
             2 => u16::from_be_bytes([b[2], b[3]]) as u64,
             _ => u64::from_be_bytes(b[2..10].try_into().expect("8 bytes")),
         };
+        // RFC 6455 5.2: the top bit of a 64-bit length must be 0.
+        if len >> 63 != 0 {
+            return Err(ReadError::protocol("frame length out of range"));
+        }
         // Refuse before buffering: a 1 GiB length must not reserve 1 GiB.
         let so_far = self.partial.as_ref().map_or(0, |p| p.data.len()) as u64;
-        if !control && so_far + len > self.max_message as u64 {
+        if !control && so_far.saturating_add(len) > self.max_message as u64 {
             return Err(ReadError::too_big());
         }
         let len = len as usize;
+        let mask: [u8; 4] = b[head - 4..head].try_into().expect("4 bytes");
         if b.len() < head + len {
+            // Only text whose UTF-8 state starts clean at this frame: a
+            // continuation may finish a character the previous one began.
+            let text = match &self.partial {
+                None => opcode == 1,
+                Some(p) => opcode == 0 && p.text && p.valid_to == p.data.len(),
+            };
+            if text {
+                self.check_early(head, mask)?;
+            }
             self.buf.reserve(head + len - self.buf.len());
             return Ok(None);
         }
-        let mask: [u8; 4] = b[head - 4..head].try_into().expect("4 bytes");
         self.buf.advance(head);
         let mut payload = self.buf.split_to(len);
-        fastwebsockets::unmask(&mut payload, mask);
+        let (unmasked, _) = std::mem::take(&mut self.early);
+        fastwebsockets::unmask(&mut payload[unmasked..], rotate(mask, unmasked));
         Ok(Some((fin, opcode, payload)))
+    }
+
+    /// Unmasks what has arrived of the text frame at the head of the buffer
+    /// and fails if it can no longer become valid UTF-8 (Autobahn 6.4.3: fail
+    /// fast, not once 16 MiB have arrived). The rest is unmasked and the whole
+    /// checked again once the frame is complete.
+    fn check_early(&mut self, head: usize, mask: [u8; 4]) -> Result<(), ReadError> {
+        let (unmasked, valid) = self.early;
+        let arrived = self.buf.len() - head;
+        fastwebsockets::unmask(&mut self.buf[head + unmasked..], rotate(mask, unmasked));
+        self.early.0 = arrived;
+        match std::str::from_utf8(&self.buf[head + valid..]) {
+            Ok(_) => self.early.1 = arrived,
+            Err(e) if e.error_len().is_none() => self.early.1 = valid + e.valid_up_to(),
+            Err(_) => return Err(ReadError::utf8()),
+        }
+        Ok(())
     }
 
     /// Applies one frame to the message being assembled.
@@ -208,7 +233,7 @@ impl FrameReader {
                     return Err(ReadError::protocol("continuation without a message"));
                 };
                 p.fragments += 1;
-                if p.fragments > MAX_FRAGMENTS {
+                if p.fragments > max_fragments(self.max_message) {
                     return Err(ReadError::too_big());
                 }
                 p.data.extend_from_slice(&payload);
@@ -245,6 +270,35 @@ impl FrameReader {
             _ => Ok(Some(Incoming::Pong)),
         }
     }
+}
+
+impl FrameReader<OwnedReadHalf> {
+    /// Reads and drops whatever the client still sends, until it closes its
+    /// side. Closing a socket with unread input makes the kernel send a
+    /// reset, which can destroy our close frame before the client reads it.
+    pub async fn discard_until_eof(&mut self) {
+        self.buf = BytesMut::new();
+        self.partial = None;
+        self.early = (0, 0);
+        let mut scratch = [0u8; 4096];
+        loop {
+            if self.io.readable().await.is_err() {
+                return;
+            }
+            match self.io.try_read(&mut scratch) {
+                Ok(0) => return,
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(_) => return,
+            }
+        }
+    }
+}
+
+/// The mask for a payload that starts `offset` bytes into a frame's.
+fn rotate(mut mask: [u8; 4], offset: usize) -> [u8; 4] {
+    mask.rotate_left(offset % 4);
+    mask
 }
 
 /// Fails as soon as the text cannot become valid UTF-8.
@@ -303,11 +357,19 @@ mod tests {
     }
 
     async fn reader_for(bytes: Vec<u8>, max: usize) -> FrameReader {
+        reader_for_chunks(vec![bytes], max).await
+    }
+
+    /// A reader whose client writes `chunks` one at a time, pausing between.
+    async fn reader_for_chunks(chunks: Vec<Vec<u8>>, max: usize) -> FrameReader {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         tokio::spawn(async move {
             let mut c = TcpStream::connect(addr).await.unwrap();
-            c.write_all(&bytes).await.unwrap();
+            for chunk in chunks {
+                c.write_all(&chunk).await.unwrap();
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
             // Keep the socket open long enough for the reader.
             tokio::time::sleep(std::time::Duration::from_secs(2)).await;
         });
@@ -352,6 +414,29 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_text_frame_arriving_in_pieces_is_unmasked_and_checked_as_it_comes() {
+        // "é" split across the pieces, and pieces not on mask boundaries.
+        let text = "abcdé-fghijklmnopé";
+        let bytes = frame(true, 1, text.as_bytes());
+        let pieces = vec![bytes[..9].to_vec(), bytes[9..13].to_vec(), bytes[13..].to_vec()];
+        let mut r = reader_for_chunks(pieces, 1000).await;
+        assert_eq!(r.next().await.unwrap(), Incoming::Text(Bytes::from(text)));
+
+        // Invalid text fails on the first piece: the rest never comes.
+        let bytes = frame(true, 1, &[b'a', 0xf4, 0x90, 0x80, 0x80, b'b', b'c', b'd']);
+        let mut r = reader_for_chunks(vec![bytes[..10].to_vec()], 1000).await;
+        let failed = tokio::time::timeout(std::time::Duration::from_secs(1), r.next()).await;
+        assert_eq!(failed.expect("failed before the frame was complete").unwrap_err(), ReadError::utf8());
+    }
+
+    #[test]
+    fn a_raised_message_cap_allows_proportionally_more_fragments() {
+        assert_eq!(max_fragments(64 * 1024), MAX_FRAGMENTS);
+        assert_eq!(max_fragments(1000), MAX_FRAGMENTS);
+        assert_eq!(max_fragments(16 << 20), 262_144);
+    }
+
+    #[tokio::test]
     async fn protocol_violations_map_to_close_codes() {
         let cases: Vec<(Vec<u8>, u16)> = vec![
             (frame(true, 1, &[0xff, 0xfe]), close::INVALID_PAYLOAD),
@@ -361,6 +446,14 @@ mod tests {
             (frame(false, 9, b""), close::PROTOCOL_ERROR),
             (frame(true, 8, &[0x03, 0xed]), close::PROTOCOL_ERROR),
             (vec![0x81, 0x01, b'a'], close::PROTOCOL_ERROR),
+            // A 64-bit length with its top bit set, alone and after a fragment
+            // (where adding it to the bytes so far would overflow).
+            ([&[0x82, 0xff][..], &u64::MAX.to_be_bytes(), &[1, 2, 3, 4]].concat(), close::PROTOCOL_ERROR),
+            (
+                [frame(false, 2, b"abc"), vec![0x80, 0xff], (u64::MAX - 2).to_be_bytes().to_vec(), vec![1, 2, 3, 4]]
+                    .concat(),
+                close::PROTOCOL_ERROR,
+            ),
         ];
         for (bytes, code) in cases {
             let mut r = reader_for(bytes.clone(), 1000).await;

@@ -27,6 +27,9 @@ const ANNOUNCE_EVERY: Duration = Duration::from_secs(1);
 pub async fn run(config: Config) -> anyhow::Result<()> {
     let metrics = proto::telemetry::init();
     crate::metrics::describe(config.standalone);
+    if config.conformance_echo {
+        tracing::warn!("--conformance-echo: WebSocket clients are not authenticated and get their messages echoed");
+    }
     let id = config.id.clone().unwrap_or_else(|| proto::cli::default_id("gateway"));
 
     let (verifier, secret) = verifier(&config)?;
@@ -46,6 +49,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         verifier,
         default_rooms: Arc::new(RoomGlobs::parse_list(&config.default_rooms)),
         allowed_origins: list(&config.allowed_origins),
+        conformance_echo: config.conformance_echo,
     });
     let announce_id = id.clone();
     let _announcer = router::announce::spawn(hub.bus.clone(), subject::GATEWAY_ANNOUNCE, ANNOUNCE_EVERY, move || {

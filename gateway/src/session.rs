@@ -118,6 +118,9 @@ impl Session {
         let _ticket = accepted.ticket;
         if let Some((code, reason)) = accepted.refuse {
             self.outbox.close(code, reason);
+        } else if self.hub.conformance_echo {
+            let echo = Box::pin(crate::echo::serve(&mut self.socket, &self.outbox));
+            echo.await;
         } else {
             let auth = Box::pin(self.authenticate(accepted.token, accepted.peer));
             if let Some((claims, auth_id)) = auth.await {

@@ -174,21 +174,25 @@ fn deliver(topic: Topic, user: &str, payload: &Bytes, table: &Table) {
     metrics::counter!("switchboard_gateway_messages_delivered_total").increment(delivered);
 }
 
-/// A decoded per-user event.
-enum Frame {
+/// A decoded per-user event: what `sb.user.<user>` and `sb.presence.<user>`
+/// carry, on its way to the client frame every listener gets.
+pub enum Frame {
     Direct(pb::DirectMessage),
     Presence(pb::PresenceChange),
 }
 
 impl Frame {
-    fn decode(topic: Topic, payload: &Bytes) -> Option<Self> {
+    /// Decodes a bus payload of `topic`; `None` if it is not one. Anyone on
+    /// the bus can publish there, so this never panics, whatever the bytes.
+    pub fn decode(topic: Topic, payload: &Bytes) -> Option<Self> {
         match topic {
             Topic::Direct => pb::DirectMessage::decode(payload.clone()).ok().map(Self::Direct),
             Topic::Presence => pb::PresenceChange::decode(payload.clone()).ok().map(Self::Presence),
         }
     }
 
-    fn encode(&self, encoding: Encoding) -> Bytes {
+    /// The client frame (`direct` or `presence` event) in `encoding`.
+    pub fn encode(&self, encoding: Encoding) -> Bytes {
         match self {
             Self::Direct(d) => Event::Direct { from: &d.from, data: &d.data, ts: d.ts }.encode(encoding),
             Self::Presence(p) => Event::Presence { user: &p.user, online: p.online, ts: p.ts }.encode(encoding),

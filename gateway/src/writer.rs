@@ -58,6 +58,7 @@ impl Writer {
             match out {
                 Out::Data(b) => put_frame(&mut buf, data_op, b),
                 Out::Pong(b) => put_frame(&mut buf, OP_PONG, b),
+                Out::Echo { binary, data } => put_frame(&mut buf, if *binary { OP_BINARY } else { OP_TEXT }, data),
             }
         }
         if let Some(c) = batch.closing.filter(|c| c.code != close::ABNORMAL) {

@@ -49,6 +49,8 @@ fn help_lists_every_flag_with_its_env_var_and_default() {
         ("--heartbeat", "SB_HEARTBEAT", Some("25s")),
         ("--pong-timeout", "SB_PONG_TIMEOUT", Some("10s")),
         ("--auth-timeout", "SB_AUTH_TIMEOUT", Some("5s")),
+        ("--header-timeout", "SB_HEADER_TIMEOUT", Some("5s")),
+        ("--conformance-echo", "SB_CONFORMANCE_ECHO", None),
     ] {
         let lines: Vec<&str> = help.lines().collect();
         let at = lines

@@ -88,7 +88,7 @@ impl RouterClient {
                 )
                 .await;
             match answer {
-                Ok(bytes) => match pb::RouterReply::decode(bytes).ok().and_then(|r| r.kind) {
+                Ok(bytes) => match decode_reply(&bytes) {
                     Some(router_reply::Kind::NotOwner(_)) => {
                         // Our ring or theirs is stale: wait briefly for ours to move.
                         ring = membership.changed(left.min(Duration::from_millis(100))).await;
@@ -124,4 +124,12 @@ impl RouterClient {
             }
         }
     }
+}
+
+/// An owner's answer as its callers read it: the reply's kind, or `None`
+/// when the payload is not a `RouterReply` or carries no kind (callers treat
+/// both as an unusable answer). Bus payloads come from other processes, so
+/// this must never panic, whatever the bytes.
+pub fn decode_reply(payload: &[u8]) -> Option<router_reply::Kind> {
+    pb::RouterReply::decode(payload).ok().and_then(|r| r.kind)
 }

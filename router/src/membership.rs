@@ -46,6 +46,14 @@ impl Default for MembershipConfig {
     }
 }
 
+/// A router's announce as the ring listener reads it from `sb.ctl.router`:
+/// `None` for a payload that is not a `RouterAnnounce` or whose id could not
+/// be a node id (it would end up in a subject). Never panics, whatever the
+/// bytes: anyone on the bus can publish there.
+pub fn decode_announce(payload: &[u8]) -> Option<pb::RouterAnnounce> {
+    pb::RouterAnnounce::decode(payload).ok().filter(|a| subject::valid_node_id(&a.id))
+}
+
 /// What the listener knows at one moment.
 #[derive(Debug, Clone)]
 pub struct View {
@@ -101,10 +109,7 @@ impl Membership {
                 tokio::select! {
                     msg = sub.next() => {
                         let Some(msg) = msg else { break };
-                        let Ok(a) = pb::RouterAnnounce::decode(msg.payload) else { continue };
-                        if !subject::valid_node_id(&a.id) {
-                            continue;
-                        }
+                        let Some(a) = decode_announce(&msg.payload) else { continue };
                         let now = Instant::now();
                         let mut clock = heard.lock().unwrap();
                         if clock.last_heard.is_some_and(|t| now.duration_since(t) > cfg.ttl) {

@@ -419,7 +419,7 @@ impl Owner {
             let result = bus
                 .request(subject::router(&from), Bytes::from(req.encode_to_vec()), HANDOFF_TIMEOUT)
                 .await
-                .and_then(|b| match pb::RouterReply::decode(b).ok().and_then(|r| r.kind) {
+                .and_then(|b| match crate::client::decode_reply(&b) {
                     Some(router_reply::Kind::Pull(p)) => Ok(p),
                     _ => Err(BusError::Broker("unexpected answer to a pull".into())),
                 });
@@ -561,9 +561,7 @@ impl Owner {
                 let payload = Bytes::from(req.encode_to_vec());
                 for _ in 0..3 {
                     let answer = bus.request(subject::router(&to), payload.clone(), HANDOFF_TIMEOUT).await;
-                    if let Ok(Some(router_reply::Kind::Ack(_))) =
-                        answer.map(|b| pb::RouterReply::decode(b).ok().and_then(|r| r.kind))
-                    {
+                    if let Ok(Some(router_reply::Kind::Ack(_))) = answer.map(|b| crate::client::decode_reply(&b)) {
                         let _ = internal.send(Internal::PushAcked { room });
                         return;
                     }

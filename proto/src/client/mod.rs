@@ -13,7 +13,7 @@ mod op;
 
 pub use error::ErrorCode;
 pub use event::{Event, ReplyBody};
-pub use op::{DecodeError, Op, Request, RequestId};
+pub use op::{DecodeError, Op, Request, RequestId, MAX_USERS_PER_REQUEST};
 
 /// Subprotocol name of the JSON encoding.
 pub const JSON_PROTOCOL: &str = "switchboard.v1.json";

@@ -92,9 +92,22 @@ pub struct DecodeError {
     pub message: String,
 }
 
+/// Longest error message a bad frame gets back, in bytes (plus an ellipsis):
+/// serde's messages quote the offending value, which is client input.
+const MAX_MESSAGE_BYTES: usize = 200;
+
 impl DecodeError {
     fn bad(id: &RequestId, message: impl Into<String>) -> Self {
-        Self { id: id.clone(), code: ErrorCode::BadRequest, message: message.into() }
+        let mut message = message.into();
+        if message.len() > MAX_MESSAGE_BYTES {
+            let mut end = MAX_MESSAGE_BYTES;
+            while !message.is_char_boundary(end) {
+                end -= 1;
+            }
+            message.truncate(end);
+            message.push('…');
+        }
+        Self { id: id.clone(), code: ErrorCode::BadRequest, message }
     }
 }
 
@@ -302,6 +315,16 @@ mod tests {
         assert_eq!(e.code, ErrorCode::BadRequest);
         let e = err(r#"{"id":{"x":1},"op":"ping"}"#);
         assert_eq!(e.id, RequestId::None);
+    }
+
+    #[test]
+    fn error_messages_stay_short_whatever_the_client_sent() {
+        // serde quotes the mistyped value in its message.
+        let seq = "é".repeat(2000);
+        let e = err(&format!(r#"{{"op":"join","id":1,"room":"a","since":{{"epoch":"e","seq":"{seq}"}}}}"#));
+        assert_eq!((e.id, e.code), (RequestId::Json("1".into()), ErrorCode::BadRequest));
+        assert!(e.message.starts_with("bad field `since`"), "{}", e.message);
+        assert!(e.message.len() <= MAX_MESSAGE_BYTES + '…'.len_utf8(), "{} bytes", e.message.len());
     }
 
     #[test]
