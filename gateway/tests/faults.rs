@@ -70,33 +70,40 @@ async fn wait_members_listed(cluster: &Cluster, members: u32, limit: Duration) {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_router_killed_and_restarted_serves_again_with_resync_only_for_its_rooms() {
+/// Takes router 0 out with `out` under load and asserts its rooms serve
+/// again on the survivor within `limit` (their members get `resync`); then
+/// brings it back with `back` and asserts it takes rooms back by handoff,
+/// which changes no epoch: no new `resync`, nothing lost.
+async fn router_out_and_back(out: fn(&mut Cluster), back: fn(&mut Cluster), limit: Duration) {
     let mut cluster = Cluster::start(2, 2).await;
     let load = chat(&cluster).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let mut outages: Vec<Range<Instant>> = Vec::new();
     for round in 0..rounds() {
-        let killed_at = Instant::now();
-        cluster.routers[0].proc.kill9();
+        let at = Instant::now();
+        out(&mut cluster);
         // The survivor is asked (wait_rooms_serve uses the last router).
-        let took = wait_rooms_serve(&cluster, Duration::from_secs(5)).await;
-        outages.push(killed_at..Instant::now());
-        eprintln!("round {round}: rooms serve again {took:?} after the kill");
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        // Back with the same id: it takes its rooms back by handoff, and
-        // handoff changes no epoch, so nobody sees a resync for it.
-        let resyncs = gateway_resyncs(&cluster).await;
-        cluster.restart_router(0);
-        cluster.wait_ring(2).await;
+        let took = wait_rooms_serve(&cluster, limit).await;
+        outages.push(at..Instant::now());
+        eprintln!("round {round}: rooms serve again {took:?} after the fault");
         tokio::time::sleep(Duration::from_secs(2)).await;
-        assert_eq!(gateway_resyncs(&cluster).await, resyncs, "taking rooms back by handoff must not resync");
+        let resyncs = gateway_resyncs(&cluster).await;
+        back(&mut cluster);
+        cluster.wait_ring(2).await;
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        assert_eq!(gateway_resyncs(&cluster).await, resyncs, "a returning router must take rooms back by handoff");
     }
     let report = load.stop(Duration::from_secs(2)).await;
-    assert!(report.resyncs() > 0, "members of the dead router's rooms get resync");
+    assert!(report.resyncs() > 0, "members of the lost router's rooms get resync");
     assert_nothing_lost_outside(&report, &outages);
     let counts = cluster.room_counts().await;
-    assert!(counts[0] > 0, "the restarted router owns rooms again: {counts:?}");
+    assert!(counts[0] > 0, "the returning router owns rooms again: {counts:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_router_killed_and_restarted_serves_again_with_resync_only_for_its_rooms() {
+    // Back with the same id, it takes its rooms back by handoff.
+    router_out_and_back(|c| c.routers[0].proc.kill9(), |c| c.restart_router(0), Duration::from_secs(5)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -217,33 +224,16 @@ async fn nats_killed_and_restarted_everyone_reconnects_and_nothing_is_lost_silen
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_router_paused_past_its_ttl_does_not_serve_rooms_it_no_longer_owns() {
-    let cluster = Cluster::start(2, 2).await;
-    let load = chat(&cluster).await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let mut outages = Vec::new();
-    for round in 0..rounds() {
-        let paused_at = Instant::now();
-        cluster.routers[0].proc.signal("STOP");
-        // Unseen for its TTL (2 s), it is dead to everyone else: the
-        // survivor takes its rooms over with a new epoch.
-        let took = wait_rooms_serve(&cluster, Duration::from_secs(6)).await;
-        outages.push(paused_at..Instant::now());
-        eprintln!("round {round}: rooms serve {took:?} after the pause");
-        tokio::time::sleep(Duration::from_secs(2)).await;
-        let resyncs = gateway_resyncs(&cluster).await;
-        // Resumed, it has heard nothing for longer than its TTL: it drops
-        // its stale rooms and rejoins empty. Serving them from its old state
-        // would switch members back to the old epoch: a resync, or worse.
-        cluster.routers[0].proc.signal("CONT");
-        cluster.wait_ring(2).await;
-        tokio::time::sleep(Duration::from_secs(3)).await;
-        assert_eq!(gateway_resyncs(&cluster).await, resyncs, "the resumed router served stale rooms");
-    }
-    let report = load.stop(Duration::from_secs(2)).await;
-    assert!(report.resyncs() > 0, "members of the paused router's rooms get resync");
-    assert_nothing_lost_outside(&report, &outages);
-    let counts = cluster.room_counts().await;
-    assert!(counts[0] > 0, "rooms come back to the resumed router by handoff: {counts:?}");
+    // Unseen for its TTL (2 s), it is dead to everyone else. Resumed, it has
+    // heard nothing for longer than its TTL: it drops its stale rooms and
+    // rejoins empty. Serving them from its old state would switch members
+    // back to the old epoch: a resync, or worse.
+    router_out_and_back(
+        |c| c.routers[0].proc.signal("STOP"),
+        |c| c.routers[0].proc.signal("CONT"),
+        Duration::from_secs(6),
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
