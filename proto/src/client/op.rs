@@ -97,8 +97,9 @@ pub struct DecodeError {
 const MAX_MESSAGE_BYTES: usize = 200;
 
 impl DecodeError {
-    fn bad(id: &RequestId, message: impl Into<String>) -> Self {
-        let mut message = message.into();
+    /// An error whose message is capped, whatever client input it quotes.
+    fn new(id: RequestId, code: ErrorCode, message: String) -> Self {
+        let mut message = message;
         if message.len() > MAX_MESSAGE_BYTES {
             let mut end = MAX_MESSAGE_BYTES;
             while !message.is_char_boundary(end) {
@@ -107,7 +108,11 @@ impl DecodeError {
             message.truncate(end);
             message.push('…');
         }
-        Self { id: id.clone(), code: ErrorCode::BadRequest, message }
+        Self { id, code, message }
+    }
+
+    fn bad(id: &RequestId, message: impl Into<String>) -> Self {
+        Self::new(id.clone(), ErrorCode::BadRequest, message.into())
     }
 }
 
@@ -190,13 +195,7 @@ impl Request {
             "unwatch" => Op::Unwatch { users: users(&id, fields.users)? },
             "refresh" => Op::Refresh { token: required(&id, "token", fields.token)? },
             "ping" => Op::Ping,
-            other => {
-                return Err(DecodeError {
-                    id,
-                    code: ErrorCode::UnknownOp,
-                    message: format!("unknown op {:?}", truncate(other)),
-                })
-            }
+            other => return Err(DecodeError::new(id, ErrorCode::UnknownOp, format!("unknown op {other:?}"))),
         };
         Ok(Request { id, op })
     }
@@ -252,7 +251,7 @@ fn user_list(id: &RequestId, users: Vec<String>) -> Result<Vec<String>, DecodeEr
         return Err(DecodeError::bad(id, format!("`users` must name 1 to {MAX_USERS_PER_REQUEST} users")));
     }
     if let Some(bad) = users.iter().find(|u| !crate::subject::valid_id(u)) {
-        return Err(DecodeError::bad(id, format!("invalid user id {:?}", truncate(bad))));
+        return Err(DecodeError::bad(id, format!("invalid user id {bad:?}")));
     }
     Ok(users)
 }
@@ -265,14 +264,6 @@ fn json_bytes(id: &RequestId, data: Bytes) -> Result<Bytes, DecodeError> {
     serde_json::from_slice::<serde::de::IgnoredAny>(&data)
         .map_err(|e| DecodeError::bad(id, format!("`data` is not JSON: {e}")))?;
     Ok(data)
-}
-
-/// Keeps error messages short whatever the client sent.
-fn truncate(s: &str) -> &str {
-    match s.char_indices().nth(64) {
-        Some((i, _)) => &s[..i],
-        None => s,
-    }
 }
 
 #[cfg(test)]
