@@ -115,7 +115,8 @@ impl Drop for Client {
     }
 }
 
-struct Spawn;
+/// Runs hyper's handshake futures on tokio (the WebSocket upgrade needs an executor).
+pub(crate) struct Spawn;
 
 impl<F> hyper::rt::Executor<F> for Spawn
 where

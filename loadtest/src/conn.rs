@@ -18,7 +18,7 @@ use tokio::io::{ReadHalf, WriteHalf};
 use tokio::net::TcpSocket;
 use tokio::sync::Mutex;
 
-use crate::client::ClientError;
+use crate::client::{ClientError, Spawn};
 
 type Io = TokioIo<Upgraded>;
 
@@ -50,18 +50,6 @@ impl Sender {
 pub enum Received {
     Text(Bytes),
     Closed(Option<u16>),
-}
-
-struct Spawn;
-
-impl<F> hyper::rt::Executor<F> for Spawn
-where
-    F: std::future::Future + Send + 'static,
-    F::Output: Send + 'static,
-{
-    fn execute(&self, fut: F) {
-        tokio::spawn(fut);
-    }
 }
 
 impl Conn {
