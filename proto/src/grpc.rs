@@ -18,14 +18,21 @@ pub struct BearerAuth {
 
 impl BearerAuth {
     pub fn new(token: &str) -> Self {
-        Self { expected: (!token.is_empty()).then(|| format!("Bearer {token}").into_bytes()) }
+        Self { expected: (!token.is_empty()).then(|| token.as_bytes().to_vec()) }
     }
+}
+
+/// The credentials of an `Authorization: Bearer <token>` value. The scheme
+/// is case-insensitive (RFC 9110 11.1), so `bearer` works as well.
+fn bearer(value: &[u8]) -> Option<&[u8]> {
+    let (scheme, token) = value.split_at_checked(7)?;
+    scheme.eq_ignore_ascii_case(b"bearer ").then_some(token)
 }
 
 impl Interceptor for BearerAuth {
     fn call(&mut self, req: Request<()>) -> Result<Request<()>, Status> {
         let Some(expected) = &self.expected else { return Ok(req) };
-        let given = req.metadata().get("authorization").map(|v| v.as_bytes()).unwrap_or_default();
+        let given = req.metadata().get("authorization").and_then(|v| bearer(v.as_bytes())).unwrap_or_default();
         if constant_time_eq(given, expected) {
             Ok(req)
         } else {
@@ -72,8 +79,15 @@ mod tests {
         let mut req = Request::new(());
         req.metadata_mut().insert("authorization", "Bearer wrong".parse().unwrap());
         assert!(auth.call(req).is_err());
-        let mut req = Request::new(());
-        req.metadata_mut().insert("authorization", "Bearer s3cret".parse().unwrap());
-        assert!(auth.call(req).is_ok());
+        for refused in ["s3cret", "Basic s3cret", "Bearer", "Bearer ", "Bearer  s3cret", "Bearers3cret"] {
+            let mut req = Request::new(());
+            req.metadata_mut().insert("authorization", refused.parse().unwrap());
+            assert!(auth.call(req).is_err(), "{refused}");
+        }
+        for accepted in ["Bearer s3cret", "bearer s3cret", "BEARER s3cret"] {
+            let mut req = Request::new(());
+            req.metadata_mut().insert("authorization", accepted.parse().unwrap());
+            assert!(auth.call(req).is_ok(), "{accepted}");
+        }
     }
 }
