@@ -18,7 +18,7 @@ rm -f "$OUT"/*.json
 cargo build --release --bins
 (cd loadtest/peers/ws-rooms && npm ci --no-audit --no-fund --loglevel=error)
 LT=target/release/loadtest
-SECRET=bench-secret
+SECRET=bench-secret-of-at-least-32-bytes
 
 pids=()
 cleanup() {
@@ -92,7 +92,7 @@ for _ in $(seq 600); do
   sleep 0.5
 done
 URLS=ws://127.0.0.1:8081/ws,ws://127.0.0.1:8082/ws
-SECRET=local-cluster-secret
+SECRET=local-cluster-secret-for-loopback-only
 for rate in 1 5 10 20; do
   run "cluster-chat-$((rate * 1000))" "$URLS" switchboard chat --rooms 200 --members 5 --rate "$rate"
 done

@@ -11,7 +11,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 
 PROFILE=${PROFILE:-release}
-SECRET=${SB_JWT_SECRET:-local-cluster-secret}
+SECRET=${SB_JWT_SECRET:-local-cluster-secret-for-loopback-only}
 NATS_PORT=${NATS_PORT:-4222}
 LOGS=${LOGS:-target/local-cluster}
 mkdir -p "$LOGS"

@@ -66,7 +66,8 @@ impl Backends {
             MembershipConfig { service: "gateway", vnodes: config.vnodes, ..MembershipConfig::default() },
         )
         .await?;
-        let presence = PresenceClient::connect_lazy(presence).context("--presence-url")?;
+        let token = config.presence_token.as_deref().unwrap_or(&config.api.api_token);
+        let presence = PresenceClient::connect_lazy(presence, token).context("--presence-url")?;
         Ok(Self {
             router: RouterClient::new(bus.clone(), membership, CallConfig::default()),
             presence,

@@ -59,9 +59,12 @@ pub struct Config {
     #[arg(long, env = "SB_ALLOWED_ORIGINS", default_value = "")]
     pub allowed_origins: String,
 
-    /// Bearer token required by the admin gRPC API; empty means none.
-    #[arg(long, env = "SB_API_TOKEN", default_value = "", hide_env_values = true)]
-    pub api_token: String,
+    #[command(flatten)]
+    pub api: proto::grpc::ApiAccess,
+
+    /// Bearer token for calls to presence (cluster mode); default: --api-token.
+    #[arg(long, env = "SB_PRESENCE_TOKEN", hide_env_values = true)]
+    pub presence_token: Option<String>,
 
     /// Virtual nodes per router on the ring (must match the routers).
     #[arg(long, env = "SB_VNODES", default_value_t = 128)]

@@ -15,10 +15,14 @@ use crate::auth::Verifier;
 use crate::backends::Backends;
 use crate::config::Config;
 use crate::control::Control;
-use crate::demo::{self, Demo, Minter};
+use crate::demo::{Demo, Minter};
 use crate::glob::RoomGlobs;
 use crate::hub::{Hub, Parts};
 use crate::{drain, http};
+
+/// Shortest HS256 secret accepted: a shorter one can be brute-forced from
+/// any token (RFC 7518 3.2 asks for a key at least as long as the hash).
+const MIN_SECRET_BYTES: usize = 32;
 
 /// How often this gateway announces itself to room owners.
 const ANNOUNCE_EVERY: Duration = Duration::from_secs(1);
@@ -26,6 +30,7 @@ const ANNOUNCE_EVERY: Duration = Duration::from_secs(1);
 /// Runs the gateway until SIGTERM or Ctrl-C, then drains and returns.
 pub async fn run(config: Config) -> anyhow::Result<()> {
     let metrics = proto::telemetry::init();
+    let api_auth = config.api.guard("--grpc-listen", config.grpc_listen)?;
     crate::metrics::describe(config.standalone);
     if config.conformance_echo {
         tracing::warn!("--conformance-echo: WebSocket clients are not authenticated and get their messages echoed");
@@ -56,7 +61,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         Bytes::from(pb::GatewayAnnounce { id: announce_id.clone() }.encode_to_vec())
     });
 
-    let grpc = serve_grpc(&config, &hub, &backends).await?;
+    let grpc = serve_grpc(&config, api_auth, &hub, &backends).await?;
     let ready_hub = hub.clone();
     let ready: proto::admin::ReadyCheck = Arc::new(move || {
         vec![
@@ -72,15 +77,12 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let listener = TcpListener::bind(config.listen).await.with_context(|| format!("--listen {}", config.listen))?;
     let addr = listener.local_addr()?;
 
-    // Only a secret the gateway generated may mint tokens for any user: a
-    // configured one belongs to an application that decides who is who.
+    // Only a secret the gateway generated may mint or print tokens: a
+    // configured one belongs to an application that decides who is who, and
+    // a token printed with it would end up in container logs.
     let generated = config.jwt_secret.is_none() && config.jwt_public_key.is_none();
     let minter = secret.as_deref().filter(|_| generated).map(|s| Minter::new(s.as_bytes()));
-    let printed_token = match (&minter, &secret) {
-        (Some(m), _) => Some(m.demo_token().to_owned()),
-        (None, Some(secret)) => Some(demo_token(secret)),
-        (None, None) => None,
-    };
+    let printed_token = minter.as_ref().map(|m| m.demo_token().to_owned());
     let demo = Arc::new(Demo::new(minter));
 
     // Tools and tests read these lines; `admin` comes last.
@@ -107,8 +109,12 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 }
 
 /// The admin API, and in standalone mode the embedded router's server API.
-async fn serve_grpc(config: &Config, hub: &Arc<Hub>, backends: &Backends) -> anyhow::Result<std::net::SocketAddr> {
-    let auth = proto::grpc::BearerAuth::new(&config.api_token);
+async fn serve_grpc(
+    config: &Config,
+    auth: proto::grpc::BearerAuth,
+    hub: &Arc<Hub>,
+    backends: &Backends,
+) -> anyhow::Result<std::net::SocketAddr> {
     let control = Control::new(hub.clone(), config.limits.drain_window);
     let mut routes = tonic::transport::Server::builder()
         .add_service(pb::gateway_admin_server::GatewayAdminServer::with_interceptor(control, auth.clone()));
@@ -130,8 +136,11 @@ fn verifier(config: &Config) -> anyhow::Result<(Verifier, Option<String>)> {
         return Ok((v, None));
     }
     if let Some(secret) = &config.jwt_secret {
-        if secret.is_empty() {
-            anyhow::bail!("--jwt-secret must not be empty");
+        if secret.len() < MIN_SECRET_BYTES {
+            anyhow::bail!(
+                "--jwt-secret is {} bytes; HS256 secrets must be at least {MIN_SECRET_BYTES} (e.g. `openssl rand -hex 32`)",
+                secret.len()
+            );
         }
         return Ok((Verifier::hs256(secret.as_bytes()), Some(secret.clone())));
     }
@@ -140,12 +149,6 @@ fn verifier(config: &Config) -> anyhow::Result<(Verifier, Option<String>)> {
         return Ok((Verifier::hs256(secret.as_bytes()), Some(secret)));
     }
     anyhow::bail!("--jwt-secret or --jwt-public-key is required outside --standalone")
-}
-
-/// A token for user `demo`, valid for a day, to print in the connect URL.
-fn demo_token(secret: &str) -> String {
-    let exp = proto::now_ms() / 1000 + demo::DEMO_TOKEN_TTL.as_secs() as i64;
-    demo::mint(secret.as_bytes(), demo::DEMO_USER, exp)
 }
 
 fn list(s: &str) -> Vec<String> {

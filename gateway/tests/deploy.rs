@@ -366,6 +366,64 @@ fn scrape_jobs(prom: &Value) -> BTreeMap<String, BTreeSet<String>> {
     jobs
 }
 
+/// The shipped HAProxy config, run for real on loopback in front of a
+/// gateway: a client that puts its token in the URL (as browsers must) gets
+/// through, and HAProxy's log records the connection but never the token.
+#[tokio::test]
+async fn haproxy_logs_connections_without_their_tokens() {
+    let gw = Gateway::start(&[]);
+    let ws_port = gw.ws.trim_start_matches("ws://127.0.0.1:").trim_end_matches("/ws").to_owned();
+    let admin_port = gw.admin.rsplit(':').next().unwrap().to_owned();
+    let (lb_port, stats_port) = (free_port(), free_port());
+    // Loopback addresses for the Compose service names and ports; Docker's
+    // DNS resolver and the FD-hungry maxconn have no place here.
+    let cfg: String = read("deploy/haproxy/haproxy.cfg")
+        .lines()
+        .filter(|l| !l.contains("maxconn") && !l.trim_start().starts_with("nameserver") && !l.contains("hold valid"))
+        .map(|l| match l.trim() {
+            "resolvers docker" => String::new(),
+            "bind :8080" => format!("    bind 127.0.0.1:{lb_port}"),
+            "bind :8404" => format!("    bind 127.0.0.1:{stats_port}"),
+            t if t.starts_with("default-server") => format!("    default-server check port {admin_port} inter 200ms"),
+            t if t.starts_with("server gateway-1") => format!("    server gateway-1 127.0.0.1:{ws_port}"),
+            t if t.starts_with("server gateway-2") => String::new(),
+            _ => l.to_owned(),
+        })
+        .map(|l| l + "\n")
+        .collect();
+    assert!(cfg.contains(&format!("127.0.0.1:{ws_port}")), "the config's server lines changed: {cfg}");
+    let tmp = TempDir::new("haproxy");
+    let file = tmp.path.join("haproxy.cfg");
+    std::fs::write(&file, cfg).unwrap();
+    let args = ["-db", "-f", file.to_str().unwrap()].map(str::to_owned);
+    let mut lb = Proc::start("haproxy", &tool("haproxy"), &args, None);
+
+    let token = gw.token("alice");
+    let url = format!("ws://127.0.0.1:{lb_port}/ws?token={token}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut c = loop {
+        // Until HAProxy has seen the gateway ready.
+        match Client::connect(loadtest::client::ConnectOptions::new(&url)).await {
+            Ok(mut c) => match c.next_json(T).await {
+                Ok(hello) if hello["type"] == "hello" => break c,
+                other => assert!(Instant::now() < deadline, "{other:?}"),
+            },
+            Err(e) => assert!(Instant::now() < deadline, "{e}; haproxy: {}", lb.log_text()),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    join(&mut c, "lobby").await;
+    c.close(1000).await.unwrap();
+    let _ = c.wait_close(T).await;
+    drop(c);
+    // HAProxy logs a TCP session when it ends.
+    let logged = lb.wait_line_containing("websocket gateways/gateway-1", Duration::from_secs(10));
+    let text = format!("{}\n{}", lb.stdout.join("\n"), lb.log_text());
+    assert!(logged.starts_with("127.0.0.1:"), "the log names the client: {logged}");
+    let signature = token.rsplit('.').next().unwrap();
+    assert!(!text.contains(signature) && !text.contains("token="), "a token in HAProxy's log: {text}");
+}
+
 fn haproxy_check(cfg: &Path) {
     let out = run(Command::new(tool("haproxy")).arg("-c").arg("-f").arg(cfg), None);
     let t = text(&out);
@@ -1172,21 +1230,35 @@ impl Invocation {
             }
         }
         let standalone = self.setting("--standalone", "SB_STANDALONE").is_some();
-        let listens: &[(&str, &str)] = match self.binary.as_str() {
-            "gateway" => {
-                &[("--listen", "SB_LISTEN"), ("--admin-listen", "SB_ADMIN_LISTEN"), ("--grpc-listen", "SB_GRPC_LISTEN")]
-            }
-            "router" => &[("--admin-listen", "SB_ADMIN_LISTEN"), ("--grpc-listen", "SB_GRPC_LISTEN")],
-            _ => &[("--listen", "SB_LISTEN"), ("--admin-listen", "SB_ADMIN_LISTEN")],
+        // (flag, variable, is a gRPC API): an API may stay on the container's
+        // loopback; off loopback it needs --api-token (or --api-insecure).
+        let listens: &[(&str, &str, bool)] = match self.binary.as_str() {
+            "gateway" => &[
+                ("--listen", "SB_LISTEN", false),
+                ("--admin-listen", "SB_ADMIN_LISTEN", false),
+                ("--grpc-listen", "SB_GRPC_LISTEN", true),
+            ],
+            "router" => &[("--admin-listen", "SB_ADMIN_LISTEN", false), ("--grpc-listen", "SB_GRPC_LISTEN", true)],
+            _ => &[("--listen", "SB_LISTEN", true), ("--admin-listen", "SB_ADMIN_LISTEN", false)],
         };
-        for (flag, var) in listens {
+        let token = self.setting("--api-token", "SB_API_TOKEN").is_some();
+        let insecure = self.setting("--api-insecure", "SB_API_INSECURE").is_some();
+        for (flag, var, api) in listens {
+            let any = |a: &str| a.starts_with("0.0.0.0:") || a.starts_with("[::]:");
+            let loopback = |a: &str| a.starts_with("127.") || a.starts_with("[::1]:");
             match self.setting(flag, var).flatten() {
-                Some(a) if a.starts_with("0.0.0.0:") || a.starts_with("[::]:") => {}
+                Some(a) if any(&a) && *api && !token => {
+                    out.push(format!("{what}: {flag} ({var}) is {a} without --api-token (SB_API_TOKEN)"))
+                }
+                Some(a) if any(&a) || (*api && loopback(&a)) => {}
                 other if in_container || other.is_some() => {
                     out.push(format!("{what}: {flag} ({var}) is {other:?}; a container must bind 0.0.0.0"))
                 }
                 _ => {}
             }
+        }
+        if insecure {
+            out.push(format!("{what}: --api-insecure serves an API without a token"));
         }
         if !standalone {
             let mut needed = vec![("--nats-url", "SB_NATS_URL"), ("--id", "SB_ID")];

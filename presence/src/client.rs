@@ -7,8 +7,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use proto::grpc::BearerToken;
 use proto::pb;
 use proto::pb::presence_server::Presence as _;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Request, Status};
 
@@ -24,7 +26,7 @@ pub enum PresenceClient {
     /// The service in this process (`gateway --standalone`).
     Local(Arc<PresenceService>),
     /// A remote service over gRPC.
-    Grpc(pb::presence_client::PresenceClient<Channel>),
+    Grpc(pb::presence_client::PresenceClient<InterceptedService<Channel, BearerToken>>),
 }
 
 impl PresenceClient {
@@ -33,12 +35,13 @@ impl PresenceClient {
         Self::Local(service)
     }
 
-    /// A gRPC client for `url` (e.g. `http://127.0.0.1:7070`). Connects on
-    /// first use and reconnects by itself, so a gateway can start before
-    /// presence does.
-    pub fn connect_lazy(url: &str) -> Result<Self, tonic::transport::Error> {
+    /// A gRPC client for `url` (e.g. `http://127.0.0.1:7070`) that presents
+    /// `token` (none when empty). Connects on first use and reconnects by
+    /// itself, so a gateway can start before presence does.
+    pub fn connect_lazy(url: &str, token: &str) -> anyhow::Result<Self> {
         let channel = Endpoint::from_shared(url.to_owned())?.connect_timeout(TIMEOUT).timeout(TIMEOUT).connect_lazy();
-        Ok(Self::Grpc(pb::presence_client::PresenceClient::new(channel)))
+        let token = BearerToken::new(token).map_err(|e| anyhow::anyhow!("--presence-token: {e}"))?;
+        Ok(Self::Grpc(pb::presence_client::PresenceClient::with_interceptor(channel, token)))
     }
 
     /// Sends a gateway's session report.

@@ -41,6 +41,9 @@ struct Config {
     /// How long a user stays online after their last session ends.
     #[arg(long, env = "SB_OFFLINE_GRACE", default_value = "5s", value_parser = duration)]
     offline_grace: Duration,
+
+    #[command(flatten)]
+    api: proto::grpc::ApiAccess,
 }
 
 fn main() {
@@ -49,12 +52,13 @@ fn main() {
 
 async fn run(config: Config) -> anyhow::Result<()> {
     let metrics = proto::telemetry::init();
+    let auth = config.api.guard("--listen", config.listen)?;
     presence::metrics::describe();
     let id = config.id.clone().unwrap_or_else(|| proto::cli::default_id("presence"));
     let bus = Bus::nats(&config.nats_url, &id, "presence").await.context("--nats-url")?;
     let store = StoreConfig { lease_ttl: config.lease_ttl, offline_grace: config.offline_grace };
     let service = PresenceService::start(bus.clone(), store);
-    let routes = tonic::transport::Server::builder().add_service(service.clone().into_server());
+    let routes = tonic::transport::Server::builder().add_service(service.clone().into_server(auth));
     let grpc =
         proto::grpc::serve(config.listen, routes).await.with_context(|| format!("--listen {}", config.listen))?;
     let ready_bus = bus.clone();

@@ -9,6 +9,7 @@
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
+use tonic::service::interceptor::InterceptedService;
 
 use proto::bus::Bus;
 use proto::pb;
@@ -93,10 +94,13 @@ impl PresenceService {
         self.store.lock().unwrap().sessions()
     }
 
-    /// The tonic server for this service, accepting snapshots up to
-    /// [`MAX_REPORT_BYTES`].
-    pub fn into_server(self: Arc<Self>) -> PresenceServer<PresenceService> {
-        PresenceServer::from_arc(self).max_decoding_message_size(MAX_REPORT_BYTES)
+    /// The tonic server for this service behind `auth`, accepting
+    /// snapshots up to [`MAX_REPORT_BYTES`].
+    pub fn into_server(
+        self: Arc<Self>,
+        auth: proto::grpc::BearerAuth,
+    ) -> InterceptedService<PresenceServer<PresenceService>, proto::grpc::BearerAuth> {
+        InterceptedService::new(PresenceServer::from_arc(self).max_decoding_message_size(MAX_REPORT_BYTES), auth)
     }
 
     /// Runs `f` on the store at the current time and sends out its changes.

@@ -76,7 +76,7 @@ async fn setup() -> (Arc<Swappable>, Arc<Reporter>) {
         fail: AtomicBool::new(false),
     });
     let addr = serve(Server::builder().add_service(PresenceServer::from_arc(swappable.clone()))).await;
-    let client = PresenceClient::connect_lazy(&format!("http://{addr}")).unwrap();
+    let client = PresenceClient::connect_lazy(&format!("http://{addr}"), "").unwrap();
     let reporter = Reporter::start_with_config(client, "gw1".into(), FAST);
     (swappable, reporter)
 }
@@ -142,8 +142,11 @@ async fn reporter_heals_after_failed_reports() {
 #[tokio::test]
 async fn grpc_client_answers_like_the_local_one() {
     let (swappable, reporter) = setup().await;
-    let addr = serve(Server::builder().add_service(swappable.current().into_server())).await;
-    let grpc = PresenceClient::connect_lazy(&format!("http://{addr}")).unwrap();
+    let auth = proto::grpc::BearerAuth::new("presence-token");
+    let addr = serve(Server::builder().add_service(swappable.current().into_server(auth))).await;
+    let grpc = PresenceClient::connect_lazy(&format!("http://{addr}"), "presence-token").unwrap();
+    let wrong = PresenceClient::connect_lazy(&format!("http://{addr}"), "wrong").unwrap();
+    assert_eq!(wrong.query(vec!["alice".into()]).await.unwrap_err().code(), tonic::Code::Unauthenticated);
     let local = PresenceClient::local(swappable.current());
     reporter.connected("alice", "c1");
     wait_for("alice online", || async { online(&swappable.current(), &["alice"]).await.len() == 1 }).await;
@@ -161,7 +164,8 @@ async fn grpc_client_answers_like_the_local_one() {
 #[tokio::test]
 async fn server_accepts_snapshots_beyond_the_default_limit() {
     let service = PresenceService::start(Bus::local("t", "test"), CONFIG);
-    let addr = serve(Server::builder().add_service(service.clone().into_server())).await;
+    let addr =
+        serve(Server::builder().add_service(service.clone().into_server(proto::grpc::BearerAuth::new("")))).await;
     let connected = (0..70_000).map(|i| pb::Session { user: "alice".into(), conn: format!("{i:0>60}") }).collect();
     let req = pb::ReportRequest { gateway: "gw1".into(), snapshot: true, connected, ..Default::default() };
     assert!(prost::Message::encoded_len(&req) > 4 << 20, "beyond tonic's default");

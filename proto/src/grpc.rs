@@ -1,14 +1,80 @@
-//! Serving the gRPC APIs: bound listeners and the optional bearer token.
+//! Serving the gRPC APIs: bound listeners and the bearer token.
 //!
-//! The server API (routers) and the admin API (gateways) sit on internal
-//! addresses; when `--api-token` is set every call must carry
-//! `authorization: Bearer <token>`, compared in constant time.
+//! The server API (routers), the admin API (gateways) and presence sit on
+//! internal addresses; when `--api-token` is set every call must carry
+//! `authorization: Bearer <token>`, compared in constant time. An API
+//! without a token may listen only on loopback: anyone who reaches it can
+//! read any room, publish as any user and disconnect anyone, so a
+//! non-loopback address without a token is refused at start-up unless
+//! `--api-insecure` says so, and then every start logs a warning.
 
 use std::net::SocketAddr;
+
+use anyhow::bail;
 
 use tonic::service::Interceptor;
 use tonic::transport::server::TcpIncoming;
 use tonic::{Request, Status};
+
+/// The API's credentials: `--api-token` and its escape hatch.
+#[derive(clap::Args, Debug, Clone)]
+pub struct ApiAccess {
+    /// Bearer token the gRPC APIs require; empty means none, allowed only on
+    /// a loopback address (or with --api-insecure).
+    #[arg(long, env = "SB_API_TOKEN", default_value = "", hide_env_values = true)]
+    pub api_token: String,
+
+    /// Serve the APIs without a token on a non-loopback address. Anyone who
+    /// reaches them can then read and publish to any room and disconnect anyone.
+    #[arg(long, env = "SB_API_INSECURE")]
+    pub api_insecure: bool,
+}
+
+impl ApiAccess {
+    /// The check for an API listening on `addr` (given by `flag`): refused
+    /// without a token off loopback unless `--api-insecure`.
+    pub fn guard(&self, flag: &str, addr: SocketAddr) -> anyhow::Result<BearerAuth> {
+        if self.api_token.is_empty() && !addr.ip().is_loopback() {
+            if !self.api_insecure {
+                bail!(
+                    "{flag} {addr} is not a loopback address: set --api-token (SB_API_TOKEN), \
+                     or --api-insecure to serve the API without one"
+                );
+            }
+            tracing::warn!(%addr, "--api-insecure: serving {flag} without a token on a non-loopback address");
+        }
+        Ok(BearerAuth::new(&self.api_token))
+    }
+}
+
+/// Adds `authorization: Bearer <token>` to every call a client makes; an
+/// empty token adds nothing.
+#[derive(Clone)]
+pub struct BearerToken {
+    value: Option<tonic::metadata::AsciiMetadataValue>,
+}
+
+impl BearerToken {
+    /// Fails when the token cannot be a header value.
+    pub fn new(token: &str) -> anyhow::Result<Self> {
+        if token.is_empty() {
+            return Ok(Self { value: None });
+        }
+        match format!("Bearer {token}").parse() {
+            Ok(v) => Ok(Self { value: Some(v) }),
+            Err(_) => bail!("the token must be printable ASCII"),
+        }
+    }
+}
+
+impl Interceptor for BearerToken {
+    fn call(&mut self, mut req: Request<()>) -> Result<Request<()>, Status> {
+        if let Some(v) = &self.value {
+            req.metadata_mut().insert("authorization", v.clone());
+        }
+        Ok(req)
+    }
+}
 
 /// Checks the bearer token of every call; an empty token disables the check.
 #[derive(Clone)]
@@ -68,6 +134,35 @@ mod tests {
         assert!(constant_time_eq(b"abc", b"abc"));
         assert!(!constant_time_eq(b"abc", b"abd"));
         assert!(!constant_time_eq(b"abc", b"ab"));
+    }
+
+    fn access(token: &str, insecure: bool) -> ApiAccess {
+        ApiAccess { api_token: token.into(), api_insecure: insecure }
+    }
+
+    #[test]
+    fn apis_off_loopback_need_a_token_or_api_insecure() {
+        let lo: SocketAddr = "127.0.0.1:7071".parse().unwrap();
+        let any: SocketAddr = "0.0.0.0:7071".parse().unwrap();
+        let v6: SocketAddr = "[::]:7071".parse().unwrap();
+        assert!(access("", false).guard("--grpc-listen", lo).is_ok());
+        assert!(access("", false).guard("--grpc-listen", "[::1]:1".parse().unwrap()).is_ok());
+        for addr in [any, v6] {
+            let e = access("", false).guard("--grpc-listen", addr).err().unwrap().to_string();
+            assert!(e.contains("--grpc-listen") && e.contains("--api-token"), "{e}");
+            assert!(access("t", false).guard("--grpc-listen", addr).is_ok());
+            assert!(access("", true).guard("--grpc-listen", addr).is_ok());
+        }
+    }
+
+    #[test]
+    fn clients_present_their_token() {
+        let mut add = BearerToken::new("s3cret").unwrap();
+        let req = add.call(Request::new(())).unwrap();
+        assert!(BearerAuth::new("s3cret").call(req).is_ok());
+        let req = BearerToken::new("").unwrap().call(Request::new(())).unwrap();
+        assert!(req.metadata().get("authorization").is_none());
+        assert!(BearerToken::new("bad\ntoken").is_err());
     }
 
     #[test]

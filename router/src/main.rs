@@ -39,9 +39,8 @@ struct Config {
     #[arg(long, env = "SB_GRPC_LISTEN", default_value = "127.0.0.1:7072")]
     grpc_listen: SocketAddr,
 
-    /// Bearer token required by the server API; empty means none.
-    #[arg(long, env = "SB_API_TOKEN", default_value = "", hide_env_values = true)]
-    api_token: String,
+    #[command(flatten)]
+    api: proto::grpc::ApiAccess,
 
     /// Messages of history kept per room.
     #[arg(long, env = "SB_HISTORY_SIZE", default_value_t = 100)]
@@ -66,6 +65,7 @@ fn main() {
 
 async fn run(config: Config) -> anyhow::Result<()> {
     let metrics = proto::telemetry::init();
+    let auth = config.api.guard("--grpc-listen", config.grpc_listen)?;
     router::metrics::describe();
     let id = config.id.clone().unwrap_or_else(|| proto::cli::default_id("router"));
     let bus = Bus::nats(&config.nats_url, &id, "router").await.context("--nats-url")?;
@@ -79,7 +79,6 @@ async fn run(config: Config) -> anyhow::Result<()> {
 
     let client = RouterClient::new(bus.clone(), node.membership.clone(), CallConfig::default());
     let api = RoomsApi::new(id.clone(), client, node.stats.clone());
-    let auth = proto::grpc::BearerAuth::new(&config.api_token);
     let routes = tonic::transport::Server::builder()
         .add_service(proto::pb::rooms_server::RoomsServer::with_interceptor(api, auth));
     let grpc = proto::grpc::serve(config.grpc_listen, routes)

@@ -23,7 +23,7 @@ const ARGS = [
   '--disable-component-update',
   '--disable-sync',
 ];
-const SECRET = `js-browser-secret-${process.pid}`;
+const SECRET = `js-browser-secret-of-32-bytes-${process.pid}`;
 const T = { timeout: 60_000 };
 const WAIT = { timeout: 20_000 };
 

@@ -8,7 +8,7 @@ import { after, afterEach, before, describe, it } from 'node:test';
 import { backoffBound, decodeToken, SwitchboardError } from '../switchboard.js';
 import { adminDisconnect, client, freePort, mintToken, next, startGateway, until } from './support.js';
 
-const SECRET = `js-test-secret-${process.pid}`;
+const SECRET = `js-test-secret-of-32-bytes-or-more-${process.pid}`;
 const T = { timeout: 30_000 };
 
 let cleanup = [];

@@ -112,7 +112,7 @@ impl Cluster {
             presence_port: free_port(),
             routers: Vec::new(),
             gateways: Vec::new(),
-            secret: format!("cluster-secret-{}", std::process::id()),
+            secret: format!("cluster-secret-of-32-bytes-or-more-{}", std::process::id()),
             next_router: 1,
             gateway_args: Vec::new(),
         };
@@ -133,6 +133,8 @@ impl Cluster {
             &format!("127.0.0.1:{}", self.presence_port),
             "--admin-listen",
             "127.0.0.1:0",
+            "--api-token",
+            API_TOKEN,
         ]
         .map(str::to_owned)
         .into();

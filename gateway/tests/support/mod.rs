@@ -33,7 +33,7 @@ pub struct Gateway {
 impl Gateway {
     /// Starts a standalone gateway on free loopback ports with a known secret.
     pub fn start(extra: &[&str]) -> Self {
-        let secret = format!("test-secret-{}", std::process::id());
+        let secret = format!("test-secret-of-32-bytes-or-more-{}", std::process::id());
         let mut args = vec!["--jwt-secret", &secret];
         args.extend_from_slice(extra);
         Self::start_raw(&args, secret.clone())

@@ -136,17 +136,26 @@ impl Proc {
 
     /// Waits for a stdout line starting with `prefix` (after trimming).
     pub fn wait_line(&mut self, prefix: &str, timeout: Duration) -> String {
+        self.wait_for_line(|l| l.trim_start().starts_with(prefix), prefix, timeout)
+    }
+
+    /// Waits for a stdout line containing `part`.
+    pub fn wait_line_containing(&mut self, part: &str, timeout: Duration) -> String {
+        self.wait_for_line(|l| l.contains(part), part, timeout)
+    }
+
+    fn wait_for_line(&mut self, found: impl Fn(&str) -> bool, what: &str, timeout: Duration) -> String {
         let deadline = Instant::now() + timeout;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             match self.lines.recv_timeout(left) {
                 Ok(line) => {
                     self.stdout.push(line.clone());
-                    if line.trim_start().starts_with(prefix) {
+                    if found(&line) {
                         return line;
                     }
                 }
-                Err(_) => panic!("{} never printed {prefix:?}; log:\n{}", self.name, self.log_text()),
+                Err(_) => panic!("{} never printed {what:?}; log:\n{}", self.name, self.log_text()),
             }
         }
     }

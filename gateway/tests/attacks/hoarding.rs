@@ -1,0 +1,90 @@
+//! Room hoarding: thousands of joins on one connection.
+
+use super::*;
+
+// Room hoarding.
+
+/// Pipelines `n` joins of rooms `room-0..n` and reads until every reply is
+/// in or the connection closes. Returns (reply codes by room index: "ok" or
+/// the error code, the close code if it closed).
+async fn join_many(c: &mut Client, n: usize) -> (Vec<Option<String>>, Option<Option<u16>>) {
+    let mut codes = vec![None; n];
+    for i in 0..n {
+        let frame = json!({"op": "join", "room": format!("room-{i}"), "id": i});
+        if c.send_json(&frame).await.is_err() {
+            break;
+        }
+    }
+    let mut answered = 0;
+    while answered < n {
+        match c.next_json(Duration::from_secs(20)).await {
+            Ok(v) if v["type"] == "reply" => {
+                let i = v["id"].as_u64().unwrap() as usize;
+                let code = if v["ok"] == true { "ok" } else { v["error"]["code"].as_str().unwrap() };
+                assert!(codes[i].is_none(), "two replies for one request: {v}");
+                codes[i] = Some(code.to_owned());
+                answered += 1;
+            }
+            Ok(_) => {}
+            Err(ClientError::Closed(code)) => return (codes, Some(code)),
+            Err(e) => panic!("after {answered} replies: {e}"),
+        }
+    }
+    (codes, None)
+}
+
+#[tokio::test]
+async fn ten_thousand_joins_on_one_connection_stop_at_the_room_cap() {
+    // A rate limit that lets the whole burst through: only the room cap answers.
+    let gw = Gateway::start(&["--rate-per-sec", "100000", "--rate-burst", "100000"]);
+    let mut bystander = Bystander::start(&gw).await;
+    let token = gw.token("hoarder");
+    let mut c = Client::connect(gw.options(Some(&token))).await.unwrap();
+    c.next_of_type("hello", T).await.unwrap();
+    let started = Instant::now();
+    let (codes, closed) = join_many(&mut c, 10_000).await;
+    eprintln!("10,000 joins answered in {:?}", started.elapsed());
+    assert_eq!(closed, None, "the connection stays open");
+    let ok: Vec<usize> = (0..codes.len()).filter(|&i| codes[i].as_deref() == Some("ok")).collect();
+    assert_eq!(ok, (0..128).collect::<Vec<_>>(), "exactly the first 128 rooms");
+    assert!(codes[128..].iter().all(|c| c.as_deref() == Some("too_many_rooms")), "the rest: too_many_rooms");
+    // The connection and its rooms still work.
+    let seq = publish(&mut c, "room-127", json!("still mine")).await;
+    let m = c.wait_json(T, |v| v["type"] == "message" && v["room"] == "room-127").await.unwrap();
+    assert_eq!(m["seq"].as_u64(), Some(seq));
+    still_served(&mut c).await;
+
+    // More connections of the same token may each join up to the cap.
+    let mut others = Vec::new();
+    for _ in 0..4 {
+        let mut o = Client::connect(gw.options(Some(&token))).await.unwrap();
+        o.next_of_type("hello", T).await.unwrap();
+        let (codes, closed) = join_many(&mut o, 129).await;
+        assert_eq!(closed, None);
+        assert!(codes[..128].iter().all(|c| c.as_deref() == Some("ok")), "each connection joins 128");
+        assert_eq!(codes[128].as_deref(), Some("too_many_rooms"));
+        others.push(o);
+    }
+    let members = c.request(json!({"op": "members", "room": "room-0"})).await.unwrap();
+    assert_eq!((members["count"].as_u64(), members["members"][0]["conns"].as_u64()), (Some(1), Some(5)), "{members}");
+    bystander.check(&gw).await;
+}
+
+#[tokio::test]
+async fn ten_thousand_joins_at_the_default_rate_are_rate_limited_then_closed_4002() {
+    // The default rate (50/s) with a burst past the room cap, so both limits show.
+    let gw = Gateway::start(&["--rate-burst", "200"]);
+    let mut bystander = Bystander::start(&gw).await;
+    let mut c = gw.json("hoarder").await;
+    let (codes, closed) = join_many(&mut c, 10_000).await;
+    assert_eq!(closed, Some(Some(4002)), "sustained flooding closes with 4002");
+    let answered: Vec<&str> = codes.iter().flatten().map(String::as_str).collect();
+    // A join's reply comes through the room's fanout, so the reply of one
+    // accepted just before the close can be lost with the connection.
+    let ok: Vec<usize> = (0..codes.len()).filter(|&i| codes[i].as_deref() == Some("ok")).collect();
+    assert!(ok.len() >= 120 && ok.iter().all(|&i| i < 128), "the first rooms, never a 129th: {ok:?}");
+    assert!(codes[..128].iter().all(|c| matches!(c.as_deref(), Some("ok") | None)), "{:?}", &codes[..128]);
+    assert!(answered.contains(&"too_many_rooms") && answered.contains(&"rate_limited"), "{answered:?}");
+    assert!(answered.iter().all(|c| ["ok", "too_many_rooms", "rate_limited"].contains(c)), "{answered:?}");
+    bystander.check(&gw).await;
+}
