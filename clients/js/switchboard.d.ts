@@ -162,7 +162,7 @@ export class Client {
   leave(room: string): Promise<void>;
   publish(room: string, data: Json, options?: RequestOptions): Promise<{ room: string; seq: number }>;
   send(user: string, data: Json, options?: RequestOptions): Promise<void>;
-  members(room: string, options?: RequestOptions): Promise<{ members: Member[]; count: number }>;
+  members(room: string, options?: RequestOptions): Promise<{ members: Member[]; count: number; truncated: boolean }>;
   presence(users: Iterable<string>, options?: RequestOptions): Promise<PresenceState[]>;
   watch(users: Iterable<string>, onPresence?: (event: PresenceEvent) => void): Promise<PresenceState[]>;
   unwatch(users: Iterable<string>, onPresence?: (event: PresenceEvent) => void): Promise<void>;

@@ -226,9 +226,13 @@ export class Client {
     await this.#request('send', { user, data }, timeout);
   }
 
-  /** Resolves with `{members: [{user, info, conns}], count}`. */
+  /** Resolves with `{members: [{user, info, conns}], count, truncated}`: `count` is exact, the list may be shorter. */
   members(room, { timeout } = {}) {
-    return this.#request('members', { room }, timeout).then((r) => ({ members: r.members ?? [], count: r.count ?? 0 }));
+    return this.#request('members', { room }, timeout).then((r) => ({
+      members: r.members ?? [],
+      count: r.count ?? 0,
+      truncated: r.truncated ?? false,
+    }));
   }
 
   /** Resolves with `[{user, online, last_seen_ms}]`. */

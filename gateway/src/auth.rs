@@ -31,7 +31,13 @@ const MIN_RSA_MODULUS_BYTES: usize = 256;
 pub struct Verifier {
     key: DecodingKey,
     validation: Validation,
+    /// Largest `info` claim accepted: every room member receives it with
+    /// every `joined` and `members`, so it is bounded like a message.
+    max_info_bytes: usize,
 }
+
+/// Default bound on the `info` claim.
+pub const MAX_INFO_BYTES: usize = 1024;
 
 /// The claims of a verified token.
 #[derive(Clone, Debug)]
@@ -60,6 +66,9 @@ pub enum AuthError {
     /// contains the token.
     #[error("invalid token: {0}")]
     Invalid(String),
+    /// A genuine token whose `info` claim is over the gateway's bound (4500).
+    #[error("claim `info` is over {limit} bytes")]
+    InfoTooLarge { limit: usize },
 }
 
 /// Why a public key file cannot be used.
@@ -159,7 +168,13 @@ impl Verifier {
         // The gateway has no audience of its own to compare against, so an
         // `aud` claim is ignored rather than rejected.
         validation.validate_aud = false;
-        Verifier { key, validation }
+        Verifier { key, validation, max_info_bytes: MAX_INFO_BYTES }
+    }
+
+    /// The same verifier with another bound on the `info` claim.
+    pub fn with_max_info_bytes(mut self, max: usize) -> Self {
+        self.max_info_bytes = max;
+        self
     }
 
     /// The one algorithm this verifier accepts.
@@ -189,6 +204,9 @@ impl Verifier {
             return Err(invalid("claim `sub` is not a valid user id (1-128 bytes of [A-Za-z0-9_:@-])"));
         }
 
+        if wire.info.as_ref().is_some_and(|i| i.get().len() > self.max_info_bytes) {
+            return Err(AuthError::InfoTooLarge { limit: self.max_info_bytes });
+        }
         Ok(Claims { sub, exp, rooms: wire.rooms, info: wire.info })
     }
 
@@ -226,7 +244,7 @@ impl AuthError {
     pub fn close_code(&self) -> u16 {
         match self {
             AuthError::Expired => 4501,
-            AuthError::Invalid(_) => 4500,
+            AuthError::Invalid(_) | AuthError::InfoTooLarge { .. } => 4500,
         }
     }
 }
@@ -365,6 +383,18 @@ mod tests {
         assert_eq!(claims.exp, c["exp"].as_i64().unwrap());
         assert_eq!(claims.rooms.as_deref().unwrap(), ["chat:*", "news"]);
         assert_eq!(&claims.info_bytes()[..], br#"{"name":"Ann","tags":[1,2]}"#.as_slice());
+    }
+
+    #[test]
+    fn info_claims_are_bounded() {
+        let mut c = claims("u", 60);
+        c["info"] = json!("x".repeat(1020));
+        let v = Verifier::hs256(SECRET);
+        assert!(v.verify(&hs(&c)).is_ok(), "1022 bytes of JSON text");
+        c["info"] = json!("x".repeat(1023));
+        let err = v.verify(&hs(&c)).unwrap_err();
+        assert_eq!((err.close_code(), err.to_string()), (4500, "claim `info` is over 1024 bytes".to_owned()));
+        assert!(v.with_max_info_bytes(4096).verify(&hs(&c)).is_ok(), "raised by the flag");
     }
 
     #[test]

@@ -106,6 +106,10 @@ pub struct Limits {
     #[arg(long, env = "SB_BAD_FRAME_LIMIT", default_value_t = 10)]
     pub bad_frame_limit: u32,
 
+    /// Largest `info` claim in a token, in bytes (refused at auth with 4500 past it).
+    #[arg(long, env = "SB_MAX_INFO_BYTES", default_value_t = crate::auth::MAX_INFO_BYTES)]
+    pub max_info_bytes: usize,
+
     /// Rooms one connection may join.
     #[arg(long, env = "SB_MAX_ROOMS_PER_CONN", default_value_t = 128)]
     pub max_rooms_per_conn: usize,

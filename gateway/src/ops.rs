@@ -67,10 +67,13 @@ impl Session {
             }
             Op::Members { room } => {
                 self.check_room(&room)?;
-                let kind = router_request::Kind::Members(pb::MembersRequest { limit: 100 });
+                // A quarter of the queue: the reply must fit beside what
+                // the connection's rooms are delivering meanwhile.
+                let max_bytes = (self.hub.limits.queue_bytes / 4).min(u32::MAX as usize) as u32;
+                let kind = router_request::Kind::Members(pb::MembersRequest { limit: 100, max_bytes });
                 match self.hub.router.call(&room, kind).await.map_err(call_failure)? {
                     router_reply::Kind::Members(m) => {
-                        Ok(Some(ReplyBody::Members { members: m.members, count: m.count }))
+                        Ok(Some(ReplyBody::Members { members: m.members, count: m.count, truncated: m.truncated }))
                     }
                     _ => fail(ErrorCode::Internal, "unexpected reply from owner"),
                 }
@@ -121,6 +124,7 @@ impl Session {
                 Ok(_) => fail(ErrorCode::Forbidden, "token is for another user"),
                 Err(AuthError::Expired) => fail(ErrorCode::Unauthorized, "token expired"),
                 Err(AuthError::Invalid(_)) => fail(ErrorCode::Unauthorized, "invalid token"),
+                Err(e @ AuthError::InfoTooLarge { .. }) => fail(ErrorCode::Unauthorized, e.to_string()),
             },
             Op::Ping => {
                 self.send(Event::Pong);

@@ -38,6 +38,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let id = config.id.clone().unwrap_or_else(|| proto::cli::default_id("gateway"));
 
     let (verifier, secret) = verifier(&config)?;
+    let verifier = verifier.with_max_info_bytes(config.limits.max_info_bytes);
     let backends = if config.standalone {
         Backends::standalone(&id, &config).await?
     } else {

@@ -143,6 +143,7 @@ impl Session {
         let reason = match e {
             AuthError::Expired => "token expired",
             AuthError::Invalid(_) => "unauthorized",
+            AuthError::InfoTooLarge { .. } => "info claim too large",
         };
         tracing::debug!(%peer, error = %e, "token rejected");
         metrics::counter!("switchboard_gateway_connections_rejected_total", "reason" => "unauthorized").increment(1);

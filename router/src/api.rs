@@ -76,10 +76,10 @@ impl pb::rooms_server::Rooms for RoomsApi {
 
     async fn members(&self, request: Request<pb::MembersCall>) -> Result<Response<pb::MembersResult>, Status> {
         let call = request.into_inner();
-        let kind = router_request::Kind::Members(pb::MembersRequest { limit: call.limit.max(1) });
+        let kind = router_request::Kind::Members(pb::MembersRequest { limit: call.limit.max(1), max_bytes: 0 });
         match self.call(&call.room, kind).await? {
             router_reply::Kind::Members(m) => {
-                Ok(Response::new(pb::MembersResult { members: m.members, count: m.count }))
+                Ok(Response::new(pb::MembersResult { members: m.members, count: m.count, truncated: m.truncated }))
             }
             _ => Err(unexpected()),
         }

@@ -32,7 +32,7 @@ use tokio::sync::mpsc;
 use crate::history::HistoryConfig;
 use crate::membership::Membership;
 use crate::ring::Ring;
-use crate::room::{Change, Room};
+use crate::room::{Change, Members, Room};
 
 /// After a ring change, how long a new owner asks the previous one before
 /// starting a room afresh.
@@ -340,8 +340,11 @@ impl Owner {
             }
             Some(router_request::Kind::Members(m)) => {
                 let limit = (m.limit as usize).clamp(1, self.config.members_limit);
-                let (members, count) = self.rooms.get(&room_id).map(|r| r.members(limit)).unwrap_or_default();
-                reply(router_reply::Kind::Members(pb::MembersReply { members, count }))
+                let budget = self.config.reply_bytes;
+                let max_bytes = if m.max_bytes == 0 { budget } else { (m.max_bytes as usize).min(budget) };
+                let found = self.rooms.get(&room_id).map(|r| r.members(limit, max_bytes)).unwrap_or_default();
+                let Members { members, count, truncated } = found;
+                reply(router_reply::Kind::Members(pb::MembersReply { members, count, truncated }))
             }
             Some(router_request::Kind::Sync(s)) => {
                 self.gateways.insert(s.gateway.clone(), now);

@@ -36,6 +36,15 @@ struct UserEntry {
     conns: u32,
 }
 
+/// A `members` answer: a capped list and the exact count.
+#[derive(Debug, Default, PartialEq)]
+pub struct Members {
+    pub members: Vec<pb::Member>,
+    pub count: u32,
+    /// The list is shorter than the count.
+    pub truncated: bool,
+}
+
 /// Whether a membership change is visible as `joined`/`left`.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Change {
@@ -121,16 +130,24 @@ impl Room {
         self.history.after(since.seq, self.seq)
     }
 
-    /// Up to `limit` members (users) and the exact user count.
-    pub fn members(&self, limit: usize) -> (Vec<pb::Member>, u32) {
-        let mut list: Vec<pb::Member> = self
-            .users
-            .iter()
-            .map(|(user, e)| pb::Member { user: user.clone(), info: e.info.clone(), conns: e.conns })
-            .collect();
-        list.sort_by(|a, b| a.user.cmp(&b.user));
-        list.truncate(limit);
-        (list, self.users.len() as u32)
+    /// Members (users) in id order, at most `limit` of them and `max_bytes`
+    /// of encoded entries, so a reply always fits the asker's queue.
+    pub fn members(&self, limit: usize, max_bytes: usize) -> Members {
+        let mut users: Vec<(&String, &UserEntry)> = self.users.iter().collect();
+        users.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        let mut list = Vec::new();
+        let mut used = 0;
+        for (user, e) in users.into_iter().take(limit) {
+            let m = pb::Member { user: user.clone(), info: e.info.clone(), conns: e.conns };
+            // The JSON form is at most about twice the protobuf one (escaping).
+            used += 2 * m.encoded_len() + 32;
+            if used > max_bytes {
+                break;
+            }
+            list.push(m);
+        }
+        let count = self.users.len() as u32;
+        Members { truncated: list.len() < count as usize, members: list, count }
     }
 
     /// Number of member connections.
@@ -211,12 +228,35 @@ mod tests {
         assert_eq!(room.join(&member("g2", "c2", "alice")), Change::Quiet);
         assert_eq!(room.join(&member("g2", "c2", "alice")), Change::Quiet, "idempotent");
         assert_eq!(room.join(&member("g1", "c3", "bob")), Change::Joined);
-        assert_eq!(room.members(10).1, 2);
-        assert_eq!(room.members(1).0.len(), 1);
+        assert_eq!(room.members(10, usize::MAX).count, 2);
+        assert_eq!(room.members(1, usize::MAX).members.len(), 1);
         assert_eq!(room.leave("g1", "c1"), Some(("alice".into(), Change::Quiet)));
         assert_eq!(room.drop_gateway("g2"), vec!["alice".to_string()]);
         assert_eq!(room.leave("g1", "nope"), None);
-        assert_eq!(room.members(10).0[0].user, "bob");
+        assert_eq!(room.members(10, usize::MAX).members[0].user, "bob");
+    }
+
+    #[test]
+    fn members_are_capped_in_entries_and_bytes_with_an_exact_count() {
+        let mut room = Room::new();
+        for i in 0..10 {
+            let mut m = member("g", &format!("c{i}"), &format!("u{i}"));
+            m.info = Bytes::from(vec![b'1'; 1000]);
+            room.join(&m);
+        }
+        let cases = [
+            // (limit, max_bytes, listed)
+            (100, usize::MAX, 10),
+            (3, usize::MAX, 3),
+            (100, 5_000, 2),
+            (100, 1_000, 0),
+            (100, 0, 0),
+        ];
+        for (limit, max_bytes, listed) in cases {
+            let m = room.members(limit, max_bytes);
+            assert_eq!((m.members.len(), m.count, m.truncated), (listed, 10, listed < 10), "{limit} {max_bytes}");
+        }
+        assert_eq!(room.members(100, usize::MAX).members[0].user, "u0", "in id order");
     }
 
     #[test]
@@ -245,7 +285,7 @@ mod tests {
         }
         let moved = Room::from_state(room.to_state(1 << 20), now, &config);
         assert_eq!((moved.epoch.as_str(), moved.seq), (room.epoch.as_str(), 10));
-        assert_eq!(moved.members(10).1, 1);
+        assert_eq!(moved.members(10, usize::MAX).count, 1);
         let since = pb::Since { epoch: room.epoch.clone(), seq: 0 };
         assert_eq!(moved.recover(&since).unwrap().count(), 10);
         let small = room.to_state(600);

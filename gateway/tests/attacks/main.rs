@@ -15,6 +15,7 @@ mod fragments;
 mod handshake;
 mod hoarding;
 mod ids;
+mod oversized;
 mod secrets;
 mod tokens;
 

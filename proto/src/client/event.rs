@@ -44,8 +44,9 @@ pub enum ReplyBody {
     Join { epoch: String, seq: u64, recovered: Option<bool> },
     /// `publish`: the message's seq.
     Publish { seq: u64 },
-    /// `members`: a capped list and the exact count.
-    Members { members: Vec<pb::Member>, count: u32 },
+    /// `members`: a list capped in entries and bytes, the exact count, and
+    /// whether the list is shorter than the count.
+    Members { members: Vec<pb::Member>, count: u32, truncated: bool },
     /// `presence` and `watch`: the users' current state.
     Presence { users: Vec<pb::UserPresence> },
     /// `refresh`: the connection's new expiry (seconds since the Unix epoch).
@@ -195,7 +196,7 @@ fn body_json(o: &mut Obj, body: &ReplyBody) {
         ReplyBody::Publish { seq } => {
             o.num("seq", *seq);
         }
-        ReplyBody::Members { members, count } => {
+        ReplyBody::Members { members, count, truncated } => {
             o.with("members", |buf| {
                 json_array(buf, members, |m| {
                     let mut e = Obj::bare();
@@ -203,7 +204,7 @@ fn body_json(o: &mut Obj, body: &ReplyBody) {
                     e.finish()
                 })
             });
-            o.num("count", *count);
+            o.num("count", *count).bool("truncated", *truncated);
         }
         ReplyBody::Presence { users } => {
             o.with("users", |buf| {
@@ -239,8 +240,8 @@ fn body_proto(body: &ReplyBody) -> Option<pb::reply::Result> {
             R::Join(pb::JoinResult { epoch: epoch.clone(), seq: *seq, recovered: recovered.unwrap_or(false) })
         }
         ReplyBody::Publish { seq } => R::Publish(pb::PublishResult { seq: *seq }),
-        ReplyBody::Members { members, count } => {
-            R::Members(pb::MembersResult { members: members.clone(), count: *count })
+        ReplyBody::Members { members, count, truncated } => {
+            R::Members(pb::MembersResult { members: members.clone(), count: *count, truncated: *truncated })
         }
         ReplyBody::Presence { users } => R::Presence(pb::PresenceResult { users: users.clone() }),
         ReplyBody::Refresh { exp } => R::Refresh(pb::RefreshResult { exp: *exp }),
@@ -285,10 +286,11 @@ mod tests {
                 id: &id,
                 body: ReplyBody::Members {
                     members: vec![pb::Member { user: "u".into(), info: Bytes::from_static(b"{\"n\":1}"), conns: 2 }],
-                    count: 1
+                    count: 2,
+                    truncated: true,
                 }
             }),
-            json!({"type":"reply","id":3,"ok":true,"members":[{"user":"u","info":{"n":1},"conns":2}],"count":1})
+            json!({"type":"reply","id":3,"ok":true,"members":[{"user":"u","info":{"n":1},"conns":2}],"count":2,"truncated":true})
         );
     }
 
