@@ -88,6 +88,8 @@ export interface RoomHandlers {
   onLeave?(event: MemberEvent): void;
   /** Messages may have been missed: refetch your state; newer messages follow `seq`. */
   onResync?(event: ResyncEvent): void;
+  /** The gateway took the connection out of the room (`reason` "token": a refreshed token no longer allows it); the room is dropped. */
+  onRemoved?(event: { room: string; reason: string }): void;
   /** Rejoining after a reconnect was refused (e.g. `forbidden`); the room is dropped. */
   onError?(error: SwitchboardError): void;
 }

@@ -171,7 +171,8 @@ export class Client {
   /**
    * Joins `room` and keeps it joined across reconnects. Handlers:
    * `onMessage({room, seq, epoch, from, data, ts})`, `onJoin({room, user,
-   * info})`, `onLeave({room, user})`, `onResync({room, epoch, seq, reason})`
+   * info})`, `onLeave({room, user})`, `onResync({room, epoch, seq, reason})`,
+   * `onRemoved({room, reason})` (a refreshed token no longer allows the room)
    * and `onError(error)` (a rejoin after a reconnect was refused). Resolves
    * with `{room, epoch, seq}` once the gateway confirms the first join.
    */
@@ -539,6 +540,8 @@ export class Client {
         return this.#call(this.#rooms.get(f.room)?.handlers.onLeave, { room: f.room, user: f.user });
       case 'resync':
         return this.#resync(f.room, f.epoch, f.seq, 'resync');
+      case 'removed':
+        return this.#removed(f.room, f.reason);
       case 'direct':
         return this.#emit('direct', { from: f.from, data: f.data, ts: f.ts });
       case 'presence':
@@ -632,6 +635,15 @@ export class Client {
         rec.waiter = null;
       }
     });
+  }
+
+  /** The gateway took the connection out of `room` (a refreshed token no longer allows it): never rejoin it. */
+  #removed(room, reason) {
+    const rec = this.#rooms.get(room);
+    if (!rec) return;
+    this.#rooms.delete(room);
+    clearTimeout(rec.retry);
+    this.#call(rec.handlers.onRemoved, { room, reason });
   }
 
   #joinFailed(room, rec, err) {

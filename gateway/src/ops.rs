@@ -116,9 +116,11 @@ impl Session {
                 Ok(claims) if *claims.sub == *self.user => {
                     let now = tokio::time::Instant::now();
                     self.socket.clocks.expire_at(claims.exp, proto::client::close::TOKEN_EXPIRED, now);
-                    if let Some(rooms) = claims.rooms {
-                        self.globs = std::sync::Arc::new(RoomGlobs::new(rooms));
-                    }
+                    self.globs = match claims.rooms {
+                        Some(rooms) => std::sync::Arc::new(RoomGlobs::new(rooms)),
+                        None => self.hub.default_rooms.clone(),
+                    };
+                    self.leave_revoked_rooms().await;
                     Ok(Some(ReplyBody::Refresh { exp: claims.exp }))
                 }
                 Ok(_) => fail(ErrorCode::Forbidden, "token is for another user"),
@@ -255,6 +257,18 @@ impl Session {
             }
         }
         (true, missed)
+    }
+
+    /// Leaves the joined rooms the token no longer allows, telling the
+    /// client with `removed` (before the refresh reply).
+    async fn leave_revoked_rooms(&mut self) {
+        let revoked: Vec<String> = self.rooms.keys().filter(|r| !self.globs.allows(r)).cloned().collect();
+        for room in revoked {
+            if let Some(handle) = self.rooms.remove(&room) {
+                self.leave_room(&room, &handle).await;
+                self.send(Event::Removed { room: &room, reason: "token" });
+            }
+        }
     }
 
     /// Stops delivery, drops the local reference, and tells the owner.

@@ -172,6 +172,18 @@ describe('every API call', () => {
     assert.equal(r.exp, decodeToken(gw.token('bob', { ttl: 602 })).exp);
   });
 
+  it('a refresh that no longer allows a room removes it', T, async () => {
+    const exp = Math.floor(Date.now() / 1000) + 3600;
+    const carol = client(gw.ws, { token: mintToken(SECRET, { sub: 'carol', exp, rooms: ['keep', 'lose'] }) }, cleanup);
+    const removed = [];
+    await carol.join('keep');
+    await carol.join('lose', { onRemoved: (e) => removed.push(e) });
+    await carol.refresh(mintToken(SECRET, { sub: 'carol', exp, rooms: ['keep'] }));
+    assert.deepEqual(removed, [{ room: 'lose', reason: 'token' }]);
+    assert.deepEqual(carol.rooms, ['keep']);
+    await assert.rejects(carol.publish('lose', 1), { code: 'not_member' });
+  });
+
   it('close() stops the client and rejects requests', T, async () => {
     const alice = await user(gw, 'alice');
     await alice.join('close-room');

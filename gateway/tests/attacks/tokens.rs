@@ -150,3 +150,53 @@ async fn room_claims_do_not_match_near_misses() {
     let r = none.request(json!({"op": "join", "room": "lobby"})).await.unwrap();
     assert_eq!(r["error"]["code"], "forbidden", "{r}");
 }
+
+#[tokio::test]
+async fn a_refresh_that_no_longer_allows_a_room_removes_the_connection_from_it() {
+    let gw = Gateway::start(&[]);
+    let scoped = |rooms: &[&str]| {
+        gw.token_with(TokenSpec {
+            sub: "mallory".into(),
+            exp_in: 3600,
+            rooms: Some(rooms.iter().map(|r| r.to_string()).collect()),
+            info: None,
+        })
+    };
+    let mut m = Client::connect(gw.options(Some(&scoped(&["keep", "vault"])))).await.unwrap();
+    m.next_of_type("hello", T).await.unwrap();
+    join(&mut m, "keep").await;
+    join(&mut m, "vault").await;
+    let mut owner = gw.json("owner").await;
+    join(&mut owner, "vault").await;
+
+    let r = m.request(json!({"op": "refresh", "token": scoped(&["keep"])})).await.unwrap();
+    assert_eq!(r["ok"], true, "{r}");
+    let removed = m.next_of_type("removed", T).await.unwrap();
+    assert_eq!(removed, json!({"type": "removed", "room": "vault", "reason": "token"}));
+    let left = owner.next_of_type("left", T).await.unwrap();
+    assert_eq!(left["user"], "mallory", "the others see the member go");
+    let r = m.request(json!({"op": "publish", "room": "vault", "data": "still here?"})).await.unwrap();
+    assert_eq!(r["error"]["code"], "not_member", "{r}");
+    publish(&mut owner, "vault", json!("secret")).await;
+    publish(&mut m, "keep", json!("allowed")).await;
+    let got = m.next_of_type("message", T).await.unwrap();
+    assert_eq!(got["room"], "keep", "nothing more from the revoked room: {got}");
+    let r = m.request(json!({"op": "join", "room": "vault"})).await.unwrap();
+    assert_eq!(r["error"]["code"], "forbidden", "{r}");
+
+    // The same in protobuf; a refresh without `rooms` falls back to --default-rooms.
+    let mut p = gw.proto("mallory").await;
+    use pb::client_frame::Op;
+    p.request_proto(Op::Join(pb::JoinOp { room: "vault".into(), since: None })).await.unwrap();
+    let r = p.request_proto(Op::Refresh(pb::RefreshOp { token: scoped(&["keep"]) })).await.unwrap();
+    assert!(r.ok, "{r:?}");
+    let f = p.wait_proto(T, |f| matches!(f.kind, Some(pb::server_frame::Kind::Removed(_)))).await.unwrap();
+    let Some(pb::server_frame::Kind::Removed(removed)) = f.kind else { unreachable!() };
+    assert_eq!((removed.room.as_str(), removed.reason.as_str()), ("vault", "token"));
+    p.request_proto(Op::Join(pb::JoinOp { room: "vault".into(), since: None })).await.unwrap();
+    let r = p.request_proto(Op::Refresh(pb::RefreshOp { token: gw.token("mallory") })).await.unwrap();
+    assert!(r.ok, "{r:?}");
+    let stray =
+        p.wait_proto(Duration::from_millis(300), |f| matches!(f.kind, Some(pb::server_frame::Kind::Removed(_))));
+    assert!(matches!(stray.await, Err(ClientError::Timeout)), "the default rooms (*) allow the room");
+}

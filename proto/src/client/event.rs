@@ -32,6 +32,8 @@ pub enum Event<'a> {
     Failure { id: &'a RequestId, code: ErrorCode, message: &'a str },
     /// Answer to the `ping` op.
     Pong,
+    /// The connection no longer is in `room` (`reason`: `token`).
+    Removed { room: &'a str, reason: &'a str },
 }
 
 /// What a successful reply carries besides `id` and `ok`.
@@ -119,6 +121,11 @@ impl Event<'_> {
                 o.bytes()
             }
             Event::Pong => Obj::typed("pong").bytes(),
+            Event::Removed { room, reason } => {
+                let mut o = Obj::typed("removed");
+                o.str("room", room).str("reason", reason);
+                o.bytes()
+            }
         }
     }
 
@@ -163,6 +170,7 @@ impl Event<'_> {
                 result: None,
             }),
             Event::Pong => Kind::Pong(pb::Pong {}),
+            Event::Removed { room, reason } => Kind::Removed(pb::Removed { room: room.into(), reason: reason.into() }),
         };
         pb::ServerFrame { kind: Some(kind) }
     }
@@ -267,6 +275,10 @@ mod tests {
         assert_eq!(
             json_of(Event::Joined { room: "r", user: "u", info: b"" }),
             json!({"type":"joined","room":"r","user":"u","info":null})
+        );
+        assert_eq!(
+            json_of(Event::Removed { room: "r", reason: "token" }),
+            json!({"type":"removed","room":"r","reason":"token"})
         );
         let id = RequestId::Json("\"a\"".into());
         assert_eq!(
