@@ -114,8 +114,7 @@ impl Session {
             }
             Op::Refresh { token } => match self.hub.verifier.verify(&token) {
                 Ok(claims) if *claims.sub == *self.user => {
-                    let now = tokio::time::Instant::now();
-                    self.socket.clocks.expire_at(claims.exp, proto::client::close::TOKEN_EXPIRED, now);
+                    self.exp = claims.exp;
                     self.globs = match claims.rooms {
                         Some(rooms) => std::sync::Arc::new(RoomGlobs::new(rooms)),
                         None => self.hub.default_rooms.clone(),

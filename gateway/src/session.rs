@@ -50,11 +50,22 @@ pub fn run(
     prefix: Bytes,
     accepted: Accepted,
 ) -> impl std::future::Future<Output = ()> + Send {
-    let mut session = Session::new(hub, stream, prefix, accepted);
-    async move { session.live().await }
+    let mut connection = Connection::new(hub, stream, prefix, accepted);
+    async move { connection.live().await }
 }
 
-/// A client connection; authenticated once `user` is set.
+/// A client connection: its socket, and the session the ops act on. Kept
+/// apart so the socket can keep writing while the session handles a request.
+struct Connection {
+    socket: Socket,
+    session: Session,
+    /// What the handshake decided, until used.
+    accepted: Option<Accepted>,
+    /// The token expiry the socket's clock was last given.
+    exp: i64,
+}
+
+/// A client's state as the ops see it; authenticated once `user` is set.
 pub struct Session {
     pub(crate) hub: Arc<Hub>,
     /// The connection id ("" until authenticated).
@@ -65,8 +76,8 @@ pub struct Session {
     pub(crate) info: Bytes,
     pub(crate) encoding: Encoding,
     pub(crate) outbox: Arc<Outbox>,
-    /// The client's socket and its clocks.
-    pub(crate) socket: Socket,
+    /// The token's expiry (Unix seconds); `refresh` moves it.
+    pub(crate) exp: i64,
     /// Rooms the token allows.
     pub(crate) globs: Arc<RoomGlobs>,
     pub(crate) rooms: HashMap<String, RoomHandle>,
@@ -76,11 +87,9 @@ pub struct Session {
     refused: u32,
     /// Bad frames in the current window, and when it started.
     bad: (u32, Instant),
-    /// What the handshake decided, until used.
-    accepted: Option<Accepted>,
 }
 
-impl Session {
+impl Connection {
     fn new(hub: Arc<Hub>, stream: TcpStream, prefix: Bytes, accepted: Accepted) -> Self {
         let outbox = Arc::new(Outbox::new(hub.limits.queue_bytes));
         let config = SocketConfig {
@@ -91,8 +100,7 @@ impl Session {
             write_timeout: hub.limits.write_timeout,
         };
         let now = Instant::now();
-        Self {
-            socket: Socket::new(stream, prefix, outbox.clone(), config),
+        let session = Session {
             bucket: TokenBucket::new(hub.limits.rate_per_sec, hub.limits.rate_burst, now),
             globs: hub.default_rooms.clone(),
             hub,
@@ -100,13 +108,14 @@ impl Session {
             user: "".into(),
             info: Bytes::new(),
             encoding: accepted.encoding,
-            outbox,
+            outbox: outbox.clone(),
+            exp: 0,
             rooms: HashMap::new(),
             watching: HashSet::new(),
             refused: 0,
             bad: (0, now),
-            accepted: Some(accepted),
-        }
+        };
+        Self { socket: Socket::new(stream, prefix, outbox, config), session, accepted: Some(accepted), exp: 0 }
     }
 
     /// The whole connection: authenticate, serve, clean up, close. Each step
@@ -117,9 +126,9 @@ impl Session {
         let accepted = self.accepted.take().expect("set by new");
         let _ticket = accepted.ticket;
         if let Some((code, reason)) = accepted.refuse {
-            self.outbox.close(code, reason);
-        } else if self.hub.conformance_echo {
-            let echo = Box::pin(crate::echo::serve(&mut self.socket, &self.outbox));
+            self.session.outbox.close(code, reason);
+        } else if self.session.hub.conformance_echo {
+            let echo = Box::pin(crate::echo::serve(&mut self.socket, &self.session.outbox));
             echo.await;
         } else {
             let auth = Box::pin(self.authenticate(accepted.token, accepted.peer));
@@ -127,10 +136,10 @@ impl Session {
                 let open = Box::pin(self.open(claims));
                 open.await;
                 if auth_id.is_some() {
-                    self.reply(&auth_id, Ok(Default::default()));
+                    self.session.reply(&auth_id, Ok(Default::default()));
                 }
                 self.serve().await;
-                let close = Box::pin(self.close());
+                let close = Box::pin(self.session.leave_all());
                 close.await;
             }
         }
@@ -139,6 +148,147 @@ impl Session {
         metrics::counter!("switchboard_gateway_disconnects_total", "code" => code.to_string()).increment(1);
     }
 
+    /// Verifies the upgrade's token, or waits for an `auth` frame. Returns
+    /// the claims and the id of an `auth` request still to be answered.
+    async fn authenticate(&mut self, token: Option<String>, peer: SocketAddr) -> Option<(Claims, RequestId)> {
+        if let Some(token) = token {
+            return match self.session.hub.verifier.verify(&token) {
+                Ok(claims) => Some((claims, RequestId::None)),
+                Err(e) => {
+                    self.session.reject_token(&e, peer);
+                    None
+                }
+            };
+        }
+        let deadline = tokio::time::Instant::now() + self.session.hub.limits.auth_timeout;
+        self.socket.clocks.end_at(deadline, close::UNAUTHORIZED, "auth timeout");
+        loop {
+            let msg = match self.socket.next().await {
+                Ok(Incoming::Ping(p)) => {
+                    // Rate-limited as after auth: a ping flood while the auth
+                    // frame is awaited ends in 4002 too.
+                    if self.session.admit() {
+                        self.session.outbox.push(Out::Pong(p));
+                    } else if self.session.outbox.closing().is_some() {
+                        return None;
+                    }
+                    continue;
+                }
+                Ok(Incoming::Pong) => continue,
+                Ok(Incoming::Close(code)) => {
+                    self.session.outbox.close(code.unwrap_or(close::NORMAL), "bye");
+                    return None;
+                }
+                Err(ReadError::Protocol { code, reason }) => {
+                    self.session.outbox.close(code, reason);
+                    return None;
+                }
+                Err(ReadError::Closed) => {
+                    if self.session.outbox.closing().is_some_and(|c| c.reason == "auth timeout") {
+                        metrics::counter!("switchboard_gateway_connections_rejected_total", "reason" => "auth_timeout")
+                            .increment(1);
+                    }
+                    self.session.outbox.close(close::ABNORMAL, "gone");
+                    return None;
+                }
+                Ok(msg) => msg,
+            };
+            match decode(self.session.encoding, &msg) {
+                Err((code, reason)) => self.session.outbox.close(code, reason),
+                Ok(Some(Ok(Request { id, op: proto::client::Op::Auth { token } }))) => {
+                    match self.session.hub.verifier.verify(&token) {
+                        Ok(claims) => return Some((claims, id)),
+                        Err(e) => {
+                            self.session.fail(&id, ErrorCode::Unauthorized, &e.to_string());
+                            self.session.reject_token(&e, peer);
+                        }
+                    }
+                }
+                _ => {
+                    self.session.fail(&RequestId::None, ErrorCode::Unauthorized, "authenticate first");
+                    metrics::counter!("switchboard_gateway_connections_rejected_total", "reason" => "unauthorized")
+                        .increment(1);
+                    self.session.outbox.close(close::UNAUTHORIZED, "authenticate first");
+                }
+            }
+            return None;
+        }
+    }
+
+    /// Registers an authenticated connection and greets it.
+    async fn open(&mut self, claims: Claims) {
+        let hub = self.session.hub.clone();
+        self.session.conn = hub.new_conn_id();
+        self.session.user = claims.sub.clone().into();
+        self.session.info = claims.info_bytes();
+        if let Some(rooms) = &claims.rooms {
+            self.session.globs = Arc::new(RoomGlobs::new(rooms.clone()));
+        }
+        let listener = Listener { outbox: self.session.outbox.clone(), encoding: self.session.encoding };
+        hub.register(
+            self.session.conn.clone(),
+            Conn { user: self.session.user.clone(), outbox: self.session.outbox.clone() },
+        );
+        if let Err(e) = hub.direct.add(&self.session.user, self.session.conn.clone(), listener).await {
+            tracing::warn!(error = %e, "direct messages unavailable for this connection");
+        }
+        hub.reporter.connected(&self.session.user, &self.session.conn);
+        self.session.exp = claims.exp;
+        self.sync_expiry();
+        metrics::counter!("switchboard_gateway_connections_accepted_total").increment(1);
+        self.session.send(Event::Hello {
+            conn: &self.session.conn,
+            user: &self.session.user,
+            gateway: &hub.id,
+            heartbeat_ms: hub.limits.heartbeat.as_millis() as u32,
+        });
+    }
+
+    /// Moves the socket's expiry clock to the session's token expiry.
+    fn sync_expiry(&mut self) {
+        if self.exp != self.session.exp {
+            self.exp = self.session.exp;
+            self.socket.clocks.expire_at(self.exp, close::TOKEN_EXPIRED, tokio::time::Instant::now());
+        }
+    }
+
+    /// Reads and answers requests until the connection closes; a request's
+    /// answer may wait, but writes and clocks never do.
+    async fn serve(&mut self) {
+        loop {
+            match self.socket.next().await {
+                // The client vanished, or our close went out.
+                Err(ReadError::Closed) => self.session.outbox.close(close::ABNORMAL, "gone"),
+                Err(ReadError::Protocol { code, reason }) => {
+                    metrics::counter!("switchboard_gateway_drops_total", "reason" => "protocol_error").increment(1);
+                    self.session.outbox.close(code, reason);
+                }
+                Ok(Incoming::Close(code)) => self.session.outbox.close(code.unwrap_or(close::NORMAL), "bye"),
+                Ok(Incoming::Pong) => {}
+                Ok(Incoming::Ping(payload)) => {
+                    if self.session.admit() {
+                        self.session.outbox.push(Out::Pong(payload));
+                    }
+                }
+                Ok(msg) => match decode(self.session.encoding, &msg) {
+                    Err((code, reason)) => self.session.outbox.close(code, reason),
+                    // Boxed: allocated only while a request is handled.
+                    Ok(Some(decoded)) => {
+                        let handle = Box::pin(self.socket.tend(self.session.on_request(decoded)));
+                        handle.await;
+                        self.sync_expiry();
+                    }
+                    Ok(None) => {}
+                },
+            }
+            if self.session.outbox.closing().is_some() {
+                return;
+            }
+        }
+    }
+}
+
+impl Session {
     fn reject_token(&self, e: &AuthError, peer: SocketAddr) {
         let reason = match e {
             AuthError::Expired => "token expired",
@@ -148,131 +298,6 @@ impl Session {
         tracing::debug!(%peer, error = %e, "token rejected");
         metrics::counter!("switchboard_gateway_connections_rejected_total", "reason" => "unauthorized").increment(1);
         self.outbox.close(e.close_code(), reason);
-    }
-
-    /// Verifies the upgrade's token, or waits for an `auth` frame. Returns
-    /// the claims and the id of an `auth` request still to be answered.
-    async fn authenticate(&mut self, token: Option<String>, peer: SocketAddr) -> Option<(Claims, RequestId)> {
-        if let Some(token) = token {
-            return match self.hub.verifier.verify(&token) {
-                Ok(claims) => Some((claims, RequestId::None)),
-                Err(e) => {
-                    self.reject_token(&e, peer);
-                    None
-                }
-            };
-        }
-        let deadline = tokio::time::Instant::now() + self.hub.limits.auth_timeout;
-        self.socket.clocks.end_at(deadline, close::UNAUTHORIZED, "auth timeout");
-        loop {
-            let msg = match self.socket.next().await {
-                Ok(Incoming::Ping(p)) => {
-                    // Rate-limited as after auth: a ping flood while the auth
-                    // frame is awaited ends in 4002 too.
-                    if self.admit() {
-                        self.outbox.push(Out::Pong(p));
-                    } else if self.outbox.closing().is_some() {
-                        return None;
-                    }
-                    continue;
-                }
-                Ok(Incoming::Pong) => continue,
-                Ok(Incoming::Close(code)) => {
-                    self.outbox.close(code.unwrap_or(close::NORMAL), "bye");
-                    return None;
-                }
-                Err(ReadError::Protocol { code, reason }) => {
-                    self.outbox.close(code, reason);
-                    return None;
-                }
-                Err(ReadError::Closed) => {
-                    if self.outbox.closing().is_some_and(|c| c.reason == "auth timeout") {
-                        metrics::counter!("switchboard_gateway_connections_rejected_total", "reason" => "auth_timeout")
-                            .increment(1);
-                    }
-                    self.outbox.close(close::ABNORMAL, "gone");
-                    return None;
-                }
-                Ok(msg) => msg,
-            };
-            match decode(self.encoding, &msg) {
-                Err((code, reason)) => self.outbox.close(code, reason),
-                Ok(Some(Ok(Request { id, op: proto::client::Op::Auth { token } }))) => {
-                    match self.hub.verifier.verify(&token) {
-                        Ok(claims) => return Some((claims, id)),
-                        Err(e) => {
-                            self.fail(&id, ErrorCode::Unauthorized, &e.to_string());
-                            self.reject_token(&e, peer);
-                        }
-                    }
-                }
-                _ => {
-                    self.fail(&RequestId::None, ErrorCode::Unauthorized, "authenticate first");
-                    metrics::counter!("switchboard_gateway_connections_rejected_total", "reason" => "unauthorized")
-                        .increment(1);
-                    self.outbox.close(close::UNAUTHORIZED, "authenticate first");
-                }
-            }
-            return None;
-        }
-    }
-
-    /// Registers an authenticated connection and greets it.
-    async fn open(&mut self, claims: Claims) {
-        let hub = self.hub.clone();
-        self.conn = hub.new_conn_id();
-        self.user = claims.sub.clone().into();
-        self.info = claims.info_bytes();
-        if let Some(rooms) = &claims.rooms {
-            self.globs = Arc::new(RoomGlobs::new(rooms.clone()));
-        }
-        let listener = Listener { outbox: self.outbox.clone(), encoding: self.encoding };
-        hub.register(self.conn.clone(), Conn { user: self.user.clone(), outbox: self.outbox.clone() });
-        if let Err(e) = hub.direct.add(&self.user, self.conn.clone(), listener).await {
-            tracing::warn!(error = %e, "direct messages unavailable for this connection");
-        }
-        hub.reporter.connected(&self.user, &self.conn);
-        self.socket.clocks.expire_at(claims.exp, close::TOKEN_EXPIRED, tokio::time::Instant::now());
-        metrics::counter!("switchboard_gateway_connections_accepted_total").increment(1);
-        self.send(Event::Hello {
-            conn: &self.conn,
-            user: &self.user,
-            gateway: &hub.id,
-            heartbeat_ms: hub.limits.heartbeat.as_millis() as u32,
-        });
-    }
-
-    /// Reads and answers requests until the connection closes.
-    async fn serve(&mut self) {
-        loop {
-            match self.socket.next().await {
-                // The client vanished, or our close went out.
-                Err(ReadError::Closed) => self.outbox.close(close::ABNORMAL, "gone"),
-                Err(ReadError::Protocol { code, reason }) => {
-                    metrics::counter!("switchboard_gateway_drops_total", "reason" => "protocol_error").increment(1);
-                    self.outbox.close(code, reason);
-                }
-                Ok(Incoming::Close(code)) => self.outbox.close(code.unwrap_or(close::NORMAL), "bye"),
-                Ok(Incoming::Pong) => {}
-                Ok(Incoming::Ping(payload)) => {
-                    if self.admit() {
-                        self.outbox.push(Out::Pong(payload));
-                    }
-                }
-                Ok(msg) => match decode(self.encoding, &msg) {
-                    Err((code, reason)) => self.outbox.close(code, reason),
-                    // Boxed: allocated only while a request is handled.
-                    Ok(Some(decoded)) => {
-                        let handle = Box::pin(self.on_request(decoded));
-                        handle.await
-                    }
-                    Ok(None) => {}
-                },
-            }
-            if self.outbox.closing().is_some() {
-                return;
-            }
-        }
     }
 
     /// Counts a frame against the rate limit; false if it must be refused.
@@ -356,7 +381,7 @@ impl Session {
     }
 
     /// Undoes everything the connection held.
-    async fn close(&mut self) {
+    async fn leave_all(&mut self) {
         let rooms: Vec<(String, RoomHandle)> = self.rooms.drain().collect();
         futures::future::join_all(rooms.iter().map(|(room, handle)| self.leave_room(room, handle))).await;
         for user in std::mem::take(&mut self.watching) {

@@ -5,8 +5,9 @@
 //! costs one small task rather than a reader and a writer. [`Socket::next`]
 //! is the only place a session waits for the client: while it waits, queued
 //! frames are written, pings go out, and silence or an expired token closes
-//! the connection. Writes pause while a request is being handled; the outbox
-//! holds what arrives meanwhile.
+//! the connection. While a request is being handled, [`Socket::tend`] keeps
+//! writing and the clocks going, so a request that waits on a slow owner
+//! never stalls the connection's other rooms.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -40,6 +41,19 @@ pub struct Socket {
     writer: Writer,
     pub clocks: Clocks,
     outbox: Arc<Outbox>,
+    /// A message read while the session was busy, for [`Socket::next`].
+    /// Boxed: most connections never hold one.
+    held: Option<Box<Result<Incoming, ReadError>>>,
+}
+
+/// What woke the socket.
+enum Wake {
+    /// The client sent something (or left).
+    Read(Result<Incoming, ReadError>),
+    /// The outbox has frames or a close.
+    Write,
+    /// A clock may be due.
+    Alarm,
 }
 
 impl Socket {
@@ -51,6 +65,7 @@ impl Socket {
             writer: Writer::new(wr, config.binary, config.write_timeout),
             clocks: Clocks::new(config.heartbeat, config.pong_timeout, Instant::now()),
             outbox,
+            held: None,
         }
     }
 
@@ -58,23 +73,68 @@ impl Socket {
     /// the clocks. Once the connection is closing and its close frame is out,
     /// returns `Err(ReadError::Closed)`.
     pub async fn next(&mut self) -> Result<Incoming, ReadError> {
+        if let Some(m) = self.held.take() {
+            return *m;
+        }
         loop {
             if self.writer.is_done() {
                 return Err(ReadError::Closed);
             }
-            tokio::select! {
-                m = self.reader.next() => {
-                    self.clocks.heard();
-                    return m;
-                }
-                _ = self.outbox.ready() => self.flush(false).await,
-                _ = tokio::time::sleep_until(self.clocks.wake_at()) => match self.clocks.fire(Instant::now()) {
-                    Some(Alarm::Ping) => self.flush(true).await,
-                    Some(Alarm::Close(code, reason)) => self.outbox.close(code, reason),
-                    None => {}
-                },
+            let wake = self.wait(true).await;
+            if let Some(m) = self.handle(wake).await {
+                return m;
             }
         }
+    }
+
+    /// Keeps writing and the clocks while the session handles a request,
+    /// until `busy` completes. Reads at most one message ahead and holds it
+    /// for [`Socket::next`]: requests stay strictly serial, but whatever
+    /// arrives from the client proves it alive (no heartbeat close while a
+    /// request waits on a slow owner).
+    pub async fn tend<T>(&mut self, busy: impl std::future::Future<Output = T>) -> T {
+        let mut busy = std::pin::pin!(busy);
+        loop {
+            let read = self.held.is_none();
+            tokio::select! {
+                biased;
+                done = &mut busy => return done,
+                // `wait` is cancel-safe; `handle` runs to completion here,
+                // with `busy` simply not polled meanwhile.
+                wake = self.wait(read), if !self.writer.is_done() => {
+                    if let Some(m) = self.handle(wake).await {
+                        self.held = Some(Box::new(m));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Waits for the next thing to do. Cancel-safe: the reader is, and a
+    /// dropped wait loses no wake-up.
+    async fn wait(&mut self, read: bool) -> Wake {
+        tokio::select! {
+            m = self.reader.next(), if read => Wake::Read(m),
+            _ = self.outbox.ready() => Wake::Write,
+            _ = tokio::time::sleep_until(self.clocks.wake_at()) => Wake::Alarm,
+        }
+    }
+
+    /// Does what `wake` asks; returns a message the client sent.
+    async fn handle(&mut self, wake: Wake) -> Option<Result<Incoming, ReadError>> {
+        match wake {
+            Wake::Read(m) => {
+                self.clocks.heard();
+                return Some(m);
+            }
+            Wake::Write => self.flush(false).await,
+            Wake::Alarm => match self.clocks.fire(Instant::now()) {
+                Some(Alarm::Ping) => self.flush(true).await,
+                Some(Alarm::Close(code, reason)) => self.outbox.close(code, reason),
+                None => {}
+            },
+        }
+        None
     }
 
     /// Writes what is queued. Boxed, in its own statement: an idle

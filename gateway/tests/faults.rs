@@ -310,3 +310,66 @@ async fn a_reconnect_storm_is_held_off_with_1013_and_everyone_comes_back() {
     let back = report.figures.iter().find(|(k, _, _)| k == "members back").map(|f| f.1);
     assert_eq!(back, Some(500.0), "every member comes back");
 }
+
+/// A room id that `ring` gives to `owner`, with `prefix`.
+fn room_owned_by(ring: &router::ring::Ring, owner: &str, prefix: &str) -> String {
+    (0..).map(|i| format!("{prefix}-{i}")).find(|r| ring.owner(r) == Some(owner)).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_waiting_on_a_killed_owner_does_not_stall_the_connections_other_rooms() {
+    // Pings every second: a stalled connection would also miss them.
+    let mut cluster = Cluster::without_gateways(2);
+    cluster.start_gateway_with("gw-1", &cluster.nats.url.clone(), &["--rate-per-sec", "1000", "--heartbeat", "1s"]);
+    cluster.wait_ring(2).await;
+    cluster.wait_gateways_ready().await;
+    let ring = router::ring::Ring::new(["r-1", "r-2"], 128);
+    let (busy, stalled) = (room_owned_by(&ring, "r-2", "busy"), room_owned_by(&ring, "r-1", "stalled"));
+    let gw = &cluster.gateways[0];
+    let mut member = gw.json("member").await;
+    let start = join(&mut member, &busy).await["seq"].as_u64().unwrap();
+    join(&mut member, &stalled).await;
+    let mut publisher = gw.json("publisher").await;
+    join(&mut publisher, &busy).await;
+
+    // 16 KB at 100 messages a second: over 1 MiB (the queue) every second.
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let pump = {
+        let (stop, busy) = (stop.clone(), busy.clone());
+        tokio::spawn(async move {
+            let data = "x".repeat(16_000);
+            let mut last = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                last = publish(&mut publisher, &busy, json!(data)).await;
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            last
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    cluster.routers[0].proc.kill9();
+    let asked = Instant::now();
+    // Waits for the killed owner's successor; meanwhile `busy` keeps coming.
+    let r = member.request(json!({"op": "publish", "room": stalled, "data": "after the crash"})).await;
+    let waited = asked.elapsed();
+    let r = r.expect("a reply, not a close");
+    assert!(r["ok"] == true || r["error"]["code"] == "unavailable", "{r}");
+    eprintln!("the publish to the killed owner's room waited {waited:?}");
+    assert!(waited > Duration::from_millis(500), "the request did wait for the new owner: {waited:?}");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let last = pump.await.unwrap();
+    // Every message of the busy room, in order, and the connection still up.
+    let mut next = start + 1;
+    while next <= last {
+        let m = member.wait_json(T, |v| v["type"] == "message" && v["room"] == busy.as_str()).await.unwrap();
+        assert_eq!(m["seq"].as_u64(), Some(next), "{m}");
+        next += 1;
+    }
+    still_served(&mut member).await;
+    let resync = member.wait_json(Duration::from_millis(100), |v| v["type"] == "resync" && v["room"] == busy.as_str());
+    assert!(
+        matches!(resync.await, Err(loadtest::client::ClientError::Timeout)),
+        "no resync for a room on the surviving owner"
+    );
+}
