@@ -36,8 +36,16 @@ pub fn describe(standalone: bool) {
     describe_histogram!("switchboard_gateway_op_duration_seconds", Unit::Seconds, "Time to handle a client op, by op.");
     describe_counter!(
         "switchboard_gateway_resyncs_total",
-        "Times a room's continuity was lost and members got resync."
+        "Times a room's continuity was lost and its members (or one catching-up member) got resync."
     );
+    describe_gauge!(
+        "switchboard_gateway_room_buffer_bytes",
+        Unit::Bytes,
+        "Bytes rooms hold at this gateway, by buffer: recent (for catch-up), held (behind a gap), catch_up (pages for members catching up)."
+    );
+    for buffer in ["recent", "held", "catch_up"] {
+        metrics::gauge!("switchboard_gateway_room_buffer_bytes", "buffer" => buffer).set(0.0);
+    }
     describe_counter!(
         "switchboard_gateway_gap_fills_total",
         "Gaps in a room's stream filled from the owner's history."

@@ -10,7 +10,7 @@ use proto::subject;
 use router::client::CallError;
 
 use crate::auth::AuthError;
-use crate::fanout::{Attach, Encoded};
+use crate::fanout::Attach;
 use crate::glob::RoomGlobs;
 use crate::rooms::RoomHandle;
 use crate::session::Session;
@@ -201,18 +201,16 @@ impl Session {
                 };
             }
         };
-        let (recovered, missed) = self.recovered_messages(&room, &join).await;
-        let mut frames = Vec::with_capacity(missed.len() + 1);
-        if id.is_some() {
-            let body =
-                ReplyBody::Join { epoch: join.epoch.clone(), seq: join.seq, recovered: since.map(|_| recovered) };
-            frames.push(Event::Reply { id, body }.encode(self.encoding));
-        }
-        let epoch: std::sync::Arc<str> = join.epoch.as_str().into();
-        let room_arc: std::sync::Arc<str> = room.as_str().into();
-        for m in missed {
-            frames.push(Encoded::new(room_arc.clone(), epoch.clone(), m).bytes(self.encoding));
-        }
+        let reply = id.is_some().then(|| {
+            let body = ReplyBody::Join {
+                epoch: join.epoch.clone(),
+                seq: join.seq,
+                recovered: since.as_ref().map(|_| join.recovered),
+            };
+            Event::Reply { id, body }.encode(self.encoding)
+        });
+        // What it missed arrives paced by its queue, page by page after the first.
+        let resume = since.filter(|_| join.recovered).map(|s| (s.seq, join.missed));
         let listener = Listener { outbox: self.outbox.clone(), encoding: self.encoding };
         handle.attach(Attach {
             conn: self.conn.clone(),
@@ -221,7 +219,8 @@ impl Session {
             listener,
             epoch: join.epoch,
             seq: join.seq,
-            frames,
+            reply,
+            resume,
         });
         if rejoin {
             // Keep one reference per joined room.
@@ -229,33 +228,6 @@ impl Session {
         }
         self.rooms.insert(room, handle);
         Ok(None)
-    }
-
-    /// The messages a resuming join missed, paging past a truncated reply.
-    async fn recovered_messages(&self, room: &str, join: &pb::JoinReply) -> (bool, Vec<pb::StoredMessage>) {
-        if !join.recovered {
-            return (false, Vec::new());
-        }
-        let mut missed = join.missed.clone();
-        let mut truncated = join.truncated;
-        while truncated {
-            let Some(last) = missed.last().map(|m| m.seq) else {
-                break;
-            };
-            if last >= join.seq {
-                break;
-            }
-            let since = pb::Since { epoch: join.epoch.clone(), seq: last };
-            let kind = router_request::Kind::History(pb::HistoryRequest { since: Some(since), limit: 0 });
-            match self.hub.router.call(room, kind).await {
-                Ok(router_reply::Kind::History(h)) if h.recovered && h.epoch == join.epoch => {
-                    truncated = h.truncated;
-                    missed.extend(h.messages.into_iter().filter(|m| m.seq <= join.seq));
-                }
-                _ => return (false, Vec::new()),
-            }
-        }
-        (true, missed)
     }
 
     /// Leaves the joined rooms the token no longer allows, telling the

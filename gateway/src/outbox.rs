@@ -4,6 +4,12 @@
 //! client that does not read fills its own queue, gets closed with 4000 and
 //! is forgotten, while everyone else's delivery goes on. The connection's
 //! task drains the queue in batches.
+//!
+//! Catch-up (a resume's missed messages, a gap fill) is paced instead: it
+//! is queued only while the queue is under half its bound
+//! ([`Outbox::has_room`]), and otherwise waits for the writer to take what
+//! is queued ([`Outbox::wait_room`]). A client is never closed for its own
+//! recovery, and live traffic keeps the other half.
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
@@ -46,6 +52,8 @@ pub struct Outbox {
     limit: usize,
     /// Wakes the connection's task: something to write, or a close.
     wake: Notify,
+    /// Wakes paced producers: the writer took what was queued.
+    drained: Notify,
 }
 
 /// What the writer takes in one go.
@@ -58,7 +66,37 @@ pub struct Batch {
 impl Outbox {
     /// An empty queue holding at most `limit` bytes.
     pub fn new(limit: usize) -> Self {
-        Self { state: Mutex::default(), limit, wake: Notify::new() }
+        Self { state: Mutex::default(), limit, wake: Notify::new(), drained: Notify::new() }
+    }
+
+    /// Whether a paced frame of `len` bytes may be queued now: the queue
+    /// stays under half its bound (a lone frame may use it all), and the
+    /// connection is not closing.
+    pub fn has_room(&self, len: usize) -> bool {
+        let s = self.state.lock().unwrap();
+        s.closing.is_none() && self.fits(&s, len)
+    }
+
+    fn fits(&self, s: &State, len: usize) -> bool {
+        s.bytes + len <= self.limit / 2 || (s.bytes == 0 && len <= self.limit)
+    }
+
+    /// Waits until [`Self::has_room`] for `len` bytes, or the connection is
+    /// closing.
+    pub async fn wait_room(&self, len: usize) {
+        loop {
+            let drained = self.drained.notified();
+            tokio::pin!(drained);
+            // Registered before the check, so a take in between is not missed.
+            drained.as_mut().enable();
+            {
+                let s = self.state.lock().unwrap();
+                if s.closing.is_some() || self.fits(&s, len) {
+                    return;
+                }
+            }
+            drained.await;
+        }
     }
 
     /// Queues a frame. Returns false if the connection is closing or the
@@ -79,6 +117,7 @@ impl Outbox {
             drop(s);
             metrics::counter!("switchboard_gateway_drops_total", "reason" => "slow_consumer").increment(1);
             self.wake.notify_one();
+            self.drained.notify_waiters();
             return false;
         }
         s.bytes += len;
@@ -97,6 +136,7 @@ impl Outbox {
         }
         drop(s);
         self.wake.notify_one();
+        self.drained.notify_waiters();
     }
 
     /// The close in progress, if any.
@@ -112,8 +152,14 @@ impl Outbox {
     /// Takes everything queued.
     pub fn take(&self) -> Batch {
         let mut s = self.state.lock().unwrap();
+        let had = s.bytes > 0;
         s.bytes = 0;
-        Batch { frames: std::mem::take(&mut s.frames).into(), closing: s.closing }
+        let batch = Batch { frames: std::mem::take(&mut s.frames).into(), closing: s.closing };
+        drop(s);
+        if had {
+            self.drained.notify_waiters();
+        }
+        batch
     }
 }
 
@@ -131,6 +177,35 @@ mod tests {
         assert!(b.frames.is_empty());
         assert_eq!(b.closing.unwrap().code, close::SLOW_CONSUMER);
         assert!(!o.push(Out::Data(Bytes::from_static(b"1"))), "closed for good");
+    }
+
+    #[test]
+    fn paced_frames_use_half_the_queue_and_wait_for_the_writer() {
+        let o = Outbox::new(100);
+        assert!(o.has_room(100), "a lone frame may use it all");
+        assert!(!o.has_room(101));
+        o.push(Out::Data(Bytes::from_static(&[0; 40])));
+        assert!(o.has_room(10) && !o.has_room(11), "half the bound");
+        let o = std::sync::Arc::new(o);
+        let waiter = {
+            let o = o.clone();
+            tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async move {
+                let wait = o.wait_room(30);
+                tokio::pin!(wait);
+                assert!(futures::poll!(wait.as_mut()).is_pending());
+                o.take();
+                assert!(futures::poll!(wait.as_mut()).is_ready(), "woken by the take");
+                o.push(Out::Data(Bytes::from_static(&[0; 50])));
+                let wait = o.wait_room(1);
+                tokio::pin!(wait);
+                assert!(futures::poll!(wait.as_mut()).is_pending());
+                o.close(close::NORMAL, "bye");
+                o.wait_room(1).await;
+                true
+            })
+        };
+        assert!(waiter, "a closing outbox never keeps a producer waiting");
+        assert!(!o.has_room(1), "no room once closing");
     }
 
     #[test]

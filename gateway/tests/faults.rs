@@ -373,3 +373,60 @@ async fn a_request_waiting_on_a_killed_owner_does_not_stall_the_connections_othe
         "no resync for a room on the surviving owner"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gap_fill_bigger_than_the_queue_arrives_paced_and_closes_nobody() {
+    let mut cluster = Cluster::without_gateways(1);
+    let partition = Partition::start(cluster.nats.port).await;
+    // A queue smaller than one page of history (512 KiB).
+    cluster.start_gateway_with("gw-1", &partition.url, &["--queue-bytes", "262144"]);
+    cluster.start_gateway("gw-2");
+    cluster.wait_ring(1).await;
+    cluster.wait_gateways_ready().await;
+    // A member on a slow link: a small receive buffer, and it stalls a while.
+    let gw1 = &cluster.gateways[0];
+    let mut opts = gw1.options(Some(&gw1.token("member")));
+    opts.recv_buffer = Some(4096);
+    let mut member = loadtest::client::Client::connect(opts).await.unwrap();
+    member.next_of_type("hello", T).await.unwrap();
+    join(&mut member, "gap").await;
+    let mut publisher = cluster.gateways[1].json("publisher").await;
+    join(&mut publisher, "gap").await;
+    let first = publish(&mut publisher, "gap", json!("before")).await;
+    assert_eq!(member.next_of_type("message", T).await.unwrap()["seq"].as_u64(), Some(first));
+    member.pause_reading(true);
+
+    // While gw-1 hears nothing, 1.2 MB goes by: more than the member's queue.
+    partition.cut();
+    wait_readyz(&cluster.gateways[0].admin, 503, Duration::from_secs(5)).await;
+    let big = "x".repeat(60_000);
+    for _ in 0..20 {
+        publish(&mut publisher, "gap", json!(big)).await;
+    }
+    partition.heal();
+    wait_readyz(&cluster.gateways[0].admin, 200, Duration::from_secs(10)).await;
+    // The next message shows gw-1 the gap; it fills it from the owner.
+    let mut last = publish(&mut publisher, "gap", json!("after")).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    member.pause_reading(false);
+    let mut next = first + 1;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while next <= last {
+        match member.wait_json(Duration::from_secs(1), |v| v["type"] == "message" || v["type"] == "resync").await {
+            Ok(m) => {
+                assert_eq!((m["type"].as_str(), m["seq"].as_u64()), (Some("message"), Some(next)), "{m}");
+                next += 1;
+            }
+            // gw-1 subscribed again only after that one: another shows it the gap.
+            Err(loadtest::client::ClientError::Timeout) => {
+                assert!(Instant::now() < deadline, "the gap was never filled: at {next}");
+                last = publish(&mut publisher, "gap", json!("after")).await;
+            }
+            Err(e) => panic!("after seq {}: {e:?}", next - 1),
+        }
+    }
+    still_served(&mut member).await;
+    let gw1 = cluster.gateways[0].metrics().await;
+    assert!(metric(&gw1, "switchboard_gateway_gap_fills_total") >= 1.0, "the gap was filled");
+    assert_eq!(metric(&gw1, "switchboard_gateway_resyncs_total"), 0.0);
+}

@@ -43,6 +43,8 @@ pub struct ConnectOptions {
     pub read: bool,
     /// Local address to connect from (spreads load over 127.0.0.x).
     pub source: Option<IpAddr>,
+    /// The socket's receive buffer (SO_RCVBUF), to play a client on a slow link.
+    pub recv_buffer: Option<u32>,
     /// Bound on TCP connect plus handshake.
     pub timeout: Duration,
 }
@@ -58,6 +60,7 @@ impl ConnectOptions {
             auto_pong: true,
             read: true,
             source: None,
+            recv_buffer: None,
             timeout: Duration::from_secs(10),
         }
     }
@@ -105,6 +108,8 @@ pub struct Client {
     /// The read half, kept unread when `read` is false.
     _unread: Option<std::sync::Mutex<WebSocketRead<ReadHalf<Io>>>>,
     reader: Option<tokio::task::JoinHandle<()>>,
+    /// While true, the reader reads nothing (a client that stalls for a while).
+    paused: tokio::sync::watch::Sender<bool>,
 }
 
 impl Drop for Client {
@@ -156,6 +161,9 @@ impl Client {
         if let Some(ip) = opts.source {
             socket.bind(SocketAddr::new(ip, 0)).map_err(|e| ClientError::Connect(e.to_string()))?;
         }
+        if let Some(size) = opts.recv_buffer {
+            socket.set_recv_buffer_size(size).map_err(|e| ClientError::Connect(e.to_string()))?;
+        }
         let stream = socket.connect(addr).await.map_err(|e| ClientError::Connect(e.to_string()))?;
         let _ = stream.set_nodelay(true);
         let mut req = hyper::Request::builder()
@@ -192,6 +200,7 @@ impl Client {
         let (mut rd, wr) = ws.split(tokio::io::split);
         let writer: Writer = Arc::new(Mutex::new(wr));
         let (tx, incoming) = mpsc::unbounded_channel();
+        let (paused, mut pause) = tokio::sync::watch::channel(false);
         let (reader, unread) = if read {
             let writer = writer.clone();
             let task = tokio::spawn(async move {
@@ -201,6 +210,9 @@ impl Client {
                     async move { writer.lock().await.write_frame(frame).await }
                 };
                 loop {
+                    if pause.wait_for(|p| !p).await.is_err() {
+                        return;
+                    }
                     let frame = match rd.read_frame(&mut send).await {
                         Ok(f) => f,
                         Err(_) => {
@@ -230,7 +242,13 @@ impl Client {
         } else {
             (None, Some(std::sync::Mutex::new(rd)))
         };
-        Self { writer, incoming, stash: VecDeque::new(), protocol, next_id: 1, _unread: unread, reader }
+        Self { writer, incoming, stash: VecDeque::new(), protocol, next_id: 1, _unread: unread, reader, paused }
+    }
+
+    /// Stops (or resumes) reading from the socket: the server's writes then
+    /// back up as they would to a client on a stalled link.
+    pub fn pause_reading(&self, paused: bool) {
+        self.paused.send_replace(paused);
     }
 
     /// The subprotocol the server selected, if it named one.

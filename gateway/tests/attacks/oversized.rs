@@ -67,3 +67,61 @@ async fn an_info_claim_over_the_bound_is_refused_at_auth_with_4500() {
     assert_eq!(c.wait_close(T).await.unwrap(), Some(4500));
     bystander.check(&gw).await;
 }
+
+/// Joins `room` with `since`, stalls reading for a second (a slow link),
+/// then collects the reply and the next `n` messages.
+async fn resume(c: &mut Client, room: &str, epoch: &str, seq: u64, n: usize) -> (Value, Vec<u64>) {
+    c.pause_reading(true);
+    c.send_json(&json!({"op": "join", "room": room, "since": {"epoch": epoch, "seq": seq}, "id": "resume"}))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    c.pause_reading(false);
+    let r = c.wait_json(T, |v| v["id"] == "resume").await.expect("the reply, not a close");
+    let mut seqs = Vec::new();
+    while seqs.len() < n {
+        match c.wait_json(T, |v| v["type"] == "message").await {
+            Ok(m) => seqs.push(m["seq"].as_u64().unwrap()),
+            Err(e) => panic!("after {} messages: {e:?}", seqs.len()),
+        }
+    }
+    (r, seqs)
+}
+
+#[tokio::test]
+async fn a_resume_bigger_than_the_queue_arrives_paced_and_never_closes_the_client() {
+    let gw = Gateway::start(&[]);
+    let mut bob = gw.json("bob").await;
+    join(&mut bob, "deep").await;
+    let mut alice = gw.json("alice").await;
+    let epoch = join(&mut alice, "deep").await["epoch"].as_str().unwrap().to_owned();
+    drop(alice);
+    // 20 messages of 60 KB: 1.2 MB, more than the 1 MiB queue, at under 50/s.
+    let big = "x".repeat(60_000);
+    for _ in 0..20 {
+        publish(&mut bob, "deep", json!(big)).await;
+    }
+    let mut opts = gw.options(Some(&gw.token("alice")));
+    opts.recv_buffer = Some(4096);
+    let mut alice = Client::connect(opts).await.unwrap();
+    alice.next_of_type("hello", T).await.unwrap();
+    let (r, seqs) = resume(&mut alice, "deep", &epoch, 0, 20).await;
+    assert_eq!((r["ok"].as_bool(), r["recovered"].as_bool()), (Some(true), Some(true)), "{r}");
+    assert_eq!(seqs, (1..=20).collect::<Vec<_>>());
+    // Newer messages follow the recovered ones.
+    let seq = publish(&mut bob, "deep", json!("fresh")).await;
+    let m = alice.next_of_type("message", T).await.unwrap();
+    assert_eq!(m["seq"].as_u64(), Some(seq));
+    still_served(&mut alice).await;
+    // The same over protobuf, resuming from the middle.
+    let mut p = gw.proto("carol").await;
+    let since = Some(pb::Since { epoch: epoch.clone(), seq: 2 });
+    let r = p.request_proto(pb::client_frame::Op::Join(pb::JoinOp { room: "deep".into(), since })).await.unwrap();
+    let Some(pb::reply::Result::Join(j)) = r.result else { panic!("{r:?}") };
+    assert!(j.recovered, "{j:?}");
+    for want in 3..=21 {
+        let f = p.wait_proto(T, |f| matches!(f.kind, Some(pb::server_frame::Kind::Message(_)))).await.unwrap();
+        let Some(pb::server_frame::Kind::Message(m)) = f.kind else { unreachable!() };
+        assert_eq!(m.seq, want);
+    }
+}

@@ -1,0 +1,48 @@
+//! A room message encoded once per encoding, shared by every member.
+
+use std::sync::{Arc, OnceLock};
+
+use bytes::Bytes;
+use prost::Message as _;
+use proto::client::{Encoding, Event};
+use proto::pb;
+
+/// A room message, encoded lazily once per encoding.
+pub struct Encoded {
+    pub room: Arc<str>,
+    pub epoch: Arc<str>,
+    msg: pb::StoredMessage,
+    json: OnceLock<Bytes>,
+    proto: OnceLock<Bytes>,
+}
+
+impl Encoded {
+    pub fn new(room: Arc<str>, epoch: Arc<str>, msg: pb::StoredMessage) -> Self {
+        Self { room, epoch, msg, json: OnceLock::new(), proto: OnceLock::new() }
+    }
+
+    /// The `message` frame in `encoding`.
+    pub fn bytes(&self, encoding: Encoding) -> Bytes {
+        let slot = match encoding {
+            Encoding::Json => &self.json,
+            Encoding::Proto => &self.proto,
+        };
+        slot.get_or_init(|| {
+            let m = &self.msg;
+            Event::Message { room: &self.room, seq: m.seq, epoch: &self.epoch, from: &m.from, data: &m.data, ts: m.ts }
+                .encode(encoding)
+        })
+        .clone()
+    }
+
+    pub fn seq(&self) -> u64 {
+        self.msg.seq
+    }
+
+    /// Bytes it holds, counted against buffer bounds: the message and one
+    /// encoding of it (a second encoding, when members use both, is not
+    /// counted).
+    pub fn size(&self) -> usize {
+        2 * self.msg.encoded_len() + 64
+    }
+}

@@ -1,0 +1,171 @@
+//! One room's delivery to its local members: one task per locally joined
+//! room, holding the gateway's subscription to `sb.room.<room>`.
+//!
+//! The task feeds the [`room::Room`] state machine with room events,
+//! members attaching and detaching, ring changes and the answers of the
+//! calls it makes for it (gap fills, syncs with a new owner, catch-up pages,
+//! waits for a member's queue). The delivery rules themselves, and why, are
+//! in [`room`].
+
+mod buffer;
+mod encoded;
+pub mod room;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::stream::{FuturesUnordered, StreamExt};
+use prost::Message as _;
+use proto::bus::Subscription;
+use proto::pb::{self, router_reply, router_request};
+use router::client::{CallError, RouterClient};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+pub use encoded::Encoded;
+pub use room::{Action, Attach, Bounds, Room};
+
+/// Attempts of a call to the owner before giving up.
+const ATTEMPTS: u32 = 5;
+/// Members re-registered per sync request.
+const SYNC_PAGE: usize = 1000;
+
+/// Commands from sessions.
+pub enum Cmd {
+    Attach(Attach),
+    Detach(Arc<str>),
+    Stop,
+}
+
+/// What background work reports back.
+enum Done {
+    Fill(Result<pb::HistoryReply, CallError>),
+    Sync(Result<pb::JoinReply, CallError>),
+    Fetch(Arc<str>, Result<pb::HistoryReply, CallError>),
+    Room(Arc<str>),
+}
+
+/// Runs a room's fanout until `Cmd::Stop` or the subscription ends.
+pub async fn run(
+    room: String,
+    gateway: Arc<str>,
+    mut sub: Subscription,
+    mut cmds: mpsc::UnboundedReceiver<Cmd>,
+    router: RouterClient,
+) {
+    let mut view = router.membership().clone();
+    let owner = router.membership().ring().owner(&room).map(Arc::from);
+    let room: Arc<str> = room.into();
+    let mut state = Room::new(room.clone(), gateway, owner, Bounds::default());
+    let mut work: FuturesUnordered<JoinHandle<Done>> = FuturesUnordered::new();
+    let mut sync: Option<tokio::task::AbortHandle> = None;
+    let mut actions = Vec::new();
+    loop {
+        tokio::select! {
+            msg = sub.next() => match msg {
+                Some(msg) => match pb::RoomEvent::decode(msg.payload) {
+                    Ok(ev) => state.on_event(ev, &mut actions),
+                    Err(e) => tracing::warn!(error = %e, "undecodable room event"),
+                },
+                None => break,
+            },
+            cmd = cmds.recv() => match cmd {
+                Some(Cmd::Attach(a)) => state.attach(a, &mut actions),
+                Some(Cmd::Detach(conn)) => state.detach(&conn),
+                Some(Cmd::Stop) | None => break,
+            },
+            Some(done) = work.next(), if !work.is_empty() => match done {
+                Ok(Done::Fill(r)) => state.on_fill(r, &mut actions),
+                Ok(Done::Sync(r)) => state.on_sync(r, &mut actions),
+                Ok(Done::Fetch(conn, r)) => state.on_fetch(&conn, r, &mut actions),
+                Ok(Done::Room(conn)) => state.on_room(&conn, &mut actions),
+                // Only a replaced sync is aborted.
+                Err(_) => {}
+            },
+            alive = view.next_change() => {
+                if !alive {
+                    break;
+                }
+                let owner = router.membership().ring().owner(&room).map(Arc::from);
+                state.on_ring_change(owner, &mut actions);
+            }
+        }
+        for action in actions.drain(..) {
+            let (router, room) = (router.clone(), room.clone());
+            let task = match action {
+                Action::Fill(since) => tokio::spawn(async move { Done::Fill(history(&router, &room, since).await) }),
+                Action::Fetch(conn, since) => {
+                    tokio::spawn(async move { Done::Fetch(conn, history(&router, &room, since).await) })
+                }
+                Action::AwaitRoom(conn, outbox, len) => tokio::spawn(async move {
+                    outbox.wait_room(len).await;
+                    Done::Room(conn)
+                }),
+                Action::Sync(members) => {
+                    if let Some(old) = sync.take() {
+                        old.abort();
+                    }
+                    let gateway = members.first().map(|m| m.gateway.clone()).unwrap_or_default();
+                    let task =
+                        tokio::spawn(async move { Done::Sync(sync_members(&router, &room, gateway, members).await) });
+                    sync = Some(task.abort_handle());
+                    task
+                }
+            };
+            work.push(task);
+        }
+    }
+    for task in work.iter() {
+        task.abort();
+    }
+}
+
+/// The owner's history after `since`, retried with backoff.
+async fn history(router: &RouterClient, room: &str, since: pb::Since) -> Result<pb::HistoryReply, CallError> {
+    let mut attempt = 0;
+    loop {
+        let req = router_request::Kind::History(pb::HistoryRequest { since: Some(since.clone()), limit: 0 });
+        match router.call(room, req).await {
+            Ok(router_reply::Kind::History(h)) => return Ok(h),
+            Ok(_) => return Err(CallError::Unavailable),
+            Err(e) => {
+                attempt += 1;
+                if attempt >= ATTEMPTS {
+                    return Err(e);
+                }
+                tokio::time::sleep(Duration::from_millis(200 * attempt as u64)).await;
+            }
+        }
+    }
+}
+
+/// Registers `members` with the room's owner, a page at a time, retried
+/// with backoff; the last page's answer gives the owner's position.
+async fn sync_members(
+    router: &RouterClient,
+    room: &str,
+    gateway: String,
+    members: Vec<pb::MemberRef>,
+) -> Result<pb::JoinReply, CallError> {
+    let mut attempt = 0;
+    'retry: loop {
+        let mut last = Err(CallError::Unavailable);
+        for page in members.chunks(SYNC_PAGE) {
+            let kind = router_request::Kind::Sync(pb::SyncRequest { gateway: gateway.clone(), members: page.to_vec() });
+            last = match router.call(room, kind).await {
+                Ok(router_reply::Kind::Join(j)) => Ok(j),
+                Ok(_) => Err(CallError::Unavailable),
+                Err(e) => Err(e),
+            };
+            if last.is_err() {
+                attempt += 1;
+                if attempt >= ATTEMPTS {
+                    return last;
+                }
+                tokio::time::sleep(Duration::from_millis(300 * attempt as u64)).await;
+                continue 'retry;
+            }
+        }
+        return last;
+    }
+}
