@@ -1,9 +1,20 @@
-//! Who may open a WebSocket: connection caps and the handshake rate.
+//! Who may open a WebSocket: connection caps, the handshake rate, and a
+//! separate budget for failed authentication.
 //!
-//! Past any limit the upgrade still completes and the socket is closed with
-//! 1013 (try again later), so clients see a code and back off instead of
-//! retrying a failed HTTP request in a tight loop.
+//! A TCP connection counts toward the caps (total and per client IP) from
+//! the moment it is accepted, so connections that never finish their
+//! handshake (slowloris) cannot exceed them. Past a cap, a few at a time
+//! are still served to be told 1013 (try again later, after the upgrade, so
+//! a browser sees a code); the rest are dropped at once.
+//!
+//! The handshake rate (a reconnect storm's bound) is charged only when a
+//! token has been verified. Failed authentications are charged to a budget
+//! of their own, per client IP and in total: within it they are closed with
+//! their code (4500, 4501), past it with 1013. So failures never use up
+//! what valid tokens need, even behind a load balancer where every client
+//! has its IP.
 
+use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -13,7 +24,12 @@ use std::time::Instant;
 use crate::bucket::TokenBucket;
 use crate::config::Limits;
 
-/// Why a handshake was refused.
+/// Connections past a cap served at once, to tell them 1013.
+const REFUSING_MAX: usize = 64;
+/// Client IPs with a failure bucket; past it the idle ones are forgotten.
+const FAILURE_IPS_MAX: usize = 10_000;
+
+/// Why a connection was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Refusal {
     /// Over the handshake rate (a reconnect storm).
@@ -22,6 +38,8 @@ pub enum Refusal {
     Capacity,
     /// This client IP has too many connections.
     PerIp,
+    /// Over the budget of failed authentications.
+    Failures,
 }
 
 impl Refusal {
@@ -31,7 +49,13 @@ impl Refusal {
             Self::Rate => "handshake_rate",
             Self::Capacity => "capacity",
             Self::PerIp => "per_ip",
+            Self::Failures => "auth_failure_rate",
         }
+    }
+
+    /// Counts the refusal.
+    pub fn count(self) {
+        metrics::counter!("switchboard_gateway_connections_rejected_total", "reason" => self.reason()).increment(1);
     }
 }
 
@@ -41,62 +65,120 @@ pub struct Admission {
     max_per_ip: usize,
     total: AtomicUsize,
     per_ip: Mutex<HashMap<IpAddr, usize>>,
+    /// Connections past a cap being told 1013.
+    refusing: AtomicUsize,
     handshakes: Mutex<TokenBucket>,
+    failures: Mutex<Failures>,
+}
+
+/// The budget of failed authentications.
+struct Failures {
+    total: TokenBucket,
+    per_ip: HashMap<IpAddr, TokenBucket>,
+    ip_rate: f64,
 }
 
 impl Admission {
     /// Admission with the configured limits.
     pub fn new(limits: &Limits) -> Arc<Self> {
+        let now = Instant::now();
+        let (rate, ip_rate) = (limits.auth_failure_rate, limits.auth_failure_ip_rate);
         Arc::new(Self {
             max_total: limits.max_connections,
             max_per_ip: limits.max_connections_per_ip,
             total: AtomicUsize::new(0),
             per_ip: Mutex::new(HashMap::new()),
-            handshakes: Mutex::new(TokenBucket::new(limits.handshake_rate, limits.handshake_burst, Instant::now())),
+            refusing: AtomicUsize::new(0),
+            handshakes: Mutex::new(TokenBucket::new(limits.handshake_rate, limits.handshake_burst, now)),
+            failures: Mutex::new(Failures {
+                total: TokenBucket::new(rate, rate, now),
+                per_ip: HashMap::new(),
+                ip_rate,
+            }),
         })
     }
 
-    /// Admits a connection from `ip`, or says why not. The ticket holds the
-    /// connection's place until dropped.
-    pub fn admit(self: &Arc<Self>, ip: IpAddr) -> Result<Ticket, Refusal> {
-        if !self.handshakes.lock().unwrap().take(Instant::now()) {
-            return Err(Refusal::Rate);
-        }
+    /// Counts a connection from `ip` as it is accepted, or says why not;
+    /// with the refusal comes a ticket to serve it anyway (to tell it
+    /// 1013), when few enough are being told.
+    pub fn accept(self: &Arc<Self>, ip: IpAddr) -> Result<Ticket, (Refusal, Option<Ticket>)> {
+        let refused = |refusal| {
+            if self.refusing.fetch_add(1, Ordering::AcqRel) >= REFUSING_MAX {
+                self.refusing.fetch_sub(1, Ordering::AcqRel);
+                return Err((refusal, None));
+            }
+            Err((refusal, Some(Ticket { admission: self.clone(), ip: None })))
+        };
         if self.total.fetch_add(1, Ordering::AcqRel) >= self.max_total {
             self.total.fetch_sub(1, Ordering::AcqRel);
-            return Err(Refusal::Capacity);
+            return refused(Refusal::Capacity);
         }
         let mut per_ip = self.per_ip.lock().unwrap();
         let n = per_ip.entry(ip).or_insert(0);
         if *n >= self.max_per_ip {
             drop(per_ip);
             self.total.fetch_sub(1, Ordering::AcqRel);
-            return Err(Refusal::PerIp);
+            return refused(Refusal::PerIp);
         }
         *n += 1;
-        Ok(Ticket { admission: self.clone(), ip })
+        Ok(Ticket { admission: self.clone(), ip: Some(ip) })
     }
 
-    /// Connections currently admitted.
+    /// A verified token asks in: within the handshake rate?
+    pub fn handshake(&self) -> Result<(), Refusal> {
+        self.handshakes.lock().unwrap().take(Instant::now()).then_some(()).ok_or(Refusal::Rate)
+    }
+
+    /// A failed authentication from `ip`: within its budget (closed with
+    /// its own code), or past it (1013)?
+    pub fn failure(&self, ip: IpAddr) -> Result<(), Refusal> {
+        let now = Instant::now();
+        let mut f = self.failures.lock().unwrap();
+        if f.per_ip.len() >= FAILURE_IPS_MAX && !f.per_ip.contains_key(&ip) {
+            // Forget the IPs whose buckets have refilled: they are idle.
+            f.per_ip.retain(|_, b| !b.is_full(now));
+        }
+        let (ip_rate, room) = (f.ip_rate, f.per_ip.len() < FAILURE_IPS_MAX);
+        let ip_ok = match f.per_ip.entry(ip) {
+            Entry::Occupied(mut b) => b.get_mut().take(now),
+            Entry::Vacant(v) if room => v.insert(TokenBucket::new(ip_rate, ip_rate, now)).take(now),
+            Entry::Vacant(_) => false,
+        };
+        (ip_ok && f.total.take(now)).then_some(()).ok_or(Refusal::Failures)
+    }
+
+    /// Connections currently counted.
     pub fn connections(&self) -> usize {
         self.total.load(Ordering::Acquire)
     }
 }
 
-/// A connection's place in the counts; released on drop.
+/// A connection's place in the counts (or among those being refused);
+/// released on drop.
 pub struct Ticket {
     admission: Arc<Admission>,
-    ip: IpAddr,
+    /// `None` for a connection being refused.
+    ip: Option<IpAddr>,
+}
+
+impl std::fmt::Debug for Ticket {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ticket").field("ip", &self.ip).finish()
+    }
 }
 
 impl Drop for Ticket {
     fn drop(&mut self) {
+        let Some(ip) = self.ip else {
+            self.admission.refusing.fetch_sub(1, Ordering::AcqRel);
+            return;
+        };
         self.admission.total.fetch_sub(1, Ordering::AcqRel);
         let mut per_ip = self.admission.per_ip.lock().unwrap();
-        if let Some(n) = per_ip.get_mut(&self.ip) {
+        if let Some(n) = per_ip.get_mut(&ip) {
             *n -= 1;
             if *n == 0 {
-                per_ip.remove(&self.ip);
+                per_ip.remove(&ip);
             }
         }
     }
@@ -118,21 +200,51 @@ mod tests {
         let a = Admission::new(&limits(&["--max-connections", "2", "--max-connections-per-ip", "1"]));
         let ip1: IpAddr = "127.0.0.1".parse().unwrap();
         let ip2: IpAddr = "127.0.0.2".parse().unwrap();
-        let t1 = a.admit(ip1).unwrap();
-        assert_eq!(a.admit(ip1).err(), Some(Refusal::PerIp));
-        let _t2 = a.admit(ip2).unwrap();
-        assert_eq!(a.admit("127.0.0.3".parse().unwrap()).err(), Some(Refusal::Capacity));
+        let refusal = |r: Result<Ticket, (Refusal, Option<Ticket>)>| r.err().map(|(r, _)| r);
+        let t1 = a.accept(ip1).unwrap();
+        assert_eq!(refusal(a.accept(ip1)), Some(Refusal::PerIp));
+        let _t2 = a.accept(ip2).unwrap();
+        assert_eq!(refusal(a.accept("127.0.0.3".parse().unwrap())), Some(Refusal::Capacity));
         drop(t1);
         assert_eq!(a.connections(), 1);
-        assert!(a.admit(ip1).is_ok());
+        assert!(a.accept(ip1).is_ok());
+    }
+
+    #[test]
+    fn only_a_few_refused_connections_are_served_at_once() {
+        let a = Admission::new(&limits(&["--max-connections", "0"]));
+        let ip: IpAddr = "127.0.0.1".parse().unwrap();
+        let served: Vec<Ticket> = (0..100).filter_map(|_| a.accept(ip).err().and_then(|(_, t)| t)).collect();
+        assert_eq!(served.len(), REFUSING_MAX);
+        drop(served);
+        assert!(a.accept(ip).err().and_then(|(_, t)| t).is_some(), "released");
+    }
+
+    #[test]
+    fn failures_have_their_own_budget_per_ip_and_in_total() {
+        let a = Admission::new(&limits(&[
+            "--handshake-rate",
+            "1",
+            "--handshake-burst",
+            "2",
+            "--auth-failure-rate",
+            "5",
+            "--auth-failure-ip-rate",
+            "3",
+        ]));
+        let ip = |n: u8| IpAddr::from([127, 0, 0, n]);
+        let told = (0..10).filter(|_| a.failure(ip(1)).is_ok()).count();
+        assert_eq!(told, 3, "per IP");
+        assert_eq!((2..10).filter(|&n| a.failure(ip(n)).is_ok()).count(), 2, "in total");
+        assert_eq!(a.failure(ip(1)), Err(Refusal::Failures));
+        // None of it touched the handshake rate.
+        assert_eq!((a.handshake(), a.handshake(), a.handshake()), (Ok(()), Ok(()), Err(Refusal::Rate)));
     }
 
     #[test]
     fn handshake_rate_limits_storms() {
         let a = Admission::new(&limits(&["--handshake-rate", "1", "--handshake-burst", "3"]));
-        let ip: IpAddr = "127.0.0.1".parse().unwrap();
-        let admitted: Vec<_> = (0..10).filter_map(|_| a.admit(ip).ok()).collect();
-        assert_eq!(admitted.len(), 3);
-        assert_eq!(a.admit(ip).err(), Some(Refusal::Rate));
+        assert_eq!((0..10).filter(|_| a.handshake().is_ok()).count(), 3);
+        assert_eq!(a.handshake(), Err(Refusal::Rate));
     }
 }

@@ -21,6 +21,11 @@ impl TokenBucket {
         Self { rate: rate.max(0.0), burst, tokens: burst, last: now }
     }
 
+    /// Whether it would be full at `now` (unused for a while).
+    pub fn is_full(&self, now: Instant) -> bool {
+        self.tokens + now.saturating_duration_since(self.last).as_secs_f64() * self.rate >= self.burst
+    }
+
     /// Takes one token if there is one.
     pub fn take(&mut self, now: Instant) -> bool {
         let elapsed = now.saturating_duration_since(self.last).as_secs_f64();

@@ -126,13 +126,22 @@ pub struct Limits {
     #[arg(long, env = "SB_MAX_CONNECTIONS_PER_IP", default_value_t = 10_000)]
     pub max_connections_per_ip: usize,
 
-    /// WebSocket handshakes admitted per second (1013 past it).
+    /// Authenticated handshakes admitted per second (1013 past it).
     #[arg(long, env = "SB_HANDSHAKE_RATE", default_value_t = 2000.0)]
     pub handshake_rate: f64,
 
     /// Burst of handshakes admitted at once.
     #[arg(long, env = "SB_HANDSHAKE_BURST", default_value_t = 2000.0)]
     pub handshake_burst: f64,
+
+    /// Failed authentications per second answered with their close code
+    /// (4500, 4501), in total; past it they get 1013. Valid tokens never use it.
+    #[arg(long, env = "SB_AUTH_FAILURE_RATE", default_value_t = 100.0)]
+    pub auth_failure_rate: f64,
+
+    /// Failed authentications per second answered with their code, per client IP.
+    #[arg(long, env = "SB_AUTH_FAILURE_IP_RATE", default_value_t = 20.0)]
+    pub auth_failure_ip_rate: f64,
 
     /// Outbound queue per connection, in bytes (close 4000 past it).
     #[arg(long, env = "SB_QUEUE_BYTES", default_value_t = 1024 * 1024)]

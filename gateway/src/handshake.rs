@@ -20,6 +20,7 @@ use hyper_util::rt::TokioIo;
 use proto::client::{close, Encoding};
 use tokio::net::TcpStream;
 
+use crate::admission::Refusal;
 use crate::auth::token_from_request;
 use crate::hub::Hub;
 use crate::session::Accepted;
@@ -54,6 +55,7 @@ pub fn upgrade(
     hub: &Arc<Hub>,
     peer: SocketAddr,
     mut req: Request<Incoming>,
+    refused: Option<Refusal>,
 ) -> (Response<Full<Bytes>>, Option<Upgrade>) {
     if req.method() != Method::GET {
         // RFC 9110: a 405 names the methods that are allowed.
@@ -95,20 +97,16 @@ pub fn upgrade(
             return (r, None);
         }
     };
-    let (ticket, refuse) = if !origin_ok {
+    // (A refusal was counted when the connection was accepted.)
+    let refuse = if refused.is_some() {
+        Some((close::TRY_AGAIN_LATER, "try again later"))
+    } else if !origin_ok {
         metrics::counter!("switchboard_gateway_connections_rejected_total", "reason" => "origin").increment(1);
-        (None, Some((close::POLICY, "origin not allowed")))
+        Some((close::POLICY, "origin not allowed"))
     } else {
-        match hub.admission.admit(peer.ip()) {
-            Ok(ticket) => (Some(ticket), None),
-            Err(refusal) => {
-                metrics::counter!("switchboard_gateway_connections_rejected_total", "reason" => refusal.reason())
-                    .increment(1);
-                (None, Some((close::TRY_AGAIN_LATER, "try again later")))
-            }
-        }
+        None
     };
-    let accepted = Accepted { encoding, token, refuse, ticket, peer };
+    let accepted = Accepted { encoding, token, refuse, peer };
     let mut response = response.map(|_| Full::new(Bytes::new()));
     if offered_protocol {
         response.headers_mut().insert(SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_static(encoding.protocol()));

@@ -1,6 +1,7 @@
 //! The HTTP listener in front of the WebSocket endpoint.
 //!
-//! One hyper HTTP/1 connection per TCP connection, with a header read
+//! One hyper HTTP/1 connection per TCP connection, counted by
+//! [`admission`](crate::admission) from accept to close, with a header read
 //! timeout (`--header-timeout`, against slowloris) and a small header buffer
 //! (oversized headers are refused by hyper with 431). `/ws` upgrades; the
 //! [`demo`](crate::demo) answers the rest (its page, the JavaScript client,
@@ -19,6 +20,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
+use crate::admission::{Refusal, Ticket};
 use crate::demo::Demo;
 use crate::handshake::{self, Upgrade};
 use crate::hub::Hub;
@@ -41,19 +43,38 @@ pub async fn serve(hub: Arc<Hub>, demo: Arc<Demo>, listener: TcpListener, stop: 
             },
             _ = stop.cancelled() => return,
         };
+        // Counted from here, handshake or not; past a cap, served only to
+        // be told 1013 while few are, else dropped at once.
+        let (ticket, refused) = match hub.admission.accept(peer.ip()) {
+            Ok(ticket) => (ticket, None),
+            Err((refusal, ticket)) => {
+                refusal.count();
+                match ticket {
+                    Some(ticket) => (ticket, Some(refusal)),
+                    None => continue,
+                }
+            }
+        };
         let _ = stream.set_nodelay(true);
-        tokio::spawn(connection(hub.clone(), demo.clone(), stream, peer));
+        tokio::spawn(connection(hub.clone(), demo.clone(), stream, peer, ticket, refused));
     }
 }
 
 /// One TCP connection: HTTP until (and unless) it upgrades, then the
 /// WebSocket session, in the same task — one task per client, not two.
-async fn connection(hub: Arc<Hub>, demo: Arc<Demo>, stream: TcpStream, peer: SocketAddr) {
+async fn connection(
+    hub: Arc<Hub>,
+    demo: Arc<Demo>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    _ticket: Ticket,
+    refused: Option<Refusal>,
+) {
     let upgrade: Arc<Mutex<Option<Upgrade>>> = Arc::default();
     let slot = upgrade.clone();
     let service_hub = hub.clone();
     let service = hyper::service::service_fn(move |req| {
-        let response = route(&service_hub, &demo, peer, req, &slot);
+        let response = route(&service_hub, &demo, peer, req, refused, &slot);
         async move { Ok::<_, Infallible>(response) }
     });
     // Boxed in their own statements: the task keeps neither hyper's nor the
@@ -80,12 +101,21 @@ fn route(
     demo: &Demo,
     peer: SocketAddr,
     req: Request<Incoming>,
+    refused: Option<Refusal>,
     upgrade: &Mutex<Option<Upgrade>>,
 ) -> Response<Full<Bytes>> {
     if req.uri().path() == "/ws" {
-        let (response, accepted) = handshake::upgrade(hub, peer, req);
+        let (response, accepted) = handshake::upgrade(hub, peer, req, refused);
         *upgrade.lock().unwrap() = accepted;
         return response;
+    }
+    if refused.is_some() {
+        return Response::builder()
+            .status(StatusCode::SERVICE_UNAVAILABLE)
+            .header("content-type", "text/plain")
+            .header("retry-after", "1")
+            .body(Full::new(Bytes::from_static(b"try again later\n")))
+            .expect("static response parts are valid");
     }
     demo.respond(&req).unwrap_or_else(|| {
         Response::builder()

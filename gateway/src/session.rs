@@ -15,7 +15,6 @@ use bytes::Bytes;
 use proto::client::{close, Encoding, ErrorCode, Event, Request, RequestId};
 use tokio::net::TcpStream;
 
-use crate::admission::Ticket;
 use crate::auth::{AuthError, Claims};
 use crate::bucket::TokenBucket;
 use crate::glob::RoomGlobs;
@@ -36,8 +35,6 @@ pub struct Accepted {
     pub token: Option<String>,
     /// Close right after the upgrade with this code (origin, admission).
     pub refuse: Option<(u16, &'static str)>,
-    /// The connection's place in the admission counts.
-    pub ticket: Option<Ticket>,
     pub peer: SocketAddr,
 }
 
@@ -124,7 +121,6 @@ impl Connection {
     /// temporary in an awaited expression keeps its space for good.
     async fn live(&mut self) {
         let accepted = self.accepted.take().expect("set by new");
-        let _ticket = accepted.ticket;
         if let Some((code, reason)) = accepted.refuse {
             self.session.outbox.close(code, reason);
         } else if self.session.hub.conformance_echo {
@@ -148,9 +144,25 @@ impl Connection {
         metrics::counter!("switchboard_gateway_disconnects_total", "code" => code.to_string()).increment(1);
     }
 
-    /// Verifies the upgrade's token, or waits for an `auth` frame. Returns
-    /// the claims and the id of an `auth` request still to be answered.
+    /// Verifies the upgrade's token, or waits for an `auth` frame, and
+    /// admits the connection. Returns the claims and the id of an `auth`
+    /// request still to be answered.
     async fn authenticate(&mut self, token: Option<String>, peer: SocketAddr) -> Option<(Claims, RequestId)> {
+        let (claims, id) = Box::pin(self.credentials(token, peer)).await?;
+        // Only a verified token is charged to the handshake rate.
+        if let Err(refusal) = self.session.hub.admission.handshake() {
+            refusal.count();
+            if id.is_some() {
+                self.session.fail(&id, ErrorCode::Unavailable, "try again later");
+            }
+            self.session.outbox.close(close::TRY_AGAIN_LATER, "try again later");
+            return None;
+        }
+        Some((claims, id))
+    }
+
+    /// The verified claims of the upgrade's token or of an `auth` frame.
+    async fn credentials(&mut self, token: Option<String>, peer: SocketAddr) -> Option<(Claims, RequestId)> {
         if let Some(token) = token {
             return match self.session.hub.verifier.verify(&token) {
                 Ok(claims) => Some((claims, RequestId::None)),
@@ -206,9 +218,7 @@ impl Connection {
                 }
                 _ => {
                     self.session.fail(&RequestId::None, ErrorCode::Unauthorized, "authenticate first");
-                    metrics::counter!("switchboard_gateway_connections_rejected_total", "reason" => "unauthorized")
-                        .increment(1);
-                    self.session.outbox.close(close::UNAUTHORIZED, "authenticate first");
+                    self.session.refuse_auth(close::UNAUTHORIZED, "authenticate first", peer);
                 }
             }
             return None;
@@ -296,8 +306,23 @@ impl Session {
             AuthError::InfoTooLarge { .. } => "info claim too large",
         };
         tracing::debug!(%peer, error = %e, "token rejected");
-        metrics::counter!("switchboard_gateway_connections_rejected_total", "reason" => "unauthorized").increment(1);
-        self.outbox.close(e.close_code(), reason);
+        self.refuse_auth(e.close_code(), reason, peer);
+    }
+
+    /// Closes a connection that failed to authenticate: with its code while
+    /// failures are within their budget, else with 1013.
+    fn refuse_auth(&self, code: u16, reason: &'static str, peer: SocketAddr) {
+        match self.hub.admission.failure(peer.ip()) {
+            Ok(()) => {
+                metrics::counter!("switchboard_gateway_connections_rejected_total", "reason" => "unauthorized")
+                    .increment(1);
+                self.outbox.close(code, reason);
+            }
+            Err(refusal) => {
+                refusal.count();
+                self.outbox.close(close::TRY_AGAIN_LATER, "try again later");
+            }
+        }
     }
 
     /// Counts a frame against the rate limit; false if it must be refused.

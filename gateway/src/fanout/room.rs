@@ -497,7 +497,6 @@ impl Room {
             out.push(Action::Fetch(conn.clone(), pb::Since { epoch: epoch.to_string(), seq: c.at }));
         }
     }
-
 }
 
 #[cfg(test)]

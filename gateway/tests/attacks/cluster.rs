@@ -6,7 +6,12 @@ use super::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn user_input_never_widens_a_nats_subject() {
-    let cluster = Cluster::start(1, 1).await;
+    // Dozens of refused tokens from one IP: within the failure budget.
+    let mut cluster = Cluster::without_gateways(1);
+    let nats = cluster.nats.url.clone();
+    cluster.start_gateway_with("gw-1", &nats, &["--auth-failure-ip-rate", "1000"]);
+    cluster.wait_ring(1).await;
+    cluster.wait_gateways_ready().await;
     let gw = &cluster.gateways[0];
     // A raw NATS client that sees everything published on the server.
     let observer = proto::bus::Bus::nats(&cluster.nats.url, "attack-observer", "test").await.unwrap();

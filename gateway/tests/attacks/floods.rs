@@ -133,3 +133,66 @@ async fn a_handshake_storm_gets_1013_while_an_existing_client_keeps_being_served
     assert!(refused.len() >= 300 - allowed as usize);
     assert!(worst < Duration::from_secs(2), "the existing client's round trips stay reasonable: {worst:?}");
 }
+
+/// Opens a connection and says what the gateway did: `Ok(())` for a hello,
+/// or the close code.
+async fn outcome(opts: loadtest::client::ConnectOptions, auth_frame: Option<String>) -> Result<(), Option<u16>> {
+    let mut c = Client::connect(opts).await.map_err(|_| None)?;
+    if let Some(token) = auth_frame {
+        let _ = c.send_json(&json!({"op": "auth", "token": token})).await;
+    }
+    match c.wait_json(T, |v| v["type"] == "hello").await {
+        Ok(_) => Ok(()),
+        Err(ClientError::Closed(code)) => Err(code),
+        Err(e) => panic!("{e}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_authentications_never_use_the_budget_of_valid_tokens() {
+    // One IP for everyone, as behind a load balancer.
+    let gw = Gateway::start(&["--handshake-rate", "20", "--handshake-burst", "20"]);
+    let forged = mint(&SigningKey::hs256(b"not-the-gateway-secret-but-32-bytes".to_vec()), &spec("eve", 3600));
+    // 60 forged tokens in the upgrade, 60 in auth frames, all at once.
+    let upgrades = (0..60).map(|_| outcome(gw.options(Some(&forged)), None));
+    let frames = (0..60).map(|_| outcome(gw.options(None), Some(forged.clone())));
+    let (upgrades, frames) = tokio::join!(join_all(upgrades), join_all(frames));
+    let codes: Vec<Option<u16>> =
+        upgrades.into_iter().chain(frames).map(|r| r.expect_err("a forged token got in")).collect();
+    assert!(codes.iter().all(|c| matches!(c, Some(4500) | Some(1013))), "{codes:?}");
+    assert!(codes.contains(&Some(4500)), "failures within their budget are told why: {codes:?}");
+    // A legitimate user still gets in: the 20 handshakes are all theirs.
+    for i in 0..20 {
+        assert_eq!(outcome(gw.options(Some(&gw.token(&format!("ok{i}")))), None).await, Ok(()), "user {i}");
+    }
+    let m = gw.metrics().await;
+    let shed = metric(&m, "switchboard_gateway_connections_rejected_total{reason=\"auth_failure_rate\"}");
+    let told = metric(&m, "switchboard_gateway_connections_rejected_total{reason=\"unauthorized\"}");
+    assert_eq!(shed + told, 120.0, "every failure counted once: {shed} shed, {told} told");
+    assert!(metric(&m, "switchboard_gateway_connections_rejected_total{reason=\"handshake_rate\"}") == 0.0);
+}
+
+#[tokio::test]
+async fn unfinished_handshakes_count_toward_the_connection_caps() {
+    let gw = Gateway::start(&["--max-connections-per-ip", "10", "--header-timeout", "3s"]);
+    let addr = ws_addr(&gw);
+    // Ten connections that never finish their request take every place.
+    let mut idle = Vec::new();
+    for _ in 0..10 {
+        let mut s = TcpStream::connect(&addr).await.unwrap();
+        s.write_all(b"GET /ws HTTP/1.1\r\nHost: x\r\n").await.unwrap();
+        idle.push(s);
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(outcome(gw.options(Some(&gw.token("late"))), None).await, Err(Some(1013)), "the IP is full");
+    // Another address still gets in, and once they go the places are free.
+    let mut opts = gw.options(Some(&gw.token("other")));
+    opts.source = Some("127.0.0.2".parse().unwrap());
+    assert_eq!(outcome(opts, None).await, Ok(()));
+    drop(idle);
+    let deadline = Instant::now() + T;
+    while outcome(gw.options(Some(&gw.token("late"))), None).await != Ok(()) {
+        assert!(Instant::now() < deadline, "places never freed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

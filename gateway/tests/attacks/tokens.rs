@@ -8,7 +8,9 @@ use super::*;
 
 #[tokio::test]
 async fn bad_tokens_against_an_hs256_gateway() {
-    let gw = Gateway::start(&[]);
+    // Dozens of failures from one IP: all within the failure budget, so each
+    // gets its own answer (floods.rs covers the budget).
+    let gw = Gateway::start(&["--auth-failure-ip-rate", "1000"]);
     let mut bystander = Bystander::start(&gw).await;
     let secret = EncodingKey::from_secret(gw.secret.as_bytes());
     let rsa = SigningKey::from_private_key_pem(&std::fs::read(format!("{KEYS}/rsa_private.pem")).unwrap()).unwrap();
