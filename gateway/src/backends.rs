@@ -13,7 +13,6 @@ use anyhow::Context as _;
 use presence::{PresenceClient, PresenceService, StoreConfig};
 use proto::bus::Bus;
 use router::client::{CallConfig, RouterClient};
-use router::history::HistoryConfig;
 use router::membership::{Membership, MembershipConfig};
 use router::node::{Node, NodeConfig};
 use router::owner::OwnerConfig;
@@ -36,7 +35,8 @@ impl Backends {
     pub async fn standalone(id: &str, config: &Config) -> anyhow::Result<Self> {
         let bus = Bus::local(id, "gateway");
         let owner = OwnerConfig {
-            history: HistoryConfig { max_len: config.embedded.history_size, max_age: config.embedded.history_ttl },
+            history: config.embedded.history.config(),
+            history_budget: config.embedded.history.history_budget,
             vnodes: config.vnodes,
             ..OwnerConfig::default()
         };

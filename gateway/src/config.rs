@@ -175,13 +175,8 @@ pub struct Limits {
 /// Settings of the router and presence embedded by `--standalone`.
 #[derive(clap::Args, Debug, Clone)]
 pub struct Embedded {
-    /// Messages of history kept per room (standalone).
-    #[arg(long, env = "SB_HISTORY_SIZE", default_value_t = 100)]
-    pub history_size: usize,
-
-    /// Age of the oldest history message kept (standalone).
-    #[arg(long, env = "SB_HISTORY_TTL", default_value = "2m", value_parser = duration)]
-    pub history_ttl: Duration,
+    #[command(flatten)]
+    pub history: router::history::HistoryFlags,
 
     /// How long a user stays online after their last connection ends (standalone).
     #[arg(long, env = "SB_OFFLINE_GRACE", default_value = "5s", value_parser = duration)]

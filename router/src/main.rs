@@ -14,7 +14,7 @@ use proto::bus::Bus;
 use proto::cli::{duration, node_id};
 use router::api::RoomsApi;
 use router::client::{CallConfig, RouterClient};
-use router::history::HistoryConfig;
+use router::history::HistoryFlags;
 use router::membership::MembershipConfig;
 use router::node::{Node, NodeConfig};
 use router::owner::OwnerConfig;
@@ -42,13 +42,8 @@ struct Config {
     #[command(flatten)]
     api: proto::grpc::ApiAccess,
 
-    /// Messages of history kept per room.
-    #[arg(long, env = "SB_HISTORY_SIZE", default_value_t = 100)]
-    history_size: usize,
-
-    /// Age of the oldest history message kept.
-    #[arg(long, env = "SB_HISTORY_TTL", default_value = "2m", value_parser = duration)]
-    history_ttl: Duration,
+    #[command(flatten)]
+    history: HistoryFlags,
 
     /// Virtual nodes per router on the ring (every router must agree).
     #[arg(long, env = "SB_VNODES", default_value_t = 128)]
@@ -71,7 +66,8 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let bus = Bus::nats(&config.nats_url, &id, "router").await.context("--nats-url")?;
     let membership = MembershipConfig { vnodes: config.vnodes, ..MembershipConfig::default() };
     let owner = OwnerConfig {
-        history: HistoryConfig { max_len: config.history_size, max_age: config.history_ttl },
+        history: config.history.config(),
+        history_budget: config.history.history_budget,
         vnodes: config.vnodes,
         ..OwnerConfig::default()
     };

@@ -25,6 +25,17 @@ pub fn describe() {
     for gauge in ["switchboard_router_rooms", "switchboard_router_members", "switchboard_router_ring_size"] {
         metrics::gauge!(gauge).set(0.0);
     }
+    describe_gauge!(
+        "switchboard_router_history_bytes",
+        Unit::Bytes,
+        "Bytes of history all rooms of this router hold (bounded by --history-budget)."
+    );
+    describe_counter!(
+        "switchboard_router_history_evicted_total",
+        "History messages evicted, oldest of all rooms first, because the router reached --history-budget."
+    );
+    metrics::gauge!("switchboard_router_history_bytes").set(0.0);
+    metrics::counter!("switchboard_router_history_evicted_total").absolute(0);
     metrics::counter!("switchboard_router_publishes_total").absolute(0);
     metrics::counter!("switchboard_router_events_lost_total").absolute(0);
     for direction in ["in", "out"] {

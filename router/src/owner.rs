@@ -29,7 +29,7 @@ use proto::pb::{self, room_event, router_reply, router_request};
 use proto::subject;
 use tokio::sync::mpsc;
 
-use crate::history::HistoryConfig;
+use crate::history::{Budget, HistoryConfig};
 use crate::membership::Membership;
 use crate::ring::Ring;
 use crate::room::{Change, Members, Room};
@@ -46,11 +46,17 @@ const HANDOFF_TIMEOUT: Duration = Duration::from_secs(2);
 /// Room state sent in one bus message (NATS's default payload cap is 1 MiB).
 const HANDOFF_BYTES: usize = 768 * 1024;
 
+/// Default of [`OwnerConfig::history_budget`]: 512 MiB.
+pub const DEFAULT_HISTORY_BUDGET: usize = 512 << 20;
+
 /// How the owner keeps rooms.
 #[derive(Debug, Clone)]
 pub struct OwnerConfig {
     /// History bounds per room.
     pub history: HistoryConfig,
+    /// Bytes of history all rooms may hold together; past it the oldest
+    /// message of all is evicted.
+    pub history_budget: usize,
     /// Longest `members` list returned (the count is always exact).
     pub members_limit: usize,
     /// Most message bytes in one reply; the rest is paged with `history`.
@@ -65,6 +71,7 @@ impl Default for OwnerConfig {
     fn default() -> Self {
         Self {
             history: HistoryConfig::default(),
+            history_budget: DEFAULT_HISTORY_BUDGET,
             members_limit: 100,
             reply_bytes: 512 * 1024,
             gateway_ttl: Duration::from_secs(5),
@@ -127,6 +134,8 @@ pub struct Owner {
     membership: Membership,
     config: OwnerConfig,
     rooms: HashMap<String, Room>,
+    /// Every room's history, in bytes.
+    budget: Budget,
     /// Gateway id → when it was last heard (announcement or request).
     gateways: HashMap<String, Instant>,
     /// Rooms handed away recently.
@@ -156,6 +165,7 @@ impl Owner {
         let stats = Arc::new(OwnerStats::default());
         let owner = Owner {
             others: Ring::new(Vec::<String>::new(), config.vnodes),
+            budget: Budget::new(config.history_budget),
             incarnation: membership.incarnation(),
             id,
             bus,
@@ -313,8 +323,10 @@ impl Owner {
             }
             Some(router_request::Kind::Publish(p)) => {
                 let room = self.rooms.entry(room_id.clone()).or_default();
-                let msg = room.publish(p.from, p.data, proto::now_ms(), now, &self.config.history);
+                let msg = (p.from, p.data, proto::now_ms());
+                let msg = room.publish(&room_id, msg, now, &self.config.history, &mut self.budget);
                 let (epoch, seq) = (room.epoch.clone(), msg.seq);
+                self.enforce_budget();
                 metrics::counter!("switchboard_router_publishes_total").increment(1);
                 self.emit(&room_id, &epoch, room_event::Kind::Message(msg)).await;
                 reply(router_reply::Kind::Publish(pb::PublishReply { epoch, seq }))
@@ -386,10 +398,12 @@ impl Owner {
     fn give_away(&mut self, room: String, to: String) -> pb::RouterReply {
         let now = Instant::now();
         let pull = match self.rooms.remove(&room) {
-            Some(state) => {
+            Some(mut held) => {
                 metrics::counter!("switchboard_router_handoffs_total", "direction" => "out").increment(1);
+                let state = held.to_state(HANDOFF_BYTES);
+                held.release(&room, &mut self.budget);
                 self.moved.insert(room, Moved { to, at: now, state: None });
-                pb::PullReply { state: Some(state.to_state(HANDOFF_BYTES)), moved_to: String::new() }
+                pb::PullReply { state: Some(state), moved_to: String::new() }
             }
             None => match self.moved.get(&room) {
                 // Pushed but not yet acknowledged: the same state, now.
@@ -407,7 +421,28 @@ impl Owner {
         for m in &state.members {
             self.gateways.entry(m.gateway.clone()).or_insert_with(Instant::now);
         }
-        self.rooms.insert(room.to_owned(), Room::from_state(state, Instant::now(), &self.config.history));
+        let installed = Room::from_state(room, state, Instant::now(), &self.config.history, &mut self.budget);
+        self.rooms.insert(room.to_owned(), installed);
+        self.enforce_budget();
+    }
+
+    /// Evicts the oldest messages of all rooms while over the budget.
+    fn enforce_budget(&mut self) {
+        while let Some(id) = self.budget.over().map(str::to_owned) {
+            let Some(room) = self.rooms.get_mut(&id) else {
+                tracing::error!(room = id, "history budget names a room not held here");
+                return;
+            };
+            room.evict_oldest(&id, &mut self.budget);
+        }
+    }
+
+    /// Drops every room's state, giving its history's bytes back.
+    fn drop_rooms(&mut self) {
+        for (id, room) in self.rooms.iter_mut() {
+            room.release(id, &mut self.budget);
+        }
+        self.rooms.clear();
     }
 
     /// Asks `from` for `room`'s state in the background.
@@ -511,7 +546,7 @@ impl Owner {
             if !self.rooms.is_empty() {
                 tracing::warn!(rooms = self.rooms.len(), "cut off from the cluster: dropping all room state");
             }
-            self.rooms.clear();
+            self.drop_rooms();
             self.moved.clear();
             let waiting: Vec<Message> = self.pulling.drain().flat_map(|(_, w)| w).collect();
             let not_owner = reply(router_reply::Kind::NotOwner(pb::NotOwner { ring_version: 0 }));
@@ -550,7 +585,9 @@ impl Owner {
             .collect();
         let now = Instant::now();
         for (room, to) in moving {
-            let state = self.rooms.remove(&room).expect("listed above").to_state(HANDOFF_BYTES);
+            let mut held = self.rooms.remove(&room).expect("listed above");
+            let state = held.to_state(HANDOFF_BYTES);
+            held.release(&room, &mut self.budget);
             self.moved.insert(room.clone(), Moved { to: to.clone(), at: now, state: Some(state.clone()) });
             metrics::counter!("switchboard_router_handoffs_total", "direction" => "out").increment(1);
             self.stats.pushing.fetch_add(1, Ordering::Relaxed);
@@ -607,8 +644,8 @@ impl Owner {
                 self.emit(&room, &epoch, kind).await;
             }
         }
-        let history = self.config.history;
-        self.rooms.retain(|_, room| !room.prune(now, &history));
+        let (history, budget) = (self.config.history, &mut self.budget);
+        self.rooms.retain(|id, room| !room.prune(id, now, &history, budget));
         let members: usize = self.rooms.values().map(Room::conn_count).sum();
         self.stats.rooms.store(self.rooms.len(), Ordering::Relaxed);
         self.stats.members.store(members, Ordering::Relaxed);

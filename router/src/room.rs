@@ -11,7 +11,7 @@ use bytes::Bytes;
 use prost::Message as _;
 use proto::pb;
 
-use crate::history::{History, HistoryConfig};
+use crate::history::{Budget, History, HistoryConfig};
 
 /// A room as its owner holds it.
 #[derive(Debug, Clone)]
@@ -107,19 +107,31 @@ impl Room {
             .collect()
     }
 
-    /// Appends a message, assigning the next seq.
+    /// Appends a message to room `id`, assigning the next seq. The caller
+    /// then brings `budget` back under its bound ([`Budget::over`]).
     pub fn publish(
         &mut self,
-        from: String,
-        data: Bytes,
-        ts: i64,
+        id: &str,
+        msg: (String, Bytes, i64),
         now: Instant,
         config: &HistoryConfig,
+        budget: &mut Budget,
     ) -> pb::StoredMessage {
         self.seq += 1;
+        let (from, data, ts) = msg;
         let msg = pb::StoredMessage { seq: self.seq, from, data, ts };
-        self.history.push(msg.clone(), now, config);
+        self.history.push(id, msg.clone(), now, config, budget);
         msg
+    }
+
+    /// Drops the room's oldest message for the router's budget.
+    pub fn evict_oldest(&mut self, id: &str, budget: &mut Budget) {
+        self.history.evict_oldest(id, budget);
+    }
+
+    /// Gives the history's bytes back: the room leaves this router.
+    pub fn release(&mut self, id: &str, budget: &mut Budget) {
+        self.history.release(id, budget);
     }
 
     /// The messages after `since` if this stream still holds them all.
@@ -156,8 +168,8 @@ impl Room {
     }
 
     /// Drops expired history; true when nothing is left worth keeping.
-    pub fn prune(&mut self, now: Instant, config: &HistoryConfig) -> bool {
-        self.history.prune(now, config);
+    pub fn prune(&mut self, id: &str, now: Instant, config: &HistoryConfig, budget: &mut Budget) -> bool {
+        self.history.prune(id, now, config, budget);
         self.conns.is_empty() && self.history.is_empty()
     }
 
@@ -178,13 +190,19 @@ impl Room {
         pb::RoomState { epoch: self.epoch.clone(), seq: self.seq, history, members }
     }
 
-    /// A room continuing from handed-off state: same epoch, same seqs.
-    pub fn from_state(state: pb::RoomState, now: Instant, config: &HistoryConfig) -> Self {
+    /// Room `id` continuing from handed-off state: same epoch, same seqs.
+    pub fn from_state(
+        id: &str,
+        state: pb::RoomState,
+        now: Instant,
+        config: &HistoryConfig,
+        budget: &mut Budget,
+    ) -> Self {
         let mut room = Self::with_epoch(state.epoch, state.seq);
         for m in &state.members {
             room.join(m);
         }
-        room.history = History::restore(state.history, now, config);
+        room.history = History::restore(id, state.history, now, config, budget);
         room
     }
 
@@ -261,11 +279,11 @@ mod tests {
 
     #[test]
     fn seqs_are_consecutive_and_recoverable_within_the_epoch() {
-        let config = HistoryConfig::default();
+        let (config, mut budget) = (HistoryConfig::default(), Budget::new(usize::MAX));
         let mut room = Room::new();
         let now = Instant::now();
         for i in 1..=3 {
-            let m = room.publish("u".into(), Bytes::from_static(b"1"), 0, now, &config);
+            let m = room.publish("r", ("u".into(), Bytes::from_static(b"1"), 0), now, &config, &mut budget);
             assert_eq!(m.seq, i);
         }
         let since = pb::Since { epoch: room.epoch.clone(), seq: 1 };
@@ -276,14 +294,15 @@ mod tests {
 
     #[test]
     fn state_survives_a_handoff_and_is_trimmed_to_its_budget() {
-        let config = HistoryConfig::default();
+        let (config, mut budget) = (HistoryConfig::default(), Budget::new(usize::MAX));
         let now = Instant::now();
         let mut room = Room::new();
         room.join(&member("g1", "c1", "alice"));
         for _ in 0..10 {
-            room.publish("alice".into(), Bytes::from(vec![b'1'; 100]), proto::now_ms(), now, &config);
+            let msg = ("alice".into(), Bytes::from(vec![b'1'; 100]), proto::now_ms());
+            room.publish("r", msg, now, &config, &mut budget);
         }
-        let moved = Room::from_state(room.to_state(1 << 20), now, &config);
+        let moved = Room::from_state("r", room.to_state(1 << 20), now, &config, &mut budget);
         assert_eq!((moved.epoch.as_str(), moved.seq), (room.epoch.as_str(), 10));
         assert_eq!(moved.members(10, usize::MAX).count, 1);
         let since = pb::Since { epoch: room.epoch.clone(), seq: 0 };

@@ -88,3 +88,39 @@ async fn ten_thousand_joins_at_the_default_rate_are_rate_limited_then_closed_400
     assert!(answered.iter().all(|c| ["ok", "too_many_rooms", "rate_limited"].contains(c)), "{answered:?}");
     bystander.check(&gw).await;
 }
+
+/// Joins `room` resuming after `seq` of `epoch`; returns `recovered`.
+async fn recovered(c: &mut Client, room: &str, epoch: &str, seq: u64) -> bool {
+    let r = c.request(json!({"op": "join", "room": room, "since": {"epoch": epoch, "seq": seq}})).await.unwrap();
+    assert_eq!(r["ok"], true, "{r}");
+    r["recovered"].as_bool().unwrap()
+}
+
+#[tokio::test]
+async fn history_is_bounded_in_bytes_per_room_and_per_router_oldest_first() {
+    // 200 KB per room, 1 MB for the router; 60 KB messages.
+    let gw = Gateway::start(&["--history-bytes", "200000", "--history-budget", "1000000", "--rate-burst", "200"]);
+    let mut m = gw.json("mallory").await;
+    let big = json!("x".repeat(60_000));
+    // One room: only the last three fit.
+    let epoch = join(&mut m, "one").await["epoch"].as_str().unwrap().to_owned();
+    for _ in 0..10 {
+        publish(&mut m, "one", big.clone()).await;
+    }
+    let mut reader = gw.json("reader").await;
+    assert!(!recovered(&mut reader, "one", &epoch, 6).await, "seq 7 was evicted by the room's bound");
+    assert!(recovered(&mut reader, "one", &epoch, 7).await);
+    // Forty rooms, 2.4 MB in all: the router keeps its budget, newest rooms first.
+    let mut epochs = Vec::new();
+    for i in 0..40 {
+        let room = format!("many-{i}");
+        epochs.push(join(&mut m, &room).await["epoch"].as_str().unwrap().to_owned());
+        publish(&mut m, &room, big.clone()).await;
+    }
+    let metrics = gw.metrics().await;
+    let held = metric(&metrics, "switchboard_router_history_bytes");
+    assert!(held > 0.0 && held <= 1_000_000.0, "{held} bytes held");
+    assert!(metric(&metrics, "switchboard_router_history_evicted_total") >= 25.0, "{metrics}");
+    assert!(!recovered(&mut reader, "many-0", &epochs[0], 0).await, "the oldest went first");
+    assert!(recovered(&mut reader, "many-39", &epochs[39], 0).await, "the newest stays");
+}
