@@ -63,12 +63,21 @@ impl Refusal {
 pub struct Admission {
     max_total: usize,
     max_per_ip: usize,
+    max_bytes_per_ip: usize,
     total: AtomicUsize,
-    per_ip: Mutex<HashMap<IpAddr, usize>>,
+    per_ip: Mutex<HashMap<IpAddr, PerIp>>,
     /// Connections past a cap being told 1013.
     refusing: AtomicUsize,
     handshakes: Mutex<TokenBucket>,
     failures: Mutex<Failures>,
+}
+
+/// What one client IP holds.
+#[derive(Debug, Default)]
+struct PerIp {
+    conns: usize,
+    /// Bytes of memberships and watches ([`Admission::hold`]).
+    bytes: usize,
 }
 
 /// The budget of failed authentications.
@@ -86,6 +95,7 @@ impl Admission {
         Arc::new(Self {
             max_total: limits.max_connections,
             max_per_ip: limits.max_connections_per_ip,
+            max_bytes_per_ip: limits.max_bytes_per_ip,
             total: AtomicUsize::new(0),
             per_ip: Mutex::new(HashMap::new()),
             refusing: AtomicUsize::new(0),
@@ -114,14 +124,37 @@ impl Admission {
             return refused(Refusal::Capacity);
         }
         let mut per_ip = self.per_ip.lock().unwrap();
-        let n = per_ip.entry(ip).or_insert(0);
-        if *n >= self.max_per_ip {
+        let held = per_ip.entry(ip).or_default();
+        if held.conns >= self.max_per_ip {
             drop(per_ip);
             self.total.fetch_sub(1, Ordering::AcqRel);
             return refused(Refusal::PerIp);
         }
-        *n += 1;
+        held.conns += 1;
         Ok(Ticket { admission: self.clone(), ip: Some(ip) })
+    }
+
+    /// Charges `bytes` of state (a membership, a watch) to `ip`; false when
+    /// that would take it over `--max-bytes-per-ip`.
+    pub fn hold(&self, ip: IpAddr, bytes: usize) -> bool {
+        let mut per_ip = self.per_ip.lock().unwrap();
+        let held = per_ip.entry(ip).or_default();
+        if held.bytes + bytes > self.max_bytes_per_ip {
+            return false;
+        }
+        held.bytes += bytes;
+        true
+    }
+
+    /// Gives back what [`Self::hold`] charged.
+    pub fn release(&self, ip: IpAddr, bytes: usize) {
+        let mut per_ip = self.per_ip.lock().unwrap();
+        if let Some(held) = per_ip.get_mut(&ip) {
+            held.bytes = held.bytes.saturating_sub(bytes);
+            if held.conns == 0 && held.bytes == 0 {
+                per_ip.remove(&ip);
+            }
+        }
     }
 
     /// A verified token asks in: within the handshake rate?
@@ -175,9 +208,9 @@ impl Drop for Ticket {
         };
         self.admission.total.fetch_sub(1, Ordering::AcqRel);
         let mut per_ip = self.admission.per_ip.lock().unwrap();
-        if let Some(n) = per_ip.get_mut(&ip) {
-            *n -= 1;
-            if *n == 0 {
+        if let Some(held) = per_ip.get_mut(&ip) {
+            held.conns -= 1;
+            if held.conns == 0 && held.bytes == 0 {
                 per_ip.remove(&ip);
             }
         }
@@ -208,6 +241,20 @@ mod tests {
         drop(t1);
         assert_eq!(a.connections(), 1);
         assert!(a.accept(ip1).is_ok());
+    }
+
+    #[test]
+    fn state_held_per_ip_is_bounded_in_bytes() {
+        let a = Admission::new(&limits(&["--max-bytes-per-ip", "1000"]));
+        let (ip1, ip2): (IpAddr, IpAddr) = ("127.0.0.1".parse().unwrap(), "127.0.0.2".parse().unwrap());
+        let t = a.accept(ip1).unwrap();
+        assert!(a.hold(ip1, 600) && !a.hold(ip1, 600), "over the bound");
+        assert!(a.hold(ip2, 600), "another IP has its own");
+        a.release(ip1, 600);
+        assert!(a.hold(ip1, 1000));
+        drop(t);
+        a.release(ip1, 1000);
+        assert!(a.per_ip.lock().unwrap().get(&ip1).is_none(), "forgotten once it holds nothing");
     }
 
     #[test]

@@ -118,6 +118,24 @@ pub struct Limits {
     #[arg(long, env = "SB_MAX_WATCHES_PER_CONN", default_value_t = 1000)]
     pub max_watches_per_conn: usize,
 
+    /// Watches (connection, user) all connections of this gateway may hold.
+    #[arg(long, env = "SB_MAX_WATCHES", default_value_t = 1_000_000)]
+    pub max_watches: usize,
+
+    /// Bytes of room memberships and watches the connections of one client IP
+    /// may hold (a membership counts 512 bytes plus its room id and twice its info).
+    #[arg(long, env = "SB_MAX_BYTES_PER_IP", default_value_t = 256 << 20)]
+    pub max_bytes_per_ip: usize,
+
+    /// Joins and leaves per second per connection (rate_limited past it): each
+    /// one is an event at every member.
+    #[arg(long, env = "SB_JOIN_RATE", default_value_t = 10.0)]
+    pub join_rate: f64,
+
+    /// Burst of joins and leaves per connection (enough to rejoin every room at once).
+    #[arg(long, env = "SB_JOIN_BURST", default_value_t = 128.0)]
+    pub join_burst: f64,
+
     /// Connections this gateway accepts (1013 past it).
     #[arg(long, env = "SB_MAX_CONNECTIONS", default_value_t = 100_000)]
     pub max_connections: usize,

@@ -38,10 +38,13 @@ impl Session {
             Op::Auth { .. } => fail(ErrorCode::BadRequest, "already authenticated"),
             Op::Join { room, since } => self.join(id, room, since).await,
             Op::Leave { room } => {
-                let Some(handle) = self.rooms.remove(&room) else {
+                if !self.rooms.contains_key(&room) {
                     return self.not_member(&room);
-                };
+                }
+                self.take_join()?;
+                let handle = self.rooms.remove(&room).expect("checked");
                 self.leave_room(&room, &handle).await;
+                self.unhold(self.room_cost(&room));
                 Ok(Some(ReplyBody::Empty))
             }
             Op::Publish { room, data } => {
@@ -91,9 +94,16 @@ impl Session {
                 if self.watching.len() + new.len() > self.hub.limits.max_watches_per_conn {
                     return fail(ErrorCode::BadRequest, "too many watched users");
                 }
+                if self.hub.watches.listeners() + new.len() > self.hub.limits.max_watches {
+                    return fail(ErrorCode::BadRequest, "this gateway watches too many users (--max-watches)");
+                }
                 let listener = Listener { outbox: self.outbox.clone(), encoding: self.encoding };
                 for user in new {
+                    if !self.hold(Session::watch_cost(user)) {
+                        return fail(ErrorCode::BadRequest, "this client address holds too much (--max-bytes-per-ip)");
+                    }
                     if self.hub.watches.add(user, self.conn.clone(), listener.clone()).await.is_err() {
+                        self.unhold(Session::watch_cost(user));
                         return fail(ErrorCode::Unavailable, "message bus unavailable; retry");
                     }
                     self.watching.insert(user.clone());
@@ -108,6 +118,7 @@ impl Session {
                 for user in users {
                     if self.watching.remove(&user) {
                         self.hub.watches.remove(&user, &self.conn);
+                        self.unhold(Session::watch_cost(&user));
                     }
                 }
                 Ok(Some(ReplyBody::Empty))
@@ -157,6 +168,15 @@ impl Session {
         Ok(())
     }
 
+    /// Takes a join or leave from the connection's allowance.
+    fn take_join(&mut self) -> Result<(), Failure> {
+        if self.joins.take(std::time::Instant::now()) {
+            return Ok(());
+        }
+        metrics::counter!("switchboard_gateway_drops_total", "reason" => "join_rate").increment(1);
+        fail(ErrorCode::RateLimited, "over the join and leave rate (--join-rate)")
+    }
+
     fn not_member<T>(&self, room: &str) -> Result<T, Failure> {
         if !subject::valid_id(room) {
             return fail(ErrorCode::InvalidRoom, "room ids are 1-128 characters of [A-Za-z0-9_:@-]");
@@ -180,9 +200,20 @@ impl Session {
                 format!("at most {} rooms per connection", self.hub.limits.max_rooms_per_conn),
             );
         }
+        self.take_join()?;
+        let cost = if rejoin { 0 } else { self.room_cost(&room) };
+        if !self.hold(cost) {
+            return fail(
+                ErrorCode::TooManyRooms,
+                "this client address holds too many memberships (--max-bytes-per-ip)",
+            );
+        }
         let handle = match self.hub.rooms.enter(&room).await {
             Ok(h) => h,
-            Err(_) => return fail(ErrorCode::Unavailable, "message bus unavailable; retry"),
+            Err(_) => {
+                self.unhold(cost);
+                return fail(ErrorCode::Unavailable, "message bus unavailable; retry");
+            }
         };
         let member = pb::MemberRef {
             gateway: self.hub.id.clone(),
@@ -195,6 +226,7 @@ impl Session {
             Ok(router_reply::Kind::Join(j)) => j,
             other => {
                 self.hub.rooms.exit(&room);
+                self.unhold(cost);
                 return match other {
                     Err(e) => Err(call_failure(e)),
                     Ok(_) => fail(ErrorCode::Internal, "unexpected reply from owner"),
@@ -237,6 +269,7 @@ impl Session {
         for room in revoked {
             if let Some(handle) = self.rooms.remove(&room) {
                 self.leave_room(&room, &handle).await;
+                self.unhold(self.room_cost(&room));
                 self.send(Event::Removed { room: &room, reason: "token" });
             }
         }

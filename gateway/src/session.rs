@@ -7,7 +7,7 @@
 //! undoes what the connection held: rooms, watches, presence.
 
 use std::collections::{HashMap, HashSet};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -79,7 +79,13 @@ pub struct Session {
     pub(crate) globs: Arc<RoomGlobs>,
     pub(crate) rooms: HashMap<String, RoomHandle>,
     pub(crate) watching: HashSet<String>,
+    /// The client's IP, and the bytes of memberships and watches charged
+    /// to it ([`crate::admission::Admission::hold`]).
+    ip: IpAddr,
+    held: usize,
     bucket: TokenBucket,
+    /// Joins and leaves: each is an event at every member.
+    pub(crate) joins: TokenBucket,
     /// Frames refused by the rate limit in a row.
     refused: u32,
     /// Bad frames in the current window, and when it started.
@@ -99,6 +105,9 @@ impl Connection {
         let now = Instant::now();
         let session = Session {
             bucket: TokenBucket::new(hub.limits.rate_per_sec, hub.limits.rate_burst, now),
+            joins: TokenBucket::new(hub.limits.join_rate, hub.limits.join_burst, now),
+            ip: accepted.peer.ip(),
+            held: 0,
             globs: hub.default_rooms.clone(),
             hub,
             conn: "".into(),
@@ -405,6 +414,29 @@ impl Session {
         self.send(Event::Failure { id, code, message });
     }
 
+    /// Charges `bytes` of state to the client's IP; false when over its bound.
+    pub(crate) fn hold(&mut self, bytes: usize) -> bool {
+        let ok = self.hub.admission.hold(self.ip, bytes);
+        self.held += ok as usize * bytes;
+        ok
+    }
+
+    /// Gives back what [`Self::hold`] charged.
+    pub(crate) fn unhold(&mut self, bytes: usize) {
+        self.held -= bytes;
+        self.hub.admission.release(self.ip, bytes);
+    }
+
+    /// What a membership of `room` costs this connection's IP.
+    pub(crate) fn room_cost(&self, room: &str) -> usize {
+        512 + room.len() + 2 * self.info.len()
+    }
+
+    /// What watching `user` costs this connection's IP.
+    pub(crate) fn watch_cost(user: &str) -> usize {
+        128 + user.len()
+    }
+
     /// Undoes everything the connection held.
     async fn leave_all(&mut self) {
         let rooms: Vec<(String, RoomHandle)> = self.rooms.drain().collect();
@@ -415,6 +447,7 @@ impl Session {
         self.hub.direct.remove(&self.user, &self.conn);
         self.hub.reporter.disconnected(&self.user, &self.conn);
         self.hub.unregister(&self.conn);
+        self.unhold(self.held);
     }
 }
 

@@ -10,6 +10,7 @@
 
 use std::collections::HashMap;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
@@ -69,6 +70,8 @@ pub struct Topics {
     bus: Bus,
     table: Table,
     pump: mpsc::UnboundedSender<Tagged>,
+    /// Listeners over all users (the `--max-watches` count).
+    listeners: AtomicUsize,
 }
 
 impl Topics {
@@ -76,7 +79,7 @@ impl Topics {
         let table = Table::default();
         let (pump, subs) = mpsc::unbounded_channel();
         tokio::spawn(serve(topic, subs, table.clone()));
-        Self { topic, bus, table, pump }
+        Self { topic, bus, table, pump, listeners: AtomicUsize::new(0) }
     }
 
     /// Adds `conn` as a listener of `user`'s topic; the bus subscription is
@@ -84,6 +87,7 @@ impl Topics {
     pub async fn add(&self, user: &str, conn: Arc<str>, listener: Listener) -> Result<(), BusError> {
         if let Some(entry) = self.table.lock().unwrap().get_mut(user) {
             entry.listeners.push((conn, listener));
+            self.listeners.fetch_add(1, Ordering::Relaxed);
             return Ok(());
         }
         let subject = match self.topic {
@@ -94,6 +98,7 @@ impl Topics {
         let mut table = self.table.lock().unwrap();
         // Someone else may have subscribed while we awaited; theirs wins and
         // ours is dropped (unsubscribed) here.
+        self.listeners.fetch_add(1, Ordering::Relaxed);
         if let Some(entry) = table.get_mut(user) {
             entry.listeners.push((conn, listener));
             return Ok(());
@@ -109,7 +114,9 @@ impl Topics {
     pub fn remove(&self, user: &str, conn: &str) {
         let mut table = self.table.lock().unwrap();
         if let Some(entry) = table.get_mut(user) {
+            let before = entry.listeners.len();
             entry.listeners.retain(|(c, _)| &**c != conn);
+            self.listeners.fetch_sub(before - entry.listeners.len(), Ordering::Relaxed);
             if entry.listeners.is_empty() {
                 if let Some(entry) = table.remove(user) {
                     entry.subscription.abort();
@@ -121,6 +128,11 @@ impl Topics {
     /// Whether `user`'s topic has a listener here.
     pub fn contains(&self, user: &str) -> bool {
         self.table.lock().unwrap().contains_key(user)
+    }
+
+    /// Listeners over all users.
+    pub fn listeners(&self) -> usize {
+        self.listeners.load(Ordering::Relaxed)
     }
 
     /// Number of users with a subscription here.

@@ -124,3 +124,95 @@ async fn history_is_bounded_in_bytes_per_room_and_per_router_oldest_first() {
     assert!(!recovered(&mut reader, "many-0", &epochs[0], 0).await, "the oldest went first");
     assert!(recovered(&mut reader, "many-39", &epochs[39], 0).await, "the newest stays");
 }
+
+#[tokio::test]
+async fn watches_are_bounded_per_gateway() {
+    let gw = Gateway::start(&["--max-watches", "50"]);
+    let users = |from: usize, n: usize| (from..from + n).map(|i| format!("u{i}")).collect::<Vec<_>>();
+    let mut a = gw.json("a").await;
+    let mut b = gw.json("b").await;
+    assert_eq!(a.request(json!({"op": "watch", "users": users(0, 30)})).await.unwrap()["ok"], true);
+    let r = b.request(json!({"op": "watch", "users": users(30, 30)})).await.unwrap();
+    assert_eq!(r["error"]["code"], "bad_request", "{r}");
+    assert!(r["error"]["message"].as_str().unwrap().contains("--max-watches"), "{r}");
+    assert_eq!(b.request(json!({"op": "watch", "users": users(30, 20)})).await.unwrap()["ok"], true);
+    // Unwatching, or leaving, frees the places.
+    a.request(json!({"op": "unwatch", "users": users(0, 10)})).await.unwrap();
+    assert_eq!(b.request(json!({"op": "watch", "users": users(50, 10)})).await.unwrap()["ok"], true);
+    drop(a);
+    let deadline = Instant::now() + T;
+    loop {
+        let r = b.request(json!({"op": "watch", "users": users(60, 20)})).await.unwrap();
+        if r["ok"] == true {
+            break;
+        }
+        assert!(Instant::now() < deadline, "places never freed: {r}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn one_client_address_holds_a_bounded_amount_of_memberships() {
+    // 1 KiB of info: each membership costs about 2.5 KB; 20 KB allow 7.
+    let gw = Gateway::start(&["--max-bytes-per-ip", "20000"]);
+    let info = json!("i".repeat(1000));
+    let token = gw.token_with(TokenSpec { sub: "hoarder".into(), exp_in: 3600, rooms: None, info: Some(info) });
+    let connect = |source: &'static str| {
+        let mut opts = gw.options(Some(&token));
+        opts.source = Some(source.parse().unwrap());
+        async move {
+            let mut c = Client::connect(opts).await.unwrap();
+            c.next_of_type("hello", T).await.unwrap();
+            c
+        }
+    };
+    let (mut c1, mut c2) = (connect("127.0.0.1").await, connect("127.0.0.1").await);
+    let (codes1, _) = join_many(&mut c1, 5).await;
+    let (codes2, _) = join_many(&mut c2, 5).await;
+    let ok = codes1.iter().chain(&codes2).filter(|c| c.as_deref() == Some("ok")).count();
+    assert_eq!(ok, 7, "{codes1:?} {codes2:?}");
+    assert!(codes2.iter().flatten().any(|c| c == "too_many_rooms"), "{codes2:?}");
+    // Another address has its own allowance; a leave gives one back.
+    let mut other = connect("127.0.0.3").await;
+    join(&mut other, "room-0").await;
+    let r = c1.request(json!({"op": "leave", "room": "room-0"})).await.unwrap();
+    assert_eq!(r["ok"], true, "{r}");
+    join(&mut c2, "elsewhere").await;
+}
+
+#[tokio::test]
+async fn join_and_leave_churn_is_rate_limited() {
+    // Plenty of frames allowed: only the join rate answers.
+    let gw = Gateway::start(&["--rate-per-sec", "10000", "--rate-burst", "10000", "--max-info-bytes", "5000"]);
+    let mut watcher = gw.json("watcher").await;
+    join(&mut watcher, "stage").await;
+    let info = json!("i".repeat(4_800));
+    let token = gw.token_with(TokenSpec { sub: "churner".into(), exp_in: 3600, rooms: None, info: Some(info) });
+    let mut c = Client::connect(gw.options(Some(&token))).await.unwrap();
+    c.next_of_type("hello", T).await.unwrap();
+    let started = Instant::now();
+    for i in 0..300 {
+        let op = if i % 2 == 0 { "join" } else { "leave" };
+        c.send_json(&json!({"op": op, "room": "stage", "id": i})).await.unwrap();
+    }
+    let mut codes = std::collections::BTreeMap::<String, usize>::new();
+    for _ in 0..300 {
+        let r = c.next_of_type("reply", T).await.unwrap();
+        let code = if r["ok"] == true { "ok" } else { r["error"]["code"].as_str().unwrap() };
+        *codes.entry(code.to_owned()).or_default() += 1;
+    }
+    let took = started.elapsed().as_secs_f64();
+    // The burst (128) plus 10 a second, then rate_limited.
+    let allowed = (128.0 + 10.0 * took + 1.0) as usize;
+    assert!(codes.get("ok").copied().unwrap_or(0) <= allowed, "{codes:?} in {took}s");
+    assert!(codes.get("rate_limited").copied().unwrap_or(0) > 50, "{codes:?}");
+    // A leave after a refused join finds nothing to leave.
+    assert!(codes.keys().all(|c| ["ok", "rate_limited", "not_member"].contains(&c.as_str())), "{codes:?}");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut events = 0;
+    while watcher.wait_json(Duration::from_millis(100), |v| v["type"] == "joined").await.is_ok() {
+        events += 1;
+    }
+    assert!(events <= allowed / 2 + 1, "{events} joined events at every member");
+    still_served(&mut c).await;
+}
