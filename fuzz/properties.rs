@@ -21,7 +21,7 @@ use hyper::header::{HeaderMap, HeaderValue, AUTHORIZATION};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use prost::Message as _;
 use proto::client::{Encoding, Event, Op, Request};
-use proto::pb::{self, room_event};
+use proto::internal::{self, room_event};
 use serde_json::value::RawValue;
 
 /// The HS256 secret of the token target's verifier.
@@ -143,7 +143,7 @@ pub fn bus_message(data: &[u8]) {
     let Some((&kind, payload)) = data.split_first() else { return };
     match kind % 7 {
         0 => {
-            if let Ok(req) = pb::RouterRequest::decode(payload) {
+            if let Ok(req) = internal::RouterRequest::decode(payload) {
                 let _ = proto::subject::valid_id(&req.room);
             }
         }
@@ -151,7 +151,7 @@ pub fn bus_message(data: &[u8]) {
             let _ = router::client::decode_reply(payload);
         }
         2 => {
-            let Ok(ev) = pb::RoomEvent::decode(payload) else { return };
+            let Ok(ev) = internal::RoomEvent::decode(payload) else { return };
             let room: Arc<str> = Arc::from("fuzz");
             for encoding in ENCODINGS {
                 let _ = match &ev.kind {
@@ -172,7 +172,7 @@ pub fn bus_message(data: &[u8]) {
             }
         }
         4 => {
-            let _ = pb::GatewayAnnounce::decode(payload);
+            let _ = internal::GatewayAnnounce::decode(payload);
         }
         topic => {
             let topic = if topic == 5 { Topic::Direct } else { Topic::Presence };

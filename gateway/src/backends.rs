@@ -10,8 +10,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use bus::Bus;
 use presence::{PresenceClient, PresenceService, StoreConfig};
-use proto::bus::Bus;
 use router::client::{CallConfig, RouterClient};
 use router::membership::{Membership, MembershipConfig};
 use router::node::{Node, NodeConfig};

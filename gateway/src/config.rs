@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
-use proto::cli::{duration, node_id};
+use shell::cli::{duration, node_id};
 
 /// Switchboard WebSocket gateway.
 #[derive(Parser, Debug, Clone)]
@@ -60,7 +60,7 @@ pub struct Config {
     pub allowed_origins: String,
 
     #[command(flatten)]
-    pub api: proto::grpc::ApiAccess,
+    pub api: shell::grpc::ApiAccess,
 
     /// Bearer token for calls to presence (cluster mode); default: --api-token.
     #[arg(long, env = "SB_PRESENCE_TOKEN", hide_env_values = true)]

@@ -34,7 +34,7 @@ fn allowed_code(code: u16) -> bool {
 }
 
 #[tonic::async_trait]
-impl pb::gateway_admin_server::GatewayAdmin for Control {
+impl crate::rpc::gateway_admin_server::GatewayAdmin for Control {
     async fn stats(&self, _: Request<pb::GatewayStatsCall>) -> Result<Response<pb::GatewayStats>, Status> {
         Ok(Response::new(pb::GatewayStats {
             id: self.hub.id.clone(),

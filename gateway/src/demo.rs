@@ -121,7 +121,7 @@ impl Minter {
         // Only the header: a token in this URL would end up in browser history.
         let presented = token_from_request(req.headers(), None);
         let authorized =
-            presented.is_some_and(|t| proto::grpc::constant_time_eq(t.as_bytes(), self.demo_token.as_bytes()));
+            presented.is_some_and(|t| shell::grpc::constant_time_eq(t.as_bytes(), self.demo_token.as_bytes()));
         if !authorized || now_secs() >= self.demo_exp {
             let mut r = text(StatusCode::UNAUTHORIZED, "present the demo token printed by the gateway\n");
             r.headers_mut().insert("www-authenticate", HeaderValue::from_static("Bearer"));

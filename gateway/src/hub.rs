@@ -4,8 +4,8 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+use bus::Bus;
 use presence::{PresenceClient, Reporter};
-use proto::bus::Bus;
 use router::client::RouterClient;
 
 use crate::admission::Admission;

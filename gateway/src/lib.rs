@@ -33,3 +33,9 @@ pub mod session;
 pub mod socket;
 pub mod topics;
 pub mod writer;
+
+/// The generated `GatewayAdmin` gRPC service (server and client) over `proto`'s messages.
+pub mod rpc {
+    #![allow(clippy::all, missing_docs)]
+    tonic::include_proto!("switchboard.v1");
+}

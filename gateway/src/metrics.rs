@@ -59,7 +59,7 @@ pub fn describe(standalone: bool) {
     for result in ["ok", "error"] {
         metrics::counter!("switchboard_gateway_presence_reports_total", "result" => result).absolute(0);
     }
-    proto::telemetry::describe_bus("gateway");
+    bus::metrics::describe("gateway");
     for name in [
         "switchboard_gateway_connections_accepted_total",
         "switchboard_gateway_frames_out_total",

@@ -5,7 +5,8 @@
 //! service. Each returns the reply body, or the design's error code.
 
 use proto::client::{ErrorCode, Event, Op, ReplyBody, RequestId};
-use proto::pb::{self, router_reply, router_request};
+use proto::internal::{self, router_reply, router_request};
+use proto::pb;
 use proto::subject;
 use router::client::CallError;
 
@@ -52,7 +53,7 @@ impl Session {
                     return self.not_member(&room);
                 }
                 let from = self.user.to_string();
-                let kind = router_request::Kind::Publish(pb::PublishRequest { from, data });
+                let kind = router_request::Kind::Publish(internal::PublishRequest { from, data });
                 match self.hub.router.call(&room, kind).await.map_err(call_failure)? {
                     router_reply::Kind::Publish(p) => Ok(Some(ReplyBody::Publish { seq: p.seq })),
                     _ => fail(ErrorCode::Internal, "unexpected reply from owner"),
@@ -62,7 +63,12 @@ impl Session {
                 if !subject::valid_id(&user) {
                     return fail(ErrorCode::BadRequest, "invalid user id");
                 }
-                let dm = pb::DirectMessage { to: user.clone(), from: self.user.to_string(), data, ts: proto::now_ms() };
+                let dm = internal::DirectMessage {
+                    to: user.clone(),
+                    from: self.user.to_string(),
+                    data,
+                    ts: proto::now_ms(),
+                };
                 match self.hub.bus.publish_msg(subject::user(&user), &dm).await {
                     Ok(()) => Ok(Some(ReplyBody::Empty)),
                     Err(_) => fail(ErrorCode::Unavailable, "message bus unavailable; retry"),
@@ -73,7 +79,7 @@ impl Session {
                 // A quarter of the queue: the reply must fit beside what
                 // the connection's rooms are delivering meanwhile.
                 let max_bytes = (self.hub.limits.queue_bytes / 4).min(u32::MAX as usize) as u32;
-                let kind = router_request::Kind::Members(pb::MembersRequest { limit: 100, max_bytes });
+                let kind = router_request::Kind::Members(internal::MembersRequest { limit: 100, max_bytes });
                 match self.hub.router.call(&room, kind).await.map_err(call_failure)? {
                     router_reply::Kind::Members(m) => {
                         Ok(Some(ReplyBody::Members { members: m.members, count: m.count, truncated: m.truncated }))
@@ -215,13 +221,13 @@ impl Session {
                 return fail(ErrorCode::Unavailable, "message bus unavailable; retry");
             }
         };
-        let member = pb::MemberRef {
+        let member = internal::MemberRef {
             gateway: self.hub.id.clone(),
             conn: self.conn.to_string(),
             user: self.user.to_string(),
             info: self.info.clone(),
         };
-        let kind = router_request::Kind::Join(pb::JoinRequest { member: Some(member), since: since.clone() });
+        let kind = router_request::Kind::Join(internal::JoinRequest { member: Some(member), since: since.clone() });
         let join = match self.hub.router.call(&room, kind).await {
             Ok(router_reply::Kind::Join(j)) => j,
             other => {
@@ -279,8 +285,10 @@ impl Session {
     pub(crate) async fn leave_room(&self, room: &str, handle: &RoomHandle) {
         handle.detach(self.conn.clone());
         self.hub.rooms.exit(room);
-        let kind =
-            router_request::Kind::Leave(pb::LeaveRequest { gateway: self.hub.id.clone(), conn: self.conn.to_string() });
+        let kind = router_request::Kind::Leave(internal::LeaveRequest {
+            gateway: self.hub.id.clone(),
+            conn: self.conn.to_string(),
+        });
         if let Err(e) = self.hub.router.call(room, kind).await {
             tracing::warn!(error = %e, room, "leave not acknowledged by the owner");
         }

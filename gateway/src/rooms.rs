@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use proto::bus::{Bus, BusError};
+use bus::{Bus, BusError};
 use proto::subject;
 use router::client::RouterClient;
 use tokio::sync::{mpsc, watch};

@@ -7,7 +7,8 @@ use anyhow::Context as _;
 use bytes::Bytes;
 use presence::Reporter;
 use prost::Message as _;
-use proto::{pb, subject};
+use proto::internal;
+use proto::subject;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -29,13 +30,13 @@ const ANNOUNCE_EVERY: Duration = Duration::from_secs(1);
 
 /// Runs the gateway until SIGTERM or Ctrl-C, then drains and returns.
 pub async fn run(config: Config) -> anyhow::Result<()> {
-    let metrics = proto::telemetry::init();
+    let metrics = shell::telemetry::init();
     let api_auth = config.api.guard("--grpc-listen", config.grpc_listen)?;
     crate::metrics::describe(config.standalone);
     if config.conformance_echo {
         tracing::warn!("--conformance-echo: WebSocket clients are not authenticated and get their messages echoed");
     }
-    let id = config.id.clone().unwrap_or_else(|| proto::cli::default_id("gateway"));
+    let id = config.id.clone().unwrap_or_else(|| shell::cli::default_id("gateway"));
 
     let (verifier, secret) = verifier(&config)?;
     let verifier = verifier.with_max_info_bytes(config.limits.max_info_bytes);
@@ -59,12 +60,12 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     });
     let announce_id = id.clone();
     let _announcer = router::announce::spawn(hub.bus.clone(), subject::GATEWAY_ANNOUNCE, ANNOUNCE_EVERY, move || {
-        Bytes::from(pb::GatewayAnnounce { id: announce_id.clone() }.encode_to_vec())
+        Bytes::from(internal::GatewayAnnounce { id: announce_id.clone() }.encode_to_vec())
     });
 
     let grpc = serve_grpc(&config, api_auth, &hub, &backends).await?;
     let ready_hub = hub.clone();
-    let ready: proto::admin::ReadyCheck = Arc::new(move || {
+    let ready: shell::admin::ReadyCheck = Arc::new(move || {
         vec![
             ("broker", ready_hub.bus.is_connected()),
             ("ring", !ready_hub.router.membership().ring().is_empty()),
@@ -72,7 +73,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             ("not_draining", !ready_hub.is_draining()),
         ]
     });
-    let admin = proto::admin::serve(config.admin_listen, metrics, ready)
+    let admin = shell::admin::serve(config.admin_listen, metrics, ready)
         .await
         .with_context(|| format!("--admin-listen {}", config.admin_listen))?;
     let listener = TcpListener::bind(config.listen).await.with_context(|| format!("--listen {}", config.listen))?;
@@ -100,7 +101,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 
     let stop = CancellationToken::new();
     let serving = tokio::spawn(http::serve(hub.clone(), demo, listener, stop.clone()));
-    proto::cli::shutdown_signal().await;
+    shell::cli::shutdown_signal().await;
     tracing::info!("shutting down");
     stop.cancel();
     let _ = serving.await;
@@ -112,18 +113,18 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 /// The admin API, and in standalone mode the embedded router's server API.
 async fn serve_grpc(
     config: &Config,
-    auth: proto::grpc::BearerAuth,
+    auth: shell::grpc::BearerAuth,
     hub: &Arc<Hub>,
     backends: &Backends,
 ) -> anyhow::Result<std::net::SocketAddr> {
     let control = Control::new(hub.clone(), config.limits.drain_window);
     let mut routes = tonic::transport::Server::builder()
-        .add_service(pb::gateway_admin_server::GatewayAdminServer::with_interceptor(control, auth.clone()));
+        .add_service(crate::rpc::gateway_admin_server::GatewayAdminServer::with_interceptor(control, auth.clone()));
     if let Some(node) = &backends.node {
         let api = router::api::RoomsApi::new(node.id.clone(), backends.router.clone(), node.stats.clone());
-        routes = routes.add_service(pb::rooms_server::RoomsServer::with_interceptor(api, auth));
+        routes = routes.add_service(router::rpc::rooms_server::RoomsServer::with_interceptor(api, auth));
     }
-    proto::grpc::serve(config.grpc_listen, routes)
+    shell::grpc::serve(config.grpc_listen, routes)
         .await
         .with_context(|| format!("--grpc-listen {}", config.grpc_listen))
 }

@@ -14,12 +14,13 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
+use bus::{Bus, BusError, Message, Subscription};
 use bytes::Bytes;
 use futures::stream::{AbortHandle, Abortable, FuturesUnordered, StreamExt, StreamFuture};
 use futures::Stream;
 use prost::Message as _;
-use proto::bus::{Bus, BusError, Message, Subscription};
 use proto::client::{Encoding, Event};
+use proto::internal;
 use proto::{pb, subject};
 use tokio::sync::mpsc;
 
@@ -189,7 +190,7 @@ fn deliver(topic: Topic, user: &str, payload: &Bytes, table: &Table) {
 /// A decoded per-user event: what `sb.user.<user>` and `sb.presence.<user>`
 /// carry, on its way to the client frame every listener gets.
 pub enum Frame {
-    Direct(pb::DirectMessage),
+    Direct(internal::DirectMessage),
     Presence(pb::PresenceChange),
 }
 
@@ -198,7 +199,7 @@ impl Frame {
     /// the bus can publish there, so this never panics, whatever the bytes.
     pub fn decode(topic: Topic, payload: &Bytes) -> Option<Self> {
         match topic {
-            Topic::Direct => pb::DirectMessage::decode(payload.clone()).ok().map(Self::Direct),
+            Topic::Direct => internal::DirectMessage::decode(payload.clone()).ok().map(Self::Direct),
             Topic::Presence => pb::PresenceChange::decode(payload.clone()).ok().map(Self::Presence),
         }
     }

@@ -90,10 +90,12 @@ async fn two_gateways_and_two_routers_behave_as_one_service() {
     assert_eq!(err.unwrap_err().code(), tonic::Code::InvalidArgument);
 
     // Without the bearer token, both APIs refuse.
-    let mut anon =
-        pb::rooms_client::RoomsClient::with_interceptor(channel(&cluster.routers[0].grpc).await, Bearer(String::new()));
+    let mut anon = router::rpc::rooms_client::RoomsClient::with_interceptor(
+        channel(&cluster.routers[0].grpc).await,
+        Bearer(String::new()),
+    );
     assert_eq!(anon.stats(pb::StatsCall {}).await.unwrap_err().code(), tonic::Code::Unauthenticated);
-    let mut wrong = pb::gateway_admin_client::GatewayAdminClient::with_interceptor(
+    let mut wrong = gateway::rpc::gateway_admin_client::GatewayAdminClient::with_interceptor(
         channel(&cluster.gateways[0].grpc).await,
         Bearer("wrong".into()),
     );

@@ -35,7 +35,7 @@ struct Cli {
     protocol: Protocol,
 
     /// How long the load runs (connect: see --hold).
-    #[arg(long, global = true, default_value = "10s", value_parser = proto::cli::duration)]
+    #[arg(long, global = true, default_value = "10s", value_parser = shell::cli::duration)]
     duration: Duration,
 
     /// Handshakes started per second.
@@ -72,7 +72,7 @@ enum Scenario {
 }
 
 fn main() {
-    proto::cli::main(run);
+    shell::cli::main(run);
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {

@@ -7,9 +7,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use proto::grpc::BearerToken;
+use crate::rpc::presence_server::Presence as _;
 use proto::pb;
-use proto::pb::presence_server::Presence as _;
+use shell::grpc::BearerToken;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Request, Status};
@@ -26,7 +26,7 @@ pub enum PresenceClient {
     /// The service in this process (`gateway --standalone`).
     Local(Arc<PresenceService>),
     /// A remote service over gRPC.
-    Grpc(pb::presence_client::PresenceClient<InterceptedService<Channel, BearerToken>>),
+    Grpc(crate::rpc::presence_client::PresenceClient<InterceptedService<Channel, BearerToken>>),
 }
 
 impl PresenceClient {
@@ -41,7 +41,7 @@ impl PresenceClient {
     pub fn connect_lazy(url: &str, token: &str) -> anyhow::Result<Self> {
         let channel = Endpoint::from_shared(url.to_owned())?.connect_timeout(TIMEOUT).timeout(TIMEOUT).connect_lazy();
         let token = BearerToken::new(token).map_err(|e| anyhow::anyhow!("--presence-token: {e}"))?;
-        Ok(Self::Grpc(pb::presence_client::PresenceClient::with_interceptor(channel, token)))
+        Ok(Self::Grpc(crate::rpc::presence_client::PresenceClient::with_interceptor(channel, token)))
     }
 
     /// Sends a gateway's session report.

@@ -16,6 +16,12 @@ mod store;
 mod users;
 mod watch;
 
+/// The generated `Presence` gRPC service (server and client) over `proto`'s messages.
+pub mod rpc {
+    #![allow(clippy::all, missing_docs)]
+    tonic::include_proto!("switchboard.v1");
+}
+
 pub use client::PresenceClient;
 pub use reporter::{Reporter, ReporterConfig};
 pub use service::{PresenceService, MAX_REPORT_BYTES, MAX_USERS_PER_REQUEST};

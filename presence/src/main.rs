@@ -9,10 +9,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use bus::Bus;
 use clap::Parser;
 use presence::{PresenceService, StoreConfig};
-use proto::bus::Bus;
-use proto::cli::{duration, node_id};
+use shell::cli::{duration, node_id};
 
 /// Switchboard presence service: TTL-based online state.
 #[derive(Parser, Debug)]
@@ -43,32 +43,32 @@ struct Config {
     offline_grace: Duration,
 
     #[command(flatten)]
-    api: proto::grpc::ApiAccess,
+    api: shell::grpc::ApiAccess,
 }
 
 fn main() {
-    proto::cli::main(run);
+    shell::cli::main(run);
 }
 
 async fn run(config: Config) -> anyhow::Result<()> {
-    let metrics = proto::telemetry::init();
+    let metrics = shell::telemetry::init();
     let auth = config.api.guard("--listen", config.listen)?;
     presence::metrics::describe();
-    let id = config.id.clone().unwrap_or_else(|| proto::cli::default_id("presence"));
+    let id = config.id.clone().unwrap_or_else(|| shell::cli::default_id("presence"));
     let bus = Bus::nats(&config.nats_url, &id, "presence").await.context("--nats-url")?;
     let store = StoreConfig { lease_ttl: config.lease_ttl, offline_grace: config.offline_grace };
     let service = PresenceService::start(bus.clone(), store);
     let routes = tonic::transport::Server::builder().add_service(service.clone().into_server(auth));
     let grpc =
-        proto::grpc::serve(config.listen, routes).await.with_context(|| format!("--listen {}", config.listen))?;
+        shell::grpc::serve(config.listen, routes).await.with_context(|| format!("--listen {}", config.listen))?;
     let ready_bus = bus.clone();
-    let ready: proto::admin::ReadyCheck = Arc::new(move || vec![("nats", ready_bus.is_connected())]);
-    let admin = proto::admin::serve(config.admin_listen, metrics, ready)
+    let ready: shell::admin::ReadyCheck = Arc::new(move || vec![("nats", ready_bus.is_connected())]);
+    let admin = shell::admin::serve(config.admin_listen, metrics, ready)
         .await
         .with_context(|| format!("--admin-listen {}", config.admin_listen))?;
     println!("switchboard presence {id} (instance {})", service.instance());
     println!("  grpc       {grpc}");
     println!("  admin      http://{admin}/metrics");
-    proto::cli::shutdown_signal().await;
+    shell::cli::shutdown_signal().await;
     Ok(())
 }

@@ -23,5 +23,5 @@ pub fn describe() {
     for reason in ["publish_queue_full", "publish_failed"] {
         metrics::counter!("switchboard_presence_dropped_total", "reason" => reason).absolute(0);
     }
-    proto::telemetry::describe_bus("presence");
+    bus::metrics::describe("presence");
 }

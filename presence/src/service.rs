@@ -11,9 +11,9 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 use tonic::service::interceptor::InterceptedService;
 
-use proto::bus::Bus;
+use crate::rpc::presence_server::{Presence, PresenceServer};
+use bus::Bus;
 use proto::pb;
-use proto::pb::presence_server::{Presence, PresenceServer};
 use proto::subject;
 use tokio::sync::{broadcast, mpsc};
 use tonic::{Request, Response, Status};
@@ -98,8 +98,8 @@ impl PresenceService {
     /// snapshots up to [`MAX_REPORT_BYTES`].
     pub fn into_server(
         self: Arc<Self>,
-        auth: proto::grpc::BearerAuth,
-    ) -> InterceptedService<PresenceServer<PresenceService>, proto::grpc::BearerAuth> {
+        auth: shell::grpc::BearerAuth,
+    ) -> InterceptedService<PresenceServer<PresenceService>, shell::grpc::BearerAuth> {
         InterceptedService::new(PresenceServer::from_arc(self).max_decoding_message_size(MAX_REPORT_BYTES), auth)
     }
 

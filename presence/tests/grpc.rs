@@ -10,10 +10,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use bus::Bus;
+use presence::rpc::presence_server::{Presence, PresenceServer};
 use presence::{PresenceClient, PresenceService, Reporter, ReporterConfig, StoreConfig};
-use proto::bus::Bus;
 use proto::pb;
-use proto::pb::presence_server::{Presence, PresenceServer};
 use tonic::transport::server::{Router, TcpIncoming};
 use tonic::transport::Server;
 use tonic::{Request, Response, Status};
@@ -142,7 +142,7 @@ async fn reporter_heals_after_failed_reports() {
 #[tokio::test]
 async fn grpc_client_answers_like_the_local_one() {
     let (swappable, reporter) = setup().await;
-    let auth = proto::grpc::BearerAuth::new("presence-token");
+    let auth = shell::grpc::BearerAuth::new("presence-token");
     let addr = serve(Server::builder().add_service(swappable.current().into_server(auth))).await;
     let grpc = PresenceClient::connect_lazy(&format!("http://{addr}"), "presence-token").unwrap();
     let wrong = PresenceClient::connect_lazy(&format!("http://{addr}"), "wrong").unwrap();
@@ -165,13 +165,13 @@ async fn grpc_client_answers_like_the_local_one() {
 async fn server_accepts_snapshots_beyond_the_default_limit() {
     let service = PresenceService::start(Bus::local("t", "test"), CONFIG);
     let addr =
-        serve(Server::builder().add_service(service.clone().into_server(proto::grpc::BearerAuth::new("")))).await;
+        serve(Server::builder().add_service(service.clone().into_server(shell::grpc::BearerAuth::new("")))).await;
     let connected = (0..70_000).map(|i| pb::Session { user: "alice".into(), conn: format!("{i:0>60}") }).collect();
     let req = pb::ReportRequest { gateway: "gw1".into(), snapshot: true, connected, ..Default::default() };
     assert!(prost::Message::encoded_len(&req) > 4 << 20, "beyond tonic's default");
     // A client without the 2 s call timeout: this test is about size, and a
     // debug build on a busy machine may take a while to encode it.
-    let mut client = pb::presence_client::PresenceClient::connect(format!("http://{addr}")).await.unwrap();
+    let mut client = presence::rpc::presence_client::PresenceClient::connect(format!("http://{addr}")).await.unwrap();
     client.report(req).await.unwrap();
     assert_eq!(online(&service, &["alice"]).await, ["alice"]);
 }

@@ -8,12 +8,12 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bus::{Bus, Subscription};
 use futures::StreamExt;
+use presence::rpc::presence_server::Presence as _;
 use presence::{PresenceClient, PresenceService, Reporter, ReporterConfig, StoreConfig, WatchStream};
 use prost::Message as _;
-use proto::bus::{Bus, Subscription};
 use proto::pb;
-use proto::pb::presence_server::Presence as _;
 use tonic::{Code, Request};
 
 /// Upper bound on any single wait.

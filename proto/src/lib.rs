@@ -1,25 +1,31 @@
-//! The contract shared by every Switchboard process.
+//! The wire contract shared by every Switchboard process.
 //!
 //! Everything two processes must agree on lives here, so that a gateway, a
 //! router and a presence service built from the same tree can never disagree
-//! on a wire format: the protobuf types ([`pb`]), the client protocol in both
-//! encodings ([`client`]), bus subject names and id rules ([`subject`]), the
-//! broker that carries bus messages ([`bus`]), and the operator-facing admin
-//! endpoint, telemetry and command-line conventions every binary shares
-//! ([`admin`], [`telemetry`], [`cli`], [`grpc`]).
+//! on a wire format: the protobuf messages of the client protocol and the
+//! gRPC services ([`pb`], package `switchboard.v1`) and of the bus between
+//! Switchboard's own processes ([`internal`], `switchboard.internal.v1`), the
+//! client protocol in both encodings ([`client`]), and bus subject names and
+//! id rules ([`subject`]). It holds no runtime: the bus is the `bus` crate,
+//! the process shell the `shell` crate, and each gRPC service is generated
+//! by the crate that serves it.
 
-pub mod admin;
-pub mod bus;
-pub mod cli;
 pub mod client;
-pub mod grpc;
 pub mod subject;
-pub mod telemetry;
 
-/// Generated protobuf and gRPC types (`proto/switchboard/v1/*.proto`).
+/// Messages of package `switchboard.v1` (`proto/switchboard/v1/*.proto`):
+/// the client protocol and the gRPC services' calls and results.
 pub mod pb {
     #![allow(clippy::all, missing_docs)]
-    tonic::include_proto!("switchboard.v1");
+    include!(concat!(env!("OUT_DIR"), "/switchboard.v1.rs"));
+}
+
+/// Messages of package `switchboard.internal.v1`
+/// (`proto/switchboard/internal/v1/bus.proto`): what gateways, routers and
+/// presence say to each other on the bus.
+pub mod internal {
+    #![allow(clippy::all, missing_docs)]
+    include!(concat!(env!("OUT_DIR"), "/switchboard.internal.v1.rs"));
 }
 
 /// Milliseconds since the Unix epoch: the `ts` of every event.

@@ -2,8 +2,8 @@
 
 use std::time::Duration;
 
+use bus::Bus;
 use bytes::Bytes;
-use proto::bus::Bus;
 
 /// Publishes `payload()` on `subject` every `every` until the returned handle
 /// is aborted or dropped via [`Announcer`].

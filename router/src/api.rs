@@ -8,7 +8,8 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use proto::client::ErrorCode;
-use proto::pb::{self, router_reply, router_request};
+use proto::internal::{self, router_reply, router_request};
+use proto::pb;
 use proto::subject;
 use tonic::{Request, Response, Status};
 
@@ -55,7 +56,7 @@ fn unexpected() -> Status {
 }
 
 #[tonic::async_trait]
-impl pb::rooms_server::Rooms for RoomsApi {
+impl crate::rpc::rooms_server::Rooms for RoomsApi {
     async fn publish(&self, request: Request<pb::PublishCall>) -> Result<Response<pb::PublishResult>, Status> {
         let call = request.into_inner();
         if call.data.len() > MAX_DATA_BYTES {
@@ -67,7 +68,7 @@ impl pb::rooms_server::Rooms for RoomsApi {
         if !call.from.is_empty() && !subject::valid_id(&call.from) {
             return Err(status(ErrorCode::BadRequest, "invalid `from`"));
         }
-        let kind = router_request::Kind::Publish(pb::PublishRequest { from: call.from, data: call.data });
+        let kind = router_request::Kind::Publish(internal::PublishRequest { from: call.from, data: call.data });
         match self.call(&call.room, kind).await? {
             router_reply::Kind::Publish(p) => Ok(Response::new(pb::PublishResult { seq: p.seq })),
             _ => Err(unexpected()),
@@ -76,7 +77,7 @@ impl pb::rooms_server::Rooms for RoomsApi {
 
     async fn members(&self, request: Request<pb::MembersCall>) -> Result<Response<pb::MembersResult>, Status> {
         let call = request.into_inner();
-        let kind = router_request::Kind::Members(pb::MembersRequest { limit: call.limit.max(1), max_bytes: 0 });
+        let kind = router_request::Kind::Members(internal::MembersRequest { limit: call.limit.max(1), max_bytes: 0 });
         match self.call(&call.room, kind).await? {
             router_reply::Kind::Members(m) => {
                 Ok(Response::new(pb::MembersResult { members: m.members, count: m.count, truncated: m.truncated }))
@@ -87,13 +88,17 @@ impl pb::rooms_server::Rooms for RoomsApi {
 
     async fn history(&self, request: Request<pb::HistoryCall>) -> Result<Response<pb::HistoryResult>, Status> {
         let call = request.into_inner();
-        let kind = router_request::Kind::History(pb::HistoryRequest { since: call.since, limit: call.limit });
+        let kind = router_request::Kind::History(internal::HistoryRequest { since: call.since, limit: call.limit });
         match self.call(&call.room, kind).await? {
             router_reply::Kind::History(h) => Ok(Response::new(pb::HistoryResult {
                 epoch: h.epoch,
                 seq: h.seq,
                 recovered: h.recovered,
-                messages: h.messages,
+                messages: h
+                    .messages
+                    .into_iter()
+                    .map(|m| pb::HistoryMessage { seq: m.seq, from: m.from, data: m.data, ts: m.ts })
+                    .collect(),
             })),
             _ => Err(unexpected()),
         }

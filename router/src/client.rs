@@ -8,11 +8,11 @@
 
 use std::time::{Duration, Instant};
 
+use bus::{Bus, BusError};
 use bytes::Bytes;
 use prost::Message as _;
-use proto::bus::{Bus, BusError};
 use proto::client::ErrorCode;
-use proto::pb::{self, router_reply, router_request};
+use proto::internal::{self, router_reply, router_request};
 use proto::subject;
 
 use crate::membership::Membership;
@@ -77,8 +77,11 @@ impl RouterClient {
                 ring = membership.changed(left.min(Duration::from_millis(250))).await;
                 continue;
             };
-            let req =
-                pb::RouterRequest { ring_version: ring.version(), room: room.to_owned(), kind: Some(kind.clone()) };
+            let req = internal::RouterRequest {
+                ring_version: ring.version(),
+                room: room.to_owned(),
+                kind: Some(kind.clone()),
+            };
             let answer = self
                 .bus
                 .request(
@@ -131,5 +134,5 @@ impl RouterClient {
 /// both as an unusable answer). Bus payloads come from other processes, so
 /// this must never panic, whatever the bytes.
 pub fn decode_reply(payload: &[u8]) -> Option<router_reply::Kind> {
-    pb::RouterReply::decode(payload).ok().and_then(|r| r.kind)
+    internal::RouterReply::decode(payload).ok().and_then(|r| r.kind)
 }

@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use prost::Message as _;
-use proto::pb;
+use proto::internal;
 
 /// History bounds of one room.
 #[derive(Debug, Clone, Copy)]
@@ -40,7 +40,7 @@ pub struct HistoryFlags {
     pub history_size: usize,
 
     /// Age of the oldest history message kept.
-    #[arg(long, env = "SB_HISTORY_TTL", default_value = "2m", value_parser = proto::cli::duration)]
+    #[arg(long, env = "SB_HISTORY_TTL", default_value = "2m", value_parser = shell::cli::duration)]
     pub history_ttl: Duration,
 
     /// Bytes of history kept per room.
@@ -60,7 +60,7 @@ impl HistoryFlags {
 }
 
 /// Bytes a retained message counts for: its encoding plus bookkeeping.
-fn size(msg: &pb::StoredMessage) -> usize {
+fn size(msg: &internal::StoredMessage) -> usize {
     msg.encoded_len() + 64
 }
 
@@ -119,7 +119,7 @@ struct Entry {
     at: Instant,
     /// Age order across all rooms (the budget's key).
     order: u64,
-    msg: pb::StoredMessage,
+    msg: internal::StoredMessage,
 }
 
 impl History {
@@ -132,7 +132,7 @@ impl History {
     pub fn push(
         &mut self,
         room: &str,
-        msg: pb::StoredMessage,
+        msg: internal::StoredMessage,
         now: Instant,
         config: &HistoryConfig,
         budget: &mut Budget,
@@ -190,7 +190,7 @@ impl History {
     /// The messages after `since`, given that the room's latest seq is
     /// `latest`; `None` when the history no longer reaches back that far
     /// (or `since` is in the future).
-    pub fn after(&self, since: u64, latest: u64) -> Option<impl Iterator<Item = &pb::StoredMessage>> {
+    pub fn after(&self, since: u64, latest: u64) -> Option<impl Iterator<Item = &internal::StoredMessage>> {
         if since > latest {
             return None;
         }
@@ -201,7 +201,7 @@ impl History {
     }
 
     /// The latest `limit` messages, oldest first.
-    pub fn latest(&self, limit: usize) -> impl Iterator<Item = &pb::StoredMessage> {
+    pub fn latest(&self, limit: usize) -> impl Iterator<Item = &internal::StoredMessage> {
         let skip = self.entries.len().saturating_sub(limit);
         self.entries.iter().skip(skip).map(|e| &e.msg)
     }
@@ -212,14 +212,14 @@ impl History {
     }
 
     /// Every retained message, oldest first.
-    pub fn messages(&self) -> impl DoubleEndedIterator<Item = &pb::StoredMessage> {
+    pub fn messages(&self) -> impl DoubleEndedIterator<Item = &internal::StoredMessage> {
         self.entries.iter().map(|e| &e.msg)
     }
 
     /// History rebuilt from handed-off messages; ages come from their `ts`.
     pub fn restore(
         room: &str,
-        messages: Vec<pb::StoredMessage>,
+        messages: Vec<internal::StoredMessage>,
         now: Instant,
         config: &HistoryConfig,
         budget: &mut Budget,
@@ -239,15 +239,15 @@ impl History {
 mod tests {
     use super::*;
 
-    fn msg(seq: u64) -> pb::StoredMessage {
-        pb::StoredMessage { seq, ..Default::default() }
+    fn msg(seq: u64) -> internal::StoredMessage {
+        internal::StoredMessage { seq, ..Default::default() }
     }
 
-    fn sized(seq: u64, len: usize) -> pb::StoredMessage {
-        pb::StoredMessage { seq, data: vec![b'1'; len].into(), ..Default::default() }
+    fn sized(seq: u64, len: usize) -> internal::StoredMessage {
+        internal::StoredMessage { seq, data: vec![b'1'; len].into(), ..Default::default() }
     }
 
-    fn seqs<'a>(it: impl Iterator<Item = &'a pb::StoredMessage>) -> Vec<u64> {
+    fn seqs<'a>(it: impl Iterator<Item = &'a internal::StoredMessage>) -> Vec<u64> {
         it.map(|m| m.seq).collect()
     }
 
@@ -313,8 +313,8 @@ mod tests {
     fn restored_history_keeps_its_ages() {
         let config = HistoryConfig { max_age: Duration::from_secs(60), ..HistoryConfig::default() };
         let now_ms = proto::now_ms();
-        let old = pb::StoredMessage { seq: 1, ts: now_ms - 120_000, ..Default::default() };
-        let new = pb::StoredMessage { seq: 2, ts: now_ms, ..Default::default() };
+        let old = internal::StoredMessage { seq: 1, ts: now_ms - 120_000, ..Default::default() };
+        let new = internal::StoredMessage { seq: 2, ts: now_ms, ..Default::default() };
         let (mut b, kept) = (unlimited(), size(&new));
         let h = History::restore("r", vec![old, new], Instant::now(), &config, &mut b);
         assert_eq!(seqs(h.messages()), vec![2], "older than the TTL when it arrived");

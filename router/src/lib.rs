@@ -18,3 +18,9 @@ pub mod node;
 pub mod owner;
 pub mod ring;
 pub mod room;
+
+/// The generated `Rooms` gRPC service (server and client) over `proto`'s messages.
+pub mod rpc {
+    #![allow(clippy::all, missing_docs)]
+    tonic::include_proto!("switchboard.v1");
+}

@@ -9,15 +9,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use bus::Bus;
 use clap::Parser;
-use proto::bus::Bus;
-use proto::cli::{duration, node_id};
 use router::api::RoomsApi;
 use router::client::{CallConfig, RouterClient};
 use router::history::HistoryFlags;
 use router::membership::MembershipConfig;
 use router::node::{Node, NodeConfig};
 use router::owner::OwnerConfig;
+use shell::cli::{duration, node_id};
 
 /// Switchboard router: owns rooms by consistent hash and serves the server API.
 #[derive(Parser, Debug)]
@@ -40,7 +40,7 @@ struct Config {
     grpc_listen: SocketAddr,
 
     #[command(flatten)]
-    api: proto::grpc::ApiAccess,
+    api: shell::grpc::ApiAccess,
 
     #[command(flatten)]
     history: HistoryFlags,
@@ -55,14 +55,14 @@ struct Config {
 }
 
 fn main() {
-    proto::cli::main(run);
+    shell::cli::main(run);
 }
 
 async fn run(config: Config) -> anyhow::Result<()> {
-    let metrics = proto::telemetry::init();
+    let metrics = shell::telemetry::init();
     let auth = config.api.guard("--grpc-listen", config.grpc_listen)?;
     router::metrics::describe();
-    let id = config.id.clone().unwrap_or_else(|| proto::cli::default_id("router"));
+    let id = config.id.clone().unwrap_or_else(|| shell::cli::default_id("router"));
     let bus = Bus::nats(&config.nats_url, &id, "router").await.context("--nats-url")?;
     let membership = MembershipConfig { vnodes: config.vnodes, ..MembershipConfig::default() };
     let owner = OwnerConfig {
@@ -76,27 +76,27 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let client = RouterClient::new(bus.clone(), node.membership.clone(), CallConfig::default());
     let api = RoomsApi::new(id.clone(), client, node.stats.clone());
     let routes = tonic::transport::Server::builder()
-        .add_service(proto::pb::rooms_server::RoomsServer::with_interceptor(api, auth));
-    let grpc = proto::grpc::serve(config.grpc_listen, routes)
+        .add_service(router::rpc::rooms_server::RoomsServer::with_interceptor(api, auth));
+    let grpc = shell::grpc::serve(config.grpc_listen, routes)
         .await
         .with_context(|| format!("--grpc-listen {}", config.grpc_listen))?;
 
     let (ready_bus, ready_membership, ready_id) = (bus.clone(), node.membership.clone(), id.clone());
-    let ready: proto::admin::ReadyCheck = Arc::new(move || {
+    let ready: shell::admin::ReadyCheck = Arc::new(move || {
         vec![
             ("nats", ready_bus.is_connected()),
             ("in_ring", ready_membership.ring().contains(&ready_id)),
             ("settled", ready_membership.is_settled()),
         ]
     });
-    let admin = proto::admin::serve(config.admin_listen, metrics, ready)
+    let admin = shell::admin::serve(config.admin_listen, metrics, ready)
         .await
         .with_context(|| format!("--admin-listen {}", config.admin_listen))?;
     println!("switchboard router {id}");
     println!("  grpc       {grpc}");
     println!("  admin      http://{admin}/metrics");
 
-    proto::cli::shutdown_signal().await;
+    shell::cli::shutdown_signal().await;
     tracing::info!("draining: handing rooms to their new owners");
     let left = node.hand_off_all(config.drain_timeout).await;
     if left > 0 {

@@ -19,8 +19,9 @@ use prost::Message as _;
 use tokio::sync::watch;
 
 use crate::ring::{Ring, DEFAULT_VNODES};
-use proto::bus::{Bus, BusError};
-use proto::{pb, subject};
+use bus::{Bus, BusError};
+use proto::internal;
+use proto::subject;
 
 /// How membership is judged.
 #[derive(Debug, Clone)]
@@ -50,8 +51,8 @@ impl Default for MembershipConfig {
 /// `None` for a payload that is not a `RouterAnnounce` or whose id could not
 /// be a node id (it would end up in a subject). Never panics, whatever the
 /// bytes: anyone on the bus can publish there.
-pub fn decode_announce(payload: &[u8]) -> Option<pb::RouterAnnounce> {
-    pb::RouterAnnounce::decode(payload).ok().filter(|a| subject::valid_node_id(&a.id))
+pub fn decode_announce(payload: &[u8]) -> Option<internal::RouterAnnounce> {
+    internal::RouterAnnounce::decode(payload).ok().filter(|a| subject::valid_node_id(&a.id))
 }
 
 /// What the listener knows at one moment.
@@ -101,7 +102,7 @@ impl Membership {
             settled_at: Instant::now() + config.settle,
         }));
         let (heard, cfg) = (clock.clone(), config.clone());
-        let ring_size = proto::telemetry::metric_name(config.service, "ring_size");
+        let ring_size = crate::metrics::ring_size(config.service);
         tokio::spawn(async move {
             let mut routers: HashMap<String, Seen> = HashMap::new();
             let mut tick = tokio::time::interval(Duration::from_millis(100));

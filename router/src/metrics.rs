@@ -41,5 +41,13 @@ pub fn describe() {
     for direction in ["in", "out"] {
         metrics::counter!("switchboard_router_handoffs_total", "direction" => direction).absolute(0);
     }
-    proto::telemetry::describe_bus("router");
+    bus::metrics::describe("router");
+}
+
+/// The ring-size gauge of `service`: a router's ring, or a gateway's.
+pub fn ring_size(service: &str) -> &'static str {
+    match service {
+        "gateway" => "switchboard_gateway_ring_size",
+        _ => "switchboard_router_ring_size",
+    }
 }

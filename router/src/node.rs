@@ -7,10 +7,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use bus::{Bus, BusError};
 use bytes::Bytes;
 use prost::Message as _;
-use proto::bus::{Bus, BusError};
-use proto::{pb, subject};
+use proto::internal;
+use proto::subject;
 
 use crate::announce::{self, Announcer};
 use crate::membership::{Membership, MembershipConfig};
@@ -51,7 +52,7 @@ impl Node {
         let draining = Arc::new(AtomicBool::new(false));
         let (id, flag) = (config.id.clone(), draining.clone());
         let announcer = announce::spawn(bus, subject::ROUTER_ANNOUNCE, ANNOUNCE_EVERY, move || {
-            let a = pb::RouterAnnounce { id: id.clone(), draining: flag.load(Ordering::Relaxed) };
+            let a = internal::RouterAnnounce { id: id.clone(), draining: flag.load(Ordering::Relaxed) };
             Bytes::from(a.encode_to_vec())
         });
         Ok(Self { id: config.id, membership, stats, draining, _announcer: announcer, owner })

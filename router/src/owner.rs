@@ -21,11 +21,12 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use bus::{Bus, BusError, Message, Subscription};
 use bytes::Bytes;
 use prost::Message as _;
-use proto::bus::{Bus, BusError, Message, Subscription};
 use proto::client::ErrorCode;
-use proto::pb::{self, room_event, router_reply, router_request};
+use proto::internal::{self, room_event, router_reply, router_request};
+use proto::pb;
 use proto::subject;
 use tokio::sync::mpsc;
 
@@ -110,17 +111,17 @@ struct Moved {
     at: Instant,
     /// The state while its push is unacknowledged: a pull from the new
     /// owner is answered with it rather than making it wait for the push.
-    state: Option<pb::RoomState>,
+    state: Option<internal::RoomState>,
 }
 
 /// Results of background work, fed back into the owner's task.
 enum Internal {
     /// A pull of `room` from `from` finished.
-    Pulled { room: String, from: String, hops: u8, result: Result<pb::PullReply, BusError> },
+    Pulled { room: String, from: String, hops: u8, result: Result<internal::PullReply, BusError> },
     /// A pushed room was accepted.
     PushAcked { room: String },
     /// A pushed room was not accepted: take it back.
-    PushFailed { room: String, state: pb::RoomState },
+    PushFailed { room: String, state: internal::RoomState },
     /// The push we were told to expect for `room` did not come.
     PushOverdue { room: String },
     /// Requests that waited for a room's state, to serve now.
@@ -199,7 +200,7 @@ impl Owner {
                 }
                 msg = gateways.next() => {
                     let Some(msg) = msg else { break };
-                    if let Ok(a) = pb::GatewayAnnounce::decode(msg.payload) {
+                    if let Ok(a) = internal::GatewayAnnounce::decode(msg.payload) {
                         self.gateways.insert(a.id, Instant::now());
                     }
                 }
@@ -217,7 +218,7 @@ impl Owner {
 
     async fn serve(&mut self, msg: Message) {
         let started = Instant::now();
-        let (kind, reply) = match pb::RouterRequest::decode(msg.payload.clone()) {
+        let (kind, reply) = match internal::RouterRequest::decode(msg.payload.clone()) {
             Ok(req) => (kind_name(&req.kind), self.handle(req, &msg).await),
             Err(e) => ("invalid", Some(error(ErrorCode::BadRequest, format!("undecodable request: {e}")))),
         };
@@ -229,14 +230,14 @@ impl Owner {
             .record(started.elapsed().as_secs_f64());
     }
 
-    async fn respond(&self, msg: &Message, reply: &pb::RouterReply) {
+    async fn respond(&self, msg: &Message, reply: &internal::RouterReply) {
         if let Err(e) = self.bus.respond(msg, Bytes::from(reply.encode_to_vec())).await {
             tracing::warn!(error = %e, "reply not sent");
         }
     }
 
     /// The answer to a request, or `None` when it waits for the room's state.
-    async fn handle(&mut self, req: pb::RouterRequest, msg: &Message) -> Option<pb::RouterReply> {
+    async fn handle(&mut self, req: internal::RouterRequest, msg: &Message) -> Option<internal::RouterReply> {
         if !subject::valid_id(&req.room) {
             return Some(error(ErrorCode::InvalidRoom, "invalid room id"));
         }
@@ -253,7 +254,7 @@ impl Owner {
         }
         let ring = self.membership.ring();
         if health != Health::Serving || ring.owner(&room) != Some(self.id.as_str()) {
-            return Some(reply(router_reply::Kind::NotOwner(pb::NotOwner { ring_version: ring.version() })));
+            return Some(reply(router_reply::Kind::NotOwner(internal::NotOwner { ring_version: ring.version() })));
         }
         if !self.rooms.contains_key(&room) {
             if let Some(waiting) = self.pulling.get_mut(&room) {
@@ -264,7 +265,9 @@ impl Owner {
                 if moved.at >= self.last_change {
                     // Its new owner took it since our ring last changed: our
                     // ring is the stale one. Never start it again here.
-                    return Some(reply(router_reply::Kind::NotOwner(pb::NotOwner { ring_version: ring.version() })));
+                    return Some(reply(router_reply::Kind::NotOwner(internal::NotOwner {
+                        ring_version: ring.version(),
+                    })));
                 }
                 // The ring gave it back to us: fetch it from where it went.
                 let to = moved.to.clone();
@@ -285,7 +288,7 @@ impl Owner {
     }
 
     /// Applies a room operation; the room's state is here (or starts now).
-    async fn apply(&mut self, room_id: String, kind: Option<router_request::Kind>) -> pb::RouterReply {
+    async fn apply(&mut self, room_id: String, kind: Option<router_request::Kind>) -> internal::RouterReply {
         let now = Instant::now();
         match kind {
             None => error(ErrorCode::BadRequest, "empty request"),
@@ -309,7 +312,7 @@ impl Owner {
                     let joined = pb::MemberJoined { room: room_id.clone(), user: member.user, info: member.info };
                     self.emit(&room_id, &epoch, room_event::Kind::Joined(joined)).await;
                 }
-                reply(router_reply::Kind::Join(pb::JoinReply { epoch, seq, recovered, missed, truncated }))
+                reply(router_reply::Kind::Join(internal::JoinReply { epoch, seq, recovered, missed, truncated }))
             }
             Some(router_request::Kind::Leave(l)) => {
                 if let Some(room) = self.rooms.get_mut(&room_id) {
@@ -319,7 +322,7 @@ impl Owner {
                         self.emit(&room_id, &epoch, room_event::Kind::Left(left)).await;
                     }
                 }
-                reply(router_reply::Kind::Ack(pb::Ack {}))
+                reply(router_reply::Kind::Ack(internal::Ack {}))
             }
             Some(router_request::Kind::Publish(p)) => {
                 let room = self.rooms.entry(room_id.clone()).or_default();
@@ -329,7 +332,7 @@ impl Owner {
                 self.enforce_budget();
                 metrics::counter!("switchboard_router_publishes_total").increment(1);
                 self.emit(&room_id, &epoch, room_event::Kind::Message(msg)).await;
-                reply(router_reply::Kind::Publish(pb::PublishReply { epoch, seq }))
+                reply(router_reply::Kind::Publish(internal::PublishReply { epoch, seq }))
             }
             Some(router_request::Kind::History(h)) => {
                 let room = self.rooms.entry(room_id).or_default();
@@ -342,7 +345,7 @@ impl Owner {
                     Some(p) => (true, p),
                     None => (false, (Vec::new(), false)),
                 };
-                reply(router_reply::Kind::History(pb::HistoryReply {
+                reply(router_reply::Kind::History(internal::HistoryReply {
                     epoch: room.epoch.clone(),
                     seq: room.seq,
                     recovered,
@@ -356,7 +359,7 @@ impl Owner {
                 let max_bytes = if m.max_bytes == 0 { budget } else { (m.max_bytes as usize).min(budget) };
                 let found = self.rooms.get(&room_id).map(|r| r.members(limit, max_bytes)).unwrap_or_default();
                 let Members { members, count, truncated } = found;
-                reply(router_reply::Kind::Members(pb::MembersReply { members, count, truncated }))
+                reply(router_reply::Kind::Members(internal::MembersReply { members, count, truncated }))
             }
             Some(router_request::Kind::Sync(s)) => {
                 self.gateways.insert(s.gateway.clone(), now);
@@ -364,7 +367,7 @@ impl Owner {
                 for m in s.members.iter().filter(|m| m.gateway == s.gateway) {
                     room.join(m);
                 }
-                reply(router_reply::Kind::Join(pb::JoinReply {
+                reply(router_reply::Kind::Join(internal::JoinReply {
                     epoch: room.epoch.clone(),
                     seq: room.seq,
                     ..Default::default()
@@ -377,7 +380,7 @@ impl Owner {
     }
 
     /// Installs a room pushed by its previous owner.
-    fn accept(&mut self, room: String, h: pb::HandoffRequest) -> pb::RouterReply {
+    fn accept(&mut self, room: String, h: internal::HandoffRequest) -> internal::RouterReply {
         let Some(state) = h.state else { return error(ErrorCode::BadRequest, "handoff without state") };
         if self.rooms.contains_key(&room) {
             // We started serving it already (its push came too late): keep ours.
@@ -391,11 +394,11 @@ impl Owner {
         if let Some(waiting) = self.pulling.remove(&room) {
             let _ = self.internal.send(Internal::Resume(waiting));
         }
-        reply(router_reply::Kind::Ack(pb::Ack {}))
+        reply(router_reply::Kind::Ack(internal::Ack {}))
     }
 
     /// Hands a room's state to `to`, which now owns it.
-    fn give_away(&mut self, room: String, to: String) -> pb::RouterReply {
+    fn give_away(&mut self, room: String, to: String) -> internal::RouterReply {
         let now = Instant::now();
         let pull = match self.rooms.remove(&room) {
             Some(mut held) => {
@@ -403,21 +406,21 @@ impl Owner {
                 let state = held.to_state(HANDOFF_BYTES);
                 held.release(&room, &mut self.budget);
                 self.moved.insert(room, Moved { to, at: now, state: None });
-                pb::PullReply { state: Some(state), moved_to: String::new() }
+                internal::PullReply { state: Some(state), moved_to: String::new() }
             }
             None => match self.moved.get(&room) {
                 // Pushed but not yet acknowledged: the same state, now.
                 Some(Moved { to: moved_to, state: Some(state), .. }) if *moved_to == to => {
-                    pb::PullReply { state: Some(state.clone()), moved_to: String::new() }
+                    internal::PullReply { state: Some(state.clone()), moved_to: String::new() }
                 }
-                Some(m) => pb::PullReply { state: None, moved_to: m.to.clone() },
-                None => pb::PullReply::default(),
+                Some(m) => internal::PullReply { state: None, moved_to: m.to.clone() },
+                None => internal::PullReply::default(),
             },
         };
         reply(router_reply::Kind::Pull(pull))
     }
 
-    fn install(&mut self, room: &str, state: pb::RoomState) {
+    fn install(&mut self, room: &str, state: internal::RoomState) {
         for m in &state.members {
             self.gateways.entry(m.gateway.clone()).or_insert_with(Instant::now);
         }
@@ -448,10 +451,10 @@ impl Owner {
     /// Asks `from` for `room`'s state in the background.
     fn pull(&self, room: String, from: String, hops: u8) {
         let (bus, internal) = (self.bus.clone(), self.internal.clone());
-        let req = pb::RouterRequest {
+        let req = internal::RouterRequest {
             ring_version: 0,
             room: room.clone(),
-            kind: Some(router_request::Kind::Pull(pb::PullRequest { to: self.id.clone() })),
+            kind: Some(router_request::Kind::Pull(internal::PullRequest { to: self.id.clone() })),
         };
         tokio::spawn(async move {
             let result = bus
@@ -472,14 +475,14 @@ impl Owner {
                     return; // its push arrived first
                 }
                 match result {
-                    Ok(pb::PullReply { state: Some(state), .. }) => {
+                    Ok(internal::PullReply { state: Some(state), .. }) => {
                         tracing::debug!(room, from, "room pulled from its previous owner");
                         metrics::counter!("switchboard_router_handoffs_total", "direction" => "in").increment(1);
                         if !self.rooms.contains_key(&room) {
                             self.install(&room, state);
                         }
                     }
-                    Ok(pb::PullReply { moved_to, .. }) if moved_to == self.id => {
+                    Ok(internal::PullReply { moved_to, .. }) if moved_to == self.id => {
                         // Its push to us is under way: give it a moment.
                         let internal = self.internal.clone();
                         tokio::spawn(async move {
@@ -488,7 +491,7 @@ impl Owner {
                         });
                         return;
                     }
-                    Ok(pb::PullReply { moved_to, .. }) if !moved_to.is_empty() && hops < 2 => {
+                    Ok(internal::PullReply { moved_to, .. }) if !moved_to.is_empty() && hops < 2 => {
                         self.pull(room, moved_to, hops + 1);
                         return;
                     }
@@ -549,7 +552,7 @@ impl Owner {
             self.drop_rooms();
             self.moved.clear();
             let waiting: Vec<Message> = self.pulling.drain().flat_map(|(_, w)| w).collect();
-            let not_owner = reply(router_reply::Kind::NotOwner(pb::NotOwner { ring_version: 0 }));
+            let not_owner = reply(router_reply::Kind::NotOwner(internal::NotOwner { ring_version: 0 }));
             for msg in waiting {
                 self.respond(&msg, &not_owner).await;
             }
@@ -593,10 +596,13 @@ impl Owner {
             self.stats.pushing.fetch_add(1, Ordering::Relaxed);
             let (bus, internal, from) = (self.bus.clone(), self.internal.clone(), self.id.clone());
             tokio::spawn(async move {
-                let req = pb::RouterRequest {
+                let req = internal::RouterRequest {
                     ring_version: 0,
                     room: room.clone(),
-                    kind: Some(router_request::Kind::Handoff(pb::HandoffRequest { from, state: Some(state.clone()) })),
+                    kind: Some(router_request::Kind::Handoff(internal::HandoffRequest {
+                        from,
+                        state: Some(state.clone()),
+                    })),
                 };
                 let payload = Bytes::from(req.encode_to_vec());
                 for _ in 0..3 {
@@ -613,7 +619,7 @@ impl Owner {
 
     /// Publishes a room event; a lost event is recovered by gateways as a gap.
     async fn emit(&self, room: &str, epoch: &str, kind: room_event::Kind) {
-        let event = pb::RoomEvent { room: room.to_owned(), epoch: epoch.to_owned(), kind: Some(kind) };
+        let event = internal::RoomEvent { room: room.to_owned(), epoch: epoch.to_owned(), kind: Some(kind) };
         if let Err(e) = self.bus.publish_msg(subject::room(room), &event).await {
             metrics::counter!("switchboard_router_events_lost_total").increment(1);
             tracing::warn!(error = %e, room, "room event not published");
@@ -655,7 +661,10 @@ impl Owner {
 }
 
 /// Takes messages until `budget` bytes; true if some were left.
-fn page<'a>(msgs: impl Iterator<Item = &'a pb::StoredMessage>, budget: usize) -> (Vec<pb::StoredMessage>, bool) {
+fn page<'a>(
+    msgs: impl Iterator<Item = &'a internal::StoredMessage>,
+    budget: usize,
+) -> (Vec<internal::StoredMessage>, bool) {
     let mut out = Vec::new();
     let mut used = 0;
     for m in msgs {
@@ -669,11 +678,11 @@ fn page<'a>(msgs: impl Iterator<Item = &'a pb::StoredMessage>, budget: usize) ->
     (out, false)
 }
 
-fn reply(kind: router_reply::Kind) -> pb::RouterReply {
-    pb::RouterReply { kind: Some(kind) }
+fn reply(kind: router_reply::Kind) -> internal::RouterReply {
+    internal::RouterReply { kind: Some(kind) }
 }
 
-fn error(code: ErrorCode, message: impl Into<String>) -> pb::RouterReply {
+fn error(code: ErrorCode, message: impl Into<String>) -> internal::RouterReply {
     reply(router_reply::Kind::Error(pb::Error { code: code.as_str().into(), message: message.into() }))
 }
 

@@ -9,6 +9,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use prost::Message as _;
+use proto::internal;
 use proto::pb;
 
 use crate::history::{Budget, History, HistoryConfig};
@@ -68,7 +69,7 @@ impl Room {
     }
 
     /// Adds a connection; joining twice is harmless.
-    pub fn join(&mut self, m: &pb::MemberRef) -> Change {
+    pub fn join(&mut self, m: &internal::MemberRef) -> Change {
         let key = (m.gateway.clone(), m.conn.clone());
         if self.conns.contains_key(&key) {
             return Change::Quiet;
@@ -116,10 +117,10 @@ impl Room {
         now: Instant,
         config: &HistoryConfig,
         budget: &mut Budget,
-    ) -> pb::StoredMessage {
+    ) -> internal::StoredMessage {
         self.seq += 1;
         let (from, data, ts) = msg;
-        let msg = pb::StoredMessage { seq: self.seq, from, data, ts };
+        let msg = internal::StoredMessage { seq: self.seq, from, data, ts };
         self.history.push(id, msg.clone(), now, config, budget);
         msg
     }
@@ -135,7 +136,7 @@ impl Room {
     }
 
     /// The messages after `since` if this stream still holds them all.
-    pub fn recover(&self, since: &pb::Since) -> Option<impl Iterator<Item = &pb::StoredMessage>> {
+    pub fn recover(&self, since: &pb::Since) -> Option<impl Iterator<Item = &internal::StoredMessage>> {
         if since.epoch != self.epoch {
             return None;
         }
@@ -175,10 +176,10 @@ impl Room {
 
     /// The room as it travels to a new owner. History is trimmed, oldest
     /// first, to keep the message under `budget` bytes (NATS caps payloads).
-    pub fn to_state(&self, budget: usize) -> pb::RoomState {
+    pub fn to_state(&self, budget: usize) -> internal::RoomState {
         let members = self.member_refs();
         let mut used: usize = members.iter().map(|m| m.encoded_len() + 4).sum::<usize>() + 64;
-        let mut history: Vec<pb::StoredMessage> = Vec::new();
+        let mut history: Vec<internal::StoredMessage> = Vec::new();
         for m in self.history.messages().rev() {
             used += m.encoded_len() + 4;
             if used > budget {
@@ -187,13 +188,13 @@ impl Room {
             history.push(m.clone());
         }
         history.reverse();
-        pb::RoomState { epoch: self.epoch.clone(), seq: self.seq, history, members }
+        internal::RoomState { epoch: self.epoch.clone(), seq: self.seq, history, members }
     }
 
     /// Room `id` continuing from handed-off state: same epoch, same seqs.
     pub fn from_state(
         id: &str,
-        state: pb::RoomState,
+        state: internal::RoomState,
         now: Instant,
         config: &HistoryConfig,
         budget: &mut Budget,
@@ -207,15 +208,15 @@ impl Room {
     }
 
     /// Up to `limit` of the latest messages.
-    pub fn latest(&self, limit: usize) -> impl Iterator<Item = &pb::StoredMessage> {
+    pub fn latest(&self, limit: usize) -> impl Iterator<Item = &internal::StoredMessage> {
         self.history.latest(limit)
     }
 
     /// Every member connection, for handoff.
-    pub fn member_refs(&self) -> Vec<pb::MemberRef> {
+    pub fn member_refs(&self) -> Vec<internal::MemberRef> {
         self.conns
             .iter()
-            .map(|((gateway, conn), user)| pb::MemberRef {
+            .map(|((gateway, conn), user)| internal::MemberRef {
                 gateway: gateway.clone(),
                 conn: conn.clone(),
                 user: user.clone(),
@@ -235,8 +236,8 @@ impl Default for Room {
 mod tests {
     use super::*;
 
-    fn member(gateway: &str, conn: &str, user: &str) -> pb::MemberRef {
-        pb::MemberRef { gateway: gateway.into(), conn: conn.into(), user: user.into(), info: Bytes::new() }
+    fn member(gateway: &str, conn: &str, user: &str) -> internal::MemberRef {
+        internal::MemberRef { gateway: gateway.into(), conn: conn.into(), user: user.into(), info: Bytes::new() }
     }
 
     #[test]

@@ -129,10 +129,10 @@ impl Held {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use proto::pb;
+    use proto::internal;
 
     fn msg(seq: u64, len: usize) -> Arc<Encoded> {
-        let m = pb::StoredMessage { seq, data: vec![b'1'; len].into(), ..Default::default() };
+        let m = internal::StoredMessage { seq, data: vec![b'1'; len].into(), ..Default::default() };
         Arc::new(Encoded::new("r".into(), "e".into(), m))
     }
 

@@ -5,19 +5,19 @@ use std::sync::{Arc, OnceLock};
 use bytes::Bytes;
 use prost::Message as _;
 use proto::client::{Encoding, Event};
-use proto::pb;
+use proto::internal;
 
 /// A room message, encoded lazily once per encoding.
 pub struct Encoded {
     pub room: Arc<str>,
     pub epoch: Arc<str>,
-    msg: pb::StoredMessage,
+    msg: internal::StoredMessage,
     json: OnceLock<Bytes>,
     proto: OnceLock<Bytes>,
 }
 
 impl Encoded {
-    pub fn new(room: Arc<str>, epoch: Arc<str>, msg: pb::StoredMessage) -> Self {
+    pub fn new(room: Arc<str>, epoch: Arc<str>, msg: internal::StoredMessage) -> Self {
         Self { room, epoch, msg, json: OnceLock::new(), proto: OnceLock::new() }
     }
 

@@ -14,10 +14,11 @@ pub mod room;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bus::Subscription;
 use futures::stream::{FuturesUnordered, StreamExt};
 use prost::Message as _;
-use proto::bus::Subscription;
-use proto::pb::{self, router_reply, router_request};
+use proto::internal::{self, router_reply, router_request};
+use proto::pb;
 use router::client::{CallError, RouterClient};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -39,9 +40,9 @@ pub enum Cmd {
 
 /// What background work reports back.
 enum Done {
-    Fill(Result<pb::HistoryReply, CallError>),
-    Sync(Result<pb::JoinReply, CallError>),
-    Fetch(Arc<str>, Result<pb::HistoryReply, CallError>),
+    Fill(Result<internal::HistoryReply, CallError>),
+    Sync(Result<internal::JoinReply, CallError>),
+    Fetch(Arc<str>, Result<internal::HistoryReply, CallError>),
     Room(Arc<str>),
 }
 
@@ -63,7 +64,7 @@ pub async fn run(
     loop {
         tokio::select! {
             msg = sub.next() => match msg {
-                Some(msg) => match pb::RoomEvent::decode(msg.payload) {
+                Some(msg) => match internal::RoomEvent::decode(msg.payload) {
                     Ok(ev) => state.on_event(ev, &mut actions),
                     Err(e) => tracing::warn!(error = %e, "undecodable room event"),
                 },
@@ -121,10 +122,10 @@ pub async fn run(
 }
 
 /// The owner's history after `since`, retried with backoff.
-async fn history(router: &RouterClient, room: &str, since: pb::Since) -> Result<pb::HistoryReply, CallError> {
+async fn history(router: &RouterClient, room: &str, since: pb::Since) -> Result<internal::HistoryReply, CallError> {
     let mut attempt = 0;
     loop {
-        let req = router_request::Kind::History(pb::HistoryRequest { since: Some(since.clone()), limit: 0 });
+        let req = router_request::Kind::History(internal::HistoryRequest { since: Some(since.clone()), limit: 0 });
         match router.call(room, req).await {
             Ok(router_reply::Kind::History(h)) => return Ok(h),
             Ok(_) => return Err(CallError::Unavailable),
@@ -145,13 +146,14 @@ async fn sync_members(
     router: &RouterClient,
     room: &str,
     gateway: String,
-    members: Vec<pb::MemberRef>,
-) -> Result<pb::JoinReply, CallError> {
+    members: Vec<internal::MemberRef>,
+) -> Result<internal::JoinReply, CallError> {
     let mut attempt = 0;
     'retry: loop {
         let mut last = Err(CallError::Unavailable);
         for page in members.chunks(SYNC_PAGE) {
-            let kind = router_request::Kind::Sync(pb::SyncRequest { gateway: gateway.clone(), members: page.to_vec() });
+            let kind =
+                router_request::Kind::Sync(internal::SyncRequest { gateway: gateway.clone(), members: page.to_vec() });
             last = match router.call(room, kind).await {
                 Ok(router_reply::Kind::Join(j)) => Ok(j),
                 Ok(_) => Err(CallError::Unavailable),

@@ -22,7 +22,8 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use proto::client::{Encoding, Event};
-use proto::pb::{self, room_event};
+use proto::internal::{self, room_event};
+use proto::pb;
 use router::client::CallError;
 
 use super::buffer::{Held, Recent, Tally};
@@ -62,7 +63,7 @@ pub struct Attach {
     pub reply: Option<Bytes>,
     /// A resume: the seq the member had, and the first page of what it
     /// missed (the rest is fetched as it reads).
-    pub resume: Option<(u64, Vec<pb::StoredMessage>)>,
+    pub resume: Option<(u64, Vec<internal::StoredMessage>)>,
 }
 
 /// What the task must do for the machine.
@@ -72,7 +73,7 @@ pub enum Action {
     Fill(pb::Since),
     /// Re-register these members with the room's owner (cancelling any sync
     /// under way); answer with [`Room::on_sync`].
-    Sync(Vec<pb::MemberRef>),
+    Sync(Vec<internal::MemberRef>),
     /// Fetch a page of history after this position for one member; answer
     /// with [`Room::on_fetch`].
     Fetch(Arc<str>, pb::Since),
@@ -158,7 +159,7 @@ impl Room {
     }
 
     /// An event from `sb.room.<room>`.
-    pub fn on_event(&mut self, ev: pb::RoomEvent, out: &mut Vec<Action>) {
+    pub fn on_event(&mut self, ev: internal::RoomEvent, out: &mut Vec<Action>) {
         match ev.kind {
             Some(room_event::Kind::Message(m)) => {
                 let enc = Arc::new(Encoded::new(self.room.clone(), ev.epoch.into(), m));
@@ -296,7 +297,7 @@ impl Room {
     }
 
     /// The owner's answer to a gap fill.
-    pub fn on_fill(&mut self, result: Result<pb::HistoryReply, CallError>, out: &mut Vec<Action>) {
+    pub fn on_fill(&mut self, result: Result<internal::HistoryReply, CallError>, out: &mut Vec<Action>) {
         self.filling = false;
         match result {
             Ok(h) if h.recovered && self.pos.as_ref().is_some_and(|(e, _)| **e == *h.epoch) => {
@@ -347,7 +348,7 @@ impl Room {
         let members = self
             .members
             .iter()
-            .map(|(conn, m)| pb::MemberRef {
+            .map(|(conn, m)| internal::MemberRef {
                 gateway: self.gateway.to_string(),
                 conn: conn.to_string(),
                 user: m.user.to_string(),
@@ -359,7 +360,7 @@ impl Room {
     }
 
     /// The new owner's position: carry on, fill the gap, or resync.
-    pub fn on_sync(&mut self, result: Result<pb::JoinReply, CallError>, out: &mut Vec<Action>) {
+    pub fn on_sync(&mut self, result: Result<internal::JoinReply, CallError>, out: &mut Vec<Action>) {
         match result {
             Ok(j) => match &self.pos {
                 None => self.pos = Some((j.epoch.into(), j.seq)),
@@ -414,7 +415,7 @@ impl Room {
     }
 
     /// A page of history for a catching-up member.
-    pub fn on_fetch(&mut self, conn: &str, result: Result<pb::HistoryReply, CallError>, out: &mut Vec<Action>) {
+    pub fn on_fetch(&mut self, conn: &str, result: Result<internal::HistoryReply, CallError>, out: &mut Vec<Action>) {
         self.fetches -= 1;
         self.next_fetch(out);
         let Some(c) = self.members.get_mut(conn).and_then(|m| m.catch_up.as_mut()) else { return };
@@ -506,22 +507,23 @@ mod tests {
 
     const E: &str = "e1";
 
-    fn message(epoch: &str, seq: u64, len: usize) -> pb::RoomEvent {
-        let m = pb::StoredMessage { seq, from: "u".into(), data: format!("\"{}\"", "x".repeat(len)).into(), ts: 1 };
-        pb::RoomEvent { room: "r".into(), epoch: epoch.into(), kind: Some(room_event::Kind::Message(m)) }
+    fn message(epoch: &str, seq: u64, len: usize) -> internal::RoomEvent {
+        let m =
+            internal::StoredMessage { seq, from: "u".into(), data: format!("\"{}\"", "x".repeat(len)).into(), ts: 1 };
+        internal::RoomEvent { room: "r".into(), epoch: epoch.into(), kind: Some(room_event::Kind::Message(m)) }
     }
 
-    fn stored(seqs: std::ops::RangeInclusive<u64>) -> Vec<pb::StoredMessage> {
+    fn stored(seqs: std::ops::RangeInclusive<u64>) -> Vec<internal::StoredMessage> {
         sized(seqs, 1)
     }
 
-    fn sized(seqs: std::ops::RangeInclusive<u64>, len: usize) -> Vec<pb::StoredMessage> {
+    fn sized(seqs: std::ops::RangeInclusive<u64>, len: usize) -> Vec<internal::StoredMessage> {
         let data = Bytes::from(format!("\"{}\"", "x".repeat(len)));
-        seqs.map(|seq| pb::StoredMessage { seq, from: "u".into(), data: data.clone(), ts: 1 }).collect()
+        seqs.map(|seq| internal::StoredMessage { seq, from: "u".into(), data: data.clone(), ts: 1 }).collect()
     }
 
-    fn history(epoch: &str, seq: u64, recovered: bool, msgs: Vec<pb::StoredMessage>) -> pb::HistoryReply {
-        pb::HistoryReply { epoch: epoch.into(), seq, recovered, messages: msgs, truncated: false }
+    fn history(epoch: &str, seq: u64, recovered: bool, msgs: Vec<internal::StoredMessage>) -> internal::HistoryReply {
+        internal::HistoryReply { epoch: epoch.into(), seq, recovered, messages: msgs, truncated: false }
     }
 
     /// A room with an owner, and the outboxes of its members.
@@ -548,7 +550,7 @@ mod tests {
             conn: &'static str,
             queue: usize,
             seq: u64,
-            resume: Option<(u64, Vec<pb::StoredMessage>)>,
+            resume: Option<(u64, Vec<internal::StoredMessage>)>,
         ) {
             let outbox = Arc::new(Outbox::new(queue));
             self.outboxes.insert(conn, outbox.clone());
@@ -565,7 +567,7 @@ mod tests {
             self.room.attach(a, &mut self.actions);
         }
 
-        fn event(&mut self, ev: pb::RoomEvent) {
+        fn event(&mut self, ev: internal::RoomEvent) {
             self.room.on_event(ev, &mut self.actions);
         }
 
@@ -703,7 +705,7 @@ mod tests {
             let mut c = Case::new();
             c.attach("a", 1 << 20, 0, None);
             let reply = answer
-                .map(|(epoch, seq)| pb::JoinReply { epoch: epoch.into(), seq, ..Default::default() })
+                .map(|(epoch, seq)| internal::JoinReply { epoch: epoch.into(), seq, ..Default::default() })
                 .map_err(|_| CallError::Unavailable);
             c.room.on_sync(reply, &mut c.actions);
             assert_eq!(c.got("a"), got.iter().map(|s| s.to_string()).collect::<Vec<_>>(), "{answer:?}");
@@ -727,11 +729,15 @@ mod tests {
         c.attach("a", 1 << 20, 0, None);
         c.attach("b", 1 << 20, 0, None);
         let joined = pb::MemberJoined { room: "r".into(), user: "a".into(), info: Bytes::new() };
-        c.event(pb::RoomEvent { room: "r".into(), epoch: E.into(), kind: Some(room_event::Kind::Joined(joined)) });
+        c.event(internal::RoomEvent {
+            room: "r".into(),
+            epoch: E.into(),
+            kind: Some(room_event::Kind::Joined(joined)),
+        });
         assert_eq!((c.got("a"), c.got("b")), (vec![], vec!["joined".to_owned()]));
         c.room.detach("b");
         let left = pb::MemberLeft { room: "r".into(), user: "x".into() };
-        c.event(pb::RoomEvent { room: "r".into(), epoch: E.into(), kind: Some(room_event::Kind::Left(left)) });
+        c.event(internal::RoomEvent { room: "r".into(), epoch: E.into(), kind: Some(room_event::Kind::Left(left)) });
         assert_eq!((c.got("a"), c.got("b")), (vec!["left".to_owned()], vec![]));
     }
 

@@ -1,6 +1,7 @@
 //! The cluster: NATS subjects built from user input, and the gRPC APIs.
 
 use super::*;
+use proto::internal;
 
 // The cluster: NATS subjects built from user input, and the gRPC APIs.
 
@@ -14,7 +15,7 @@ async fn user_input_never_widens_a_nats_subject() {
     cluster.wait_gateways_ready().await;
     let gw = &cluster.gateways[0];
     // A raw NATS client that sees everything published on the server.
-    let observer = proto::bus::Bus::nats(&cluster.nats.url, "attack-observer", "test").await.unwrap();
+    let observer = bus::Bus::nats(&cluster.nats.url, "attack-observer", "test").await.unwrap();
     let mut everything = observer.subscribe(">".into()).await.unwrap();
     let seen: Arc<Mutex<Vec<String>>> = Arc::default();
     let recorder = {
@@ -72,10 +73,10 @@ async fn user_input_never_widens_a_nats_subject() {
             Err(e) => panic!("{e}"),
         }
     }
-    let dm = pb::DirectMessage { to: "zz9victim".into(), from: "x".into(), data: b"1".to_vec().into(), ts: 1 };
+    let dm = internal::DirectMessage { to: "zz9victim".into(), from: "x".into(), data: b"1".to_vec().into(), ts: 1 };
     observer.publish_msg("sb.presence.zz9victim".into(), &presence("zz9victim")).await.unwrap();
     observer.publish_msg("sb.user.zz9victim".into(), &dm).await.unwrap();
-    let event = pb::RoomEvent { room: "zz9victim".into(), epoch: "e".into(), kind: None };
+    let event = internal::RoomEvent { room: "zz9victim".into(), epoch: "e".into(), kind: None };
     observer.publish_msg("sb.room.zz9victim".into(), &event).await.unwrap();
     let stray = mallory.wait_json(Duration::from_millis(500), |v| v["user"] != "zz9friend").await;
     assert!(matches!(stray, Err(ClientError::Timeout)), "nothing else reaches mallory: {stray:?}");
@@ -134,7 +135,8 @@ async fn grpc_apis_refuse_missing_and_wrong_bearer_tokens() {
 
     for auth in refused {
         let what = format!("{auth:?}");
-        let mut rooms = pb::rooms_client::RoomsClient::with_interceptor(channel(&router).await, Authorization(auth));
+        let mut rooms =
+            router::rpc::rooms_client::RoomsClient::with_interceptor(channel(&router).await, Authorization(auth));
         let publish = pb::PublishCall { room: "vault".into(), data: b"\"forged\"".to_vec().into(), from: "x".into() };
         unauthenticated(rooms.publish(publish).await.map(|_| ()), &format!("Publish {what}"));
         let members = pb::MembersCall { room: "vault".into(), limit: 10 };
@@ -143,7 +145,7 @@ async fn grpc_apis_refuse_missing_and_wrong_bearer_tokens() {
         unauthenticated(rooms.history(history).await.map(|_| ()), &format!("History {what}"));
         unauthenticated(rooms.stats(pb::StatsCall {}).await.map(|_| ()), &format!("Stats {what}"));
 
-        let mut admin = pb::gateway_admin_client::GatewayAdminClient::with_interceptor(
+        let mut admin = gateway::rpc::gateway_admin_client::GatewayAdminClient::with_interceptor(
             channel(&gateway).await,
             Authorization(auth),
         );
@@ -158,7 +160,8 @@ async fn grpc_apis_refuse_missing_and_wrong_bearer_tokens() {
     assert_eq!(http_get(&format!("{}/readyz", cluster.gateways[0].admin)).await.0, 200, "a refused drain drained");
 
     // With the token, every call works.
-    let mut rooms = pb::rooms_client::RoomsClient::with_interceptor(channel(&router).await, Authorization(Some(right)));
+    let mut rooms =
+        router::rpc::rooms_client::RoomsClient::with_interceptor(channel(&router).await, Authorization(Some(right)));
     let publish = pb::PublishCall { room: "vault".into(), data: b"\"real\"".to_vec().into(), from: String::new() };
     assert_eq!(rooms.publish(publish).await.unwrap().into_inner().seq, 1, "the refused publishes took no seq");
     assert_eq!(victim.next_of_type("message", T).await.unwrap()["data"], "real");
@@ -168,7 +171,7 @@ async fn grpc_apis_refuse_missing_and_wrong_bearer_tokens() {
     assert_eq!(rooms.history(history).await.unwrap().into_inner().messages.len(), 1);
     assert_eq!(rooms.stats(pb::StatsCall {}).await.unwrap().into_inner().ring_size, 1);
 
-    let mut admin = pb::gateway_admin_client::GatewayAdminClient::with_interceptor(
+    let mut admin = gateway::rpc::gateway_admin_client::GatewayAdminClient::with_interceptor(
         channel(&gateway).await,
         Authorization(Some(right)),
     );

@@ -94,7 +94,7 @@ async fn presence_checks_its_api_token_and_gateways_present_it() {
     // with --presence-token defaulting to their --api-token.
     let cluster = Cluster::start(1, 2).await;
     let addr = format!("127.0.0.1:{}", cluster.presence_port);
-    let mut open = pb::presence_client::PresenceClient::new(channel(&addr).await);
+    let mut open = presence::rpc::presence_client::PresenceClient::new(channel(&addr).await);
     let call = pb::QueryRequest { users: vec!["alice".into()] };
     let status = open.query(call).await.expect_err("presence answered without a token");
     assert_eq!(status.code(), tonic::Code::Unauthenticated);

@@ -57,8 +57,8 @@ pub struct Router {
     pub admin: String,
 }
 
-pub type RoomsClient = pb::rooms_client::RoomsClient<InterceptedService<Channel, Bearer>>;
-pub type AdminClient = pb::gateway_admin_client::GatewayAdminClient<InterceptedService<Channel, Bearer>>;
+pub type RoomsClient = router::rpc::rooms_client::RoomsClient<InterceptedService<Channel, Bearer>>;
+pub type AdminClient = gateway::rpc::gateway_admin_client::GatewayAdminClient<InterceptedService<Channel, Bearer>>;
 
 /// Adds `authorization: Bearer …` to every call.
 #[derive(Clone)]
@@ -228,14 +228,14 @@ impl Cluster {
     }
 
     pub async fn rooms_api(&self, router: usize) -> RoomsClient {
-        pb::rooms_client::RoomsClient::with_interceptor(
+        router::rpc::rooms_client::RoomsClient::with_interceptor(
             channel(&self.routers[router].grpc).await,
             Bearer(API_TOKEN.into()),
         )
     }
 
     pub async fn admin_api(&self, gateway: usize) -> AdminClient {
-        pb::gateway_admin_client::GatewayAdminClient::with_interceptor(
+        gateway::rpc::gateway_admin_client::GatewayAdminClient::with_interceptor(
             channel(&self.gateways[gateway].grpc).await,
             Bearer(API_TOKEN.into()),
         )

@@ -17,7 +17,7 @@ pub struct Connect {
     #[arg(long, default_value_t = 1000)]
     pub connections: usize,
     /// How long to hold the connections once all are up.
-    #[arg(long, default_value = "5s", value_parser = proto::cli::duration)]
+    #[arg(long, default_value = "5s", value_parser = shell::cli::duration)]
     pub hold: Duration,
     /// The server's process id (gateway or peer), to read its memory from /proc.
     #[arg(long)]

@@ -26,10 +26,10 @@ pub struct Reconnect {
     #[arg(long, default_value_t = 10.0)]
     pub rate: f64,
     /// First backoff step; doubles per failed attempt.
-    #[arg(long, default_value = "100ms", value_parser = proto::cli::duration)]
+    #[arg(long, default_value = "100ms", value_parser = shell::cli::duration)]
     pub backoff: Duration,
     /// Largest backoff step.
-    #[arg(long, default_value = "5s", value_parser = proto::cli::duration)]
+    #[arg(long, default_value = "5s", value_parser = shell::cli::duration)]
     pub backoff_cap: Duration,
 }
 

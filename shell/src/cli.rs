@@ -67,7 +67,7 @@ pub fn duration(s: &str) -> Result<Duration, String> {
 
 /// A node id: `[A-Za-z0-9_-]`, 1–64 bytes.
 pub fn node_id(s: &str) -> Result<String, String> {
-    if crate::subject::valid_node_id(s) {
+    if proto::subject::valid_node_id(s) {
         Ok(s.to_owned())
     } else {
         Err("must be 1-64 characters of [A-Za-z0-9_-]".into())
@@ -111,6 +111,6 @@ mod tests {
 
     #[test]
     fn default_ids_are_node_ids() {
-        assert!(crate::subject::valid_node_id(&default_id("x")));
+        assert!(proto::subject::valid_node_id(&default_id("x")));
     }
 }

@@ -2,7 +2,7 @@
 //!
 //! async-nats reconnects on its own and resubscribes every live subscription;
 //! what it does not do is bound a publish while disconnected (it waits once
-//! its queue is full), so [`super::Bus::publish`] puts a timeout around every
+//! its queue is full), so [`crate::Bus::publish`] puts a timeout around every
 //! publish. Reconnects are counted in `switchboard_<service>_nats_reconnects_total`.
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -12,7 +12,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::StreamExt;
 
-use super::{BoxFuture, Broker, BusError, Message, Subscription};
+use crate::{BoxFuture, Broker, BusError, Message, Subscription};
 
 /// A broker backed by one NATS connection.
 pub struct NatsBroker {
@@ -26,8 +26,8 @@ impl NatsBroker {
     pub async fn connect(url: &str, name: &str, service: &'static str) -> Result<Self, BusError> {
         let connected = Arc::new(AtomicBool::new(false));
         let flag = connected.clone();
-        let reconnects = crate::telemetry::metric_name(service, "nats_reconnects_total");
-        let dropped = crate::telemetry::metric_name(service, "bus_dropped_total");
+        let reconnects = crate::metrics::name(service, "nats_reconnects_total");
+        let dropped = crate::metrics::name(service, "bus_dropped_total");
         let seen_connect = Arc::new(AtomicBool::new(false));
         let client = async_nats::ConnectOptions::new()
             .name(name)

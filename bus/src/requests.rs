@@ -14,7 +14,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use tokio::sync::{oneshot, OnceCell};
 
-use super::{Broker, BusError};
+use crate::{Broker, BusError};
 
 type Waiters = Arc<Mutex<HashMap<u64, oneshot::Sender<Result<Bytes, BusError>>>>>;
 

@@ -12,14 +12,14 @@ use std::task::{Context, Poll, Waker};
 use bytes::Bytes;
 use futures::Stream;
 
-use super::{BoxFuture, Broker, BusError, Message, Subscription};
+use crate::{BoxFuture, Broker, BusError, Message, Subscription};
 
 /// Messages a subscriber may have queued before new ones are dropped.
 pub const SUBSCRIPTION_CAPACITY: usize = 65_536;
 
 /// An in-memory broker; clones share one subject table.
 #[derive(Clone)]
-pub struct LocalBroker {
+pub struct MemoryBroker {
     table: Arc<Mutex<Table>>,
     /// `switchboard_<service>_bus_dropped_total` counts slow-consumer drops.
     dropped: &'static str,
@@ -67,10 +67,10 @@ impl Sub {
     }
 }
 
-impl LocalBroker {
+impl MemoryBroker {
     /// An empty broker; `service` names the binary in its metrics.
     pub fn new(service: &'static str) -> Self {
-        let dropped = crate::telemetry::metric_name(service, "bus_dropped_total");
+        let dropped = crate::metrics::name(service, "bus_dropped_total");
         Self { table: Arc::default(), dropped }
     }
 
@@ -96,7 +96,7 @@ impl LocalBroker {
     }
 }
 
-impl Broker for LocalBroker {
+impl Broker for MemoryBroker {
     fn publish(&self, subject: String, reply: Option<String>, payload: Bytes) -> BoxFuture<'_, Result<(), BusError>> {
         self.deliver(Message { subject, reply, payload, no_responders: false });
         Box::pin(async { Ok(()) })
@@ -201,7 +201,7 @@ impl Drop for LocalStream {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bus::Bus;
+    use crate::Bus;
     use std::time::Duration;
 
     #[test]
@@ -216,7 +216,7 @@ mod tests {
 
     #[tokio::test]
     async fn publish_reaches_exact_and_wildcard_subscribers_once() {
-        let broker = LocalBroker::new("test");
+        let broker = MemoryBroker::new("test");
         let mut exact = broker.subscribe("sb.room.x".into()).await.unwrap();
         let mut wild = broker.subscribe("sb.room.*".into()).await.unwrap();
         broker.publish("sb.room.x".into(), None, Bytes::from_static(b"1")).await.unwrap();

@@ -43,21 +43,3 @@ pub fn install_metrics() -> PrometheusHandle {
     });
     handle
 }
-
-/// `switchboard_<service>_<name>` for metrics recorded by code that several
-/// binaries share. Interned for the life of the process: call it once per
-/// component, not per event.
-pub fn metric_name(service: &str, name: &str) -> &'static str {
-    Box::leak(format!("switchboard_{service}_{name}").into_boxed_str())
-}
-
-/// Describes the bus metrics every binary has (`switchboard_<service>_…`)
-/// and starts them at zero.
-pub fn describe_bus(service: &str) {
-    let reconnects = metric_name(service, "nats_reconnects_total");
-    let dropped = metric_name(service, "bus_dropped_total");
-    metrics::describe_counter!(reconnects, "Reconnections to NATS after the first connect.");
-    metrics::describe_counter!(dropped, "Bus messages dropped because a subscriber fell behind.");
-    metrics::counter!(reconnects).absolute(0);
-    metrics::counter!(dropped).absolute(0);
-}

@@ -1,0 +1,12 @@
+//! The process shell every Switchboard binary shares.
+//!
+//! What makes `gateway`, `router` and `presence` behave alike as processes,
+//! whatever they do inside: the command line and its conventions ([`cli`]),
+//! logs and the metrics recorder ([`telemetry`]), the admin endpoint with
+//! `/metrics`, `/healthz` and `/readyz` ([`admin`]), and how a gRPC API is
+//! served and guarded by its bearer token ([`grpc`]).
+
+pub mod admin;
+pub mod cli;
+pub mod grpc;
+pub mod telemetry;
