@@ -13,10 +13,10 @@ use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll, Waker};
 
 use bytes::Bytes;
-use gateway::auth::{token_from_request, Verifier};
-use gateway::fanout::Encoded;
-use gateway::reader::{FrameReader, Incoming};
-use gateway::topics::{Frame, Topic};
+use gateway::delivery::fanout::Encoded;
+use gateway::delivery::topics::{Frame, Topic};
+use gateway::session::auth::{token_from_request, Verifier};
+use gateway::websocket::reader::{FrameReader, Incoming};
 use hyper::header::{HeaderMap, HeaderValue, AUTHORIZATION};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use prost::Message as _;

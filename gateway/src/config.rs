@@ -107,7 +107,7 @@ pub struct Limits {
     pub bad_frame_limit: u32,
 
     /// Largest `info` claim in a token, in bytes (refused at auth with 4500 past it).
-    #[arg(long, env = "SB_MAX_INFO_BYTES", default_value_t = crate::auth::MAX_INFO_BYTES)]
+    #[arg(long, env = "SB_MAX_INFO_BYTES", default_value_t = crate::session::auth::MAX_INFO_BYTES)]
     pub max_info_bytes: usize,
 
     /// Rooms one connection may join.

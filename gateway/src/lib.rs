@@ -1,38 +1,27 @@
 //! The Switchboard gateway: the WebSocket edge.
 //!
-//! A connection is upgraded ([`handshake`]), authenticated and served by a
-//! [`session`] in one task: its [`socket`] reads with the gateway's own frame
-//! [`reader`], writes what fanout put in a bounded [`outbox`] with a
-//! [`writer`], and keeps the heartbeat and expiry [`clock`]s. Room operations go to the
-//! room's owner; events come back through one [`fanout`] task per locally
-//! joined room ([`rooms`]) and per-user [`topics`]. Everything a connection
-//! shares lives in the [`hub`].
+//! Folders by concept, in the order a connection meets them:
+//!
+//! - [`edge`]: the HTTP listener, admission (connection caps, handshake
+//!   rate, the budget of failed authentications) and the demo page.
+//! - [`websocket`]: the gateway's own WebSocket layer: the upgrade, a frame
+//!   reader and writer, the socket that drives both with the heartbeat
+//!   clocks, and the conformance echo.
+//! - [`session`]: one client connection: authentication, then one module
+//!   per op family in [`session::ops`].
+//! - [`delivery`]: how events reach connections: the bounded outbox of each,
+//!   one fanout state machine per locally joined room, per-user topics.
+//! - [`node`]: the gateway as a cluster member: the backends it reaches
+//!   (standalone or cluster), the shared hub, the admin API, drain, start-up.
 
-pub mod admission;
-pub mod auth;
-pub mod backends;
 pub mod bucket;
-pub mod clock;
 pub mod config;
-pub mod control;
-pub mod demo;
-pub mod drain;
-pub mod echo;
-pub mod fanout;
-pub mod glob;
-pub mod handshake;
-pub mod http;
-pub mod hub;
+pub mod delivery;
+pub mod edge;
 pub mod metrics;
-pub mod ops;
-pub mod outbox;
-pub mod reader;
-pub mod rooms;
-pub mod server;
+pub mod node;
 pub mod session;
-pub mod socket;
-pub mod topics;
-pub mod writer;
+pub mod websocket;
 
 /// The generated `GatewayAdmin` gRPC service (server and client) over `proto`'s messages.
 pub mod rpc {

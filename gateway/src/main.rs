@@ -1,5 +1,5 @@
 //! `gateway`: the Switchboard WebSocket gateway binary.
 
 fn main() {
-    shell::cli::main(gateway::server::run);
+    shell::cli::main(gateway::node::server::run);
 }

@@ -71,3 +71,71 @@ pub fn describe(standalone: bool) {
         metrics::counter!(name).absolute(0);
     }
 }
+
+// Typed helpers: every metric is recorded through these, so its name and
+// labels are spelled once, here.
+
+/// A handshake or connection refused, by reason.
+pub fn rejected(reason: &'static str) {
+    metrics::counter!("switchboard_gateway_connections_rejected_total", "reason" => reason).increment(1);
+}
+
+/// A frame or connection dropped, by reason.
+pub fn dropped(reason: &'static str) {
+    metrics::counter!("switchboard_gateway_drops_total", "reason" => reason).increment(1);
+}
+
+/// A connection authenticated and greeted.
+pub fn accepted() {
+    metrics::counter!("switchboard_gateway_connections_accepted_total").increment(1);
+}
+
+/// A connection ended with `code` (1006: without a close frame).
+pub fn disconnected(code: u16) {
+    metrics::counter!("switchboard_gateway_disconnects_total", "code" => code.to_string()).increment(1);
+}
+
+/// Authenticated connections now.
+pub fn connections(n: usize) {
+    metrics::gauge!("switchboard_gateway_connections").set(n as f64);
+}
+
+/// A client request, by op (`invalid`: undecodable).
+pub fn frame_in(op: &'static str) {
+    metrics::counter!("switchboard_gateway_frames_in_total", "op" => op).increment(1);
+}
+
+/// The time an op took.
+pub fn op_duration(op: &'static str, took: std::time::Duration) {
+    metrics::histogram!("switchboard_gateway_op_duration_seconds", "op" => op).record(took.as_secs_f64());
+}
+
+/// Data frames written to a client.
+pub fn frames_out(n: usize) {
+    metrics::counter!("switchboard_gateway_frames_out_total").increment(n as u64);
+}
+
+/// Events queued to clients.
+pub fn delivered(n: u64) {
+    metrics::counter!("switchboard_gateway_messages_delivered_total").increment(n);
+}
+
+/// Continuity lost in a room, for its members or one of them.
+pub fn resync() {
+    metrics::counter!("switchboard_gateway_resyncs_total").increment(1);
+}
+
+/// A gap filled from the owner's history.
+pub fn gap_fill() {
+    metrics::counter!("switchboard_gateway_gap_fills_total").increment(1);
+}
+
+/// A room's local members registered with a new owner.
+pub fn room_sync() {
+    metrics::counter!("switchboard_gateway_room_syncs_total").increment(1);
+}
+
+/// Bytes held by rooms' buffers of one kind (`recent`, `held`, `catch_up`).
+pub fn buffer_bytes(buffer: &'static str) -> metrics::Gauge {
+    metrics::gauge!("switchboard_gateway_room_buffer_bytes", "buffer" => buffer)
+}

@@ -1214,7 +1214,7 @@ impl Invocation {
         if !IMAGE_BINARIES.contains(&self.binary.as_str()) || self.binary == "loadtest" {
             return vec![format!("{what}: runs {:?}, not gateway, router or presence", self.binary)];
         }
-        let telemetry = read("proto/src/telemetry.rs");
+        let telemetry = read("shell/src/telemetry.rs");
         let Help { flags, vars } = clis.get(&self.binary);
         let mut out = Vec::new();
         for a in self.args.iter().filter(|a| a.starts_with("--")) {

@@ -8,6 +8,12 @@
 /// Longest room or user id, in bytes.
 pub const MAX_ID_LEN: usize = 128;
 
+/// The rule [`valid_id`] checks, as error messages state it.
+pub const ID_RULE: &str = "1-128 characters of [A-Za-z0-9_:@-]";
+
+/// The error message for an invalid room id.
+pub const INVALID_ROOM: &str = "room ids are 1-128 characters of [A-Za-z0-9_:@-]";
+
 /// Router announcements (`RouterAnnounce`), every 500 ms per router.
 pub const ROUTER_ANNOUNCE: &str = "sb.ctl.router";
 /// Gateway announcements (`GatewayAnnounce`), every 1 s per gateway.
@@ -67,6 +73,12 @@ mod tests {
         for bad in ["", "a.b", "*", ">", "a b", "a*", "é", &"x".repeat(129), "a\n"] {
             assert!(!valid_id(bad), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn the_rule_is_stated_once() {
+        assert!(INVALID_ROOM.ends_with(ID_RULE));
+        assert!(ID_RULE.contains(&MAX_ID_LEN.to_string()));
     }
 
     #[test]

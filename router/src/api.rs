@@ -33,7 +33,7 @@ impl RoomsApi {
 
     async fn call(&self, room: &str, kind: router_request::Kind) -> Result<router_reply::Kind, Status> {
         if !subject::valid_id(room) {
-            return Err(Status::invalid_argument("invalid_room: room ids are 1-128 characters of [A-Za-z0-9_:@-]"));
+            return Err(Status::invalid_argument(format!("invalid_room: {}", subject::INVALID_ROOM)));
         }
         self.client.call(room, kind).await.map_err(|e| match e {
             CallError::Unavailable => Status::unavailable("unavailable: room owner unavailable; retry"),

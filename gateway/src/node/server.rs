@@ -12,14 +12,15 @@ use proto::subject;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::auth::Verifier;
-use crate::backends::Backends;
 use crate::config::Config;
-use crate::control::Control;
-use crate::demo::{Demo, Minter};
-use crate::glob::RoomGlobs;
-use crate::hub::{Hub, Parts};
-use crate::{drain, http};
+use crate::edge::demo::{Demo, Minter};
+use crate::edge::http;
+use crate::node::backends::Backends;
+use crate::node::control::Control;
+use crate::node::drain;
+use crate::node::hub::{Hub, Parts};
+use crate::session::auth::Verifier;
+use crate::session::glob::RoomGlobs;
 
 /// Shortest HS256 secret accepted: a shorter one can be brute-forced from
 /// any token (RFC 7518 3.2 asks for a key at least as long as the hash).

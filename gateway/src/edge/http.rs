@@ -1,10 +1,10 @@
 //! The HTTP listener in front of the WebSocket endpoint.
 //!
 //! One hyper HTTP/1 connection per TCP connection, counted by
-//! [`admission`](crate::admission) from accept to close, with a header read
+//! [`admission`](crate::edge::admission) from accept to close, with a header read
 //! timeout (`--header-timeout`, against slowloris) and a small header buffer
 //! (oversized headers are refused by hyper with 431). `/ws` upgrades; the
-//! [`demo`](crate::demo) answers the rest (its page, the JavaScript client,
+//! [`demo`](crate::edge::demo) answers the rest (its page, the JavaScript client,
 //! demo tokens), or 404.
 
 use std::convert::Infallible;
@@ -20,10 +20,10 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
-use crate::admission::{Refusal, Ticket};
-use crate::demo::Demo;
-use crate::handshake::{self, Upgrade};
-use crate::hub::Hub;
+use crate::edge::admission::{Refusal, Ticket};
+use crate::edge::demo::Demo;
+use crate::node::hub::Hub;
+use crate::websocket::handshake::{self, Upgrade};
 
 /// Request head buffer: headers larger than this are refused.
 const MAX_HEAD_BYTES: usize = 16 * 1024;

@@ -12,7 +12,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::time::timeout;
 
-use crate::outbox::{Out, Outbox};
+use crate::delivery::outbox::{Out, Outbox};
 
 const OP_TEXT: u8 = 1;
 const OP_BINARY: u8 = 2;
@@ -70,7 +70,7 @@ impl Writer {
             match timeout(self.write_timeout, self.io.write_all(&buf)).await {
                 Ok(Ok(())) => {
                     let delivered = batch.frames.iter().filter(|o| matches!(o, Out::Data(_))).count();
-                    metrics::counter!("switchboard_gateway_frames_out_total").increment(delivered as u64);
+                    crate::metrics::frames_out(delivered);
                 }
                 Ok(Err(_)) => {
                     outbox.close(close::NORMAL, "socket error");
@@ -78,7 +78,7 @@ impl Writer {
                     return;
                 }
                 Err(_) => {
-                    metrics::counter!("switchboard_gateway_drops_total", "reason" => "write_timeout").increment(1);
+                    crate::metrics::dropped("write_timeout");
                     outbox.close(close::SLOW_CONSUMER, "slow consumer");
                     self.done = true;
                     return;

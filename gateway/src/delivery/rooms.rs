@@ -13,7 +13,7 @@ use proto::subject;
 use router::client::RouterClient;
 use tokio::sync::{mpsc, watch};
 
-use crate::fanout::{self, Attach, Cmd};
+use crate::delivery::fanout::{self, Attach, Cmd};
 
 /// How far a room's subscription has come.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -10,7 +10,7 @@ use proto::client::close;
 use proto::pb;
 use tonic::{Request, Response, Status};
 
-use crate::hub::Hub;
+use crate::node::hub::Hub;
 
 /// The `GatewayAdmin` service.
 pub struct Control {
@@ -69,7 +69,7 @@ impl crate::rpc::gateway_admin_server::GatewayAdmin for Control {
     async fn drain(&self, _: Request<pb::DrainCall>) -> Result<Response<pb::DrainResult>, Status> {
         let connections = self.hub.conn_count() as u64;
         let (hub, window) = (self.hub.clone(), self.drain_window);
-        tokio::spawn(async move { crate::drain::run(&hub, window).await });
+        tokio::spawn(async move { crate::node::drain::run(&hub, window).await });
         Ok(Response::new(pb::DrainResult { connections }))
     }
 }

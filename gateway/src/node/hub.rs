@@ -8,13 +8,13 @@ use bus::Bus;
 use presence::{PresenceClient, Reporter};
 use router::client::RouterClient;
 
-use crate::admission::Admission;
-use crate::auth::Verifier;
 use crate::config::Limits;
-use crate::glob::RoomGlobs;
-use crate::outbox::Outbox;
-use crate::rooms::Rooms;
-use crate::topics::{Topic, Topics};
+use crate::delivery::outbox::Outbox;
+use crate::delivery::rooms::Rooms;
+use crate::delivery::topics::{Topic, Topics};
+use crate::edge::admission::Admission;
+use crate::session::auth::Verifier;
+use crate::session::glob::RoomGlobs;
 
 /// The gateway's shared state and services.
 pub struct Hub {
@@ -38,7 +38,7 @@ pub struct Hub {
     /// Allowed `Origin` values; empty allows any.
     pub allowed_origins: Vec<String>,
     /// `--conformance-echo`: connections echo messages instead of speaking
-    /// the Switchboard protocol (see [`crate::echo`]).
+    /// the Switchboard protocol (see [`crate::websocket::echo`]).
     pub conformance_echo: bool,
     pub admission: Arc<Admission>,
     /// Live connections, for drain and admin disconnects.
@@ -100,13 +100,13 @@ impl Hub {
     pub fn register(&self, id: Arc<str>, conn: Conn) {
         let mut conns = self.conns.lock().unwrap();
         conns.insert(id, conn);
-        metrics::gauge!("switchboard_gateway_connections").set(conns.len() as f64);
+        crate::metrics::connections(conns.len());
     }
 
     pub fn unregister(&self, id: &str) {
         let mut conns = self.conns.lock().unwrap();
         conns.remove(id);
-        metrics::gauge!("switchboard_gateway_connections").set(conns.len() as f64);
+        crate::metrics::connections(conns.len());
     }
 
     /// A snapshot of the live connections.

@@ -20,9 +20,9 @@ use hyper_util::rt::TokioIo;
 use proto::client::{close, Encoding};
 use tokio::net::TcpStream;
 
-use crate::admission::Refusal;
-use crate::auth::token_from_request;
-use crate::hub::Hub;
+use crate::edge::admission::Refusal;
+use crate::node::hub::Hub;
+use crate::session::auth::token_from_request;
 use crate::session::Accepted;
 
 /// A WebSocket upgrade answered with 101: what the connection's task runs
@@ -101,7 +101,7 @@ pub fn upgrade(
     let refuse = if refused.is_some() {
         Some((close::TRY_AGAIN_LATER, "try again later"))
     } else if !origin_ok {
-        metrics::counter!("switchboard_gateway_connections_rejected_total", "reason" => "origin").increment(1);
+        crate::metrics::rejected("origin");
         Some((close::POLICY, "origin not allowed"))
     } else {
         None
@@ -152,7 +152,7 @@ fn valid_key(key: Option<&HeaderValue>) -> bool {
 }
 
 fn reject(status: StatusCode, message: &str, reason: &'static str) -> Response<Full<Bytes>> {
-    metrics::counter!("switchboard_gateway_connections_rejected_total", "reason" => reason).increment(1);
+    crate::metrics::rejected(reason);
     Response::builder()
         .status(status)
         .header("content-type", "text/plain")

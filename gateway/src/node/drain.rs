@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use proto::client::close;
 
-use crate::hub::Hub;
+use crate::node::hub::Hub;
 
 /// Pause between batches.
 const STEP: Duration = Duration::from_millis(100);

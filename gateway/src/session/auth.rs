@@ -201,7 +201,10 @@ impl Verifier {
         // `sub` becomes part of NATS subjects: it must not be able to add a
         // level (`.`) or a wildcard to one.
         if !proto::subject::valid_id(&sub) {
-            return Err(invalid("claim `sub` is not a valid user id (1-128 bytes of [A-Za-z0-9_:@-])"));
+            return Err(AuthError::Invalid(format!(
+                "claim `sub` is not a valid user id ({})",
+                proto::subject::ID_RULE
+            )));
         }
 
         if wire.info.as_ref().is_some_and(|i| i.get().len() > self.max_info_bytes) {
@@ -323,10 +326,10 @@ mod tests {
     use serde_json::{json, Value};
 
     const SECRET: &[u8] = b"test-secret-of-a-reasonable-length";
-    const RSA_PRIVATE: &[u8] = include_bytes!("../tests/keys/rsa_private.pem");
-    const RSA_PUBLIC: &[u8] = include_bytes!("../tests/keys/rsa_public.pem");
-    const EC_PRIVATE: &[u8] = include_bytes!("../tests/keys/ec_private.pem");
-    const EC_PUBLIC: &[u8] = include_bytes!("../tests/keys/ec_public.pem");
+    const RSA_PRIVATE: &[u8] = include_bytes!("../../tests/keys/rsa_private.pem");
+    const RSA_PUBLIC: &[u8] = include_bytes!("../../tests/keys/rsa_public.pem");
+    const EC_PRIVATE: &[u8] = include_bytes!("../../tests/keys/ec_private.pem");
+    const EC_PUBLIC: &[u8] = include_bytes!("../../tests/keys/ec_public.pem");
 
     /// base64url of `{"alg":"none","typ":"JWT"}`.
     const NONE_HEADER: &str = "eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0";

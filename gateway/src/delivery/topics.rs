@@ -24,7 +24,7 @@ use proto::internal;
 use proto::{pb, subject};
 use tokio::sync::mpsc;
 
-use crate::outbox::{Out, Outbox};
+use crate::delivery::outbox::{Out, Outbox};
 
 /// Which per-user subject a [`Topics`] follows.
 #[derive(Debug, Clone, Copy)]
@@ -184,7 +184,7 @@ fn deliver(topic: Topic, user: &str, payload: &Bytes, table: &Table) {
         let bytes = slot.get_or_insert_with(|| frame.encode(l.encoding)).clone();
         delivered += l.outbox.push(Out::Data(bytes)) as u64;
     }
-    metrics::counter!("switchboard_gateway_messages_delivered_total").increment(delivered);
+    crate::metrics::delivered(delivered);
 }
 
 /// A decoded per-user event: what `sb.user.<user>` and `sb.presence.<user>`

@@ -55,7 +55,7 @@ impl Refusal {
 
     /// Counts the refusal.
     pub fn count(self) {
-        metrics::counter!("switchboard_gateway_connections_rejected_total", "reason" => self.reason()).increment(1);
+        crate::metrics::rejected(self.reason());
     }
 }
 

@@ -16,10 +16,10 @@ use bytes::Bytes;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
-use crate::clock::{Alarm, Clocks};
-use crate::outbox::Outbox;
-use crate::reader::{FrameReader, Incoming, ReadError};
-use crate::writer::Writer;
+use crate::delivery::outbox::Outbox;
+use crate::websocket::clock::{Alarm, Clocks};
+use crate::websocket::reader::{FrameReader, Incoming, ReadError};
+use crate::websocket::writer::Writer;
 
 /// How long a closing connection waits for the client's close frame.
 const CLOSE_LINGER: Duration = Duration::from_secs(1);

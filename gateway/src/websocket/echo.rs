@@ -3,7 +3,7 @@
 //! Conformance suites (Autobahn's cases, run by `kosoku`, see
 //! `docs/conformance.md`) drive a server that echoes every message back. This
 //! mode is that server, built from the gateway's real parts: the same
-//! upgrade, the same frame [`reader`](crate::reader) (limits, UTF-8
+//! upgrade, the same frame [`reader`](crate::websocket::reader) (limits, UTF-8
 //! validation, fragmentation, close-code checks), the same outbox, writer,
 //! heartbeat and closing handshake. Only the layer above — authentication
 //! and the Switchboard ops — is replaced by "send it back", so what the suite
@@ -15,9 +15,9 @@
 
 use proto::client::close;
 
-use crate::outbox::{Out, Outbox};
-use crate::reader::{Incoming, ReadError};
-use crate::socket::Socket;
+use crate::delivery::outbox::{Out, Outbox};
+use crate::websocket::reader::{Incoming, ReadError};
+use crate::websocket::socket::Socket;
 
 /// Echoes messages (text as text, binary as binary) and answers pings until
 /// the connection starts closing; the caller then finishes the close.

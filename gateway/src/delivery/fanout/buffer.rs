@@ -26,13 +26,13 @@ impl Tally {
 
     pub fn add(&mut self, n: usize) {
         self.bytes += n;
-        metrics::gauge!("switchboard_gateway_room_buffer_bytes", "buffer" => self.buffer).increment(n as f64);
+        crate::metrics::buffer_bytes(self.buffer).increment(n as f64);
     }
 
     pub fn sub(&mut self, n: usize) {
         let n = n.min(self.bytes);
         self.bytes -= n;
-        metrics::gauge!("switchboard_gateway_room_buffer_bytes", "buffer" => self.buffer).decrement(n as f64);
+        crate::metrics::buffer_bytes(self.buffer).decrement(n as f64);
     }
 }
 

@@ -26,7 +26,7 @@ pub enum Out {
     /// A pong answering the client's ping.
     Pong(Bytes),
     /// A data frame whose type is given, whatever the connection's encoding:
-    /// what `--conformance-echo` sends back ([`crate::echo`]).
+    /// what `--conformance-echo` sends back ([`crate::websocket::echo`]).
     Echo { binary: bool, data: Bytes },
 }
 
@@ -115,7 +115,7 @@ impl Outbox {
             s.bytes = 0;
             s.closing = Some(Closing { code: close::SLOW_CONSUMER, reason: "slow consumer" });
             drop(s);
-            metrics::counter!("switchboard_gateway_drops_total", "reason" => "slow_consumer").increment(1);
+            crate::metrics::dropped("slow_consumer");
             self.wake.notify_one();
             self.drained.notify_waiters();
             return false;

@@ -28,8 +28,8 @@ use router::client::CallError;
 
 use super::buffer::{Held, Recent, Tally};
 use super::encoded::Encoded;
-use crate::outbox::{Out, Outbox};
-use crate::topics::Listener;
+use crate::delivery::outbox::{Out, Outbox};
+use crate::delivery::topics::Listener;
 
 /// Buffer bounds of one room at one gateway.
 #[derive(Debug, Clone, Copy)]
@@ -225,7 +225,7 @@ impl Room {
             }
             delivered += m.listener.outbox.push(Out::Data(bytes.clone())) as u64;
         }
-        metrics::counter!("switchboard_gateway_messages_delivered_total").increment(delivered);
+        crate::metrics::delivered(delivered);
         self.recent.push(enc);
         for conn in behind {
             self.pump(&conn, out);
@@ -247,7 +247,7 @@ impl Room {
 
     /// Tells every member continuity was lost; delivery goes on after `seq`.
     fn resync(&mut self, epoch: Arc<str>, seq: u64) {
-        metrics::counter!("switchboard_gateway_resyncs_total").increment(1);
+        crate::metrics::resync();
         let room = self.room.clone();
         self.broadcast(None, |e| Event::Resync { room: &room, epoch: &epoch, seq }.encode(e));
         for m in self.members.values_mut() {
@@ -263,7 +263,7 @@ impl Room {
     /// gateway's position.
     fn resync_member(&mut self, conn: &str) {
         let (Some((epoch, seq)), Some(m)) = (&self.pos, self.members.get_mut(conn)) else { return };
-        metrics::counter!("switchboard_gateway_resyncs_total").increment(1);
+        crate::metrics::resync();
         let frame = Event::Resync { room: &self.room, epoch, seq: *seq }.encode(m.listener.encoding);
         m.listener.outbox.push(Out::Data(frame));
         m.after = *seq;
@@ -291,7 +291,7 @@ impl Room {
             return;
         }
         let Some((epoch, seq)) = &self.pos else { return };
-        metrics::counter!("switchboard_gateway_gap_fills_total").increment(1);
+        crate::metrics::gap_fill();
         self.filling = true;
         out.push(Action::Fill(pb::Since { epoch: epoch.to_string(), seq: *seq }));
     }
@@ -355,7 +355,7 @@ impl Room {
                 info: m.info.clone(),
             })
             .collect();
-        metrics::counter!("switchboard_gateway_room_syncs_total").increment(1);
+        crate::metrics::room_sync();
         out.push(Action::Sync(members));
     }
 

@@ -19,7 +19,7 @@ use http_body_util::Full;
 use hyper::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE, ETAG, IF_NONE_MATCH};
 use hyper::{Method, Request, Response, StatusCode};
 
-use crate::auth::token_from_request;
+use crate::session::auth::token_from_request;
 
 /// The user of the printed demo token.
 pub const DEMO_USER: &str = "demo";
@@ -51,27 +51,27 @@ const ASSETS: &[Asset] = &[
     Asset {
         path: "/",
         content_type: "text/html; charset=utf-8",
-        body: include_bytes!("../../clients/js/demo/index.html"),
+        body: include_bytes!("../../../clients/js/demo/index.html"),
     },
     Asset {
         path: "/demo.js",
         content_type: "text/javascript; charset=utf-8",
-        body: include_bytes!("../../clients/js/demo/demo.js"),
+        body: include_bytes!("../../../clients/js/demo/demo.js"),
     },
     Asset {
         path: "/demo.css",
         content_type: "text/css; charset=utf-8",
-        body: include_bytes!("../../clients/js/demo/demo.css"),
+        body: include_bytes!("../../../clients/js/demo/demo.css"),
     },
     Asset {
         path: "/switchboard.js",
         content_type: "text/javascript; charset=utf-8",
-        body: include_bytes!("../../clients/js/switchboard.js"),
+        body: include_bytes!("../../../clients/js/switchboard.js"),
     },
     Asset {
         path: "/switchboard.d.ts",
         content_type: "application/typescript; charset=utf-8",
-        body: include_bytes!("../../clients/js/switchboard.d.ts"),
+        body: include_bytes!("../../../clients/js/switchboard.d.ts"),
     },
 ];
 
@@ -129,7 +129,7 @@ impl Minter {
         }
         let user = req.uri().query().and_then(|q| query_param(q, "user"));
         let Some(user) = user.filter(|u| proto::subject::valid_id(u)) else {
-            return text(StatusCode::BAD_REQUEST, "user must be 1-128 characters of [A-Za-z0-9_:@-]\n");
+            return text(StatusCode::BAD_REQUEST, format!("user must be {}\n", proto::subject::ID_RULE));
         };
         let exp = now_secs() + MINTED_TOKEN_TTL.as_secs() as i64;
         let body = serde_json::json!({ "token": mint(&self.secret, &user, exp), "user": user, "exp": exp });
@@ -195,12 +195,12 @@ fn method_not_allowed(allow: &'static str) -> Response<Full<Bytes>> {
     r
 }
 
-fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
+fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
     Response::builder()
         .status(status)
         .header(CONTENT_TYPE, "text/plain; charset=utf-8")
         .header(CACHE_CONTROL, "no-store")
-        .body(Full::new(Bytes::from_static(body.as_bytes())))
+        .body(Full::new(body.into()))
         .expect("static response parts are valid")
 }
 

@@ -1,0 +1,11 @@
+//! How events reach connections.
+//!
+//! Every connection has a bounded [`outbox`] that producers push encoded
+//! frames into and never wait on. Room events come through one [`fanout`]
+//! task per locally joined room ([`rooms`] keeps the registry); direct
+//! messages and presence events through per-user [`topics`].
+
+pub mod fanout;
+pub mod outbox;
+pub mod rooms;
+pub mod topics;

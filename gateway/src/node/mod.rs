@@ -1,0 +1,12 @@
+//! The gateway as a process and a cluster member.
+//!
+//! [`server`] starts everything and drains on SIGTERM; [`backends`] is the
+//! one place standalone and cluster mode differ (what the gateway talks to);
+//! [`hub`] is what every connection shares; [`control`] is the admin gRPC
+//! API; [`drain`] closes clients in batches.
+
+pub mod backends;
+pub mod control;
+pub mod drain;
+pub mod hub;
+pub mod server;

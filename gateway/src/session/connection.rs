@@ -1,0 +1,270 @@
+//! A connection's life: the socket beside the session, from the upgraded
+//! stream to the last byte.
+//!
+//! The connection authenticates (a token in the upgrade, or an `auth` frame
+//! within the auth timeout) and is admitted, registers, then reads and
+//! answers requests one at a time, which keeps one publisher's messages in
+//! order. While the session handles a request the socket keeps writing and
+//! its clocks running ([`Socket::tend`]). Every way out closes with the
+//! design's close code and undoes what the connection held.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use proto::client::{close, ErrorCode, Event, Request, RequestId};
+use tokio::net::TcpStream;
+
+use super::auth::{AuthError, Claims};
+use super::glob::RoomGlobs;
+use super::{decode, Accepted, Session};
+use crate::delivery::outbox::Out;
+use crate::delivery::topics::Listener;
+use crate::node::hub::{Conn, Hub};
+use crate::websocket::reader::{Incoming, ReadError};
+use crate::websocket::socket::{Socket, SocketConfig};
+
+/// Runs a connection to the end. The session is moved into the future once
+/// and lived through a reference: an `async fn` taking it by value would
+/// hold a second copy of it (its argument and its binding).
+pub fn run(
+    hub: Arc<Hub>,
+    stream: TcpStream,
+    prefix: Bytes,
+    accepted: Accepted,
+) -> impl std::future::Future<Output = ()> + Send {
+    let mut connection = Connection::new(hub, stream, prefix, accepted);
+    async move { connection.live().await }
+}
+
+/// A client connection: its socket, and the session the ops act on. Kept
+/// apart so the socket can keep writing while the session handles a request.
+struct Connection {
+    socket: Socket,
+    session: Session,
+    /// What the handshake decided, until used.
+    accepted: Option<Accepted>,
+    /// The token expiry the socket's clock was last given.
+    exp: i64,
+}
+
+impl Connection {
+    fn new(hub: Arc<Hub>, stream: TcpStream, prefix: Bytes, accepted: Accepted) -> Self {
+        let outbox = Arc::new(crate::delivery::outbox::Outbox::new(hub.limits.queue_bytes));
+        let config = SocketConfig {
+            binary: accepted.encoding.is_binary(),
+            max_message: hub.limits.max_message_bytes,
+            heartbeat: hub.limits.heartbeat,
+            pong_timeout: hub.limits.pong_timeout,
+            write_timeout: hub.limits.write_timeout,
+        };
+        let session = Session::new(hub, outbox.clone(), &accepted);
+        Self { socket: Socket::new(stream, prefix, outbox, config), session, accepted: Some(accepted), exp: 0 }
+    }
+
+    /// The whole connection: authenticate, serve, clean up, close. Each step
+    /// but the serving is boxed, so an idle connection's task holds only
+    /// what serving needs; and boxed in a statement of its own, as a
+    /// temporary in an awaited expression keeps its space for good.
+    async fn live(&mut self) {
+        let accepted = self.accepted.take().expect("set by new");
+        if let Some((code, reason)) = accepted.refuse {
+            self.session.outbox.close(code, reason);
+        } else if self.session.hub.conformance_echo {
+            let echo = Box::pin(crate::websocket::echo::serve(&mut self.socket, &self.session.outbox));
+            echo.await;
+        } else {
+            let auth = Box::pin(self.authenticate(accepted.token, accepted.peer));
+            if let Some((claims, auth_id)) = auth.await {
+                let open = Box::pin(self.open(claims));
+                open.await;
+                if auth_id.is_some() {
+                    self.session.reply(&auth_id, Ok(Default::default()));
+                }
+                self.serve().await;
+                let close = Box::pin(self.session.leave_all());
+                close.await;
+            }
+        }
+        let finish = Box::pin(self.socket.finish(close::NORMAL, "bye"));
+        let code = finish.await;
+        crate::metrics::disconnected(code);
+    }
+
+    /// Verifies the upgrade's token, or waits for an `auth` frame, and
+    /// admits the connection. Returns the claims and the id of an `auth`
+    /// request still to be answered.
+    async fn authenticate(&mut self, token: Option<String>, peer: SocketAddr) -> Option<(Claims, RequestId)> {
+        let (claims, id) = Box::pin(self.credentials(token, peer)).await?;
+        // Only a verified token is charged to the handshake rate.
+        if let Err(refusal) = self.session.hub.admission.handshake() {
+            refusal.count();
+            if id.is_some() {
+                self.session.fail(&id, ErrorCode::Unavailable, "try again later");
+            }
+            self.session.outbox.close(close::TRY_AGAIN_LATER, "try again later");
+            return None;
+        }
+        Some((claims, id))
+    }
+
+    /// The verified claims of the upgrade's token or of an `auth` frame.
+    async fn credentials(&mut self, token: Option<String>, peer: SocketAddr) -> Option<(Claims, RequestId)> {
+        if let Some(token) = token {
+            return match self.session.hub.verifier.verify(&token) {
+                Ok(claims) => Some((claims, RequestId::None)),
+                Err(e) => {
+                    reject_token(&self.session, &e, peer);
+                    None
+                }
+            };
+        }
+        let deadline = tokio::time::Instant::now() + self.session.hub.limits.auth_timeout;
+        self.socket.clocks.end_at(deadline, close::UNAUTHORIZED, "auth timeout");
+        loop {
+            let msg = match self.socket.next().await {
+                Ok(Incoming::Ping(p)) => {
+                    // Rate-limited as after auth: a ping flood while the auth
+                    // frame is awaited ends in 4002 too.
+                    if self.session.admit() {
+                        self.session.outbox.push(Out::Pong(p));
+                    } else if self.session.outbox.closing().is_some() {
+                        return None;
+                    }
+                    continue;
+                }
+                Ok(Incoming::Pong) => continue,
+                Ok(Incoming::Close(code)) => {
+                    self.session.outbox.close(code.unwrap_or(close::NORMAL), "bye");
+                    return None;
+                }
+                Err(ReadError::Protocol { code, reason }) => {
+                    self.session.outbox.close(code, reason);
+                    return None;
+                }
+                Err(ReadError::Closed) => {
+                    if self.session.outbox.closing().is_some_and(|c| c.reason == "auth timeout") {
+                        crate::metrics::rejected("auth_timeout");
+                    }
+                    self.session.outbox.close(close::ABNORMAL, "gone");
+                    return None;
+                }
+                Ok(msg) => msg,
+            };
+            match decode(self.session.encoding, &msg) {
+                Err((code, reason)) => self.session.outbox.close(code, reason),
+                Ok(Some(Ok(Request { id, op: proto::client::Op::Auth { token } }))) => {
+                    match self.session.hub.verifier.verify(&token) {
+                        Ok(claims) => return Some((claims, id)),
+                        Err(e) => {
+                            self.session.fail(&id, ErrorCode::Unauthorized, &e.to_string());
+                            reject_token(&self.session, &e, peer);
+                        }
+                    }
+                }
+                _ => {
+                    self.session.fail(&RequestId::None, ErrorCode::Unauthorized, "authenticate first");
+                    refuse_auth(&self.session, close::UNAUTHORIZED, "authenticate first", peer);
+                }
+            }
+            return None;
+        }
+    }
+
+    /// Registers an authenticated connection and greets it.
+    async fn open(&mut self, claims: Claims) {
+        let hub = self.session.hub.clone();
+        self.session.conn = hub.new_conn_id();
+        self.session.user = claims.sub.clone().into();
+        self.session.info = claims.info_bytes();
+        if let Some(rooms) = &claims.rooms {
+            self.session.globs = Arc::new(RoomGlobs::new(rooms.clone()));
+        }
+        let listener = Listener { outbox: self.session.outbox.clone(), encoding: self.session.encoding };
+        hub.register(
+            self.session.conn.clone(),
+            Conn { user: self.session.user.clone(), outbox: self.session.outbox.clone() },
+        );
+        if let Err(e) = hub.direct.add(&self.session.user, self.session.conn.clone(), listener).await {
+            tracing::warn!(error = %e, "direct messages unavailable for this connection");
+        }
+        hub.reporter.connected(&self.session.user, &self.session.conn);
+        self.session.exp = claims.exp;
+        self.sync_expiry();
+        crate::metrics::accepted();
+        self.session.send(Event::Hello {
+            conn: &self.session.conn,
+            user: &self.session.user,
+            gateway: &hub.id,
+            heartbeat_ms: hub.limits.heartbeat.as_millis() as u32,
+        });
+    }
+
+    /// Moves the socket's expiry clock to the session's token expiry.
+    fn sync_expiry(&mut self) {
+        if self.exp != self.session.exp {
+            self.exp = self.session.exp;
+            self.socket.clocks.expire_at(self.exp, close::TOKEN_EXPIRED, tokio::time::Instant::now());
+        }
+    }
+
+    /// Reads and answers requests until the connection closes; a request's
+    /// answer may wait, but writes and clocks never do.
+    async fn serve(&mut self) {
+        loop {
+            match self.socket.next().await {
+                // The client vanished, or our close went out.
+                Err(ReadError::Closed) => self.session.outbox.close(close::ABNORMAL, "gone"),
+                Err(ReadError::Protocol { code, reason }) => {
+                    crate::metrics::dropped("protocol_error");
+                    self.session.outbox.close(code, reason);
+                }
+                Ok(Incoming::Close(code)) => self.session.outbox.close(code.unwrap_or(close::NORMAL), "bye"),
+                Ok(Incoming::Pong) => {}
+                Ok(Incoming::Ping(payload)) => {
+                    if self.session.admit() {
+                        self.session.outbox.push(Out::Pong(payload));
+                    }
+                }
+                Ok(msg) => match decode(self.session.encoding, &msg) {
+                    Err((code, reason)) => self.session.outbox.close(code, reason),
+                    // Boxed: allocated only while a request is handled.
+                    Ok(Some(decoded)) => {
+                        let handle = Box::pin(self.socket.tend(self.session.on_request(decoded)));
+                        handle.await;
+                        self.sync_expiry();
+                    }
+                    Ok(None) => {}
+                },
+            }
+            if self.session.outbox.closing().is_some() {
+                return;
+            }
+        }
+    }
+}
+
+fn reject_token(s: &Session, e: &AuthError, peer: SocketAddr) {
+    let reason = match e {
+        AuthError::Expired => "token expired",
+        AuthError::Invalid(_) => "unauthorized",
+        AuthError::InfoTooLarge { .. } => "info claim too large",
+    };
+    tracing::debug!(%peer, error = %e, "token rejected");
+    refuse_auth(s, e.close_code(), reason, peer);
+}
+
+/// Closes a connection that failed to authenticate: with its code while
+/// failures are within their budget, else with 1013.
+fn refuse_auth(s: &Session, code: u16, reason: &'static str, peer: SocketAddr) {
+    match s.hub.admission.failure(peer.ip()) {
+        Ok(()) => {
+            crate::metrics::rejected("unauthorized");
+            s.outbox.close(code, reason);
+        }
+        Err(refusal) => {
+            refusal.count();
+            s.outbox.close(close::TRY_AGAIN_LATER, "try again later");
+        }
+    }
+}

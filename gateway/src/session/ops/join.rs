@@ -1,0 +1,69 @@
+//! `join {room, since?}`: subscribe locally, register with the owner, then
+//! attach to the room's fanout with the reply and what a resume missed in
+//! front of anything newer.
+
+use proto::client::{ErrorCode, Event, ReplyBody, RequestId};
+use proto::internal::{self, router_reply, router_request};
+use proto::pb;
+
+use super::{call_failure, check_room, fail, take_join, unexpected, Answer};
+use crate::delivery::fanout::Attach;
+use crate::delivery::topics::Listener;
+use crate::session::Session;
+
+pub async fn join(s: &mut Session, id: &RequestId, room: String, since: Option<pb::Since>) -> Answer {
+    check_room(s, &room)?;
+    let rejoin = s.rooms.contains_key(&room);
+    if !rejoin && s.rooms.len() >= s.hub.limits.max_rooms_per_conn {
+        let message = format!("at most {} rooms per connection", s.hub.limits.max_rooms_per_conn);
+        return fail(ErrorCode::TooManyRooms, message);
+    }
+    take_join(s)?;
+    let cost = if rejoin { 0 } else { s.room_cost(&room) };
+    if !s.hold(cost) {
+        return fail(ErrorCode::TooManyRooms, "this client address holds too many memberships (--max-bytes-per-ip)");
+    }
+    // Entered before the owner is asked: no event after its answer is missed.
+    let Ok(handle) = s.hub.rooms.enter(&room).await else {
+        s.unhold(cost);
+        return fail(ErrorCode::Unavailable, "message bus unavailable; retry");
+    };
+    let member = internal::MemberRef {
+        gateway: s.hub.id.clone(),
+        conn: s.conn.to_string(),
+        user: s.user.to_string(),
+        info: s.info.clone(),
+    };
+    let kind = router_request::Kind::Join(internal::JoinRequest { member: Some(member), since: since.clone() });
+    let join = match s.hub.router.call(&room, kind).await {
+        Ok(router_reply::Kind::Join(j)) => j,
+        other => {
+            s.hub.rooms.exit(&room);
+            s.unhold(cost);
+            return other.map_err(call_failure).and_then(unexpected);
+        }
+    };
+    let reply = id.is_some().then(|| {
+        let recovered = since.as_ref().map(|_| join.recovered);
+        let body = ReplyBody::Join { epoch: join.epoch.clone(), seq: join.seq, recovered };
+        Event::Reply { id, body }.encode(s.encoding)
+    });
+    // What it missed arrives paced by its queue, page by page after the first.
+    let resume = since.filter(|_| join.recovered).map(|since| (since.seq, join.missed));
+    handle.attach(Attach {
+        conn: s.conn.clone(),
+        user: s.user.clone(),
+        info: s.info.clone(),
+        listener: Listener { outbox: s.outbox.clone(), encoding: s.encoding },
+        epoch: join.epoch,
+        seq: join.seq,
+        reply,
+        resume,
+    });
+    if rejoin {
+        // Keep one reference per joined room.
+        s.hub.rooms.exit(&room);
+    }
+    s.rooms.insert(room, handle);
+    Ok(None)
+}

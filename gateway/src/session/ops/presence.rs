@@ -1,0 +1,68 @@
+//! `presence {users}`, `watch {users}` and `unwatch {users}`: who is online,
+//! and events when that changes.
+
+use proto::client::{ErrorCode, ReplyBody};
+use proto::pb;
+
+use super::{fail, Answer};
+use crate::delivery::topics::Listener;
+use crate::session::Session;
+
+pub async fn query(s: &mut Session, users: Vec<String>) -> Answer {
+    match ask(s, users).await {
+        Some(users) => Ok(Some(ReplyBody::Presence { users })),
+        None => fail(ErrorCode::Unavailable, "presence unavailable; retry"),
+    }
+}
+
+pub async fn watch(s: &mut Session, users: Vec<String>) -> Answer {
+    let mut new: Vec<&String> = users.iter().filter(|u| !s.watching.contains(*u)).collect();
+    // A user named twice is one listener: two would deliver each event
+    // twice (100 times, for a request naming one user 100 times).
+    new.sort_unstable();
+    new.dedup();
+    if s.watching.len() + new.len() > s.hub.limits.max_watches_per_conn {
+        return fail(ErrorCode::BadRequest, "too many watched users");
+    }
+    if s.hub.watches.listeners() + new.len() > s.hub.limits.max_watches {
+        return fail(ErrorCode::BadRequest, "this gateway watches too many users (--max-watches)");
+    }
+    let listener = Listener { outbox: s.outbox.clone(), encoding: s.encoding };
+    for user in new {
+        if !s.hold(Session::watch_cost(user)) {
+            return fail(ErrorCode::BadRequest, "this client address holds too much (--max-bytes-per-ip)");
+        }
+        if s.hub.watches.add(user, s.conn.clone(), listener.clone()).await.is_err() {
+            s.unhold(Session::watch_cost(user));
+            return fail(ErrorCode::Unavailable, "message bus unavailable; retry");
+        }
+        s.watching.insert(user.clone());
+    }
+    // The current state, so the watcher needs no separate query.
+    match ask(s, users).await {
+        Some(users) => Ok(Some(ReplyBody::Presence { users })),
+        None => Ok(Some(ReplyBody::Empty)),
+    }
+}
+
+pub fn unwatch(s: &mut Session, users: Vec<String>) -> Answer {
+    for user in users {
+        if s.watching.remove(&user) {
+            s.hub.watches.remove(&user, &s.conn);
+            s.unhold(Session::watch_cost(&user));
+        }
+    }
+    Ok(Some(ReplyBody::Empty))
+}
+
+/// Asks presence, then corrects for users connected here: their reports may
+/// still be in the current batch, and a client asking about a user it can
+/// see on this gateway must not be told they are offline.
+async fn ask(s: &Session, users: Vec<String>) -> Option<Vec<pb::UserPresence>> {
+    let mut answer = s.hub.presence.query(users).await.ok()?;
+    for u in answer.iter_mut().filter(|u| !u.online && s.hub.direct.contains(&u.user)) {
+        u.online = true;
+        u.last_seen_ms = proto::now_ms();
+    }
+    Some(answer)
+}

@@ -1,0 +1,29 @@
+//! `refresh {token}`: a new expiry, and the rooms a narrower token no longer
+//! allows are left (`removed`).
+
+use std::sync::Arc;
+
+use proto::client::{ErrorCode, ReplyBody};
+
+use super::{fail, leave, Answer};
+use crate::session::auth::AuthError;
+use crate::session::glob::RoomGlobs;
+use crate::session::Session;
+
+pub async fn refresh(s: &mut Session, token: String) -> Answer {
+    match s.hub.verifier.verify(&token) {
+        Ok(claims) if *claims.sub == *s.user => {
+            s.exp = claims.exp;
+            s.globs = match claims.rooms {
+                Some(rooms) => Arc::new(RoomGlobs::new(rooms)),
+                None => s.hub.default_rooms.clone(),
+            };
+            leave::leave_revoked(s).await;
+            Ok(Some(ReplyBody::Refresh { exp: claims.exp }))
+        }
+        Ok(_) => fail(ErrorCode::Forbidden, "token is for another user"),
+        Err(AuthError::Expired) => fail(ErrorCode::Unauthorized, "token expired"),
+        Err(AuthError::Invalid(_)) => fail(ErrorCode::Unauthorized, "invalid token"),
+        Err(e @ AuthError::InfoTooLarge { .. }) => fail(ErrorCode::Unauthorized, e.to_string()),
+    }
+}
