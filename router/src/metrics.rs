@@ -51,3 +51,32 @@ pub fn ring_size(service: &str) -> &'static str {
         _ => "switchboard_router_ring_size",
     }
 }
+
+// Typed helpers: every metric is recorded through these.
+
+/// A request handled, by kind, and how long it took (events and reply included).
+pub fn request(kind: &'static str, took: std::time::Duration) {
+    metrics::counter!("switchboard_router_requests_total", "kind" => kind).increment(1);
+    metrics::histogram!("switchboard_router_request_duration_seconds", "kind" => kind).record(took.as_secs_f64());
+}
+
+/// A message sequenced.
+pub fn published() {
+    metrics::counter!("switchboard_router_publishes_total").increment(1);
+}
+
+/// A room handed `in` or `out`.
+pub fn handoff(direction: &'static str) {
+    metrics::counter!("switchboard_router_handoffs_total", "direction" => direction).increment(1);
+}
+
+/// A room event that could not be published.
+pub fn event_lost() {
+    metrics::counter!("switchboard_router_events_lost_total").increment(1);
+}
+
+/// Rooms held and their member connections.
+pub fn rooms(rooms: usize, members: usize) {
+    metrics::gauge!("switchboard_router_rooms").set(rooms as f64);
+    metrics::gauge!("switchboard_router_members").set(members as f64);
+}

@@ -15,7 +15,7 @@ use proto::subject;
 
 use crate::announce::{self, Announcer};
 use crate::membership::{Membership, MembershipConfig};
-use crate::owner::{Owner, OwnerConfig, OwnerStats};
+use crate::owner::{self, OwnerConfig, OwnerStats};
 
 /// How often a router announces itself.
 pub const ANNOUNCE_EVERY: Duration = Duration::from_millis(500);
@@ -48,7 +48,7 @@ impl Node {
     pub async fn start(bus: Bus, config: NodeConfig) -> Result<Self, BusError> {
         let membership = Membership::start(&bus, config.membership.clone()).await?;
         let (owner, stats) =
-            Owner::spawn(config.id.clone(), bus.clone(), membership.clone(), config.owner.clone()).await?;
+            owner::spawn(config.id.clone(), bus.clone(), membership.clone(), config.owner.clone()).await?;
         let draining = Arc::new(AtomicBool::new(false));
         let (id, flag) = (config.id.clone(), draining.clone());
         let announcer = announce::spawn(bus, subject::ROUTER_ANNOUNCE, ANNOUNCE_EVERY, move || {

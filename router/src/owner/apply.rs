@@ -1,0 +1,124 @@
+//! Applying a room operation at its owner: join, leave, publish, history,
+//! members, sync. Events go out before the reply: a publish is acknowledged
+//! only after its event was emitted.
+
+use std::time::Instant;
+
+use prost::Message as _;
+use proto::client::ErrorCode;
+use proto::internal::{self, room_event, router_reply, router_request};
+
+use super::state::{error, event, reply, Action, Owner};
+use crate::room::{Change, Members};
+
+/// Takes messages until `budget` bytes; true if some were left.
+fn page<'a>(
+    msgs: impl Iterator<Item = &'a internal::StoredMessage>,
+    budget: usize,
+) -> (Vec<internal::StoredMessage>, bool) {
+    let mut out = Vec::new();
+    let mut used = 0;
+    for m in msgs {
+        let size = m.encoded_len() + 8;
+        if !out.is_empty() && used + size > budget {
+            return (out, true);
+        }
+        used += size;
+        out.push(m.clone());
+    }
+    (out, false)
+}
+
+impl Owner {
+    /// Applies a room operation; the room's state is here (or starts now).
+    pub(super) fn apply(
+        &mut self,
+        room_id: String,
+        kind: Option<router_request::Kind>,
+        now: Instant,
+        out: &mut Vec<Action>,
+    ) -> internal::RouterReply {
+        match kind {
+            None => error(ErrorCode::BadRequest, "empty request"),
+            Some(router_request::Kind::Join(j)) => {
+                let Some(member) = j.member else { return error(ErrorCode::BadRequest, "join without member") };
+                self.gateways.entry(member.gateway.clone()).or_insert(now);
+                let room = self.rooms.entry(room_id.clone()).or_default();
+                let change = room.join(&member);
+                let (epoch, seq) = (room.epoch.clone(), room.seq);
+                let (recovered, missed, truncated) = match j.since.as_ref().and_then(|s| room.recover(s)) {
+                    None => (false, Vec::new(), false),
+                    Some(msgs) => {
+                        let (missed, truncated) = page(msgs, self.config.reply_bytes);
+                        (true, missed, truncated)
+                    }
+                };
+                if change == Change::Joined {
+                    let joined =
+                        proto::pb::MemberJoined { room: room_id.clone(), user: member.user, info: member.info };
+                    out.push(Action::Emit(event(&room_id, &epoch, room_event::Kind::Joined(joined))));
+                }
+                reply(router_reply::Kind::Join(internal::JoinReply { epoch, seq, recovered, missed, truncated }))
+            }
+            Some(router_request::Kind::Leave(l)) => {
+                if let Some(room) = self.rooms.get_mut(&room_id) {
+                    if let Some((user, Change::Left)) = room.leave(&l.gateway, &l.conn) {
+                        let left = proto::pb::MemberLeft { room: room_id.clone(), user };
+                        out.push(Action::Emit(event(&room_id, &room.epoch, room_event::Kind::Left(left))));
+                    }
+                }
+                reply(router_reply::Kind::Ack(internal::Ack {}))
+            }
+            Some(router_request::Kind::Publish(p)) => {
+                let room = self.rooms.entry(room_id.clone()).or_default();
+                let msg = (p.from, p.data, proto::now_ms());
+                let msg = room.publish(&room_id, msg, now, &self.config.history, &mut self.budget);
+                let (epoch, seq) = (room.epoch.clone(), msg.seq);
+                crate::metrics::published();
+                out.push(Action::Emit(event(&room_id, &epoch, room_event::Kind::Message(msg))));
+                self.enforce_budget();
+                reply(router_reply::Kind::Publish(internal::PublishReply { epoch, seq }))
+            }
+            Some(router_request::Kind::History(h)) => {
+                let room = self.rooms.entry(room_id).or_default();
+                let limit = if h.limit == 0 { usize::MAX } else { h.limit as usize };
+                let found = match &h.since {
+                    Some(since) => room.recover(since).map(|m| page(m.take(limit), self.config.reply_bytes)),
+                    None => Some(page(room.latest(limit), self.config.reply_bytes)),
+                };
+                let (recovered, (messages, truncated)) = match found {
+                    Some(p) => (true, p),
+                    None => (false, (Vec::new(), false)),
+                };
+                let (epoch, seq) = (room.epoch.clone(), room.seq);
+                reply(router_reply::Kind::History(internal::HistoryReply {
+                    epoch,
+                    seq,
+                    recovered,
+                    messages,
+                    truncated,
+                }))
+            }
+            Some(router_request::Kind::Members(m)) => {
+                let limit = (m.limit as usize).clamp(1, self.config.members_limit);
+                let budget = self.config.reply_bytes;
+                let max_bytes = if m.max_bytes == 0 { budget } else { (m.max_bytes as usize).min(budget) };
+                let found = self.rooms.get(&room_id).map(|r| r.members(limit, max_bytes)).unwrap_or_default();
+                let Members { members, count, truncated } = found;
+                reply(router_reply::Kind::Members(internal::MembersReply { members, count, truncated }))
+            }
+            Some(router_request::Kind::Sync(s)) => {
+                self.gateways.insert(s.gateway.clone(), now);
+                let room = self.rooms.entry(room_id).or_default();
+                for m in s.members.iter().filter(|m| m.gateway == s.gateway) {
+                    room.join(m);
+                }
+                let (epoch, seq) = (room.epoch.clone(), room.seq);
+                reply(router_reply::Kind::Join(internal::JoinReply { epoch, seq, ..Default::default() }))
+            }
+            Some(router_request::Kind::Handoff(_) | router_request::Kind::Pull(_)) => {
+                unreachable!("handled before ownership checks")
+            }
+        }
+    }
+}

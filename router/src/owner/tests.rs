@@ -1,0 +1,335 @@
+//! The owner's transitions, without I/O: requests and cluster changes in,
+//! actions out.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bus::{BusError, Message};
+use bytes::Bytes;
+use prost::Message as _;
+use proto::internal::{self, room_event, router_reply, router_request};
+
+use super::state::PULL_WINDOW;
+use super::*;
+use crate::ring::Ring;
+
+const ME: &str = "r-1";
+
+/// A room id the two-router ring gives to `owner`.
+fn room_of(owner: &str) -> String {
+    let ring = Ring::new(["r-1", "r-2"], 16);
+    (0..).map(|i| format!("room-{i}")).find(|r| ring.owner(r) == Some(owner)).unwrap()
+}
+
+fn cluster(members: &[&str]) -> Cluster {
+    Cluster { ring: Arc::new(Ring::new(members.iter().copied(), 16)), cut_off: false, incarnation: 0, trusted: true }
+}
+
+fn request(room: &str, kind: router_request::Kind) -> Message {
+    let req = internal::RouterRequest { ring_version: 0, room: room.into(), kind: Some(kind) };
+    Message {
+        subject: "sb.router.r-1".into(),
+        reply: Some("inbox".into()),
+        payload: req.encode_to_vec().into(),
+        no_responders: false,
+    }
+}
+
+fn member(conn: &str, user: &str) -> internal::MemberRef {
+    internal::MemberRef { gateway: "gw".into(), conn: conn.into(), user: user.into(), info: Bytes::new() }
+}
+
+fn join(room: &str, conn: &str, user: &str) -> Message {
+    request(room, router_request::Kind::Join(internal::JoinRequest { member: Some(member(conn, user)), since: None }))
+}
+
+fn publish(room: &str) -> Message {
+    request(room, router_request::Kind::Publish(internal::PublishRequest { from: "u".into(), data: "1".into() }))
+}
+
+/// An owner that has seen a two-router ring for longer than the pull window.
+struct Case {
+    owner: Owner,
+    c: Cluster,
+    now: Instant,
+    out: Vec<Action>,
+}
+
+impl Case {
+    fn new() -> Self {
+        let config = OwnerConfig { vnodes: 16, ..OwnerConfig::default() };
+        let now = Instant::now();
+        let mut case = Self {
+            owner: Owner::new(ME.into(), config, 0, Arc::default(), now),
+            c: cluster(&["r-1", "r-2"]),
+            now,
+            out: Vec::new(),
+        };
+        case.owner.on_view_change(&["r-1".into(), "r-2".into()], &case.c, now, &mut case.out);
+        case.now += PULL_WINDOW + Duration::from_secs(1);
+        case
+    }
+
+    fn send(&mut self, msg: Message) -> Vec<String> {
+        self.owner.on_request(msg, &self.c, self.now, &mut self.out);
+        self.did()
+    }
+
+    /// The actions since last asked, named.
+    fn did(&mut self) -> Vec<String> {
+        self.out
+            .drain(..)
+            .map(|a| match a {
+                Action::Reply(_, r) => match r.kind.unwrap() {
+                    router_reply::Kind::NotOwner(_) => "not_owner".into(),
+                    router_reply::Kind::Error(e) => format!("error:{}", e.code),
+                    router_reply::Kind::Join(j) => format!("joined@{}", j.seq),
+                    router_reply::Kind::Ack(_) => "ack".into(),
+                    router_reply::Kind::Publish(p) => format!("seq:{}", p.seq),
+                    router_reply::Kind::History(h) => format!("history:{}:{}", h.recovered, h.messages.len()),
+                    router_reply::Kind::Members(m) => format!("members:{}", m.count),
+                    router_reply::Kind::Pull(p) => format!("pull:{}:{}", p.state.is_some(), p.moved_to),
+                },
+                Action::Emit(e) => match e.kind.unwrap() {
+                    room_event::Kind::Message(m) => format!("emit:message:{}", m.seq),
+                    room_event::Kind::Joined(j) => format!("emit:joined:{}", j.user),
+                    room_event::Kind::Left(l) => format!("emit:left:{}", l.user),
+                },
+                Action::Pull(p) => format!("pull-from:{}", p.from),
+                Action::Push { to, .. } => format!("push-to:{to}"),
+                Action::PushOverdue(_) => "overdue".into(),
+            })
+            .collect()
+    }
+}
+
+fn names(v: &[&str]) -> Vec<String> {
+    v.iter().map(|s| s.to_string()).collect()
+}
+
+#[test]
+fn room_ops_emit_their_events_before_the_reply() {
+    let mine = room_of(ME);
+    let mut t = Case::new();
+    // (request, actions) in order, on one room.
+    let cases: Vec<(Message, Vec<&str>)> = vec![
+        (join(&mine, "c1", "alice"), vec!["emit:joined:alice", "joined@0"]),
+        (join(&mine, "c2", "alice"), vec!["joined@0"]),
+        (publish(&mine), vec!["emit:message:1", "seq:1"]),
+        (publish(&mine), vec!["emit:message:2", "seq:2"]),
+        (
+            request(&mine, router_request::Kind::History(internal::HistoryRequest { since: None, limit: 0 })),
+            vec!["history:true:2"],
+        ),
+        (
+            request(&mine, router_request::Kind::Members(internal::MembersRequest { limit: 10, max_bytes: 0 })),
+            vec!["members:1"],
+        ),
+        (
+            request(
+                &mine,
+                router_request::Kind::Leave(internal::LeaveRequest { gateway: "gw".into(), conn: "c1".into() }),
+            ),
+            vec!["ack"],
+        ),
+        (
+            request(
+                &mine,
+                router_request::Kind::Leave(internal::LeaveRequest { gateway: "gw".into(), conn: "c2".into() }),
+            ),
+            vec!["emit:left:alice", "ack"],
+        ),
+        (
+            request("a.b", router_request::Kind::Publish(internal::PublishRequest::default())),
+            vec!["error:invalid_room"],
+        ),
+        (request(&mine, router_request::Kind::Join(internal::JoinRequest::default())), vec!["error:bad_request"]),
+    ];
+    for (msg, want) in cases {
+        assert_eq!(t.send(msg), names(&want));
+    }
+    let bad = Message {
+        subject: "sb.router.r-1".into(),
+        reply: None,
+        payload: Bytes::from_static(b"\xff\xff"),
+        no_responders: false,
+    };
+    assert_eq!(t.send(bad), ["error:bad_request"]);
+}
+
+#[test]
+fn only_the_owner_serves_and_only_when_it_trusts_its_view() {
+    let (mine, theirs) = (room_of(ME), room_of("r-2"));
+    // (cluster, room, answer)
+    let starting = Cluster { trusted: false, ..cluster(&["r-1", "r-2"]) };
+    let cases: Vec<(Cluster, &str, &str)> = vec![
+        (cluster(&["r-1", "r-2"]), &mine, "seq:1"),
+        (cluster(&["r-1", "r-2"]), &theirs, "not_owner"),
+        (starting, &mine, "not_owner"),
+        (cluster(&[]), &mine, "not_owner"),
+    ];
+    for (c, room, want) in cases {
+        let mut t = Case::new();
+        t.c = c;
+        let got = t.send(publish(room));
+        assert_eq!(got.last().map(String::as_str), Some(want), "{room} {got:?}");
+    }
+}
+
+#[test]
+fn a_router_cut_off_drops_everything_and_refuses_handoffs() {
+    let mine = room_of(ME);
+    let mut t = Case::new();
+    t.send(publish(&mine));
+    t.c.cut_off = true;
+    assert_eq!(t.send(publish(&mine)), ["not_owner"]);
+    let state = internal::RoomState { epoch: "e".into(), seq: 5, ..Default::default() };
+    let push = internal::HandoffRequest { from: "r-2".into(), state: Some(state) };
+    assert_eq!(t.send(request(&mine, router_request::Kind::Handoff(push))), ["error:unavailable"]);
+    // Back, as a new incarnation: the room starts over (seq 1 again).
+    t.c = Cluster { incarnation: 1, ..cluster(&["r-1", "r-2"]) };
+    assert_eq!(t.send(publish(&mine)), ["emit:message:1", "seq:1"]);
+}
+
+#[test]
+fn after_a_ring_change_a_request_waits_for_the_room_pulled_from_its_previous_owner() {
+    // r-2 held every room; now r-1 has joined the ring.
+    let mine = room_of(ME);
+    let config = OwnerConfig { vnodes: 16, ..OwnerConfig::default() };
+    let now = Instant::now();
+    let mut t = Case {
+        owner: Owner::new(ME.into(), config, 0, Arc::default(), now),
+        c: cluster(&["r-1", "r-2"]),
+        now,
+        out: Vec::new(),
+    };
+    t.owner.on_view_change(&["r-1".into(), "r-2".into()], &t.c, now, &mut t.out);
+    assert_eq!(t.send(publish(&mine)), ["pull-from:r-2"], "held, not answered");
+    assert!(t.send(publish(&mine)).is_empty(), "a second request waits too");
+    // (answer of the pull, what follows)
+    let state = internal::RoomState { epoch: "e".into(), seq: 7, ..Default::default() };
+    let pull = Pull { room: mine.clone(), from: "r-2".into(), hops: 0 };
+    let reply = internal::PullReply { state: Some(state), moved_to: String::new() };
+    t.owner.on_pulled(pull, Ok(reply), &t.c, t.now, &mut t.out);
+    assert_eq!(t.did(), ["emit:message:8", "seq:8", "emit:message:9", "seq:9"], "the same epoch goes on");
+
+    // Other answers to a pull.
+    let cases: Vec<(Result<internal::PullReply, BusError>, Vec<&str>)> = vec![
+        (Ok(internal::PullReply { state: None, moved_to: String::new() }), vec!["emit:message:1", "seq:1"]),
+        (Err(BusError::Timeout), vec!["emit:message:1", "seq:1"]),
+        (Ok(internal::PullReply { state: None, moved_to: ME.into() }), vec!["overdue"]),
+        (Ok(internal::PullReply { state: None, moved_to: "r-3".into() }), vec!["pull-from:r-3"]),
+    ];
+    for (answer, want) in cases {
+        let mut t = Case {
+            owner: Owner::new(ME.into(), OwnerConfig { vnodes: 16, ..OwnerConfig::default() }, 0, Arc::default(), now),
+            c: cluster(&["r-1", "r-2"]),
+            now,
+            out: Vec::new(),
+        };
+        t.owner.on_view_change(&["r-1".into(), "r-2".into()], &t.c, now, &mut t.out);
+        t.send(publish(&mine));
+        let pull = Pull { room: mine.clone(), from: "r-2".into(), hops: 0 };
+        t.owner.on_pulled(pull, answer, &t.c, t.now, &mut t.out);
+        let did = t.did();
+        assert_eq!(did, names(&want));
+        if did == ["overdue"] {
+            // The push r-2 said was under way never came: start afresh.
+            t.owner.on_push_overdue(mine.clone(), &t.c, t.now, &mut t.out);
+            assert_eq!(t.did(), ["emit:message:1", "seq:1"]);
+        }
+    }
+}
+
+#[test]
+fn a_push_that_arrives_first_serves_the_waiting_requests_after_its_ack() {
+    let mine = room_of(ME);
+    let now = Instant::now();
+    let config = OwnerConfig { vnodes: 16, ..OwnerConfig::default() };
+    let mut t = Case {
+        owner: Owner::new(ME.into(), config, 0, Arc::default(), now),
+        c: cluster(&["r-1", "r-2"]),
+        now,
+        out: Vec::new(),
+    };
+    t.owner.on_view_change(&["r-1".into(), "r-2".into()], &t.c, now, &mut t.out);
+    assert_eq!(t.send(publish(&mine)), ["pull-from:r-2"]);
+    let state = internal::RoomState { epoch: "e".into(), seq: 3, ..Default::default() };
+    let push = internal::HandoffRequest { from: "r-2".into(), state: Some(state) };
+    assert_eq!(t.send(request(&mine, router_request::Kind::Handoff(push))), ["ack", "emit:message:4", "seq:4"]);
+    // The pull's late answer changes nothing.
+    let pull = Pull { room: mine.clone(), from: "r-2".into(), hops: 0 };
+    t.owner.on_pulled(pull, Err(BusError::Timeout), &t.c, t.now, &mut t.out);
+    assert!(t.did().is_empty());
+    assert_eq!(t.send(publish(&mine)), ["emit:message:5", "seq:5"]);
+}
+
+#[test]
+fn rooms_the_ring_moves_away_are_pushed_and_given_to_a_pull() {
+    let theirs = room_of("r-2");
+    let mut t = Case::new();
+    // Alone, r-1 serves every room.
+    t.c = cluster(&["r-1"]);
+    t.owner.on_view_change(&["r-1".into()], &t.c, t.now, &mut t.out);
+    t.now += PULL_WINDOW + Duration::from_secs(1);
+    assert_eq!(t.send(publish(&theirs)), ["emit:message:1", "seq:1"]);
+    // r-2 joins: the room is pushed to it.
+    t.c = cluster(&["r-1", "r-2"]);
+    t.owner.on_view_change(&["r-1".into(), "r-2".into()], &t.c, t.now, &mut t.out);
+    assert_eq!(t.did(), ["push-to:r-2"]);
+    // Until the push is acknowledged, a pull from r-2 gets the same state;
+    // a pull from anyone else learns where it went.
+    let pull = |to: &str| request(&theirs, router_request::Kind::Pull(internal::PullRequest { to: to.into() }));
+    assert_eq!(t.send(pull("r-2")), ["pull:true:"]);
+    assert_eq!(t.send(pull("r-3")), ["pull:false:r-2"]);
+    t.owner.on_pushed(theirs.clone(), None, t.now);
+    assert_eq!(t.send(pull("r-2")), ["pull:false:r-2"], "acknowledged: the state is r-2's now");
+    // Our ring is stale if we are asked to serve it: never start it again.
+    t.c = cluster(&["r-1"]);
+    assert_eq!(t.send(publish(&theirs)), ["not_owner"]);
+    // A refused push takes the room back.
+    let mut t = Case::new();
+    t.c = cluster(&["r-1"]);
+    t.send(publish(&theirs));
+    t.c = cluster(&["r-1", "r-2"]);
+    t.owner.on_view_change(&["r-1".into(), "r-2".into()], &t.c, t.now, &mut t.out);
+    let Some(Action::Push { state, .. }) = t.out.pop() else { panic!("a push") };
+    t.owner.on_pushed(theirs.clone(), Some(state), t.now);
+    t.c = cluster(&["r-1"]);
+    t.now += Duration::from_secs(1);
+    t.owner.on_view_change(&["r-1".into()], &t.c, t.now, &mut t.out);
+    assert_eq!(t.send(publish(&theirs)), ["emit:message:2", "seq:2"], "kept, same stream");
+}
+
+#[test]
+fn a_pull_after_the_ring_gave_a_room_back_goes_to_where_it_went() {
+    let theirs = room_of("r-2");
+    let mut t = Case::new();
+    t.c = cluster(&["r-1"]);
+    t.owner.on_view_change(&["r-1".into()], &t.c, t.now, &mut t.out);
+    t.send(publish(&theirs));
+    t.c = cluster(&["r-1", "r-2"]);
+    t.owner.on_view_change(&["r-1".into(), "r-2".into()], &t.c, t.now, &mut t.out);
+    t.did();
+    t.owner.on_pushed(theirs.clone(), None, t.now);
+    // r-2 leaves later: the room is ours again, its state at r-2.
+    t.now += Duration::from_secs(1);
+    t.c = cluster(&["r-1"]);
+    t.owner.on_view_change(&["r-1".into()], &t.c, t.now, &mut t.out);
+    assert_eq!(t.send(publish(&theirs)), ["pull-from:r-2"]);
+}
+
+#[test]
+fn the_sweep_drops_the_members_of_gateways_unheard_for_their_ttl() {
+    let mine = room_of(ME);
+    let mut t = Case::new();
+    t.send(join(&mine, "c1", "alice"));
+    t.owner.on_gateway("gw".into(), t.now);
+    t.owner.sweep(&t.c, t.now + Duration::from_secs(1), &mut t.out);
+    assert!(t.did().is_empty(), "heard recently");
+    t.owner.sweep(&t.c, t.now + Duration::from_secs(6), &mut t.out);
+    assert_eq!(t.did(), ["emit:left:alice"]);
+    t.now += Duration::from_secs(6);
+    let members = request(&mine, router_request::Kind::Members(internal::MembersRequest { limit: 10, max_bytes: 0 }));
+    assert_eq!(t.send(members), ["members:0"]);
+}
