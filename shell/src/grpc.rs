@@ -109,7 +109,7 @@ impl Interceptor for BearerAuth {
 
 /// Compares secrets without leaking, through timing, how much matched.
 pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    subtle::ConstantTimeEq::ct_eq(a, b).into()
 }
 
 /// Binds `addr` and serves `router` on it in the background; returns the

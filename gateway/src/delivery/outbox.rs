@@ -15,7 +15,7 @@ use std::collections::VecDeque;
 use std::sync::Mutex;
 
 use bytes::Bytes;
-use proto::client::close;
+use proto::client::close::Close;
 use tokio::sync::Notify;
 
 /// A frame waiting to be written.
@@ -30,20 +30,11 @@ pub enum Out {
     Echo { binary: bool, data: Bytes },
 }
 
-/// How the connection is being closed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Closing {
-    /// The close code to send.
-    pub code: u16,
-    /// Short reason text for the close frame.
-    pub reason: &'static str,
-}
-
 #[derive(Default)]
 struct State {
     frames: VecDeque<Out>,
     bytes: usize,
-    closing: Option<Closing>,
+    closing: Option<Close>,
 }
 
 /// The queue between a connection's producers and its writer.
@@ -60,7 +51,7 @@ pub struct Outbox {
 pub struct Batch {
     pub frames: Vec<Out>,
     /// Set once the connection is closing: write it after `frames`.
-    pub closing: Option<Closing>,
+    pub closing: Option<Close>,
 }
 
 impl Outbox {
@@ -113,7 +104,7 @@ impl Outbox {
             // Nothing more reaches a client that cannot keep up.
             s.frames.clear();
             s.bytes = 0;
-            s.closing = Some(Closing { code: close::SLOW_CONSUMER, reason: "slow consumer" });
+            s.closing = Some(Close::SLOW_CONSUMER);
             drop(s);
             crate::metrics::dropped("slow_consumer");
             self.wake.notify_one();
@@ -129,10 +120,10 @@ impl Outbox {
 
     /// Begins closing with `code` after the frames already queued. The first
     /// close wins.
-    pub fn close(&self, code: u16, reason: &'static str) {
+    pub fn close(&self, close: Close) {
         let mut s = self.state.lock().unwrap();
         if s.closing.is_none() {
-            s.closing = Some(Closing { code, reason });
+            s.closing = Some(close);
         }
         drop(s);
         self.wake.notify_one();
@@ -140,7 +131,7 @@ impl Outbox {
     }
 
     /// The close in progress, if any.
-    pub fn closing(&self) -> Option<Closing> {
+    pub fn closing(&self) -> Option<Close> {
         self.state.lock().unwrap().closing
     }
 
@@ -175,7 +166,7 @@ mod tests {
         assert!(!o.push(Out::Data(Bytes::from_static(b"1"))));
         let b = o.take();
         assert!(b.frames.is_empty());
-        assert_eq!(b.closing.unwrap().code, close::SLOW_CONSUMER);
+        assert_eq!(b.closing, Some(Close::SLOW_CONSUMER));
         assert!(!o.push(Out::Data(Bytes::from_static(b"1"))), "closed for good");
     }
 
@@ -199,7 +190,7 @@ mod tests {
                 let wait = o.wait_room(1);
                 tokio::pin!(wait);
                 assert!(futures::poll!(wait.as_mut()).is_pending());
-                o.close(close::NORMAL, "bye");
+                o.close(Close::BYE);
                 o.wait_room(1).await;
                 true
             })
@@ -212,10 +203,10 @@ mod tests {
     fn close_keeps_queued_frames_and_first_close_wins() {
         let o = Outbox::new(100);
         o.push(Out::Data(Bytes::from_static(b"a")));
-        o.close(close::GOING_AWAY, "drain");
-        o.close(close::NORMAL, "later");
+        o.close(Close::DRAINING);
+        o.close(Close::BYE);
         let b = o.take();
         assert_eq!(b.frames.len(), 1);
-        assert_eq!(b.closing.unwrap().code, close::GOING_AWAY);
+        assert_eq!(b.closing, Some(Close::DRAINING));
     }
 }

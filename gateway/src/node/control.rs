@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use proto::client::close;
+use proto::client::close::{self, Close};
 use proto::pb;
 use tonic::{Request, Response, Status};
 
@@ -59,7 +59,7 @@ impl crate::rpc::gateway_admin_server::GatewayAdmin for Control {
         let mut closed = 0;
         for (id, conn) in self.hub.conns() {
             if matches(&id, &conn.user) {
-                conn.outbox.close(code, "disconnected by operator");
+                conn.outbox.close(Close::new(code, "disconnected by operator"));
                 closed += 1;
             }
         }

@@ -7,7 +7,7 @@
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use proto::client::close;
+use proto::client::close::Close;
 
 use crate::node::hub::Hub;
 
@@ -26,7 +26,7 @@ pub async fn run(hub: &Hub, window: Duration) {
     tracing::info!(connections = conns.len(), batch, ?window, "draining");
     for chunk in conns.chunks(batch) {
         for (_, conn) in chunk {
-            conn.outbox.close(close::GOING_AWAY, "draining");
+            conn.outbox.close(Close::DRAINING);
         }
         tokio::time::sleep(STEP).await;
     }

@@ -20,6 +20,7 @@ use hyper::HeaderMap;
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use proto::client::close::{self, Close};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
@@ -243,11 +244,12 @@ impl Claims {
 }
 
 impl AuthError {
-    /// The WebSocket close code to end the connection with.
-    pub fn close_code(&self) -> u16 {
+    /// How to end the connection: 4501 for an expired token, else 4500.
+    pub fn close(&self) -> Close {
         match self {
-            AuthError::Expired => 4501,
-            AuthError::Invalid(_) | AuthError::InfoTooLarge { .. } => 4500,
+            AuthError::Expired => Close::TOKEN_EXPIRED,
+            AuthError::Invalid(_) => Close::new(close::UNAUTHORIZED, "unauthorized"),
+            AuthError::InfoTooLarge { .. } => Close::new(close::UNAUTHORIZED, "info claim too large"),
         }
     }
 }
@@ -281,25 +283,7 @@ pub fn token_from_request(headers: &HeaderMap, query: Option<&str>) -> Option<St
 /// Decodes `%XX` escapes; a malformed escape is kept as it is, so that a
 /// mangled token is reported as invalid rather than as missing.
 fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            if let (Some(hi), Some(lo)) = (hex(bytes.get(i + 1)), hex(bytes.get(i + 2))) {
-                out.push(hi << 4 | lo);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-fn hex(digit: Option<&u8>) -> Option<u8> {
-    char::from(*digit?).to_digit(16).map(|d| d as u8)
+    percent_encoding::percent_decode_str(s).decode_utf8_lossy().into_owned()
 }
 
 /// The label of the first PEM block, e.g. `PUBLIC KEY`.
@@ -364,7 +348,7 @@ mod tests {
                 for part in token.split('.').filter(|p| p.len() > 8) {
                     assert!(!msg.contains(part), "{msg}");
                 }
-                assert_eq!(err.close_code(), 4500);
+                assert_eq!(err.close().code, 4500);
                 msg
             }
             other => panic!("expected Invalid, got {other:?}"),
@@ -396,7 +380,7 @@ mod tests {
         assert!(v.verify(&hs(&c)).is_ok(), "1022 bytes of JSON text");
         c["info"] = json!("x".repeat(1023));
         let err = v.verify(&hs(&c)).unwrap_err();
-        assert_eq!((err.close_code(), err.to_string()), (4500, "claim `info` is over 1024 bytes".to_owned()));
+        assert_eq!((err.close().code, err.to_string()), (4500, "claim `info` is over 1024 bytes".to_owned()));
         assert!(v.with_max_info_bytes(4096).verify(&hs(&c)).is_ok(), "raised by the flag");
     }
 
@@ -422,7 +406,7 @@ mod tests {
         let verifier = Verifier::hs256(SECRET);
         let err = verifier.verify(&hs(&claims("u", -10))).unwrap_err();
         assert_eq!(err, AuthError::Expired);
-        assert_eq!(err.close_code(), 4501);
+        assert_eq!(err.close().code, 4501);
         // Zero leeway: expired the moment `exp` is reached.
         assert_eq!(verifier.verify(&hs(&claims("u", 0))).unwrap_err(), AuthError::Expired);
         assert_eq!(verifier.verify(&hs(&claims("u", -1))).unwrap_err(), AuthError::Expired);

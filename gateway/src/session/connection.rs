@@ -12,7 +12,10 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use proto::client::{close, ErrorCode, Event, Request, RequestId};
+use proto::client::{
+    close::{self, Close},
+    ErrorCode, Event, Request, RequestId,
+};
 use tokio::net::TcpStream;
 
 use super::auth::{AuthError, Claims};
@@ -68,8 +71,8 @@ impl Connection {
     /// temporary in an awaited expression keeps its space for good.
     async fn live(&mut self) {
         let accepted = self.accepted.take().expect("set by new");
-        if let Some((code, reason)) = accepted.refuse {
-            self.session.outbox.close(code, reason);
+        if let Some(refuse) = accepted.refuse {
+            self.session.outbox.close(refuse);
         } else if self.session.hub.conformance_echo {
             let echo = Box::pin(crate::websocket::echo::serve(&mut self.socket, &self.session.outbox));
             echo.await;
@@ -86,7 +89,7 @@ impl Connection {
                 close.await;
             }
         }
-        let finish = Box::pin(self.socket.finish(close::NORMAL, "bye"));
+        let finish = Box::pin(self.socket.finish(Close::BYE));
         let code = finish.await;
         crate::metrics::disconnected(code);
     }
@@ -102,7 +105,7 @@ impl Connection {
             if id.is_some() {
                 self.session.fail(&id, ErrorCode::Unavailable, "try again later");
             }
-            self.session.outbox.close(close::TRY_AGAIN_LATER, "try again later");
+            self.session.outbox.close(Close::TRY_AGAIN_LATER);
             return None;
         }
         Some((claims, id))
@@ -120,7 +123,7 @@ impl Connection {
             };
         }
         let deadline = tokio::time::Instant::now() + self.session.hub.limits.auth_timeout;
-        self.socket.clocks.end_at(deadline, close::UNAUTHORIZED, "auth timeout");
+        self.socket.clocks.end_at(deadline, Close::AUTH_TIMEOUT);
         loop {
             let msg = match self.socket.next().await {
                 Ok(Incoming::Ping(p)) => {
@@ -135,24 +138,24 @@ impl Connection {
                 }
                 Ok(Incoming::Pong) => continue,
                 Ok(Incoming::Close(code)) => {
-                    self.session.outbox.close(code.unwrap_or(close::NORMAL), "bye");
+                    self.session.outbox.close(Close::new(code.unwrap_or(close::NORMAL), "bye"));
                     return None;
                 }
-                Err(ReadError::Protocol { code, reason }) => {
-                    self.session.outbox.close(code, reason);
+                Err(ReadError::Protocol(c)) => {
+                    self.session.outbox.close(c);
                     return None;
                 }
                 Err(ReadError::Closed) => {
-                    if self.session.outbox.closing().is_some_and(|c| c.reason == "auth timeout") {
+                    if self.session.outbox.closing() == Some(Close::AUTH_TIMEOUT) {
                         crate::metrics::rejected("auth_timeout");
                     }
-                    self.session.outbox.close(close::ABNORMAL, "gone");
+                    self.session.outbox.close(Close::GONE);
                     return None;
                 }
                 Ok(msg) => msg,
             };
             match decode(self.session.encoding, &msg) {
-                Err((code, reason)) => self.session.outbox.close(code, reason),
+                Err(c) => self.session.outbox.close(c),
                 Ok(Some(Ok(Request { id, op: proto::client::Op::Auth { token } }))) => {
                     match self.session.hub.verifier.verify(&token) {
                         Ok(claims) => return Some((claims, id)),
@@ -164,7 +167,7 @@ impl Connection {
                 }
                 _ => {
                     self.session.fail(&RequestId::None, ErrorCode::Unauthorized, "authenticate first");
-                    refuse_auth(&self.session, close::UNAUTHORIZED, "authenticate first", peer);
+                    refuse_auth(&self.session, Close::new(close::UNAUTHORIZED, "authenticate first"), peer);
                 }
             }
             return None;
@@ -204,7 +207,7 @@ impl Connection {
     fn sync_expiry(&mut self) {
         if self.exp != self.session.exp {
             self.exp = self.session.exp;
-            self.socket.clocks.expire_at(self.exp, close::TOKEN_EXPIRED, tokio::time::Instant::now());
+            self.socket.clocks.expire_at(self.exp, tokio::time::Instant::now());
         }
     }
 
@@ -214,12 +217,14 @@ impl Connection {
         loop {
             match self.socket.next().await {
                 // The client vanished, or our close went out.
-                Err(ReadError::Closed) => self.session.outbox.close(close::ABNORMAL, "gone"),
-                Err(ReadError::Protocol { code, reason }) => {
+                Err(ReadError::Closed) => self.session.outbox.close(Close::GONE),
+                Err(ReadError::Protocol(c)) => {
                     crate::metrics::dropped("protocol_error");
-                    self.session.outbox.close(code, reason);
+                    self.session.outbox.close(c);
                 }
-                Ok(Incoming::Close(code)) => self.session.outbox.close(code.unwrap_or(close::NORMAL), "bye"),
+                Ok(Incoming::Close(code)) => {
+                    self.session.outbox.close(Close::new(code.unwrap_or(close::NORMAL), "bye"))
+                }
                 Ok(Incoming::Pong) => {}
                 Ok(Incoming::Ping(payload)) => {
                     if self.session.admit() {
@@ -227,7 +232,7 @@ impl Connection {
                     }
                 }
                 Ok(msg) => match decode(self.session.encoding, &msg) {
-                    Err((code, reason)) => self.session.outbox.close(code, reason),
+                    Err(c) => self.session.outbox.close(c),
                     // Boxed: allocated only while a request is handled.
                     Ok(Some(decoded)) => {
                         let handle = Box::pin(self.socket.tend(self.session.on_request(decoded)));
@@ -245,26 +250,21 @@ impl Connection {
 }
 
 fn reject_token(s: &Session, e: &AuthError, peer: SocketAddr) {
-    let reason = match e {
-        AuthError::Expired => "token expired",
-        AuthError::Invalid(_) => "unauthorized",
-        AuthError::InfoTooLarge { .. } => "info claim too large",
-    };
     tracing::debug!(%peer, error = %e, "token rejected");
-    refuse_auth(s, e.close_code(), reason, peer);
+    refuse_auth(s, e.close(), peer);
 }
 
 /// Closes a connection that failed to authenticate: with its code while
 /// failures are within their budget, else with 1013.
-fn refuse_auth(s: &Session, code: u16, reason: &'static str, peer: SocketAddr) {
+fn refuse_auth(s: &Session, close: Close, peer: SocketAddr) {
     match s.hub.admission.failure(peer.ip()) {
         Ok(()) => {
             crate::metrics::rejected("unauthorized");
-            s.outbox.close(code, reason);
+            s.outbox.close(close);
         }
         Err(refusal) => {
             refusal.count();
-            s.outbox.close(close::TRY_AGAIN_LATER, "try again later");
+            s.outbox.close(Close::TRY_AGAIN_LATER);
         }
     }
 }

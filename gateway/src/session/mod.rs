@@ -17,7 +17,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use proto::client::{close, Encoding, ErrorCode, Event, Request, RequestId};
+use proto::client::{
+    close::{self, Close},
+    Encoding, ErrorCode, Event, Request, RequestId,
+};
 
 use crate::websocket::reader::Incoming;
 
@@ -37,8 +40,8 @@ pub struct Accepted {
     pub encoding: Encoding,
     /// Token from the `Authorization` header or `?token=`.
     pub token: Option<String>,
-    /// Close right after the upgrade with this code (origin, admission).
-    pub refuse: Option<(u16, &'static str)>,
+    /// Close right after the upgrade so (origin, admission).
+    pub refuse: Option<Close>,
     pub peer: SocketAddr,
 }
 
@@ -105,7 +108,7 @@ impl Session {
         self.refused += 1;
         crate::metrics::dropped("rate_limited");
         if self.refused > self.hub.limits.flood_limit {
-            self.outbox.close(close::FLOODING, "flooding");
+            self.outbox.close(Close::FLOODING);
         }
         false
     }
@@ -152,7 +155,7 @@ impl Session {
         }
         self.bad.0 += 1;
         if self.bad.0 > self.hub.limits.bad_frame_limit {
-            self.outbox.close(close::BAD_FRAMES, "repeated bad frames");
+            self.outbox.close(Close::BAD_FRAMES);
         }
     }
 
@@ -214,13 +217,17 @@ impl Session {
 
 /// Decodes a data message in the connection's encoding; `Err` means close
 /// with that code (a frame of the other encoding's type).
-pub(crate) fn decode(encoding: Encoding, msg: &Incoming) -> Result<Option<Decoded>, (u16, &'static str)> {
+pub(crate) fn decode(encoding: Encoding, msg: &Incoming) -> Result<Option<Decoded>, Close> {
     match (msg, encoding) {
         // The reader has validated UTF-8.
         (Incoming::Text(t), Encoding::Json) => Ok(Some(Request::from_json(std::str::from_utf8(t).unwrap_or_default()))),
         (Incoming::Binary(b), Encoding::Proto) => Ok(Some(Request::from_proto(b))),
-        (Incoming::Binary(_), Encoding::Json) => Err((close::UNSUPPORTED_DATA, "binary frame on the JSON protocol")),
-        (Incoming::Text(_), Encoding::Proto) => Err((close::UNSUPPORTED_DATA, "text frame on the protobuf protocol")),
+        (Incoming::Binary(_), Encoding::Json) => {
+            Err(Close::new(close::UNSUPPORTED_DATA, "binary frame on the JSON protocol"))
+        }
+        (Incoming::Text(_), Encoding::Proto) => {
+            Err(Close::new(close::UNSUPPORTED_DATA, "text frame on the protobuf protocol"))
+        }
         _ => Ok(None),
     }
 }

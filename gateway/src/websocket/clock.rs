@@ -7,6 +7,7 @@
 
 use std::time::Duration;
 
+use proto::client::close::Close;
 use tokio::time::Instant;
 
 /// What a clock asks the connection to do.
@@ -14,8 +15,8 @@ use tokio::time::Instant;
 pub enum Alarm {
     /// Send a ping.
     Ping,
-    /// Close with this code.
-    Close(u16, &'static str),
+    /// Close so.
+    Close(Close),
 }
 
 /// Heartbeat and deadline state.
@@ -29,7 +30,7 @@ pub struct Clocks {
     /// Whether anything came from the client since that ping.
     heard: bool,
     /// The connection ends at this instant with this close.
-    deadline: Option<(Instant, u16, &'static str)>,
+    deadline: Option<(Instant, Close)>,
 }
 
 impl Clocks {
@@ -43,34 +44,34 @@ impl Clocks {
     }
 
     /// Ends the connection at `at` with `code` unless moved again.
-    pub fn end_at(&mut self, at: Instant, code: u16, reason: &'static str) {
-        self.deadline = Some((at, code, reason));
+    pub fn end_at(&mut self, at: Instant, close: Close) {
+        self.deadline = Some((at, close));
     }
 
     /// Ends the connection when a token with `exp` (Unix seconds) expires.
-    pub fn expire_at(&mut self, exp: i64, code: u16, now: Instant) {
+    pub fn expire_at(&mut self, exp: i64, now: Instant) {
         let left = exp.saturating_mul(1000).saturating_sub(proto::now_ms()).max(0) as u64;
         // Far enough to never fire, near enough not to overflow.
-        self.end_at(now + Duration::from_millis(left.min(365 * 86_400_000)), code, "token expired");
+        self.end_at(now + Duration::from_millis(left.min(365 * 86_400_000)), Close::TOKEN_EXPIRED);
     }
 
     /// When something may be due.
     pub fn wake_at(&self) -> Instant {
         let heartbeat = self.ping_sent.map_or(self.next_ping, |t| t + self.pong_timeout);
-        self.deadline.map_or(heartbeat, |(at, _, _)| at.min(heartbeat))
+        self.deadline.map_or(heartbeat, |(at, _)| at.min(heartbeat))
     }
 
     /// What is due at `now`, if anything.
     pub fn fire(&mut self, now: Instant) -> Option<Alarm> {
-        if let Some((at, code, reason)) = self.deadline {
+        if let Some((at, close)) = self.deadline {
             if now >= at {
-                return Some(Alarm::Close(code, reason));
+                return Some(Alarm::Close(close));
             }
         }
         match self.ping_sent {
             Some(t) if now >= t + self.pong_timeout => {
                 if !self.heard {
-                    return Some(Alarm::Close(proto::client::close::HEARTBEAT_TIMEOUT, "heartbeat timeout"));
+                    return Some(Alarm::Close(Close::HEARTBEAT_TIMEOUT));
                 }
                 self.ping_sent = None;
                 self.next_ping = t + self.heartbeat;
@@ -102,17 +103,17 @@ mod tests {
         c.heard();
         assert_eq!(c.fire(t0 + 12 * s), None, "answered");
         assert_eq!(c.fire(t0 + 20 * s), Some(Alarm::Ping));
-        assert_eq!(c.fire(t0 + 22 * s), Some(Alarm::Close(4001, "heartbeat timeout")));
+        assert_eq!(c.fire(t0 + 22 * s), Some(Alarm::Close(Close::HEARTBEAT_TIMEOUT)));
     }
 
     #[test]
     fn the_deadline_wins_when_earlier() {
         let t0 = Instant::now();
         let mut c = Clocks::new(Duration::from_secs(25), Duration::from_secs(10), t0);
-        c.end_at(t0 + Duration::from_secs(5), 4500, "auth timeout");
+        c.end_at(t0 + Duration::from_secs(5), Close::AUTH_TIMEOUT);
         assert_eq!(c.wake_at(), t0 + Duration::from_secs(5));
-        assert_eq!(c.fire(t0 + Duration::from_secs(5)), Some(Alarm::Close(4500, "auth timeout")));
-        c.expire_at(proto::now_ms() / 1000 + 3600, 4501, t0);
+        assert_eq!(c.fire(t0 + Duration::from_secs(5)), Some(Alarm::Close(Close::AUTH_TIMEOUT)));
+        c.expire_at(proto::now_ms() / 1000 + 3600, t0);
         assert_eq!(c.fire(t0 + Duration::from_secs(5)), None, "moved by a fresh token");
     }
 }

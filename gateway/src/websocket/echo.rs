@@ -13,7 +13,7 @@
 //! per connection. It skips authentication, so it must never face real
 //! clients.
 
-use proto::client::close;
+use proto::client::close::{self, Close};
 
 use crate::delivery::outbox::{Out, Outbox};
 use crate::websocket::reader::{Incoming, ReadError};
@@ -35,9 +35,9 @@ pub async fn serve(socket: &mut Socket, outbox: &Outbox) {
             }
             Ok(Incoming::Pong) => {}
             // Same answers as a Switchboard session gives (session::serve).
-            Ok(Incoming::Close(code)) => outbox.close(code.unwrap_or(close::NORMAL), "bye"),
-            Err(ReadError::Protocol { code, reason }) => outbox.close(code, reason),
-            Err(ReadError::Closed) => outbox.close(close::ABNORMAL, "gone"),
+            Ok(Incoming::Close(code)) => outbox.close(Close::new(code.unwrap_or(close::NORMAL), "bye")),
+            Err(ReadError::Protocol(c)) => outbox.close(c),
+            Err(ReadError::Closed) => outbox.close(Close::GONE),
         }
         if outbox.closing().is_some() {
             return;

@@ -17,7 +17,8 @@ use hyper::body::Incoming;
 use hyper::header::{HeaderValue, SEC_WEBSOCKET_PROTOCOL};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
-use proto::client::{close, Encoding};
+use proto::client::close::Close;
+use proto::client::Encoding;
 use tokio::net::TcpStream;
 
 use crate::edge::admission::Refusal;
@@ -99,10 +100,10 @@ pub fn upgrade(
     };
     // (A refusal was counted when the connection was accepted.)
     let refuse = if refused.is_some() {
-        Some((close::TRY_AGAIN_LATER, "try again later"))
+        Some(Close::TRY_AGAIN_LATER)
     } else if !origin_ok {
         crate::metrics::rejected("origin");
-        Some((close::POLICY, "origin not allowed"))
+        Some(Close::ORIGIN)
     } else {
         None
     };

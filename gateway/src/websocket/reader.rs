@@ -14,7 +14,7 @@ use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
 use bytes::{Buf, Bytes, BytesMut};
-use proto::client::close;
+use proto::client::close::{self, Close};
 use tokio::io::{AsyncRead, ReadBuf};
 use tokio::net::tcp::OwnedReadHalf;
 
@@ -51,20 +51,20 @@ pub enum ReadError {
     /// The peer closed the TCP connection (or it failed).
     #[error("connection closed")]
     Closed,
-    /// A framing violation; send this close code.
-    #[error("{reason}")]
-    Protocol { code: u16, reason: &'static str },
+    /// A framing violation; close with this.
+    #[error("{}", .0.reason)]
+    Protocol(Close),
 }
 
 impl ReadError {
     fn protocol(reason: &'static str) -> Self {
-        Self::Protocol { code: close::PROTOCOL_ERROR, reason }
+        Self::Protocol(Close::new(close::PROTOCOL_ERROR, reason))
     }
     fn too_big() -> Self {
-        Self::Protocol { code: close::TOO_BIG, reason: "message too big" }
+        Self::Protocol(Close::new(close::TOO_BIG, "message too big"))
     }
     fn utf8() -> Self {
-        Self::Protocol { code: close::INVALID_PAYLOAD, reason: "invalid UTF-8" }
+        Self::Protocol(Close::new(close::INVALID_PAYLOAD, "invalid UTF-8"))
     }
 }
 
@@ -458,7 +458,7 @@ mod tests {
         for (bytes, code) in cases {
             let mut r = reader_for(bytes.clone(), 1000).await;
             match r.next().await {
-                Err(ReadError::Protocol { code: got, .. }) => assert_eq!(got, code, "{bytes:?}"),
+                Err(ReadError::Protocol(got)) => assert_eq!(got.code, code, "{bytes:?}"),
                 other => panic!("{bytes:?}: {other:?}"),
             }
         }

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use proto::client::close::Close;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
@@ -130,7 +131,7 @@ impl Socket {
             Wake::Write => self.flush(false).await,
             Wake::Alarm => match self.clocks.fire(Instant::now()) {
                 Some(Alarm::Ping) => self.flush(true).await,
-                Some(Alarm::Close(code, reason)) => self.outbox.close(code, reason),
+                Some(Alarm::Close(c)) => self.outbox.close(c),
                 None => {}
             },
         }
@@ -147,16 +148,16 @@ impl Socket {
     /// Ends the connection: writes what is left and the close frame, then
     /// reads until the client's close or EOF (briefly) so the close frame is
     /// not lost to a reset. Returns the close code.
-    pub async fn finish(&mut self, code: u16, reason: &'static str) -> u16 {
+    pub async fn finish(&mut self, close: Close) -> u16 {
         // First close wins: a client that just vanished gets no frame.
-        self.outbox.close(code, reason);
+        self.outbox.close(close);
         self.writer.flush(&self.outbox, false).await;
         let reader = &mut self.reader;
         let _ = tokio::time::timeout(CLOSE_LINGER, async {
             loop {
                 match reader.next().await {
                     Ok(Incoming::Close(_)) | Err(ReadError::Closed) => return,
-                    Err(ReadError::Protocol { .. }) => return reader.discard_until_eof().await,
+                    Err(ReadError::Protocol(_)) => return reader.discard_until_eof().await,
                     Ok(_) => {}
                 }
             }

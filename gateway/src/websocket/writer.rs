@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use proto::client::close;
+use proto::client::close::{self, Close};
 use tokio::io::AsyncWriteExt;
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::time::timeout;
@@ -73,13 +73,13 @@ impl Writer {
                     crate::metrics::frames_out(delivered);
                 }
                 Ok(Err(_)) => {
-                    outbox.close(close::NORMAL, "socket error");
+                    outbox.close(Close::new(close::NORMAL, "socket error"));
                     self.done = true;
                     return;
                 }
                 Err(_) => {
                     crate::metrics::dropped("write_timeout");
-                    outbox.close(close::SLOW_CONSUMER, "slow consumer");
+                    outbox.close(Close::SLOW_CONSUMER);
                     self.done = true;
                     return;
                 }

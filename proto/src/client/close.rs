@@ -38,6 +38,39 @@ pub const FORBIDDEN: u16 = 4502;
 /// Repeated bad frames.
 pub const BAD_FRAMES: u16 = 4503;
 
+/// A close: the code, and a short reason for the close frame (at most 123
+/// bytes; these are fixed strings, never client input).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Close {
+    pub code: u16,
+    pub reason: &'static str,
+}
+
+impl Close {
+    pub const fn new(code: u16, reason: &'static str) -> Self {
+        Self { code, reason }
+    }
+
+    /// The client closed, or we close normally.
+    pub const BYE: Close = Close::new(NORMAL, "bye");
+    /// The client vanished: nothing is sent.
+    pub const GONE: Close = Close::new(ABNORMAL, "gone");
+    pub const DRAINING: Close = Close::new(GOING_AWAY, "draining");
+    pub const ORIGIN: Close = Close::new(POLICY, "origin not allowed");
+    pub const TRY_AGAIN_LATER: Close = Close::new(TRY_AGAIN_LATER, "try again later");
+    pub const SLOW_CONSUMER: Close = Close::new(SLOW_CONSUMER, "slow consumer");
+    pub const HEARTBEAT_TIMEOUT: Close = Close::new(HEARTBEAT_TIMEOUT, "heartbeat timeout");
+    pub const FLOODING: Close = Close::new(FLOODING, "flooding");
+    pub const AUTH_TIMEOUT: Close = Close::new(UNAUTHORIZED, "auth timeout");
+    pub const TOKEN_EXPIRED: Close = Close::new(TOKEN_EXPIRED, "token expired");
+    pub const BAD_FRAMES: Close = Close::new(BAD_FRAMES, "repeated bad frames");
+
+    /// Whether a client should reconnect after it.
+    pub fn should_reconnect(self) -> bool {
+        should_reconnect(self.code)
+    }
+}
+
 /// Whether a client should reconnect after this code.
 pub fn should_reconnect(code: u16) -> bool {
     code < 4500
