@@ -216,3 +216,21 @@ async fn non_websocket_requests_get_http_errors() {
     opts.protocols = vec!["chat".into()];
     assert!(matches!(Client::connect(opts).await, Err(ClientError::Http(400))));
 }
+
+#[tokio::test]
+async fn data_over_64_kib_is_too_large_where_the_message_cap_allows_it() {
+    // A raised message cap lets a 100 KB frame in; its data is still refused.
+    let gw = Gateway::start(&["--max-message-bytes", "200000"]);
+    let mut c = gw.json("big").await;
+    join(&mut c, "r").await;
+    let data = json!("x".repeat(100_000));
+    for op in [json!({"op": "publish", "room": "r", "data": data}), json!({"op": "send", "user": "big", "data": data})]
+    {
+        let r = c.request(op).await.unwrap();
+        assert_eq!(r["error"]["code"], "too_large", "{r}");
+    }
+    // Exactly 64 KiB is fine.
+    let fits = json!("x".repeat(64 * 1024 - 2));
+    publish(&mut c, "r", fits).await;
+    still_served(&mut c).await;
+}

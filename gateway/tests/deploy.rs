@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use loadtest::client::Client;
 use serde_json::{json, Value};
-use support::cluster::{free_port, Cluster};
+use support::cluster::{retry_on_port, Cluster};
 use support::process::{binary, docker_compose, nats_server, tool, Proc};
 use support::*;
 
@@ -374,29 +374,39 @@ async fn haproxy_logs_connections_without_their_tokens() {
     let gw = Gateway::start(&[]);
     let ws_port = gw.ws.trim_start_matches("ws://127.0.0.1:").trim_end_matches("/ws").to_owned();
     let admin_port = gw.admin.rsplit(':').next().unwrap().to_owned();
-    let (lb_port, stats_port) = (free_port(), free_port());
     // Loopback addresses for the Compose service names and ports; Docker's
     // DNS resolver and the FD-hungry maxconn have no place here.
-    let cfg: String = read("deploy/haproxy/haproxy.cfg")
-        .lines()
-        .filter(|l| !l.contains("maxconn") && !l.trim_start().starts_with("nameserver") && !l.contains("hold valid"))
-        .map(|l| match l.trim() {
-            "resolvers docker" => String::new(),
-            "bind :8080" => format!("    bind 127.0.0.1:{lb_port}"),
-            "bind :8404" => format!("    bind 127.0.0.1:{stats_port}"),
-            t if t.starts_with("default-server") => format!("    default-server check port {admin_port} inter 200ms"),
-            t if t.starts_with("server gateway-1") => format!("    server gateway-1 127.0.0.1:{ws_port}"),
-            t if t.starts_with("server gateway-2") => String::new(),
-            _ => l.to_owned(),
-        })
-        .map(|l| l + "\n")
-        .collect();
-    assert!(cfg.contains(&format!("127.0.0.1:{ws_port}")), "the config's server lines changed: {cfg}");
+    let config = |lb_port: u16| -> String {
+        read("deploy/haproxy/haproxy.cfg")
+            .lines()
+            .filter(|l| {
+                !l.contains("maxconn") && !l.trim_start().starts_with("nameserver") && !l.contains("hold valid")
+            })
+            .map(|l| match l.trim() {
+                "resolvers docker" => String::new(),
+                "bind :8080" => format!("    bind 127.0.0.1:{lb_port}"),
+                "bind :8404" => "    bind 127.0.0.1:0".into(),
+                t if t.starts_with("default-server") => {
+                    format!("    default-server check port {admin_port} inter 200ms")
+                }
+                t if t.starts_with("server gateway-1") => format!("    server gateway-1 127.0.0.1:{ws_port}"),
+                t if t.starts_with("server gateway-2") => String::new(),
+                _ => l.to_owned(),
+            })
+            .map(|l| l + "\n")
+            .collect()
+    };
+    assert!(config(1).contains(&format!("127.0.0.1:{ws_port}")), "the config's server lines changed");
     let tmp = TempDir::new("haproxy");
     let file = tmp.path.join("haproxy.cfg");
-    std::fs::write(&file, cfg).unwrap();
-    let args = ["-db", "-f", file.to_str().unwrap()].map(str::to_owned);
-    let mut lb = Proc::start("haproxy", &tool("haproxy"), &args, None);
+    let (mut lb, lb_port) = retry_on_port(
+        |port| {
+            std::fs::write(&file, config(port)).unwrap();
+            let args = ["-db", "-f", file.to_str().unwrap()].map(str::to_owned);
+            Proc::start("haproxy", &tool("haproxy"), &args, None)
+        },
+        |port| std::net::TcpStream::connect(("127.0.0.1", port)).is_ok(),
+    );
 
     let token = gw.token("alice");
     let url = format!("ws://127.0.0.1:{lb_port}/ws?token={token}");
@@ -1000,14 +1010,18 @@ async fn prometheus_against(cluster: &mut Cluster, admins: &[(&'static str, Stri
     });
     let config_file = tmp.path.join("prometheus.yml");
     std::fs::write(&config_file, serde_json::to_string_pretty(&config).unwrap()).unwrap();
-    let addr = format!("127.0.0.1:{}", free_port());
-    let args: Vec<String> = vec![
-        format!("--config.file={}", config_file.display()),
-        format!("--storage.tsdb.path={}", tmp.path.join("data").display()),
-        format!("--web.listen-address={addr}"),
-    ];
-    let mut prometheus = Proc::start("prometheus", &tool("prometheus"), &args, None);
-    let api = format!("http://{addr}");
+    let (mut prometheus, port) = retry_on_port(
+        |port| {
+            let args: Vec<String> = vec![
+                format!("--config.file={}", config_file.display()),
+                format!("--storage.tsdb.path={}", tmp.path.join("data").display()),
+                format!("--web.listen-address=127.0.0.1:{port}"),
+            ];
+            Proc::start("prometheus", &tool("prometheus"), &args, None)
+        },
+        |port| std::net::TcpStream::connect(("127.0.0.1", port)).is_ok(),
+    );
+    let api = format!("http://127.0.0.1:{port}");
 
     wait_for("Prometheus to be ready", Duration::from_secs(30), || async {
         try_get(&format!("{api}/-/ready")).await.is_some_and(|(s, _)| s == 200)

@@ -94,7 +94,12 @@ async fn router_out_and_back(out: fn(&mut Cluster), back: fn(&mut Cluster), limi
         assert_eq!(gateway_resyncs(&cluster).await, resyncs, "a returning router must take rooms back by handoff");
     }
     let report = load.stop(Duration::from_secs(2)).await;
-    assert!(report.resyncs() > 0, "members of the lost router's rooms get resync");
+    // Resync in the lost router's rooms, and only there.
+    let ring = router::ring::Ring::new(["r-1", "r-2"], router::ring::DEFAULT_VNODES);
+    let resynced = report.resynced_rooms();
+    assert!(!resynced.is_empty(), "members of the lost router's rooms get resync");
+    let elsewhere: Vec<&String> = resynced.iter().filter(|r| ring.owner(r) != Some("r-1")).collect();
+    assert!(elsewhere.is_empty(), "rooms of the surviving router saw resync: {elsewhere:?}");
     assert_nothing_lost_outside(&report, &outages);
     let counts = cluster.room_counts().await;
     assert!(counts[0] > 0, "the returning router owns rooms again: {counts:?}");

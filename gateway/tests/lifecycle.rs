@@ -156,3 +156,67 @@ async fn sigterm_closes_clients_with_1001_and_exits_0() {
     }
     assert!(status.success(), "{status:?}");
 }
+
+#[tokio::test]
+async fn tokens_never_reach_the_logs_and_json_logs_are_json() {
+    // Debug logs, in JSON, of a gateway handling good and bad tokens in every
+    // place a token can be.
+    let secret = "a-secret-of-at-least-thirty-two-bytes-for-logs";
+    let args: Vec<String> = [
+        "--standalone",
+        "--jwt-secret",
+        secret,
+        "--listen",
+        "127.0.0.1:0",
+        "--admin-listen",
+        "127.0.0.1:0",
+        "--grpc-listen",
+        "127.0.0.1:0",
+    ]
+    .map(str::to_owned)
+    .into();
+    let env = [("RUST_LOG", "debug"), ("SB_LOG_FORMAT", "json")];
+    let proc = support::process::Proc::start_with_env(
+        "gateway",
+        &support::process::binary("gateway"),
+        &args,
+        &env,
+        Some("admin"),
+    );
+    let gw = Gateway::from_proc(proc, secret.into());
+    let good = gw.token("alice");
+    let forged = loadtest::token::mint(
+        &loadtest::token::SigningKey::hs256(b"another-secret-of-at-least-32-bytes".to_vec()),
+        &loadtest::token::TokenSpec { sub: "mallory".into(), exp_in: 3600, rooms: None, info: None },
+    );
+    let expired =
+        gw.token_with(loadtest::token::TokenSpec { sub: "late".into(), exp_in: -10, rooms: None, info: None });
+    let mut c = Client::connect(gw.options(Some(&good))).await.unwrap();
+    c.next_of_type("hello", T).await.unwrap();
+    c.request(json!({"op": "refresh", "token": good})).await.unwrap();
+    c.request(json!({"op": "refresh", "token": forged})).await.unwrap();
+    for token in [&forged, &expired] {
+        let mut bad = Client::connect(gw.options(Some(token))).await.unwrap();
+        bad.wait_close(T).await.unwrap();
+        let mut opts = gw.options(None);
+        opts.bearer = Some(token.clone());
+        let mut bad = Client::connect(opts).await.unwrap();
+        bad.wait_close(T).await.unwrap();
+        let mut bad = Client::connect(gw.options(None)).await.unwrap();
+        bad.send_json(&json!({"op": "auth", "token": token})).await.unwrap();
+        bad.wait_close(T).await.unwrap();
+    }
+    drop(c);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let log = gw.proc.log_text();
+    assert!(log.lines().count() > 5, "debug logs were written: {log}");
+    for token in [&good, &forged, &expired] {
+        for part in token.split('.') {
+            assert!(!log.contains(part), "a token part in the log: {part}");
+        }
+    }
+    for line in log.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        assert!(v["level"].is_string() && v["timestamp"].is_string(), "{line}");
+    }
+}

@@ -137,6 +137,7 @@ async fn connection_caps_and_handshake_admission_answer_1013() {
     let gw = Gateway::start(&["--handshake-rate", "1", "--handshake-burst", "3"]);
     let mut codes = Vec::new();
     let mut kept = Vec::new();
+    let started = Instant::now();
     for i in 0..6 {
         let mut c = Client::connect(gw.options(Some(&gw.token(&format!("u{i}"))))).await.unwrap();
         match c.next_json(T).await {
@@ -148,8 +149,11 @@ async fn connection_caps_and_handshake_admission_answer_1013() {
             Err(e) => panic!("{e}"),
         }
     }
-    assert_eq!(kept.len(), 3, "the burst is admitted");
-    assert!(codes.iter().all(|c| *c == Some(1013)), "{codes:?}");
+    // The burst, plus one a second for the time the attempts took.
+    let refilled = started.elapsed().as_secs_f64().floor() as usize;
+    assert!(kept.len() >= 3 && kept.len() <= 3 + refilled, "{} admitted in {:?}", kept.len(), started.elapsed());
+    assert!(!codes.is_empty() && codes.iter().all(|c| *c == Some(1013)), "{codes:?}");
     let m = gw.metrics().await;
-    assert!(metric(&m, "switchboard_gateway_connections_rejected_total{reason=\"handshake_rate\"}") >= 3.0, "{m}");
+    let refused = metric(&m, "switchboard_gateway_connections_rejected_total{reason=\"handshake_rate\"}");
+    assert_eq!(refused, codes.len() as f64, "{m}");
 }

@@ -154,7 +154,7 @@ async fn send_reaches_every_connection_of_the_user_in_both_encodings() {
     assert_eq!((d["from"].as_str(), d["data"].as_str()), (Some("alice"), Some("back")));
 
     // Nobody else hears it.
-    assert!(other.next_of_type("direct", Duration::from_millis(300)).await.is_err());
+    assert_quiet(other.next_of_type("direct", Duration::from_millis(300)).await, "nothing more");
     let r = bob.request(json!({"op": "send", "user": "a.b", "data": 1})).await.unwrap();
     assert_eq!(r["error"]["code"], "bad_request", "{r}");
 }
@@ -188,7 +188,7 @@ async fn presence_and_watch_with_offline_grace() {
     drop(erin);
     tokio::time::sleep(Duration::from_millis(200)).await;
     let erin = gw.json("erin").await;
-    assert!(watcher.next_of_type("presence", Duration::from_millis(1500)).await.is_err(), "no flap");
+    assert_quiet(watcher.next_of_type("presence", Duration::from_millis(1500)).await, "no flap");
 
     drop(erin);
     let started = std::time::Instant::now();
@@ -202,7 +202,7 @@ async fn presence_and_watch_with_offline_grace() {
     let r = watcher.request(json!({"op": "unwatch", "users": ["erin"]})).await.unwrap();
     assert_eq!(r["ok"], true);
     let _erin = gw.json("erin").await;
-    assert!(watcher.next_of_type("presence", Duration::from_millis(500)).await.is_err(), "unwatched");
+    assert_quiet(watcher.next_of_type("presence", Duration::from_millis(500)).await, "unwatched");
 }
 
 #[tokio::test]
@@ -235,7 +235,7 @@ async fn ping_op_and_ping_frames_are_answered() {
     c.send_json(&json!({"op": "ping", "id": 5})).await.unwrap();
     let pong = c.next_json(T).await.unwrap();
     assert_eq!(pong, json!({"type": "pong"}));
-    assert!(c.next_json(Duration::from_millis(200)).await.is_err(), "nothing else follows");
+    assert_quiet(c.next_json(Duration::from_millis(200)).await, "nothing else follows");
     c.send_frame(true, fastwebsockets::OpCode::Ping, b"x".to_vec()).await.unwrap();
     loop {
         match c.recv(T).await.expect("pong frame") {
@@ -268,7 +268,10 @@ async fn protobuf_auth_frame_presence_unwatch_and_refresh() {
     let r = c.request_proto(Op::Unwatch(pb::WatchOp { users: vec!["quinn".into()] })).await.unwrap();
     assert!(r.ok);
     let _quinn = gw.json("quinn").await;
-    assert!(c.wait_proto(Duration::from_millis(400), |f| matches!(f.kind, Some(Kind::Presence(_)))).await.is_err());
+    assert_quiet(
+        c.wait_proto(Duration::from_millis(400), |f| matches!(f.kind, Some(Kind::Presence(_)))).await,
+        "nothing more",
+    );
 
     let r = c.request_proto(Op::Refresh(pb::RefreshOp { token: gw.token("pat") })).await.unwrap();
     let Some(reply::Result::Refresh(rr)) = r.result else { panic!("{r:?}") };
@@ -302,4 +305,16 @@ async fn rs256_and_es256_public_keys() {
         let mut bad = loadtest::client::Client::connect(gw.options(Some(&confused))).await.unwrap();
         assert_eq!(bad.wait_close(T).await.unwrap(), Some(4500), "{public}");
     }
+}
+
+#[tokio::test]
+async fn an_operator_may_close_a_connection_with_1011() {
+    let gw = Gateway::start(&[]);
+    let mut c = gw.json("victim").await;
+    let channel =
+        tonic::transport::Channel::from_shared(format!("http://{}", gw.grpc)).unwrap().connect().await.unwrap();
+    let mut admin = gateway::rpc::gateway_admin_client::GatewayAdminClient::new(channel);
+    let call = pb::DisconnectCall { target: Some(pb::disconnect_call::Target::User("victim".into())), code: 1011 };
+    assert_eq!(admin.disconnect(call).await.unwrap().into_inner().closed, 1);
+    assert_eq!(c.wait_close(T).await.unwrap(), Some(1011));
 }

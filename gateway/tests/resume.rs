@@ -46,7 +46,7 @@ async fn reconnect_with_since_gets_exactly_the_missed_messages() {
     publish(&mut bob, "r", json!(8)).await;
     let got = messages(&mut alice, 5).await;
     assert_eq!(got, (4..=8).map(|i| (i, json!(i))).collect::<Vec<_>>(), "missed ones, in order, then new ones");
-    assert!(alice.next_of_type("message", Duration::from_millis(300)).await.is_err(), "no duplicates");
+    assert_quiet(alice.next_of_type("message", Duration::from_millis(300)).await, "no duplicates");
 }
 
 #[tokio::test]

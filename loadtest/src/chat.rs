@@ -115,6 +115,12 @@ impl ChatReport {
         self.members.iter().flat_map(|m| m.continuity.rooms.values()).map(|v| v.resyncs).sum()
     }
 
+    /// The rooms in which some member saw a resync.
+    pub fn resynced_rooms(&self) -> std::collections::BTreeSet<String> {
+        let rooms = self.members.iter().flat_map(|m| m.continuity.rooms.iter());
+        rooms.filter(|(_, v)| v.resyncs > 0).map(|(room, _)| room.clone()).collect()
+    }
+
     /// Acknowledged messages (acked at or after `since`) that some member of
     /// the room never received.
     pub fn missing(&self, since: Instant) -> Vec<String> {

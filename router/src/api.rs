@@ -16,9 +16,6 @@ use tonic::{Request, Response, Status};
 use crate::client::{CallError, RouterClient};
 use crate::owner::OwnerStats;
 
-/// Largest `data` a backend may publish, as for clients.
-pub const MAX_DATA_BYTES: usize = 64 * 1024;
-
 /// The `Rooms` service of one router.
 pub struct RoomsApi {
     id: String,
@@ -59,7 +56,7 @@ fn unexpected() -> Status {
 impl crate::rpc::rooms_server::Rooms for RoomsApi {
     async fn publish(&self, request: Request<pb::PublishCall>) -> Result<Response<pb::PublishResult>, Status> {
         let call = request.into_inner();
-        if call.data.len() > MAX_DATA_BYTES {
+        if call.data.len() > proto::client::MAX_DATA_BYTES {
             return Err(status(ErrorCode::TooLarge, "data is over 64 KiB"));
         }
         if serde_json::from_slice::<serde::de::IgnoredAny>(&call.data).is_err() {

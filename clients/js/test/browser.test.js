@@ -10,7 +10,7 @@ import { after, afterEach, before, describe, it } from 'node:test';
 
 import { chromium } from 'playwright-core';
 
-import { artifactsDir, assertServesCurrentFiles, Cluster, clusterMissing, freePort, startGateway } from './support.js';
+import { artifactsDir, assertServesCurrentFiles, Cluster, clusterMissing, startGateway } from './support.js';
 
 const CHROMIUM = process.env.CHROMIUM ?? '/usr/bin/chromium';
 // Without these, Chromium waits on the (closed) network at start-up.
@@ -163,8 +163,9 @@ describe('the demo page', () => {
   });
 
   it('both pages reconnect after the gateway restarts and see every message once', T, async () => {
-    const port = await freePort();
-    let gw = await startGateway({ port, secret: SECRET });
+    let gw = await startGateway({ secret: SECRET });
+    // Restarts reuse the port it got.
+    const port = gw.port;
     cleanup.push(() => gw.stop());
     // With a configured secret there is no minting: the page uses the user's token as is.
     const alice = await open(`${gw.http}/?token=${gw.token('alice')}`);

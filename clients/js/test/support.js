@@ -23,19 +23,6 @@ export function binary(name) {
   return p;
 }
 
-/** A TCP port that was free a moment ago. */
-export function freePort() {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.unref();
-    s.on('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const { port } = s.address();
-      s.close(() => resolve(port));
-    });
-  });
-}
-
 let logs = 0;
 
 /** A child process whose stdout lines are collected; its stderr goes to a log file. */
@@ -303,8 +290,12 @@ export class Cluster {
   static async start({ gateways = 2, secret }) {
     const c = new Cluster();
     c.secret = secret;
-    c.natsPort = await freePort();
-    c.nats = new Proc('nats', natsServer(), ['-a', '127.0.0.1', '-p', String(c.natsPort)]);
+    // Ports of their own choosing: a port found free may be taken before use.
+    c.nats = new Proc('nats', natsServer(), ['-a', '127.0.0.1', '-p', '-1']);
+    c.natsPort = await until(() => {
+      const m = c.nats.logText().match(/client connections on [\d.]+:(\d+)/);
+      return m && Number(m[1]);
+    }, 'nats-server to say its port');
     c.natsUrl = `nats://127.0.0.1:${c.natsPort}`;
     await until(
       () =>
@@ -314,18 +305,18 @@ export class Cluster {
         }),
       'nats-server',
     );
-    c.presencePort = await freePort();
     c.presence = new Proc('presence', binary('presence'), [
       '--nats-url',
       c.natsUrl,
       '--id',
       'presence-1',
       '--listen',
-      `127.0.0.1:${c.presencePort}`,
+      '127.0.0.1:0',
       '--admin-listen',
       '127.0.0.1:0',
     ]);
     await c.presence.waitLine('admin');
+    c.presencePort = Number(c.presence.printed('grpc').split(':').pop());
     c.router = new Proc('router', binary('router'), [
       '--nats-url',
       c.natsUrl,
@@ -340,8 +331,9 @@ export class Cluster {
     c.ports = [];
     c.gateways = [];
     for (let i = 0; i < gateways; i++) {
-      c.ports.push(await freePort());
+      c.ports.push(0);
       c.gateways.push(await c.startGateway(i));
+      c.ports[i] = c.gateways[i].port; // a restart takes the same port
     }
     return c;
   }

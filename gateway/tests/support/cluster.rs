@@ -11,7 +11,9 @@ use super::{http_get, Gateway};
 
 pub const API_TOKEN: &str = "test-api-token";
 
-/// A port nobody listens on right now.
+/// A port nobody listens on right now. Racy (another process may take it
+/// before the caller binds it): only for programs that cannot bind port 0
+/// and say which port they got; [`retry_on_port`] makes up for the race.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
@@ -24,17 +26,39 @@ pub struct Nats {
 }
 
 impl Nats {
+    /// Starts nats-server on a port of its own choosing.
     pub fn start() -> Self {
-        let port = free_port();
-        let mut n = Self { proc: None, port, url: format!("nats://127.0.0.1:{port}") };
-        n.restart();
+        let proc = Proc::start("nats", &nats_server(), &Self::args(-1), None);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let port = loop {
+            // "[INF] Listening for client connections on 127.0.0.1:PORT"
+            let log = proc.log_text();
+            let found = log
+                .lines()
+                .find_map(|l| l.split("client connections on ").nth(1)?.rsplit(':').next()?.trim().parse().ok());
+            if let Some(port) = found {
+                break port;
+            }
+            assert!(Instant::now() < deadline, "nats-server never said its port: {log}");
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let n = Self { proc: Some(proc), port, url: format!("nats://127.0.0.1:{port}") };
+        n.wait_accepting();
         n
     }
 
-    /// (Re)starts the server and waits until it accepts connections.
+    fn args(port: i32) -> Vec<String> {
+        ["-a", "127.0.0.1", "-p", &port.to_string()].map(str::to_owned).into()
+    }
+
+    /// Starts the server again in place, on its port.
     pub fn restart(&mut self) {
-        let args = ["-a", "127.0.0.1", "-p", &self.port.to_string()].map(str::to_owned);
-        self.proc = Some(Proc::start("nats", &nats_server(), &args, None));
+        self.proc = Some(Proc::start("nats", &nats_server(), &Self::args(self.port as i32), None));
+        self.wait_accepting();
+    }
+
+    /// Waits until the server accepts connections.
+    fn wait_accepting(&self) {
         let deadline = Instant::now() + Duration::from_secs(10);
         while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
             assert!(Instant::now() < deadline, "nats-server did not start on port {}", self.port);
@@ -109,7 +133,7 @@ impl Cluster {
         let mut c = Self {
             nats: Nats::start(),
             presence: None,
-            presence_port: free_port(),
+            presence_port: 0,
             routers: Vec::new(),
             gateways: Vec::new(),
             secret: format!("cluster-secret-of-32-bytes-or-more-{}", std::process::id()),
@@ -123,6 +147,7 @@ impl Cluster {
         c
     }
 
+    /// Starts presence: on a port of its choosing the first time, in place after.
     pub fn start_presence(&mut self) {
         let args: Vec<String> = [
             "--nats-url",
@@ -138,7 +163,10 @@ impl Cluster {
         ]
         .map(str::to_owned)
         .into();
-        self.presence = Some(Proc::start("presence", &binary("presence"), &args, Some("admin")));
+        let proc = Proc::start("presence", &binary("presence"), &args, Some("admin"));
+        let grpc = proc.printed("grpc").expect("a grpc line");
+        self.presence_port = grpc.rsplit(':').next().unwrap().parse().unwrap();
+        self.presence = Some(proc);
     }
 
     /// Starts the next router (`r-1`, `r-2`, …); returns its index.
@@ -182,8 +210,8 @@ impl Cluster {
         self.start_gateway_with(id, &nats, &[]);
     }
 
-    /// Starts a gateway that reaches NATS at `nats_url` (a proxy, say), on a
-    /// fixed port so that it can be restarted in place, with `extra` flags.
+    /// Starts a gateway that reaches NATS at `nats_url` (a proxy, say), with
+    /// `extra` flags; a restart keeps its WebSocket port.
     pub fn start_gateway_with(&mut self, id: &str, nats_url: &str, extra: &[&str]) {
         let mut args: Vec<String> = [
             "--nats-url",
@@ -197,7 +225,7 @@ impl Cluster {
             "--api-token",
             API_TOKEN,
             "--listen",
-            &format!("127.0.0.1:{}", free_port()),
+            "127.0.0.1:0",
             "--admin-listen",
             "127.0.0.1:0",
             "--grpc-listen",
@@ -209,7 +237,11 @@ impl Cluster {
         .into();
         args.extend(extra.iter().map(|s| s.to_string()));
         let proc = Proc::start(id, &binary("gateway"), &args, Some("admin"));
-        self.gateways.push(Gateway::from_proc(proc, self.secret.clone()));
+        let gateway = Gateway::from_proc(proc, self.secret.clone());
+        // A restart in place takes the port it got.
+        let listen = args.iter().position(|a| a == "--listen").unwrap() + 1;
+        args[listen] = gateway.ws.trim_start_matches("ws://").trim_end_matches("/ws").to_owned();
+        self.gateways.push(gateway);
         self.gateway_args.push(args);
     }
 
@@ -285,4 +317,28 @@ impl Cluster {
         }
         out
     }
+}
+
+/// Starts a program that cannot listen on port 0 (`start` gets the port),
+/// up to three times: a port found free may have been taken meanwhile.
+/// `ready` says whether it is serving on that port.
+pub fn retry_on_port(mut start: impl FnMut(u16) -> Proc, ready: impl Fn(u16) -> bool) -> (Proc, u16) {
+    for _ in 0..3 {
+        let port = free_port();
+        let mut proc = start(port);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline && !proc.exited() {
+            // Ready, and not because another program holds the port while
+            // this one failed to bind it and is exiting.
+            if ready(port) {
+                std::thread::sleep(Duration::from_millis(100));
+                if !proc.exited() {
+                    return (proc, port);
+                }
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        proc.kill9();
+    }
+    panic!("could not start on a free port three times");
 }

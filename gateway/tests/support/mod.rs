@@ -168,6 +168,12 @@ pub async fn publish(c: &mut Client, room: &str, data: Value) -> u64 {
     r["seq"].as_u64().unwrap()
 }
 
+/// Asserts that nothing came (the wait timed out) and the connection is not
+/// closed: a closed connection is an error too, and must not pass for quiet.
+pub fn assert_quiet<T: std::fmt::Debug>(waited: Result<T, loadtest::client::ClientError>, what: &str) {
+    assert!(matches!(waited, Err(loadtest::client::ClientError::Timeout)), "{what}: {waited:?}");
+}
+
 /// Asserts the client is still served: a ping op gets its pong.
 pub async fn still_served(c: &mut Client) {
     c.send_json(&json!({"op": "ping"})).await.unwrap();

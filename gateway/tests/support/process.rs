@@ -110,10 +110,22 @@ fn unique() -> String {
 impl Proc {
     /// Starts `program`; with `until`, waits until a stdout line starts with it.
     pub fn start(name: &str, program: &std::path::Path, args: &[String], until: Option<&str>) -> Self {
+        Self::start_with_env(name, program, args, &[], until)
+    }
+
+    /// [`Proc::start`] with environment variables (`RUST_LOG` is `info` unless given).
+    pub fn start_with_env(
+        name: &str,
+        program: &std::path::Path,
+        args: &[String],
+        env: &[(&str, &str)],
+        until: Option<&str>,
+    ) -> Self {
         let log = std::env::temp_dir().join(format!("switchboard-{name}-{}.log", unique()));
         let mut child = Command::new(program)
             .args(args)
             .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(&log).expect("log file"))
             .spawn()
@@ -167,6 +179,11 @@ impl Proc {
             .find(|l| l.trim_start().starts_with(label))
             .and_then(|l| l.split_whitespace().nth(1))
             .map(str::to_owned)
+    }
+
+    /// Whether the process has exited.
+    pub fn exited(&mut self) -> bool {
+        self.child.try_wait().ok().flatten().is_some()
     }
 
     pub fn pid(&self) -> u32 {

@@ -15,6 +15,11 @@ pub use error::ErrorCode;
 pub use event::{Event, ReplyBody};
 pub use op::{DecodeError, Op, Request, RequestId, MAX_USERS_PER_REQUEST};
 
+/// Largest `data` of a message (room or direct), from a client or a backend:
+/// 64 KiB. A client that raised `--max-message-bytes` past it gets
+/// `too_large` for a bigger one; the bus never carries more.
+pub const MAX_DATA_BYTES: usize = 64 * 1024;
+
 /// Subprotocol name of the JSON encoding.
 pub const JSON_PROTOCOL: &str = "switchboard.v1.json";
 /// Subprotocol name of the protobuf encoding.

@@ -88,6 +88,14 @@ fn not_member<T>(room: &str) -> Result<T, Failure> {
     fail(ErrorCode::NotMember, "join the room first")
 }
 
+/// `data` within [`proto::client::MAX_DATA_BYTES`], or `too_large`.
+fn check_data(data: &[u8]) -> Result<(), Failure> {
+    if data.len() > proto::client::MAX_DATA_BYTES {
+        return fail(ErrorCode::TooLarge, "data is over 64 KiB");
+    }
+    Ok(())
+}
+
 /// Takes a join or leave from the connection's allowance: each is an event
 /// at every member.
 fn take_join(s: &mut Session) -> Result<(), Failure> {

@@ -5,13 +5,14 @@ use bytes::Bytes;
 use proto::client::{ErrorCode, ReplyBody};
 use proto::{internal, subject};
 
-use super::{fail, Answer};
+use super::{check_data, fail, Answer};
 use crate::session::Session;
 
 pub async fn send(s: &mut Session, user: String, data: Bytes) -> Answer {
     if !subject::valid_id(&user) {
         return fail(ErrorCode::BadRequest, "invalid user id");
     }
+    check_data(&data)?;
     let dm = internal::DirectMessage { to: user.clone(), from: s.user.to_string(), data, ts: proto::now_ms() };
     match s.hub.bus.publish_msg(subject::user(&user), &dm).await {
         Ok(()) => Ok(Some(ReplyBody::Empty)),
