@@ -8,6 +8,7 @@
 //! in [`room`].
 
 mod buffer;
+mod catch_up;
 mod encoded;
 pub mod room;
 

@@ -1,0 +1,361 @@
+//! Tests of [`super`] (store.rs).
+
+use super::*;
+use crate::users::LAST_SEEN_RETENTION;
+
+const LEASE: Duration = Duration::from_secs(15);
+const GRACE: Duration = Duration::from_secs(5);
+/// Wall clock at `t0`; tests advance it in step with the `Instant`.
+const T0_MS: i64 = 1_700_000_000_000;
+
+/// A store plus a controllable clock.
+struct Harness {
+    store: Store,
+    t0: Instant,
+    /// Time since `t0`.
+    elapsed: Duration,
+}
+
+impl Harness {
+    fn new() -> Self {
+        Self {
+            store: Store::new(StoreConfig { lease_ttl: LEASE, offline_grace: GRACE }),
+            t0: Instant::now(),
+            elapsed: Duration::ZERO,
+        }
+    }
+
+    fn now(&self) -> (Instant, i64) {
+        (self.t0 + self.elapsed, self.now_ms())
+    }
+
+    fn now_ms(&self) -> i64 {
+        T0_MS + self.elapsed.as_millis() as i64
+    }
+
+    /// Advances the clock and sweeps, returning what the sweep emitted.
+    fn advance(&mut self, by: Duration) -> Vec<Change> {
+        self.elapsed += by;
+        let (now, now_ms) = self.now();
+        self.store.sweep(now, now_ms)
+    }
+
+    fn report(&mut self, req: pb::ReportRequest) -> Vec<Change> {
+        let (now, now_ms) = self.now();
+        self.store.report(now, now_ms, &req)
+    }
+
+    fn connect(&mut self, gateway: &str, user: &str, conn: &str) -> Vec<Change> {
+        self.report(pb::ReportRequest {
+            gateway: gateway.into(),
+            connected: vec![session(user, conn)],
+            ..Default::default()
+        })
+    }
+
+    fn disconnect(&mut self, gateway: &str, user: &str, conn: &str) -> Vec<Change> {
+        self.report(pb::ReportRequest {
+            gateway: gateway.into(),
+            disconnected: vec![session(user, conn)],
+            ..Default::default()
+        })
+    }
+
+    fn renew(&mut self, gateway: &str) {
+        let changes = self.report(pb::ReportRequest { gateway: gateway.into(), ..Default::default() });
+        assert!(changes.is_empty());
+    }
+
+    fn presence(&self, user: &str) -> pb::UserPresence {
+        self.store.query(self.now_ms(), &[user.to_owned()]).pop().unwrap()
+    }
+
+    fn online(&self, user: &str) -> bool {
+        self.presence(user).online
+    }
+}
+
+fn session(user: &str, conn: &str) -> pb::Session {
+    pb::Session { user: user.into(), conn: conn.into() }
+}
+
+fn online_at(user: &str, ts: i64) -> Change {
+    Change { user: user.into(), online: true, ts }
+}
+
+fn offline_at(user: &str, ts: i64) -> Change {
+    Change { user: user.into(), online: false, ts }
+}
+
+#[test]
+fn first_session_turns_user_online_immediately() {
+    let mut h = Harness::new();
+    assert_eq!(h.connect("g1", "alice", "c1"), vec![online_at("alice", T0_MS)]);
+    assert!(h.online("alice"));
+    assert_eq!(h.store.online_users(), 1);
+    assert_eq!(h.store.sessions(), 1);
+}
+
+#[test]
+fn duplicate_connect_is_idempotent() {
+    let mut h = Harness::new();
+    h.connect("g1", "alice", "c1");
+    assert!(h.connect("g1", "alice", "c1").is_empty());
+    assert_eq!(h.store.sessions(), 1);
+    // One disconnect ends the one session.
+    h.disconnect("g1", "alice", "c1");
+    assert_eq!(h.advance(GRACE).len(), 1);
+    assert!(!h.online("alice"));
+}
+
+#[test]
+fn unknown_disconnects_are_ignored() {
+    let mut h = Harness::new();
+    assert!(h.disconnect("g1", "alice", "c1").is_empty());
+    h.connect("g1", "alice", "c1");
+    // Wrong user for the conn, and the right conn on another gateway.
+    assert!(h.disconnect("g1", "bob", "c1").is_empty());
+    assert!(h.disconnect("g2", "alice", "c1").is_empty());
+    assert!(h.advance(GRACE * 2).is_empty());
+    assert!(h.online("alice"));
+}
+
+#[test]
+fn reconnect_within_grace_emits_nothing() {
+    let mut h = Harness::new();
+    h.connect("g1", "alice", "c1");
+    assert!(h.disconnect("g1", "alice", "c1").is_empty());
+    assert!(h.advance(GRACE / 2).is_empty());
+    assert!(h.online("alice"), "online during grace");
+    assert_eq!(h.store.online_users(), 1);
+    // Reconnected through another gateway: still nothing.
+    assert!(h.connect("g2", "alice", "c9").is_empty());
+    assert!(h.advance(GRACE * 3).is_empty());
+    assert!(h.online("alice"));
+}
+
+#[test]
+fn grace_expiry_turns_user_offline_at_end_of_grace() {
+    let mut h = Harness::new();
+    h.connect("g1", "alice", "c1");
+    h.advance(Duration::from_secs(1));
+    let ended_ms = h.now_ms();
+    h.disconnect("g1", "alice", "c1");
+    assert!(h.advance(GRACE - Duration::from_millis(1)).is_empty());
+    // The sweep runs late; the timestamp is still the end of grace.
+    let changes = h.advance(Duration::from_millis(200));
+    let offline_ms = ended_ms + GRACE.as_millis() as i64;
+    assert_eq!(changes, vec![offline_at("alice", offline_ms)]);
+    assert!(!h.online("alice"));
+    assert_eq!(h.store.online_users(), 0);
+    assert!(h.advance(GRACE).is_empty(), "offline is reported once");
+}
+
+#[test]
+fn reconnect_after_grace_turns_user_online_again() {
+    let mut h = Harness::new();
+    h.connect("g1", "alice", "c1");
+    h.disconnect("g1", "alice", "c1");
+    assert_eq!(h.advance(GRACE).len(), 1);
+    h.advance(Duration::from_secs(1));
+    let now_ms = h.now_ms();
+    assert_eq!(h.connect("g1", "alice", "c2"), vec![online_at("alice", now_ms)]);
+}
+
+#[test]
+fn second_grace_supersedes_first() {
+    let mut h = Harness::new();
+    h.connect("g1", "alice", "c1");
+    h.disconnect("g1", "alice", "c1");
+    h.advance(GRACE / 2);
+    h.connect("g1", "alice", "c2");
+    h.advance(Duration::from_secs(1));
+    let ended_ms = h.now_ms();
+    h.disconnect("g1", "alice", "c2");
+    // The first grace's deadline passes: alice is in her second grace.
+    assert!(h.advance(GRACE / 2 + Duration::from_millis(100)).is_empty());
+    assert!(h.online("alice"));
+    let changes = h.advance(GRACE);
+    assert_eq!(changes, vec![offline_at("alice", ended_ms + GRACE.as_millis() as i64)]);
+}
+
+#[test]
+fn user_stays_online_while_any_session_lives() {
+    let mut h = Harness::new();
+    assert_eq!(h.connect("g1", "alice", "c1").len(), 1);
+    assert!(h.connect("g1", "alice", "c2").is_empty());
+    assert!(h.connect("g2", "alice", "c1").is_empty(), "same conn id, other gateway");
+    assert_eq!(h.store.sessions(), 3);
+    assert_eq!(h.store.online_users(), 1);
+    h.disconnect("g1", "alice", "c1");
+    h.disconnect("g2", "alice", "c1");
+    assert!(h.advance(GRACE * 2).is_empty());
+    assert!(h.online("alice"));
+    h.disconnect("g1", "alice", "c2");
+    assert_eq!(h.advance(GRACE).len(), 1);
+    assert!(!h.online("alice"));
+    assert_eq!(h.store.sessions(), 0);
+}
+
+#[test]
+fn lease_expiry_drops_gateway_sessions_then_grace_applies() {
+    let mut h = Harness::new();
+    h.connect("g1", "alice", "c1");
+    h.connect("g2", "bob", "c1");
+    // g2 keeps renewing, g1 goes silent.
+    for _ in 0..3 {
+        assert!(h.advance(Duration::from_secs(5) - Duration::from_millis(1)).is_empty());
+        h.renew("g2");
+    }
+    // g1's lease (15 s from t=0) lapses now; g2 renewed at 14.997 s.
+    let changes = h.advance(Duration::from_millis(10));
+    assert!(changes.is_empty(), "grace starts at expiry");
+    assert_eq!(h.store.sessions(), 1);
+    assert_eq!(h.store.gateways(), 1);
+    let expired_ms = h.now_ms();
+    let changes = h.advance(GRACE);
+    assert_eq!(changes, vec![offline_at("alice", expired_ms + GRACE.as_millis() as i64)]);
+    assert!(h.online("bob"));
+}
+
+#[test]
+fn every_report_renews_the_lease() {
+    let mut h = Harness::new();
+    h.connect("g1", "alice", "c1");
+    h.advance(LEASE - Duration::from_secs(1));
+    h.connect("g1", "bob", "c2");
+    h.advance(LEASE - Duration::from_secs(2));
+    assert_eq!(h.store.sessions(), 2, "renewed at 14 s, expires at 29 s");
+    h.advance(Duration::from_secs(2));
+    assert_eq!(h.store.sessions(), 0);
+}
+
+#[test]
+fn snapshot_replaces_gateway_sessions() {
+    let mut h = Harness::new();
+    h.connect("g1", "alice", "c1");
+    h.connect("g1", "bob", "c2");
+    h.connect("g2", "carol", "c1");
+    let changes = h.report(pb::ReportRequest {
+        gateway: "g1".into(),
+        snapshot: true,
+        connected: vec![session("alice", "c1"), session("dave", "c3")],
+        ..Default::default()
+    });
+    assert_eq!(changes, vec![online_at("dave", T0_MS)]);
+    assert_eq!(h.store.sessions(), 3);
+    let changes = h.advance(GRACE);
+    assert_eq!(changes, vec![offline_at("bob", T0_MS + GRACE.as_millis() as i64)]);
+    assert!(h.online("alice"));
+    assert!(h.online("carol"), "other gateways are untouched");
+}
+
+#[test]
+fn snapshot_for_unknown_gateway_restores_state() {
+    let mut h = Harness::new();
+    let changes = h.report(pb::ReportRequest {
+        gateway: "g1".into(),
+        snapshot: true,
+        connected: vec![session("alice", "c1"), session("alice", "c2")],
+        ..Default::default()
+    });
+    assert_eq!(changes, vec![online_at("alice", T0_MS)]);
+    assert_eq!(h.store.sessions(), 2);
+    // An empty snapshot ends everything.
+    h.report(pb::ReportRequest { gateway: "g1".into(), snapshot: true, ..Default::default() });
+    assert_eq!(h.store.sessions(), 0);
+    assert_eq!(h.advance(GRACE).len(), 1);
+}
+
+#[test]
+fn leaving_drops_sessions_and_lease_now() {
+    let mut h = Harness::new();
+    h.connect("g1", "alice", "c1");
+    h.connect("g1", "bob", "c2");
+    h.connect("g2", "bob", "c1");
+    let changes = h.report(pb::ReportRequest { gateway: "g1".into(), leaving: true, ..Default::default() });
+    assert!(changes.is_empty());
+    assert_eq!(h.store.gateways(), 1);
+    assert_eq!(h.store.sessions(), 1);
+    let changes = h.advance(GRACE);
+    assert_eq!(changes, vec![offline_at("alice", T0_MS + GRACE.as_millis() as i64)]);
+    assert!(h.online("bob"));
+}
+
+#[test]
+fn reused_conn_id_moves_session_to_new_user() {
+    let mut h = Harness::new();
+    h.connect("g1", "alice", "c1");
+    assert_eq!(h.connect("g1", "bob", "c1"), vec![online_at("bob", T0_MS)]);
+    assert_eq!(h.store.sessions(), 1);
+    assert_eq!(h.advance(GRACE).len(), 1);
+    assert!(!h.online("alice"));
+    assert!(h.online("bob"));
+}
+
+#[test]
+fn last_seen_follows_online_state() {
+    let mut h = Harness::new();
+    assert_eq!(h.presence("alice").last_seen_ms, 0, "never seen");
+    h.connect("g1", "alice", "c1");
+    h.advance(Duration::from_secs(30));
+    h.renew("g1");
+    assert_eq!(h.presence("alice").last_seen_ms, h.now_ms(), "now while online");
+    let ended_ms = h.now_ms();
+    h.disconnect("g1", "alice", "c1");
+    h.advance(Duration::from_secs(2));
+    let p = h.presence("alice");
+    assert!(p.online);
+    assert_eq!(p.last_seen_ms, h.now_ms(), "still now during grace");
+    h.advance(Duration::from_secs(60));
+    let p = h.presence("alice");
+    assert!(!p.online);
+    assert_eq!(p.last_seen_ms, ended_ms + GRACE.as_millis() as i64);
+}
+
+#[test]
+fn offline_users_are_forgotten_after_retention() {
+    let mut h = Harness::new();
+    for i in 0..100 {
+        h.connect("g1", &format!("u{i}"), &format!("c{i}"));
+        h.disconnect("g1", &format!("u{i}"), &format!("c{i}"));
+    }
+    assert_eq!(h.advance(GRACE).len(), 100);
+    assert_eq!(h.store.users.len(), 100);
+    h.renew("g1");
+    h.advance(LAST_SEEN_RETENTION - Duration::from_secs(1));
+    assert_eq!(h.store.users.len(), 100);
+    assert_ne!(h.presence("u7").last_seen_ms, 0);
+    h.advance(Duration::from_secs(1));
+    assert_eq!(h.store.users.len(), 0);
+    assert_eq!(h.presence("u7").last_seen_ms, 0);
+}
+
+#[test]
+fn returning_user_is_not_forgotten_by_stale_entry() {
+    let mut h = Harness::new();
+    h.connect("g1", "alice", "c1");
+    h.disconnect("g1", "alice", "c1");
+    h.advance(GRACE);
+    h.advance(LAST_SEEN_RETENTION / 2);
+    h.connect("g1", "alice", "c2");
+    // Stay connected past the first offline entry's forget time.
+    let until = h.elapsed + LAST_SEEN_RETENTION;
+    while h.elapsed < until {
+        assert!(h.advance(LEASE / 2).is_empty());
+        h.renew("g1");
+    }
+    assert!(h.online("alice"));
+    assert_eq!(h.store.online_users(), 1);
+    assert_eq!(h.store.users.len(), 1);
+}
+
+#[test]
+fn query_answers_in_request_order() {
+    let mut h = Harness::new();
+    h.connect("g1", "bob", "c1");
+    let users = ["alice", "bob", "alice"].map(String::from);
+    let got = h.store.query(h.now_ms(), &users);
+    let summary: Vec<_> = got.iter().map(|p| (p.user.as_str(), p.online)).collect();
+    assert_eq!(summary, [("alice", false), ("bob", true), ("alice", false)]);
+}
