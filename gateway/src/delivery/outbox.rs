@@ -35,6 +35,9 @@ struct State {
     frames: VecDeque<Out>,
     bytes: usize,
     closing: Option<Close>,
+    /// A paced producer waits on `drained`: only then does a take notify
+    /// it (a notification on every take costs the hot path measurably).
+    paced: bool,
 }
 
 /// The queue between a connection's producers and its writer.
@@ -81,10 +84,11 @@ impl Outbox {
             // Registered before the check, so a take in between is not missed.
             drained.as_mut().enable();
             {
-                let s = self.state.lock().unwrap();
+                let mut s = self.state.lock().unwrap();
                 if s.closing.is_some() || self.fits(&s, len) {
                     return;
                 }
+                s.paced = true;
             }
             drained.await;
         }
@@ -105,10 +109,13 @@ impl Outbox {
             s.frames.clear();
             s.bytes = 0;
             s.closing = Some(Close::SLOW_CONSUMER);
+            let paced = std::mem::take(&mut s.paced);
             drop(s);
             crate::metrics::dropped("slow_consumer");
             self.wake.notify_one();
-            self.drained.notify_waiters();
+            if paced {
+                self.drained.notify_waiters();
+            }
             return false;
         }
         s.bytes += len;
@@ -125,9 +132,12 @@ impl Outbox {
         if s.closing.is_none() {
             s.closing = Some(close);
         }
+        let paced = std::mem::take(&mut s.paced);
         drop(s);
         self.wake.notify_one();
-        self.drained.notify_waiters();
+        if paced {
+            self.drained.notify_waiters();
+        }
     }
 
     /// The close in progress, if any.
@@ -143,11 +153,11 @@ impl Outbox {
     /// Takes everything queued.
     pub fn take(&self) -> Batch {
         let mut s = self.state.lock().unwrap();
-        let had = s.bytes > 0;
         s.bytes = 0;
+        let paced = std::mem::take(&mut s.paced);
         let batch = Batch { frames: std::mem::take(&mut s.frames).into(), closing: s.closing };
         drop(s);
-        if had {
+        if paced {
             self.drained.notify_waiters();
         }
         batch

@@ -56,7 +56,15 @@ struct Case {
 }
 
 impl Case {
+    /// An owner whose ring has held both routers for longer than the pull window.
     fn new() -> Self {
+        let mut case = Self::joined();
+        case.now += PULL_WINDOW + Duration::from_secs(1);
+        case
+    }
+
+    /// An owner that has just seen r-1 (itself) join r-2, which held every room.
+    fn joined() -> Self {
         let config = OwnerConfig { vnodes: 16, ..OwnerConfig::default() };
         let now = Instant::now();
         let mut case = Self {
@@ -66,7 +74,6 @@ impl Case {
             out: Vec::new(),
         };
         case.owner.on_view_change(&["r-1".into(), "r-2".into()], &case.c, now, &mut case.out);
-        case.now += PULL_WINDOW + Duration::from_secs(1);
         case
     }
 
@@ -195,15 +202,7 @@ fn a_router_cut_off_drops_everything_and_refuses_handoffs() {
 fn after_a_ring_change_a_request_waits_for_the_room_pulled_from_its_previous_owner() {
     // r-2 held every room; now r-1 has joined the ring.
     let mine = room_of(ME);
-    let config = OwnerConfig { vnodes: 16, ..OwnerConfig::default() };
-    let now = Instant::now();
-    let mut t = Case {
-        owner: Owner::new(ME.into(), config, 0, Arc::default(), now),
-        c: cluster(&["r-1", "r-2"]),
-        now,
-        out: Vec::new(),
-    };
-    t.owner.on_view_change(&["r-1".into(), "r-2".into()], &t.c, now, &mut t.out);
+    let mut t = Case::joined();
     assert_eq!(t.send(publish(&mine)), ["pull-from:r-2"], "held, not answered");
     assert!(t.send(publish(&mine)).is_empty(), "a second request waits too");
     // (answer of the pull, what follows)
@@ -221,13 +220,7 @@ fn after_a_ring_change_a_request_waits_for_the_room_pulled_from_its_previous_own
         (Ok(internal::PullReply { state: None, moved_to: "r-3".into() }), vec!["pull-from:r-3"]),
     ];
     for (answer, want) in cases {
-        let mut t = Case {
-            owner: Owner::new(ME.into(), OwnerConfig { vnodes: 16, ..OwnerConfig::default() }, 0, Arc::default(), now),
-            c: cluster(&["r-1", "r-2"]),
-            now,
-            out: Vec::new(),
-        };
-        t.owner.on_view_change(&["r-1".into(), "r-2".into()], &t.c, now, &mut t.out);
+        let mut t = Case::joined();
         t.send(publish(&mine));
         let pull = Pull { room: mine.clone(), from: "r-2".into(), hops: 0 };
         t.owner.on_pulled(pull, answer, &t.c, t.now, &mut t.out);
@@ -244,15 +237,7 @@ fn after_a_ring_change_a_request_waits_for_the_room_pulled_from_its_previous_own
 #[test]
 fn a_push_that_arrives_first_serves_the_waiting_requests_after_its_ack() {
     let mine = room_of(ME);
-    let now = Instant::now();
-    let config = OwnerConfig { vnodes: 16, ..OwnerConfig::default() };
-    let mut t = Case {
-        owner: Owner::new(ME.into(), config, 0, Arc::default(), now),
-        c: cluster(&["r-1", "r-2"]),
-        now,
-        out: Vec::new(),
-    };
-    t.owner.on_view_change(&["r-1".into(), "r-2".into()], &t.c, now, &mut t.out);
+    let mut t = Case::joined();
     assert_eq!(t.send(publish(&mine)), ["pull-from:r-2"]);
     let state = internal::RoomState { epoch: "e".into(), seq: 3, ..Default::default() };
     let push = internal::HandoffRequest { from: "r-2".into(), state: Some(state) };

@@ -79,7 +79,8 @@ impl Room {
             catch_up.at = had;
             catch_up.extend(missed.into_iter().map(|m| Arc::new(Encoded::new(self.room.clone(), epoch.clone(), m))));
         }
-        let member = Member { user: a.user, info: a.info, listener: a.listener, after: 0, catch_up: Some(catch_up) };
+        let catch_up = Some(Box::new(catch_up));
+        let member = Member { user: a.user, info: a.info, listener: a.listener, after: 0, catch_up };
         self.members.insert(a.conn.clone(), member);
         self.pump(&a.conn, out);
     }

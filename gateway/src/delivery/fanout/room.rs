@@ -89,7 +89,7 @@ pub(super) struct Member {
     pub(super) listener: Listener,
     /// Live: deliver only messages after this seq (what it already has).
     pub(super) after: u64,
-    pub(super) catch_up: Option<CatchUp>,
+    pub(super) catch_up: Option<Box<CatchUp>>,
 }
 
 /// One room's delivery state at this gateway.
@@ -189,7 +189,7 @@ impl Room {
             };
             let bytes: &Bytes = slot.get_or_insert_with(|| enc.bytes(m.listener.encoding));
             if paced && !m.listener.outbox.has_room(bytes.len()) {
-                m.catch_up = Some(CatchUp::new(seq - 1));
+                m.catch_up = Some(Box::new(CatchUp::new(seq - 1)));
                 behind.push(conn.clone());
                 continue;
             }
