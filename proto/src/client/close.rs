@@ -64,11 +64,6 @@ impl Close {
     pub const AUTH_TIMEOUT: Close = Close::new(UNAUTHORIZED, "auth timeout");
     pub const TOKEN_EXPIRED: Close = Close::new(TOKEN_EXPIRED, "token expired");
     pub const BAD_FRAMES: Close = Close::new(BAD_FRAMES, "repeated bad frames");
-
-    /// Whether a client should reconnect after it.
-    pub fn should_reconnect(self) -> bool {
-        should_reconnect(self.code)
-    }
 }
 
 /// Whether a client should reconnect after this code.
