@@ -79,6 +79,10 @@ pub struct Config {
     #[command(flatten)]
     pub limits: Limits,
 
+    /// `--config` (namespaces) and the history flags (standalone).
+    #[command(flatten)]
+    pub policy: router::namespace::PolicyFlags,
+
     #[command(flatten)]
     pub embedded: Embedded,
 }
@@ -193,9 +197,6 @@ pub struct Limits {
 /// Settings of the router and presence embedded by `--standalone`.
 #[derive(clap::Args, Debug, Clone)]
 pub struct Embedded {
-    #[command(flatten)]
-    pub history: router::history::HistoryFlags,
-
     /// How long a user stays online after their last connection ends (standalone).
     #[arg(long, env = "SB_OFFLINE_GRACE", default_value = "5s", value_parser = duration)]
     pub offline_grace: Duration,

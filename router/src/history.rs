@@ -15,7 +15,7 @@ use prost::Message as _;
 use proto::internal;
 
 /// History bounds of one room.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HistoryConfig {
     /// Most messages kept per room.
     pub max_len: usize,

@@ -14,6 +14,7 @@ pub mod client;
 pub mod history;
 pub mod membership;
 pub mod metrics;
+pub mod namespace;
 pub mod node;
 pub mod owner;
 pub mod ring;

@@ -13,8 +13,8 @@ use bus::Bus;
 use clap::Parser;
 use router::api::RoomsApi;
 use router::client::{CallConfig, RouterClient};
-use router::history::HistoryFlags;
 use router::membership::MembershipConfig;
+use router::namespace::PolicyFlags;
 use router::node::{Node, NodeConfig};
 use router::owner::OwnerConfig;
 use shell::cli::{duration, node_id};
@@ -43,7 +43,7 @@ struct Config {
     api: shell::grpc::ApiAccess,
 
     #[command(flatten)]
-    history: HistoryFlags,
+    policy: PolicyFlags,
 
     /// Virtual nodes per router on the ring (every router must agree).
     #[arg(long, env = "SB_VNODES", default_value_t = 128)]
@@ -66,8 +66,8 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let bus = Bus::nats(&config.nats_url, &id, "router").await.context("--nats-url")?;
     let membership = MembershipConfig { vnodes: config.vnodes, ..MembershipConfig::default() };
     let owner = OwnerConfig {
-        history: config.history.config(),
-        history_budget: config.history.history_budget,
+        namespaces: Arc::new(config.policy.namespaces(None)?),
+        history_budget: config.policy.history.history_budget,
         vnodes: config.vnodes,
         ..OwnerConfig::default()
     };

@@ -14,6 +14,7 @@ use bus::Bus;
 use presence::{PresenceClient, PresenceService, StoreConfig};
 use router::client::{CallConfig, RouterClient};
 use router::membership::{Membership, MembershipConfig};
+use router::namespace::Namespaces;
 use router::node::{Node, NodeConfig};
 use router::owner::OwnerConfig;
 
@@ -32,11 +33,11 @@ pub struct Backends {
 
 impl Backends {
     /// A router and presence in this process, on a fresh in-process bus.
-    pub async fn standalone(id: &str, config: &Config) -> anyhow::Result<Self> {
+    pub async fn standalone(id: &str, config: &Config, namespaces: Arc<Namespaces>) -> anyhow::Result<Self> {
         let bus = Bus::local(id, "gateway");
         let owner = OwnerConfig {
-            history: config.embedded.history.config(),
-            history_budget: config.embedded.history.history_budget,
+            namespaces,
+            history_budget: config.policy.history.history_budget,
             vnodes: config.vnodes,
             ..OwnerConfig::default()
         };

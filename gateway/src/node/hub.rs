@@ -14,7 +14,7 @@ use crate::delivery::rooms::Rooms;
 use crate::delivery::topics::{Topic, Topics};
 use crate::edge::admission::Admission;
 use crate::session::auth::Verifier;
-use crate::session::glob::RoomGlobs;
+use crate::session::glob::Globs;
 
 /// The gateway's shared state and services.
 pub struct Hub {
@@ -34,7 +34,7 @@ pub struct Hub {
     pub reporter: Arc<Reporter>,
     pub verifier: Verifier,
     /// Rooms allowed to tokens without a `rooms` claim.
-    pub default_rooms: Arc<RoomGlobs>,
+    pub default_rooms: Arc<Globs>,
     /// Allowed `Origin` values; empty allows any.
     pub allowed_origins: Vec<String>,
     /// `--conformance-echo`: connections echo messages instead of speaking
@@ -64,7 +64,7 @@ pub struct Parts {
     pub presence: PresenceClient,
     pub reporter: Arc<Reporter>,
     pub verifier: Verifier,
-    pub default_rooms: Arc<RoomGlobs>,
+    pub default_rooms: Arc<Globs>,
     pub allowed_origins: Vec<String>,
     pub conformance_echo: bool,
 }

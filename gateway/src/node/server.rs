@@ -20,7 +20,7 @@ use crate::node::control::Control;
 use crate::node::drain;
 use crate::node::hub::{Hub, Parts};
 use crate::session::auth::Verifier;
-use crate::session::glob::RoomGlobs;
+use crate::session::glob::Globs;
 
 /// Shortest HS256 secret accepted: a shorter one can be brute-forced from
 /// any token (RFC 7518 3.2 asks for a key at least as long as the hash).
@@ -41,8 +41,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 
     let (verifier, secret) = verifier(&config)?;
     let verifier = verifier.with_max_info_bytes(config.limits.max_info_bytes);
+    // Standalone without --config: a built-in example with a read-only news: namespace.
+    let builtin = config.standalone.then_some(router::namespace::STANDALONE_EXAMPLE);
+    let namespaces = Arc::new(config.policy.namespaces(builtin)?);
     let backends = if config.standalone {
-        Backends::standalone(&id, &config).await?
+        Backends::standalone(&id, &config, namespaces.clone()).await?
     } else {
         Backends::cluster(&id, &config).await?
     };
@@ -55,7 +58,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         presence: backends.presence.clone(),
         reporter: reporter.clone(),
         verifier,
-        default_rooms: Arc::new(RoomGlobs::parse_list(&config.default_rooms)),
+        default_rooms: Arc::new(Globs::parse_list(&config.default_rooms)),
         allowed_origins: list(&config.allowed_origins),
         conformance_echo: config.conformance_echo,
     });

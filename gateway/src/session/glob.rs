@@ -1,11 +1,12 @@
-//! Room globs: which rooms a connection may join.
+//! Globs over ids: which rooms a connection may join or publish to, which
+//! users it may message or watch.
 //!
-//! A token's `rooms` claim (or the server's `--default-rooms` when the claim
-//! is absent) is a list of patterns such as `chat:*` or `game:??:lobby`. The
-//! gateway checks every `join` against that list, so matching has to be cheap
-//! and must not be something a hostile token can turn into a CPU sink: the
-//! matcher below never recurses and never backtracks more than one `*` at a
-//! time.
+//! A token's `rooms`, `publish`, `send` and `watch` claims (or the server's
+//! defaults when a claim is absent) are lists of patterns such as `chat:*`
+//! or `game:??:lobby`. The gateway checks ops against them, so matching has
+//! to be cheap and must not be something a hostile token can turn into a
+//! CPU sink: the matcher below never recurses and never backtracks more
+//! than one `*` at a time.
 //!
 //! Syntax: `*` matches any run of characters (including none), `?` matches
 //! exactly one character, every other character matches itself. There is no
@@ -78,25 +79,25 @@ fn char_len(lead: u8) -> usize {
     }
 }
 
-/// The room patterns one connection is allowed to join.
+/// A list of id patterns (rooms or users).
 ///
 /// An empty list allows nothing. Build it from a token's `rooms` claim with
-/// [`RoomGlobs::new`], or from `--default-rooms` with [`RoomGlobs::parse_list`].
+/// [`Globs::new`], or from `--default-rooms` with [`Globs::parse_list`].
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct RoomGlobs(Vec<String>);
+pub struct Globs(Vec<String>);
 
-impl RoomGlobs {
+impl Globs {
     /// Wraps a list of patterns as they are, e.g. a token's `rooms` claim.
-    pub fn new(patterns: Vec<String>) -> RoomGlobs {
-        RoomGlobs(patterns)
+    pub fn new(patterns: Vec<String>) -> Globs {
+        Globs(patterns)
     }
 
     /// Parses a comma-separated list such as `"chat:*, news"`.
     ///
     /// Entries are trimmed and empty ones dropped, so stray or trailing
     /// commas in a command line do no harm.
-    pub fn parse_list(s: &str) -> RoomGlobs {
-        RoomGlobs(s.split(',').map(str::trim).filter(|p| !p.is_empty()).map(String::from).collect())
+    pub fn parse_list(s: &str) -> Globs {
+        Globs(s.split(',').map(str::trim).filter(|p| !p.is_empty()).map(String::from).collect())
     }
 
     /// True if any pattern matches `room`.
@@ -110,12 +111,12 @@ impl RoomGlobs {
     }
 }
 
-/// Same as [`RoomGlobs::parse_list`]; lets `clap` parse `--default-rooms`.
-impl FromStr for RoomGlobs {
+/// Same as [`Globs::parse_list`]; lets `clap` parse `--default-rooms`.
+impl FromStr for Globs {
     type Err = Infallible;
 
-    fn from_str(s: &str) -> Result<RoomGlobs, Infallible> {
-        Ok(RoomGlobs::parse_list(s))
+    fn from_str(s: &str) -> Result<Globs, Infallible> {
+        Ok(Globs::parse_list(s))
     }
 }
 
@@ -186,23 +187,23 @@ mod tests {
 
     #[test]
     fn parse_list_trims_and_drops_empty_entries() {
-        let globs = RoomGlobs::parse_list(" chat:* ,, news ,");
+        let globs = Globs::parse_list(" chat:* ,, news ,");
         assert_eq!(globs.patterns(), ["chat:*", "news"]);
-        assert!(RoomGlobs::parse_list("").patterns().is_empty());
-        assert!(RoomGlobs::parse_list(" , ").patterns().is_empty());
-        assert_eq!("a,b".parse::<RoomGlobs>().unwrap().patterns(), ["a", "b"]);
+        assert!(Globs::parse_list("").patterns().is_empty());
+        assert!(Globs::parse_list(" , ").patterns().is_empty());
+        assert_eq!("a,b".parse::<Globs>().unwrap().patterns(), ["a", "b"]);
     }
 
     #[test]
     fn allows_any_matching_pattern() {
-        let globs = RoomGlobs::parse_list("chat:*,game:??");
+        let globs = Globs::parse_list("chat:*,game:??");
         assert!(globs.allows("chat:general"));
         assert!(globs.allows("game:42"));
         assert!(!globs.allows("game:421"));
         assert!(!globs.allows("admin"));
 
-        assert!(RoomGlobs::parse_list("*").allows("anything"));
-        assert!(!RoomGlobs::default().allows("anything"));
-        assert!(RoomGlobs::new(vec!["a".into()]).allows("a"));
+        assert!(Globs::parse_list("*").allows("anything"));
+        assert!(!Globs::default().allows("anything"));
+        assert!(Globs::new(vec!["a".into()]).allows("a"));
     }
 }

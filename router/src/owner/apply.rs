@@ -72,7 +72,8 @@ impl Owner {
             Some(router_request::Kind::Publish(p)) => {
                 let room = self.rooms.entry(room_id.clone()).or_default();
                 let msg = (p.from, p.data, proto::now_ms());
-                let msg = room.publish(&room_id, msg, now, &self.config.history, &mut self.budget);
+                let history = self.config.namespaces.of(&room_id).history;
+                let msg = room.publish(&room_id, msg, now, &history, &mut self.budget);
                 let (epoch, seq) = (room.epoch.clone(), msg.seq);
                 crate::metrics::published();
                 out.push(Action::Emit(event(&room_id, &epoch, room_event::Kind::Message(msg))));

@@ -70,7 +70,8 @@ impl Owner {
         for m in &state.members {
             self.gateways.entry(m.gateway.clone()).or_insert(now);
         }
-        let installed = Room::from_state(room, state, now, &self.config.history, &mut self.budget);
+        let history = self.config.namespaces.of(room).history;
+        let installed = Room::from_state(room, state, now, &history, &mut self.budget);
         self.rooms.insert(room.to_owned(), installed);
         self.enforce_budget();
     }

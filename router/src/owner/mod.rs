@@ -23,6 +23,7 @@ use tokio::sync::mpsc;
 
 use crate::history::HistoryConfig;
 use crate::membership::Membership;
+use crate::namespace::Namespaces;
 pub use state::{Action, Cluster, Owner, Pull};
 
 /// Waiting for a push the previous owner says is under way.
@@ -36,8 +37,8 @@ pub const DEFAULT_HISTORY_BUDGET: usize = 512 << 20;
 /// How the owner keeps rooms.
 #[derive(Debug, Clone)]
 pub struct OwnerConfig {
-    /// History bounds per room.
-    pub history: HistoryConfig,
+    /// Policy per room prefix: history bounds, join/leave events, the member cap.
+    pub namespaces: Arc<Namespaces>,
     /// Bytes of history all rooms may hold together; past it the oldest
     /// message of all is evicted.
     pub history_budget: usize,
@@ -54,7 +55,7 @@ pub struct OwnerConfig {
 impl Default for OwnerConfig {
     fn default() -> Self {
         Self {
-            history: HistoryConfig::default(),
+            namespaces: Arc::new(Namespaces::default_only(HistoryConfig::default())),
             history_budget: DEFAULT_HISTORY_BUDGET,
             members_limit: 100,
             reply_bytes: 512 * 1024,

@@ -285,8 +285,8 @@ impl Owner {
             }
             tracing::info!(gateway, users_left = left, "gateway unseen: its members dropped");
         }
-        let (history, budget) = (self.config.history, &mut self.budget);
-        self.rooms.retain(|id, room| !room.prune(id, now, &history, budget));
+        let (namespaces, budget) = (&self.config.namespaces, &mut self.budget);
+        self.rooms.retain(|id, room| !room.prune(id, now, &namespaces.of(id).history, budget));
         let members: usize = self.rooms.values().map(Room::conn_count).sum();
         self.stats.rooms.store(self.rooms.len(), Ordering::Relaxed);
         self.stats.members.store(members, Ordering::Relaxed);
