@@ -55,6 +55,14 @@ pub struct Config {
     #[arg(long, env = "SB_DEFAULT_ROOMS", default_value = "*")]
     pub default_rooms: String,
 
+    /// User globs a token without a `send` claim may message (comma-separated).
+    #[arg(long, env = "SB_DEFAULT_SEND", default_value = "*")]
+    pub default_send: String,
+
+    /// User globs whose presence a token without a `watch` claim may query or watch.
+    #[arg(long, env = "SB_DEFAULT_WATCH", default_value = "*")]
+    pub default_watch: String,
+
     /// Allowed Origin values (comma-separated); empty allows any.
     #[arg(long, env = "SB_ALLOWED_ORIGINS", default_value = "")]
     pub allowed_origins: String,

@@ -14,7 +14,8 @@ use crate::delivery::rooms::Rooms;
 use crate::delivery::topics::{Topic, Topics};
 use crate::edge::admission::Admission;
 use crate::session::auth::Verifier;
-use crate::session::glob::Globs;
+use crate::session::grants::{Defaults, Grants};
+use router::namespace::Namespaces;
 
 /// The gateway's shared state and services.
 pub struct Hub {
@@ -33,8 +34,12 @@ pub struct Hub {
     pub presence: PresenceClient,
     pub reporter: Arc<Reporter>,
     pub verifier: Verifier,
-    /// Rooms allowed to tokens without a `rooms` claim.
-    pub default_rooms: Arc<Globs>,
+    /// What tokens without a claim get (`--default-rooms` and the like).
+    pub defaults: Defaults,
+    /// The grants of a token without any claim, shared.
+    pub default_grants: Arc<Grants>,
+    /// Policy per room prefix (`--config`).
+    pub namespaces: Arc<Namespaces>,
     /// Allowed `Origin` values; empty allows any.
     pub allowed_origins: Vec<String>,
     /// `--conformance-echo`: connections echo messages instead of speaking
@@ -64,7 +69,8 @@ pub struct Parts {
     pub presence: PresenceClient,
     pub reporter: Arc<Reporter>,
     pub verifier: Verifier,
-    pub default_rooms: Arc<Globs>,
+    pub defaults: Defaults,
+    pub namespaces: Arc<Namespaces>,
     pub allowed_origins: Vec<String>,
     pub conformance_echo: bool,
 }
@@ -83,7 +89,9 @@ impl Hub {
             presence: p.presence,
             reporter: p.reporter,
             verifier: p.verifier,
-            default_rooms: p.default_rooms,
+            default_grants: Grants::defaults(&p.defaults),
+            defaults: p.defaults,
+            namespaces: p.namespaces,
             allowed_origins: p.allowed_origins,
             conformance_echo: p.conformance_echo,
             conns: Mutex::default(),

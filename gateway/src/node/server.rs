@@ -21,6 +21,7 @@ use crate::node::drain;
 use crate::node::hub::{Hub, Parts};
 use crate::session::auth::Verifier;
 use crate::session::glob::Globs;
+use crate::session::grants::Defaults;
 
 /// Shortest HS256 secret accepted: a shorter one can be brute-forced from
 /// any token (RFC 7518 3.2 asks for a key at least as long as the hash).
@@ -58,7 +59,12 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         presence: backends.presence.clone(),
         reporter: reporter.clone(),
         verifier,
-        default_rooms: Arc::new(Globs::parse_list(&config.default_rooms)),
+        defaults: Defaults {
+            rooms: Arc::new(Globs::parse_list(&config.default_rooms)),
+            send: Arc::new(Globs::parse_list(&config.default_send)),
+            watch: Arc::new(Globs::parse_list(&config.default_watch)),
+        },
+        namespaces: namespaces.clone(),
         allowed_origins: list(&config.allowed_origins),
         conformance_echo: config.conformance_echo,
     });

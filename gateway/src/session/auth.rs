@@ -51,6 +51,12 @@ pub struct Claims {
     /// Glob patterns of the rooms the user may join; `None` means the server's
     /// `--default-rooms` apply.
     pub rooms: Option<Vec<String>>,
+    /// Rooms the user may publish and signal to; `None`: the rooms it may join.
+    pub publish: Option<Vec<String>>,
+    /// Users the user may message; `None`: `--default-send`.
+    pub send: Option<Vec<String>>,
+    /// Users whose presence the user may query or watch; `None`: `--default-watch`.
+    pub watch: Option<Vec<String>>,
     /// Opaque JSON shown to room members, kept as the token's own text so it
     /// is passed on without being parsed and re-serialized.
     pub info: Option<Box<RawValue>>,
@@ -98,12 +104,33 @@ pub enum KeyError {
 /// The claims as they appear on the wire. Everything is optional here so
 /// that a missing claim is reported by name (via `required_spec_claims`)
 /// rather than as a generic parse error.
+/// The glob claims stay raw JSON until checked, so that one of the wrong
+/// shape is refused by name.
 #[derive(Deserialize)]
 struct WireClaims {
     sub: Option<String>,
     exp: Option<i64>,
-    rooms: Option<Vec<String>>,
+    rooms: Option<serde_json::Value>,
+    publish: Option<serde_json::Value>,
+    send: Option<serde_json::Value>,
+    watch: Option<serde_json::Value>,
     info: Option<Box<RawValue>>,
+}
+
+/// A glob claim: absent (or null), or a list of strings.
+fn globs(claim: &str, value: Option<serde_json::Value>) -> Result<Option<Vec<String>>, AuthError> {
+    match value {
+        None | Some(serde_json::Value::Null) => Ok(None),
+        Some(serde_json::Value::Array(items)) => items
+            .into_iter()
+            .map(|i| match i {
+                serde_json::Value::String(s) => Ok(s),
+                _ => Err(AuthError::Invalid(format!("claim `{claim}` must be a list of strings"))),
+            })
+            .collect::<Result<_, _>>()
+            .map(Some),
+        Some(_) => Err(AuthError::Invalid(format!("claim `{claim}` must be a list of strings"))),
+    }
 }
 
 impl Verifier {
@@ -211,7 +238,15 @@ impl Verifier {
         if wire.info.as_ref().is_some_and(|i| i.get().len() > self.max_info_bytes) {
             return Err(AuthError::InfoTooLarge { limit: self.max_info_bytes });
         }
-        Ok(Claims { sub, exp, rooms: wire.rooms, info: wire.info })
+        Ok(Claims {
+            sub,
+            exp,
+            rooms: globs("rooms", wire.rooms)?,
+            publish: globs("publish", wire.publish)?,
+            send: globs("send", wire.send)?,
+            watch: globs("watch", wire.watch)?,
+            info: wire.info,
+        })
     }
 
     /// Turns a jsonwebtoken error into a message that is useful to whoever

@@ -19,7 +19,7 @@ use proto::client::{
 use tokio::net::TcpStream;
 
 use super::auth::{AuthError, Claims};
-use super::glob::RoomGlobs;
+use super::grants::Grants;
 use super::{decode, Accepted, Session};
 use crate::delivery::outbox::Out;
 use crate::delivery::topics::Listener;
@@ -180,9 +180,7 @@ impl Connection {
         self.session.conn = hub.new_conn_id();
         self.session.user = claims.sub.clone().into();
         self.session.info = claims.info_bytes();
-        if let Some(rooms) = &claims.rooms {
-            self.session.globs = Arc::new(RoomGlobs::new(rooms.clone()));
-        }
+        self.session.grants = Grants::of(&claims, &hub.defaults, &hub.default_grants);
         let listener = Listener { outbox: self.session.outbox.clone(), encoding: self.session.encoding };
         hub.register(
             self.session.conn.clone(),

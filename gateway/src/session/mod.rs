@@ -9,6 +9,7 @@
 pub mod auth;
 mod connection;
 pub mod glob;
+pub mod grants;
 pub mod ops;
 
 use std::collections::{HashMap, HashSet};
@@ -28,7 +29,7 @@ use crate::bucket::TokenBucket;
 use crate::delivery::outbox::{Out, Outbox};
 use crate::delivery::rooms::RoomHandle;
 use crate::node::hub::Hub;
-use crate::session::glob::RoomGlobs;
+use crate::session::grants::Grants;
 
 pub use connection::run;
 
@@ -58,8 +59,8 @@ pub struct Session {
     pub(crate) outbox: Arc<Outbox>,
     /// The token's expiry (Unix seconds); `refresh` moves it.
     pub(crate) exp: i64,
-    /// Rooms the token allows.
-    pub(crate) globs: Arc<RoomGlobs>,
+    /// What the token allows.
+    pub(crate) grants: Arc<Grants>,
     pub(crate) rooms: HashMap<String, RoomHandle>,
     pub(crate) watching: HashSet<String>,
     /// The client's IP, and the bytes of memberships and watches charged
@@ -84,7 +85,7 @@ impl Session {
             joins: TokenBucket::new(hub.limits.join_rate, hub.limits.join_burst, now),
             ip: accepted.peer.ip(),
             held: 0,
-            globs: hub.default_rooms.clone(),
+            grants: hub.default_grants.clone(),
             hub,
             conn: "".into(),
             user: "".into(),

@@ -22,7 +22,7 @@ pub async fn leave(s: &mut Session, room: String) -> Answer {
 /// Leaves the joined rooms the token no longer allows, telling the client
 /// with `removed` (before the refresh reply).
 pub async fn leave_revoked(s: &mut Session) {
-    let revoked: Vec<String> = s.rooms.keys().filter(|r| !s.globs.allows(r)).cloned().collect();
+    let revoked: Vec<String> = s.rooms.keys().filter(|r| !s.grants.rooms.allows(r)).cloned().collect();
     for room in revoked {
         if let Some(handle) = s.rooms.remove(&room) {
             leave_room(s, &room, &handle).await;

@@ -1,10 +1,10 @@
 //! `members {room}`: the room's users, capped in entries and bytes, with the
-//! exact count.
+//! exact count; refused where the namespace has `members = false`.
 
 use proto::client::ReplyBody;
 use proto::internal::{self, router_reply, router_request};
 
-use super::{call_failure, check_room, unexpected, Answer};
+use super::{call_failure, check_room, forbidden, unexpected, Answer};
 use crate::session::Session;
 
 /// Most members listed in one reply.
@@ -12,6 +12,10 @@ const LIMIT: u32 = 100;
 
 pub async fn members(s: &mut Session, room: String) -> Answer {
     check_room(s, &room)?;
+    let ns = s.hub.namespaces.of(&room);
+    if !ns.members {
+        return Err(forbidden(format!("{} has members = false", ns.name())));
+    }
     // A quarter of the queue: the reply must fit beside what the
     // connection's rooms are delivering meanwhile.
     let max_bytes = (s.hub.limits.queue_bytes / 4).min(u32::MAX as usize) as u32;

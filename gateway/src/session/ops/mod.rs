@@ -74,10 +74,12 @@ fn check_room(s: &Session, room: &str) -> Result<(), Failure> {
     if !subject::valid_id(room) {
         return fail(ErrorCode::InvalidRoom, subject::INVALID_ROOM);
     }
-    if !s.globs.allows(room) {
-        return fail(ErrorCode::Forbidden, "the token does not allow this room");
-    }
-    Ok(())
+    s.grants.rooms.check("joining", room).map_err(forbidden)
+}
+
+/// A refusal by a rule: `forbidden`, with the rule's words.
+fn forbidden(why: String) -> Failure {
+    (ErrorCode::Forbidden, why)
 }
 
 /// The answer to an op on a room the connection has not joined.

@@ -1,14 +1,15 @@
 //! `presence {users}`, `watch {users}` and `unwatch {users}`: who is online,
-//! and events when that changes.
+//! and events when that changes, for the users the token's `watch` allows.
 
 use proto::client::{ErrorCode, ReplyBody};
 use proto::pb;
 
-use super::{fail, Answer};
+use super::{fail, forbidden, Answer, Failure};
 use crate::delivery::topics::Listener;
 use crate::session::Session;
 
 pub async fn query(s: &mut Session, users: Vec<String>) -> Answer {
+    check_watch(s, &users)?;
     match ask(s, users).await {
         Some(users) => Ok(Some(ReplyBody::Presence { users })),
         None => fail(ErrorCode::Unavailable, "presence unavailable; retry"),
@@ -16,6 +17,7 @@ pub async fn query(s: &mut Session, users: Vec<String>) -> Answer {
 }
 
 pub async fn watch(s: &mut Session, users: Vec<String>) -> Answer {
+    check_watch(s, &users)?;
     let mut new: Vec<&String> = users.iter().filter(|u| !s.watching.contains(*u)).collect();
     // A user named twice is one listener: two would deliver each event
     // twice (100 times, for a request naming one user 100 times).
@@ -53,6 +55,11 @@ pub fn unwatch(s: &mut Session, users: Vec<String>) -> Answer {
         }
     }
     Ok(Some(ReplyBody::Empty))
+}
+
+/// Every user in `users` must be one the token lets this connection watch.
+fn check_watch(s: &Session, users: &[String]) -> Result<(), Failure> {
+    users.iter().try_for_each(|u| s.grants.watch.check("watching", u)).map_err(forbidden)
 }
 
 /// Asks presence, then corrects for users connected here: their reports may

@@ -1,11 +1,14 @@
 //! `publish {room, data}`: the owner gives the message the room's next seq;
-//! the connection must have joined the room.
+//! the connection must have joined the room, its namespace must let clients
+//! publish and its token must allow the room.
 
 use bytes::Bytes;
 use proto::client::ReplyBody;
 use proto::internal::{self, router_reply, router_request};
 
-use super::{call_failure, check_data, not_member, unexpected, Answer};
+use router::namespace::Publish;
+
+use super::{call_failure, check_data, forbidden, not_member, unexpected, Answer, Failure};
 use crate::session::Session;
 
 pub async fn publish(s: &mut Session, room: String, data: Bytes) -> Answer {
@@ -13,9 +16,20 @@ pub async fn publish(s: &mut Session, room: String, data: Bytes) -> Answer {
         return not_member(&room);
     }
     check_data(&data)?;
+    check_publish(s, &room)?;
     let kind = router_request::Kind::Publish(internal::PublishRequest { from: s.user.to_string(), data });
     match s.hub.router.call(&room, kind).await.map_err(call_failure)? {
         router_reply::Kind::Publish(p) => Ok(Some(ReplyBody::Publish { seq: p.seq })),
         other => unexpected(other),
     }
+}
+
+/// Whether a client may publish into `room`: the namespace's `publish` wins
+/// over any claim.
+pub(super) fn check_publish(s: &Session, room: &str) -> Result<(), Failure> {
+    let ns = s.hub.namespaces.of(room);
+    if ns.publish == Publish::None {
+        return Err(forbidden(format!("{} has publish = \"none\"", ns.name())));
+    }
+    s.grants.publish.check("publishing to", room).map_err(forbidden)
 }

@@ -1,23 +1,18 @@
 //! `refresh {token}`: a new expiry, and the rooms a narrower token no longer
 //! allows are left (`removed`).
 
-use std::sync::Arc;
-
 use proto::client::{ErrorCode, ReplyBody};
 
 use super::{fail, leave, Answer};
 use crate::session::auth::AuthError;
-use crate::session::glob::RoomGlobs;
+use crate::session::grants::Grants;
 use crate::session::Session;
 
 pub async fn refresh(s: &mut Session, token: String) -> Answer {
     match s.hub.verifier.verify(&token) {
         Ok(claims) if *claims.sub == *s.user => {
             s.exp = claims.exp;
-            s.globs = match claims.rooms {
-                Some(rooms) => Arc::new(RoomGlobs::new(rooms)),
-                None => s.hub.default_rooms.clone(),
-            };
+            s.grants = Grants::of(&claims, &s.hub.defaults, &s.hub.default_grants);
             leave::leave_revoked(s).await;
             Ok(Some(ReplyBody::Refresh { exp: claims.exp }))
         }
