@@ -162,6 +162,7 @@ pub fn bus_message(data: &[u8]) {
                         Event::Joined { room: &j.room, user: &j.user, info: &j.info }.encode(encoding)
                     }
                     Some(room_event::Kind::Left(l)) => Event::Left { room: &l.room, user: &l.user }.encode(encoding),
+                    Some(room_event::Kind::MembersChanged(m)) => Event::MembersChanged(m).encode(encoding),
                     None => Bytes::new(),
                 };
             }

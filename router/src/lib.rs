@@ -3,13 +3,16 @@
 //! Each room has exactly one owner, chosen by consistent hashing of the room
 //! id over the live routers ([`ring`], [`membership`]). The owner orders the
 //! room's messages, keeps its history and members ([`room`], [`history`]) and
-//! fans its events out ([`owner`]). [`client`] is how everyone else reaches an
+//! fans its events out ([`owner`]), applying the policy of the room's
+//! [`namespace`] (history bounds, join/leave events as they come or in a
+//! [`batch`] per window, a member cap). [`client`] is how everyone else reaches an
 //! owner, and [`api`] is the server API backends call. The same code runs
 //! inside `gateway --standalone` over the in-process broker and as the
 //! `router` binary over NATS.
 
 pub mod announce;
 pub mod api;
+pub mod batch;
 pub mod client;
 pub mod history;
 pub mod membership;

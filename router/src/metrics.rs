@@ -22,6 +22,15 @@ pub fn describe() {
         "switchboard_router_events_lost_total",
         "Room events the bus did not take (gateways fill the gap)."
     );
+    describe_counter!(
+        "switchboard_router_members_changed_total",
+        "members_changed events sent by rooms with join_leave = \"batched\", by whether a list was truncated."
+    );
+    describe_counter!("switchboard_router_room_full_total", "Joins refused because the room held its max_members.");
+    for truncated in ["true", "false"] {
+        metrics::counter!("switchboard_router_members_changed_total", "truncated" => truncated).absolute(0);
+    }
+    metrics::counter!("switchboard_router_room_full_total").absolute(0);
     for gauge in ["switchboard_router_rooms", "switchboard_router_members", "switchboard_router_ring_size"] {
         metrics::gauge!(gauge).set(0.0);
     }
@@ -79,4 +88,15 @@ pub fn event_lost() {
 pub fn rooms(rooms: usize, members: usize) {
     metrics::gauge!("switchboard_router_rooms").set(rooms as f64);
     metrics::gauge!("switchboard_router_members").set(members as f64);
+}
+
+/// A batch of joins and leaves announced.
+pub fn members_changed(truncated: bool) {
+    let truncated = if truncated { "true" } else { "false" };
+    metrics::counter!("switchboard_router_members_changed_total", "truncated" => truncated).increment(1);
+}
+
+/// A join refused at `max_members`.
+pub fn room_full() {
+    metrics::counter!("switchboard_router_room_full_total").increment(1);
 }

@@ -162,13 +162,13 @@ impl Namespaces {
             list.push(Arc::new(base.clone()));
         }
         for raw in raws {
-            let ns = build(raw, &base).map_err(|e| at(e))?;
+            let ns = build(raw, &base).map_err(&at)?;
             if ns.prefix.is_empty() {
                 base = ns.clone();
             }
             list.push(Arc::new(ns));
         }
-        list.sort_by(|a, b| b.prefix.len().cmp(&a.prefix.len()));
+        list.sort_by_key(|n| std::cmp::Reverse(n.prefix.len()));
         Ok(Self { list })
     }
 

@@ -12,6 +12,7 @@ use prost::Message as _;
 use proto::internal;
 use proto::pb;
 
+use crate::batch::Batch;
 use crate::history::{Budget, History, HistoryConfig};
 
 /// A room as its owner holds it.
@@ -26,6 +27,9 @@ pub struct Room {
     /// (gateway, conn) → user.
     conns: HashMap<(String, String), String>,
     users: HashMap<String, UserEntry>,
+    /// Joins and leaves not yet announced (`join_leave = "batched"`); never
+    /// handed over: the old owner announces it first.
+    pub batch: Batch,
 }
 
 /// A user present in the room.
@@ -65,7 +69,24 @@ impl Room {
 
     /// Empty state continuing an existing stream (after a handoff).
     pub fn with_epoch(epoch: String, seq: u64) -> Self {
-        Self { epoch, seq, history: History::default(), conns: HashMap::new(), users: HashMap::new() }
+        Self {
+            epoch,
+            seq,
+            history: History::default(),
+            conns: HashMap::new(),
+            users: HashMap::new(),
+            batch: Batch::default(),
+        }
+    }
+
+    /// Whether `user` has a connection in the room.
+    pub fn has_user(&self, user: &str) -> bool {
+        self.users.contains_key(user)
+    }
+
+    /// Number of users in the room.
+    pub fn user_count(&self) -> u32 {
+        self.users.len() as u32
     }
 
     /// Adds a connection; joining twice is harmless.
@@ -159,7 +180,7 @@ impl Room {
             }
             list.push(m);
         }
-        let count = self.users.len() as u32;
+        let count = self.user_count();
         Members { truncated: list.len() < count as usize, members: list, count }
     }
 

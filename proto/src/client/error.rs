@@ -21,6 +21,8 @@ pub enum ErrorCode {
     RateLimited,
     /// Over the connection's room limit.
     TooManyRooms,
+    /// The room holds its namespace's `max_members` users.
+    RoomFull,
     /// The room's owner is unreachable; retry.
     Unavailable,
     /// A bug or an unexpected failure on the server.
@@ -40,6 +42,7 @@ impl ErrorCode {
             Self::TooLarge => "too_large",
             Self::RateLimited => "rate_limited",
             Self::TooManyRooms => "too_many_rooms",
+            Self::RoomFull => "room_full",
             Self::Unavailable => "unavailable",
             Self::Internal => "internal",
         }
@@ -57,6 +60,7 @@ impl ErrorCode {
             Self::TooLarge,
             Self::RateLimited,
             Self::TooManyRooms,
+            Self::RoomFull,
             Self::Unavailable,
             Self::Internal,
         ]

@@ -34,6 +34,8 @@ pub enum Event<'a> {
     Pong,
     /// The connection no longer is in `room` (`reason`: `token`).
     Removed { room: &'a str, reason: &'a str },
+    /// A batch of joins and leaves (namespaces with `join_leave = "batched"`).
+    MembersChanged(&'a pb::MembersChanged),
 }
 
 /// What a successful reply carries besides `id` and `ok`.
@@ -42,8 +44,9 @@ pub enum ReplyBody {
     /// Nothing more.
     #[default]
     Empty,
-    /// `join`: the room's epoch and latest seq; `recovered` only with `since`.
-    Join { epoch: String, seq: u64, recovered: Option<bool> },
+    /// `join`: the room's epoch and latest seq, its users; `recovered` only
+    /// with `since`.
+    Join { epoch: String, seq: u64, recovered: Option<bool>, count: u32 },
     /// `publish`: the message's seq.
     Publish { seq: u64 },
     /// `members`: a list capped in entries and bytes, the exact count, and
@@ -126,6 +129,22 @@ impl Event<'_> {
                 o.str("room", room).str("reason", reason);
                 o.bytes()
             }
+            Event::MembersChanged(m) => {
+                let mut o = Obj::typed("members_changed");
+                o.str("room", &m.room);
+                o.with("joined", |buf| {
+                    json_array(buf, &m.joined, |j| {
+                        let mut e = Obj::bare();
+                        e.str("user", &j.user).raw("info", &j.info);
+                        e.finish()
+                    })
+                });
+                o.with("left", |buf| {
+                    json_array(buf, &m.left, |user| serde_json::to_vec(user).expect("a string always serializes"))
+                });
+                o.num("count", m.count).bool("truncated", m.truncated);
+                o.bytes()
+            }
         }
     }
 
@@ -171,6 +190,7 @@ impl Event<'_> {
             }),
             Event::Pong => Kind::Pong(pb::Pong {}),
             Event::Removed { room, reason } => Kind::Removed(pb::Removed { room: room.into(), reason: reason.into() }),
+            Event::MembersChanged(m) => Kind::MembersChanged(m.clone()),
         };
         pb::ServerFrame { kind: Some(kind) }
     }
@@ -195,11 +215,12 @@ fn reply_head(id: &RequestId, ok: bool) -> Obj {
 fn body_json(o: &mut Obj, body: &ReplyBody) {
     match body {
         ReplyBody::Empty => {}
-        ReplyBody::Join { epoch, seq, recovered } => {
+        ReplyBody::Join { epoch, seq, recovered, count } => {
             o.str("epoch", epoch).num("seq", *seq);
             if let Some(r) = recovered {
                 o.bool("recovered", *r);
             }
+            o.num("count", *count);
         }
         ReplyBody::Publish { seq } => {
             o.num("seq", *seq);
@@ -244,9 +265,12 @@ fn body_proto(body: &ReplyBody) -> Option<pb::reply::Result> {
     use pb::reply::Result as R;
     Some(match body {
         ReplyBody::Empty => return None,
-        ReplyBody::Join { epoch, seq, recovered } => {
-            R::Join(pb::JoinResult { epoch: epoch.clone(), seq: *seq, recovered: recovered.unwrap_or(false) })
-        }
+        ReplyBody::Join { epoch, seq, recovered, count } => R::Join(pb::JoinResult {
+            epoch: epoch.clone(),
+            seq: *seq,
+            recovered: recovered.unwrap_or(false),
+            count: *count,
+        }),
         ReplyBody::Publish { seq } => R::Publish(pb::PublishResult { seq: *seq }),
         ReplyBody::Members { members, count, truncated } => {
             R::Members(pb::MembersResult { members: members.clone(), count: *count, truncated: *truncated })
@@ -284,9 +308,20 @@ mod tests {
         assert_eq!(
             json_of(Event::Reply {
                 id: &id,
-                body: ReplyBody::Join { epoch: "e".into(), seq: 2, recovered: Some(true) }
+                body: ReplyBody::Join { epoch: "e".into(), seq: 2, recovered: Some(true), count: 3 }
             }),
-            json!({"type":"reply","id":"a","ok":true,"epoch":"e","seq":2,"recovered":true})
+            json!({"type":"reply","id":"a","ok":true,"epoch":"e","seq":2,"recovered":true,"count":3})
+        );
+        let changed = pb::MembersChanged {
+            room: "r".into(),
+            joined: vec![pb::MemberJoined { room: String::new(), user: "a\"".into(), info: Bytes::from_static(b"{}") }],
+            left: vec!["b".into(), "c\\".into()],
+            count: 7,
+            truncated: true,
+        };
+        assert_eq!(
+            json_of(Event::MembersChanged(&changed)),
+            json!({"type":"members_changed","room":"r","joined":[{"user":"a\"","info":{}}],"left":["b","c\\"],"count":7,"truncated":true})
         );
         assert_eq!(
             json_of(Event::Failure { id: &RequestId::None, code: ErrorCode::BadRequest, message: "m" }),

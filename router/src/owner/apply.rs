@@ -1,6 +1,9 @@
 //! Applying a room operation at its owner: join, leave, publish, history,
 //! members, sync. Events go out before the reply: a publish is acknowledged
-//! only after its event was emitted.
+//! only after its event was emitted. Joins and leaves are announced as the
+//! room's namespace says ([`announce`]); a join past its `max_members` is
+//! refused with `room_full` (a gateway's `Sync` re-registers members that
+//! were admitted already, so it is never refused).
 
 use std::time::Instant;
 
@@ -9,7 +12,43 @@ use proto::client::ErrorCode;
 use proto::internal::{self, room_event, router_reply, router_request};
 
 use super::state::{error, event, reply, Action, Owner};
-use crate::room::{Change, Members};
+use crate::namespace::{JoinLeave, Namespace};
+use crate::room::{Change, Members, Room};
+
+/// A user whose first connection joined, or whose last one left.
+pub(super) enum Membership {
+    Joined { user: String, info: bytes::Bytes },
+    Left { user: String },
+}
+
+/// Tells the room's members of a join or leave, as its namespace says:
+/// now (`all`), in the window's batch (`batched`: the first change of a
+/// window schedules its flush), or not at all (`off`).
+pub(super) fn announce(ns: &Namespace, room_id: &str, room: &mut Room, change: Membership, out: &mut Vec<Action>) {
+    match ns.join_leave {
+        JoinLeave::Off => {}
+        JoinLeave::All => {
+            let kind = match change {
+                Membership::Joined { user, info } => {
+                    room_event::Kind::Joined(proto::pb::MemberJoined { room: room_id.to_owned(), user, info })
+                }
+                Membership::Left { user } => {
+                    room_event::Kind::Left(proto::pb::MemberLeft { room: room_id.to_owned(), user })
+                }
+            };
+            out.push(Action::Emit(event(room_id, &room.epoch, kind)));
+        }
+        JoinLeave::Batched => {
+            if room.batch.is_empty() {
+                out.push(Action::Flush { room: room_id.to_owned(), after: ns.join_leave_window });
+            }
+            match change {
+                Membership::Joined { user, info } => room.batch.joined(&user, &info),
+                Membership::Left { user } => room.batch.left(&user),
+            }
+        }
+    }
+}
 
 /// Takes messages until `budget` bytes; true if some were left.
 fn page<'a>(
@@ -43,9 +82,16 @@ impl Owner {
             Some(router_request::Kind::Join(j)) => {
                 let Some(member) = j.member else { return error(ErrorCode::BadRequest, "join without member") };
                 self.gateways.entry(member.gateway.clone()).or_insert(now);
+                let ns = self.config.namespaces.of(&room_id).clone();
                 let room = self.rooms.entry(room_id.clone()).or_default();
+                let cap = ns.max_members;
+                if cap > 0 && room.user_count() >= cap && !room.has_user(&member.user) {
+                    crate::metrics::room_full();
+                    let message = format!("the room is full: {} has max_members = {cap}", ns.name());
+                    return error(ErrorCode::RoomFull, message);
+                }
                 let change = room.join(&member);
-                let (epoch, seq) = (room.epoch.clone(), room.seq);
+                let (epoch, seq, count) = (room.epoch.clone(), room.seq, room.user_count());
                 let (recovered, missed, truncated) = match j.since.as_ref().and_then(|s| room.recover(s)) {
                     None => (false, Vec::new(), false),
                     Some(msgs) => {
@@ -54,17 +100,16 @@ impl Owner {
                     }
                 };
                 if change == Change::Joined {
-                    let joined =
-                        proto::pb::MemberJoined { room: room_id.clone(), user: member.user, info: member.info };
-                    out.push(Action::Emit(event(&room_id, &epoch, room_event::Kind::Joined(joined))));
+                    let change = Membership::Joined { user: member.user, info: member.info };
+                    announce(&ns, &room_id, room, change, out);
                 }
-                reply(router_reply::Kind::Join(internal::JoinReply { epoch, seq, recovered, missed, truncated }))
+                let join = internal::JoinReply { epoch, seq, recovered, missed, truncated, count };
+                reply(router_reply::Kind::Join(join))
             }
             Some(router_request::Kind::Leave(l)) => {
                 if let Some(room) = self.rooms.get_mut(&room_id) {
                     if let Some((user, Change::Left)) = room.leave(&l.gateway, &l.conn) {
-                        let left = proto::pb::MemberLeft { room: room_id.clone(), user };
-                        out.push(Action::Emit(event(&room_id, &room.epoch, room_event::Kind::Left(left))));
+                        announce(self.config.namespaces.of(&room_id), &room_id, room, Membership::Left { user }, out);
                     }
                 }
                 reply(router_reply::Kind::Ack(internal::Ack {}))
@@ -114,8 +159,8 @@ impl Owner {
                 for m in s.members.iter().filter(|m| m.gateway == s.gateway) {
                     room.join(m);
                 }
-                let (epoch, seq) = (room.epoch.clone(), room.seq);
-                reply(router_reply::Kind::Join(internal::JoinReply { epoch, seq, ..Default::default() }))
+                let (epoch, seq, count) = (room.epoch.clone(), room.seq, room.user_count());
+                reply(router_reply::Kind::Join(internal::JoinReply { epoch, seq, count, ..Default::default() }))
             }
             Some(router_request::Kind::Handoff(_) | router_request::Kind::Pull(_)) => {
                 unreachable!("handled before ownership checks")

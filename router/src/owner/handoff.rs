@@ -9,7 +9,7 @@ use bus::BusError;
 use proto::client::ErrorCode;
 use proto::internal::{self, router_reply};
 
-use super::state::{error, reply, Action, Cluster, Moved, Owner, Pull};
+use super::state::{error, flush, reply, Action, Cluster, Moved, Owner, Pull};
 use crate::room::Room;
 
 /// Room state sent in one bus message (NATS's default payload cap is 1 MiB).
@@ -45,12 +45,15 @@ impl Owner {
     }
 
     /// Hands a room's state to `to`, which now owns it and asks for it.
-    pub(super) fn give_away(&mut self, room: String, to: String, now: Instant) -> internal::RouterReply {
-        let pull = match self.rooms.remove(&room) {
-            Some(mut held) => {
-                crate::metrics::handoff("out");
-                let state = held.to_state(HANDOFF_BYTES);
-                held.release(&room, &mut self.budget);
+    pub(super) fn give_away(
+        &mut self,
+        room: String,
+        to: String,
+        now: Instant,
+        out: &mut Vec<Action>,
+    ) -> internal::RouterReply {
+        let pull = match self.hand_over(&room, out) {
+            Some(state) => {
                 self.moved.insert(room, Moved { to, at: now, state: None });
                 internal::PullReply { state: Some(state), moved_to: String::new() }
             }
@@ -169,13 +172,21 @@ impl Owner {
             })
             .collect();
         for (room, to) in moving {
-            let mut held = self.rooms.remove(&room).expect("listed above");
-            let state = held.to_state(HANDOFF_BYTES);
-            held.release(&room, &mut self.budget);
+            let state = self.hand_over(&room, out).expect("listed above");
             self.moved.insert(room.clone(), Moved { to: to.clone(), at: now, state: Some(state.clone()) });
-            crate::metrics::handoff("out");
             self.stats.pushing.fetch_add(1, Ordering::Relaxed);
             out.push(Action::Push { room, to, state });
         }
+    }
+
+    /// Takes a room out for its new owner: the joins and leaves of its
+    /// current window are announced first (a batch never travels).
+    fn hand_over(&mut self, room: &str, out: &mut Vec<Action>) -> Option<internal::RoomState> {
+        let mut held = self.rooms.remove(room)?;
+        flush(room, &mut held, out);
+        crate::metrics::handoff("out");
+        let state = held.to_state(HANDOFF_BYTES);
+        held.release(room, &mut self.budget);
+        Some(state)
     }
 }

@@ -81,6 +81,7 @@ enum Done {
     Pulled(Pull, Result<internal::PullReply, BusError>),
     Pushed { room: String, refused: Option<internal::RoomState> },
     PushOverdue(String),
+    Flush(String),
 }
 
 /// Subscribes to `sb.router.<id>` and gateway announcements, then serves
@@ -145,6 +146,7 @@ impl Task {
                         Done::Pulled(pull, result) => owner.on_pulled(pull, result, &c, now, &mut out),
                         Done::Pushed { room, refused } => owner.on_pushed(room, refused, now),
                         Done::PushOverdue(room) => owner.on_push_overdue(room, &c, now, &mut out),
+                        Done::Flush(room) => owner.on_flush(&room, &mut out),
                     }
                     self.carry_out(&mut out).await;
                 }
@@ -181,15 +183,19 @@ impl Task {
                 }
                 Action::Pull(pull) => self.pull(pull),
                 Action::Push { room, to, state } => self.push(room, to, state),
-                Action::PushOverdue(room) => {
-                    let done = self.done.0.clone();
-                    tokio::spawn(async move {
-                        tokio::time::sleep(PUSH_WAIT).await;
-                        let _ = done.send(Done::PushOverdue(room));
-                    });
-                }
+                Action::PushOverdue(room) => self.later(PUSH_WAIT, Done::PushOverdue(room)),
+                Action::Flush { room, after } => self.later(after, Done::Flush(room)),
             }
         }
+    }
+
+    /// Feeds `done` back to the machine after `after`.
+    fn later(&self, after: Duration, done: Done) {
+        let tx = self.done.0.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(after).await;
+            let _ = tx.send(done);
+        });
     }
 
     /// Asks a router for a room's state in the background.

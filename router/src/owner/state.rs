@@ -31,6 +31,7 @@ use proto::client::ErrorCode;
 use proto::internal::{self, room_event, router_reply, router_request};
 use proto::subject;
 
+use super::apply::{announce, Membership};
 use super::{OwnerConfig, OwnerStats};
 use crate::history::Budget;
 use crate::ring::Ring;
@@ -67,6 +68,8 @@ pub enum Action {
     Push { room: String, to: String, state: internal::RoomState },
     /// Call [`Owner::on_push_overdue`] for `room` in a moment.
     PushOverdue(String),
+    /// Call [`Owner::on_flush`] for `room` after `after` (its batching window).
+    Flush { room: String, after: Duration },
 }
 
 /// A pull of `room`'s state from router `from`, `hops` redirections in.
@@ -177,7 +180,7 @@ impl Owner {
                 return Some(error(ErrorCode::Unavailable, "cut off from the cluster"));
             }
             Some(router_request::Kind::Handoff(h)) => return Some(self.accept(room, h, c, now)),
-            Some(router_request::Kind::Pull(p)) => return Some(self.give_away(room, p.to, now)),
+            Some(router_request::Kind::Pull(p)) => return Some(self.give_away(room, p.to, now, out)),
             _ => {}
         }
         if health != Health::Serving || c.ring.owner(&room) != Some(self.id.as_str()) {
@@ -277,10 +280,10 @@ impl Owner {
             self.gateways.remove(&gateway);
             let mut left = 0;
             for (room_id, room) in &mut self.rooms {
+                let ns = self.config.namespaces.of(room_id);
                 for user in room.drop_gateway(&gateway) {
                     left += 1;
-                    let kind = room_event::Kind::Left(proto::pb::MemberLeft { room: room_id.clone(), user });
-                    out.push(Action::Emit(event(room_id, &room.epoch, kind)));
+                    announce(ns, room_id, room, Membership::Left { user }, out);
                 }
             }
             tracing::info!(gateway, users_left = left, "gateway unseen: its members dropped");
@@ -291,6 +294,21 @@ impl Owner {
         self.stats.rooms.store(self.rooms.len(), Ordering::Relaxed);
         self.stats.members.store(members, Ordering::Relaxed);
         crate::metrics::rooms(self.rooms.len(), members);
+    }
+
+    /// A room's batching window ended: announce its joins and leaves.
+    pub fn on_flush(&mut self, room_id: &str, out: &mut Vec<Action>) {
+        if let Some(room) = self.rooms.get_mut(room_id) {
+            flush(room_id, room, out);
+        }
+    }
+}
+
+/// Emits `room`'s pending `members_changed`, if its window nets to any change.
+pub(super) fn flush(room_id: &str, room: &mut Room, out: &mut Vec<Action>) {
+    if let Some(changed) = room.batch.take(room_id, room.user_count()) {
+        crate::metrics::members_changed(changed.truncated);
+        out.push(Action::Emit(event(room_id, &room.epoch, room_event::Kind::MembersChanged(changed))));
     }
 }
 

@@ -11,14 +11,21 @@ use proto::internal::{self, room_event, router_reply, router_request};
 
 use super::state::PULL_WINDOW;
 use super::*;
+use crate::history::HistoryConfig;
+use crate::namespace::Namespaces;
 use crate::ring::Ring;
 
 const ME: &str = "r-1";
 
 /// A room id the two-router ring gives to `owner`.
 fn room_of(owner: &str) -> String {
+    room_in("room-", owner)
+}
+
+/// A room id starting with `prefix` that the two-router ring gives to `owner`.
+fn room_in(prefix: &str, owner: &str) -> String {
     let ring = Ring::new(["r-1", "r-2"], 16);
-    (0..).map(|i| format!("room-{i}")).find(|r| ring.owner(r) == Some(owner)).unwrap()
+    (0..).map(|i| format!("{prefix}{i}")).find(|r| ring.owner(r) == Some(owner)).unwrap()
 }
 
 fn cluster(members: &[&str]) -> Cluster {
@@ -65,7 +72,19 @@ impl Case {
 
     /// An owner that has just seen r-1 (itself) join r-2, which held every room.
     fn joined() -> Self {
-        let config = OwnerConfig { vnodes: 16, ..OwnerConfig::default() };
+        Self::with_config(OwnerConfig { vnodes: 16, ..OwnerConfig::default() })
+    }
+
+    /// [`Case::new`] with the namespaces of `toml`.
+    fn with_namespaces(toml: &str) -> Self {
+        let namespaces = Namespaces::parse(toml, "test.toml", HistoryConfig::default()).unwrap();
+        let mut case =
+            Self::with_config(OwnerConfig { vnodes: 16, namespaces: Arc::new(namespaces), ..Default::default() });
+        case.now += PULL_WINDOW + Duration::from_secs(1);
+        case
+    }
+
+    fn with_config(config: OwnerConfig) -> Self {
         let now = Instant::now();
         let mut case = Self {
             owner: Owner::new(ME.into(), config, 0, Arc::default(), now),
@@ -90,7 +109,7 @@ impl Case {
                 Action::Reply(_, r) => match r.kind.unwrap() {
                     router_reply::Kind::NotOwner(_) => "not_owner".into(),
                     router_reply::Kind::Error(e) => format!("error:{}", e.code),
-                    router_reply::Kind::Join(j) => format!("joined@{}", j.seq),
+                    router_reply::Kind::Join(j) => format!("joined@{}/{}", j.seq, j.count),
                     router_reply::Kind::Ack(_) => "ack".into(),
                     router_reply::Kind::Publish(p) => format!("seq:{}", p.seq),
                     router_reply::Kind::History(h) => format!("history:{}:{}", h.recovered, h.messages.len()),
@@ -101,10 +120,15 @@ impl Case {
                     room_event::Kind::Message(m) => format!("emit:message:{}", m.seq),
                     room_event::Kind::Joined(j) => format!("emit:joined:{}", j.user),
                     room_event::Kind::Left(l) => format!("emit:left:{}", l.user),
+                    room_event::Kind::MembersChanged(m) => {
+                        let joined: Vec<&str> = m.joined.iter().map(|j| j.user.as_str()).collect();
+                        format!("emit:changed:+{}-{}/{}", joined.join(","), m.left.join(","), m.count)
+                    }
                 },
                 Action::Pull(p) => format!("pull-from:{}", p.from),
                 Action::Push { to, .. } => format!("push-to:{to}"),
                 Action::PushOverdue(_) => "overdue".into(),
+                Action::Flush { after, .. } => format!("flush-in:{}ms", after.as_millis()),
             })
             .collect()
     }
@@ -120,8 +144,8 @@ fn room_ops_emit_their_events_before_the_reply() {
     let mut t = Case::new();
     // (request, actions) in order, on one room.
     let cases: Vec<(Message, Vec<&str>)> = vec![
-        (join(&mine, "c1", "alice"), vec!["emit:joined:alice", "joined@0"]),
-        (join(&mine, "c2", "alice"), vec!["joined@0"]),
+        (join(&mine, "c1", "alice"), vec!["emit:joined:alice", "joined@0/1"]),
+        (join(&mine, "c2", "alice"), vec!["joined@0/1"]),
         (publish(&mine), vec!["emit:message:1", "seq:1"]),
         (publish(&mine), vec!["emit:message:2", "seq:2"]),
         (
@@ -317,4 +341,78 @@ fn the_sweep_drops_the_members_of_gateways_unheard_for_their_ttl() {
     t.now += Duration::from_secs(6);
     let members = request(&mine, router_request::Kind::Members(internal::MembersRequest { limit: 10, max_bytes: 0 }));
     assert_eq!(t.send(members), ["members:0"]);
+}
+
+fn leave(room: &str, conn: &str) -> Message {
+    request(room, router_request::Kind::Leave(internal::LeaveRequest { gateway: "gw".into(), conn: conn.into() }))
+}
+
+const POLICY: &str = r#"
+[[namespace]]
+prefix = "big:"
+join_leave = "batched"
+join_leave_window = "250ms"
+
+[[namespace]]
+prefix = "quiet:"
+join_leave = "off"
+max_members = 2
+"#;
+
+#[test]
+fn namespaces_decide_how_joins_and_leaves_are_told_and_cap_the_members() {
+    let mut t = Case::with_namespaces(POLICY);
+    let (big, quiet) = (room_in("big:", ME), room_in("quiet:", ME));
+    // (request or window end, actions) in order.
+    enum Step {
+        Send(Message),
+        Flush(String),
+    }
+    use Step::*;
+    let steps: Vec<(Step, Vec<&str>)> = vec![
+        // Batched: the first change of a window schedules its flush.
+        (Send(join(&big, "c1", "alice")), vec!["flush-in:250ms", "joined@0/1"]),
+        (Send(join(&big, "c2", "bob")), vec!["joined@0/2"]),
+        (Send(join(&big, "c3", "carol")), vec!["joined@0/3"]),
+        (Send(leave(&big, "c3")), vec!["ack"]),
+        (Flush(big.clone()), vec!["emit:changed:+alice,bob-/2"]),
+        (Flush(big.clone()), vec![]),
+        (Send(leave(&big, "c1")), vec!["flush-in:250ms", "ack"]),
+        (Send(join(&big, "c4", "alice")), vec!["joined@0/2"]),
+        // Alice left and came back within the window: nothing to tell.
+        (Flush(big.clone()), vec![]),
+        (Send(leave(&big, "c2")), vec!["flush-in:250ms", "ack"]),
+        (Flush(big.clone()), vec!["emit:changed:+-bob/1"]),
+        // Off: no events; the cap counts users, not connections.
+        (Send(join(&quiet, "q1", "alice")), vec!["joined@0/1"]),
+        (Send(join(&quiet, "q2", "bob")), vec!["joined@0/2"]),
+        (Send(join(&quiet, "q3", "bob")), vec!["joined@0/2"]),
+        (Send(join(&quiet, "q4", "carol")), vec!["error:room_full"]),
+        (Send(leave(&quiet, "q1")), vec!["ack"]),
+        (Send(join(&quiet, "q4", "carol")), vec!["joined@0/2"]),
+    ];
+    for (i, (step, want)) in steps.into_iter().enumerate() {
+        let got = match step {
+            Send(msg) => t.send(msg),
+            Flush(room) => {
+                t.owner.on_flush(&room, &mut t.out);
+                t.did()
+            }
+        };
+        assert_eq!(got, names(&want), "step {i}");
+    }
+}
+
+#[test]
+fn a_batch_is_told_before_its_room_moves() {
+    let mut t = Case::with_namespaces(POLICY);
+    let big = room_in("big:", ME);
+    assert_eq!(t.send(join(&big, "c1", "alice")), names(&["flush-in:250ms", "joined@0/1"]));
+    // The ring gives every room to r-3: the batch goes out, then the push.
+    t.c = cluster(&["r-3"]);
+    t.owner.on_view_change(&["r-3".into()], &t.c.clone(), t.now, &mut t.out);
+    assert_eq!(t.did(), names(&["emit:changed:+alice-/1", "push-to:r-3"]));
+    // Its window's end finds nothing here.
+    t.owner.on_flush(&big, &mut t.out);
+    assert!(t.did().is_empty());
 }

@@ -145,6 +145,7 @@ impl Room {
             Some(room_event::Kind::Left(l)) => {
                 self.broadcast(Some(&l.user), |e| Event::Left { room: &l.room, user: &l.user }.encode(e));
             }
+            Some(room_event::Kind::MembersChanged(m)) => self.broadcast(None, |e| Event::MembersChanged(&m).encode(e)),
             None => {}
         }
     }

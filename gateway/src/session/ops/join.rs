@@ -45,7 +45,7 @@ pub async fn join(s: &mut Session, id: &RequestId, room: String, since: Option<p
     };
     let reply = id.is_some().then(|| {
         let recovered = since.as_ref().map(|_| join.recovered);
-        let body = ReplyBody::Join { epoch: join.epoch.clone(), seq: join.seq, recovered };
+        let body = ReplyBody::Join { epoch: join.epoch.clone(), seq: join.seq, recovered, count: join.count };
         Event::Reply { id, body }.encode(s.encoding)
     });
     // What it missed arrives paced by its queue, page by page after the first.
