@@ -68,6 +68,21 @@ export interface MemberEvent {
   room: string;
   user: string;
   info?: Json;
+  /** Users in the room after this change, as this client counts them (null before the join reply). */
+  count: number | null;
+}
+
+/** A batch of joins and leaves, in rooms whose namespace has `join_leave = "batched"`. */
+export interface MembersChangedEvent {
+  room: string;
+  /** Users who joined in the window (at most 100). */
+  joined: { user: string; info?: Json }[];
+  /** Users who left in the window (at most 100). */
+  left: string[];
+  /** Users in the room now (exact). */
+  count: number;
+  /** More changed in the window than the lists hold. */
+  truncated: boolean;
 }
 
 export interface ResyncEvent {
@@ -86,6 +101,8 @@ export interface RoomHandlers {
   onJoin?(event: MemberEvent): void;
   /** Another user's last connection left the room. */
   onLeave?(event: MemberEvent): void;
+  /** Joins and leaves of a window, where the room's namespace batches them. */
+  onMembersChanged?(event: MembersChangedEvent): void;
   /** Messages may have been missed: refetch your state; newer messages follow `seq`. */
   onResync?(event: ResyncEvent): void;
   /** The gateway took the connection out of the room (`reason` "token": a refreshed token no longer allows it); the room is dropped. */
@@ -98,6 +115,8 @@ export interface Joined {
   room: string;
   epoch: string;
   seq: number;
+  /** Users in the room, this one included. */
+  count: number | null;
 }
 
 export interface Member {
@@ -162,6 +181,8 @@ export class Client {
   ready(): Promise<ConnectedEvent>;
   join(room: string, handlers?: RoomHandlers, options?: RequestOptions): Promise<Joined>;
   leave(room: string): Promise<void>;
+  /** Users in a joined room, kept from its join reply and membership events; null if not joined. */
+  memberCount(room: string): number | null;
   publish(room: string, data: Json, options?: RequestOptions): Promise<{ room: string; seq: number }>;
   send(user: string, data: Json, options?: RequestOptions): Promise<void>;
   members(room: string, options?: RequestOptions): Promise<{ members: Member[]; count: number; truncated: boolean }>;

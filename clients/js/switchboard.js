@@ -171,10 +171,13 @@ export class Client {
   /**
    * Joins `room` and keeps it joined across reconnects. Handlers:
    * `onMessage({room, seq, epoch, from, data, ts})`, `onJoin({room, user,
-   * info})`, `onLeave({room, user})`, `onResync({room, epoch, seq, reason})`,
-   * `onRemoved({room, reason})` (a refreshed token no longer allows the room)
-   * and `onError(error)` (a rejoin after a reconnect was refused). Resolves
-   * with `{room, epoch, seq}` once the gateway confirms the first join.
+   * info, count})`, `onLeave({room, user, count})`, `onMembersChanged({room,
+   * joined: [{user, info}], left: [user], count, truncated})` (rooms whose
+   * namespace batches joins and leaves), `onResync({room, epoch, seq,
+   * reason})`, `onRemoved({room, reason})` (a refreshed token no longer
+   * allows the room) and `onError(error)` (a rejoin after a reconnect was
+   * refused). Resolves with `{room, epoch, seq, count}` once the gateway
+   * confirms the first join; `memberCount(room)` follows the count.
    */
   join(room, handlers = {}, { timeout = this.#opts.timeout } = {}) {
     if (this.#closed) return Promise.reject(new SwitchboardError('closed', 'client is stopped'));
@@ -182,7 +185,16 @@ export class Client {
       return Promise.reject(new SwitchboardError('already_joined', `already in room ${room}`));
     }
     return new Promise((resolve, reject) => {
-      const rec = { handlers, epoch: null, seq: null, confirmed: false, waiter: null, retry: null, hold: false };
+      const rec = {
+        handlers,
+        epoch: null,
+        seq: null,
+        count: null,
+        confirmed: false,
+        waiter: null,
+        retry: null,
+        hold: false,
+      };
       const timer = setTimeout(() => {
         if (this.#rooms.get(room) !== rec || rec.confirmed) return;
         this.#rooms.delete(room);
@@ -198,6 +210,15 @@ export class Client {
       this.#rooms.set(room, rec);
       if (this.#hello) this.#sendJoin(room, rec);
     });
+  }
+
+  /**
+   * Users in a joined room, as of its join reply and the `joined`, `left`
+   * and `members_changed` events since (exact again at each of these
+   * replies and batches); `null` for a room not joined yet.
+   */
+  memberCount(room) {
+    return this.#rooms.get(room)?.count ?? null;
   }
 
   /** Leaves `room`; no more events arrive for it. */
@@ -535,9 +556,16 @@ export class Client {
       case 'message':
         return this.#onMessage(f);
       case 'joined':
-        return this.#call(this.#rooms.get(f.room)?.handlers.onJoin, { room: f.room, user: f.user, info: f.info });
+        return this.#onMembers(f.room, 'onJoin', 1, { user: f.user, info: f.info });
       case 'left':
-        return this.#call(this.#rooms.get(f.room)?.handlers.onLeave, { room: f.room, user: f.user });
+        return this.#onMembers(f.room, 'onLeave', -1, { user: f.user });
+      case 'members_changed':
+        return this.#onMembers(f.room, 'onMembersChanged', 0, {
+          joined: f.joined ?? [],
+          left: f.left ?? [],
+          truncated: f.truncated ?? false,
+          count: f.count,
+        });
       case 'resync':
         return this.#resync(f.room, f.epoch, f.seq, 'resync');
       case 'removed':
@@ -582,6 +610,15 @@ export class Client {
     });
   }
 
+  /** A membership event: moves the room's count by `delta`, or to `fields.count`. */
+  #onMembers(room, handler, delta, fields) {
+    const rec = this.#rooms.get(room);
+    if (!rec) return;
+    if (typeof fields.count === 'number') rec.count = fields.count;
+    else if (rec.count !== null) rec.count = Math.max(0, rec.count + delta);
+    this.#call(rec.handlers[handler], { room, ...fields, count: rec.count });
+  }
+
   #resync(room, epoch, seq, reason) {
     const rec = this.#rooms.get(room);
     if (!rec) return;
@@ -610,6 +647,7 @@ export class Client {
       if (err) return this.#joinFailed(room, rec, err);
       const held = rec.hold;
       rec.hold = false;
+      if (typeof r.count === 'number') rec.count = r.count;
       if (since && !r.recovered) {
         if (r.epoch !== since.epoch && r.seq > 0) {
           // The room started over (its owner restarted or died): what we
@@ -631,7 +669,7 @@ export class Client {
       }
       if (!rec.confirmed) {
         rec.confirmed = true;
-        rec.waiter?.resolve({ room, epoch: r.epoch, seq: r.seq });
+        rec.waiter?.resolve({ room, epoch: r.epoch, seq: r.seq, count: rec.count });
         rec.waiter = null;
       }
     });

@@ -10,6 +10,8 @@ import { connect, decodeToken } from '/switchboard.js';
 
 const $ = (id) => document.getElementById(id);
 const LOBBY = 'lobby';
+// Read-only (namespace `news:` has publish = "none"): the server API posts here.
+const NEWS = 'news:announcements';
 const ID = /^[A-Za-z0-9_:@-]{1,128}$/;
 
 const ui = {
@@ -30,6 +32,9 @@ const ui = {
   sendForm: $('send-form'),
   text: $('text'),
   members: $('members'),
+  memberCount: $('member-count'),
+  news: $('news'),
+  newsHint: $('news-hint'),
   people: $('people'),
 };
 
@@ -148,6 +153,7 @@ function start(name, getToken, firstToken) {
   client.on('direct', ({ from, data }) => notice(current, `${from} (privately): ${text(data)}`));
   client.on('error', (e) => console.warn('switchboard:', e.code, e.message));
   joinRoom(LOBBY);
+  joinNews();
   ui.text.focus();
 }
 
@@ -157,6 +163,28 @@ function status(state, message) {
 }
 
 // --- rooms --------------------------------------------------------------------
+
+/** The announcements beside the chat: messages only, nothing to send. */
+async function joinNews() {
+  try {
+    await client.join(NEWS, {
+      onMessage: (m) => {
+        const li = document.createElement('li');
+        li.className = 'message';
+        const time = document.createElement('time');
+        time.dateTime = new Date(m.ts).toISOString();
+        time.textContent = new Date(m.ts).toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' });
+        const body = document.createElement('span');
+        body.className = 'text';
+        body.textContent = text(m.data);
+        li.append(time, ' ', body);
+        ui.news.append(li);
+      },
+    });
+  } catch (e) {
+    ui.newsHint.textContent = `No announcements here: ${e.message}`;
+  }
+}
 
 async function joinRoom(name) {
   if (rooms.has(name)) return select(name);
@@ -191,6 +219,15 @@ async function joinRoom(name) {
   try {
     await client.join(name, {
       onMessage: (m) => onMessage(name, m),
+      onMembersChanged: ({ joined, left, truncated }) => {
+        for (const { user, info } of joined) room.members.set(user, info);
+        for (const user of left) room.members.delete(user);
+        const names = (list) => list.slice(0, 5).join(', ') + (list.length > 5 || truncated ? ' and others' : '');
+        if (joined.length) notice(name, `${names(joined.map((j) => j.user))} joined`);
+        if (left.length) notice(name, `${names(left)} left`);
+        see(joined.map((j) => j.user));
+        if (name === current) drawMembers();
+      },
       onJoin: ({ user, info }) => {
         room.members.set(user, info);
         notice(name, `${user} joined`);
@@ -283,6 +320,8 @@ function drawMembers() {
   const room = current && rooms.get(current);
   const users = room ? [...room.members.keys()].sort() : [];
   ui.members.replaceChildren(...users.map((u) => personItem(u)));
+  const count = current ? client.memberCount(current) : null;
+  ui.memberCount.textContent = count === null ? '' : `(${count})`;
 }
 
 // --- messages -----------------------------------------------------------------

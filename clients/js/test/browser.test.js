@@ -10,7 +10,7 @@ import { after, afterEach, before, describe, it } from 'node:test';
 
 import { chromium } from 'playwright-core';
 
-import { artifactsDir, assertServesCurrentFiles, Cluster, clusterMissing, startGateway } from './support.js';
+import { artifactsDir, assertServesCurrentFiles, Cluster, clusterMissing, serverPublish, startGateway } from './support.js';
 
 const CHROMIUM = process.env.CHROMIUM ?? '/usr/bin/chromium';
 // Without these, Chromium waits on the (closed) network at start-up.
@@ -143,6 +143,30 @@ describe('the demo page', () => {
     await expectMessages(bob, 'lobby', ['hello bob', 'hi alice', 'back in the lobby']);
     await bob.getByRole('button', { name: /# lobby/ }).click();
     await bob.locator('#members li[data-user="alice"]').waitFor(WAIT);
+
+    // The read-only announcements: posted by the server API, refused from a page.
+    await serverPublish(gw.grpc, 'news:announcements', { text: 'maintenance at noon' });
+    for (const page of [alice, bob]) {
+      await page.locator('#news li', { hasText: 'maintenance at noon' }).waitFor(WAIT);
+    }
+    const refused = await alice.evaluate(() =>
+      import('/switchboard.js').then(async ({ connect }) => {
+        const token = sessionStorage.getItem('switchboard.token');
+        const c = connect('/ws', { token: token });
+        try {
+          await c.ready();
+          await c.join('news:announcements');
+          await c.publish('news:announcements', 'spam');
+          return 'accepted';
+        } catch (e) {
+          return `${e.code}: ${e.message}`;
+        } finally {
+          await c.close();
+        }
+      }),
+    );
+    assert.match(refused, /^forbidden: namespace "news:" has publish = "none"/);
+    assert.equal(await alice.locator('#member-count').textContent(), '(2)');
 
     const shot = path.join(artifactsDir(), 'demo-page.png');
     await bob.screenshot({ path: shot, fullPage: true });

@@ -5,8 +5,12 @@
 import assert from 'node:assert/strict';
 import { after, afterEach, before, describe, it } from 'node:test';
 
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+
 import { backoffBound, decodeToken, SwitchboardError } from '../switchboard.js';
-import { adminDisconnect, client, mintToken, next, startGateway, until } from './support.js';
+import { adminDisconnect, client, mintToken, next, serverPublish, startGateway, until } from './support.js';
 
 const SECRET = `js-test-secret-of-32-bytes-or-more-${process.pid}`;
 const T = { timeout: 30_000 };
@@ -88,8 +92,11 @@ describe('every API call', () => {
     assert.equal(joined.seq, 0);
     assert.equal(typeof joined.epoch, 'string');
     await alice.join('api-room', a.handlers);
+    assert.equal(joined.count, 1);
     await until(() => b.joins.length === 1, 'bob sees alice join');
     assert.equal(b.joins[0].user, 'alice');
+    assert.equal(b.joins[0].count, 2);
+    assert.equal(bob.memberCount('api-room'), 2);
     assert.deepEqual(alice.rooms, ['api-room']);
 
     const ack = await alice.publish('api-room', { text: 'hi', n: 1 });
@@ -107,7 +114,7 @@ describe('every API call', () => {
 
     await alice.leave('api-room');
     await until(() => b.leaves.length === 1, 'bob sees alice leave');
-    assert.deepEqual(b.leaves[0], { room: 'api-room', user: 'alice' });
+    assert.deepEqual(b.leaves[0], { room: 'api-room', user: 'alice', count: 1 });
     await bob.publish('api-room', 'after');
     await until(() => b.messages.length === 3, 'bob gets his own message');
     await sleep(100);
@@ -193,6 +200,59 @@ describe('every API call', () => {
     assert.equal(alice.state, 'disconnected');
     await assert.rejects(alice.publish('close-room', 1), (e) => e instanceof SwitchboardError && e.code === 'closed');
     await assert.rejects(alice.ready(), { code: 'closed' });
+  });
+});
+
+describe('namespaces', () => {
+  let gw;
+  let dir;
+  before(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'sb-js-ns-'));
+    const config = join(dir, 'switchboard.toml');
+    await writeFile(
+      config,
+      ['[[namespace]]', 'prefix = "news:"', 'publish = "none"', '', '[[namespace]]', 'prefix = "big:"', 'join_leave = "batched"'].join('\n'),
+    );
+    gw = await startGateway({ secret: SECRET, args: ['--config', config] });
+  });
+  after(async () => {
+    await gw.stop();
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  it('a batched room sends members_changed and the client keeps the count', T, async () => {
+    const alice = await user(gw, 'alice');
+    const changes = [];
+    const joins = [];
+    const joined = await alice.join('big:hall', { onMembersChanged: (e) => changes.push(e), onJoin: (e) => joins.push(e) });
+    assert.equal(joined.count, 1);
+    const others = await Promise.all(['bob', 'carol', 'dave'].map((n) => user(gw, n)));
+    await Promise.all(others.map((c) => c.join('big:hall')));
+    await until(() => alice.memberCount('big:hall') === 4, 'alice counts four members');
+    // Her own join may share the first window: a batch goes to every member.
+    const seen = changes.flatMap((c) => c.joined.map((j) => j.user)).filter((u) => u !== 'alice');
+    assert.deepEqual(seen.sort(), ['bob', 'carol', 'dave']);
+    assert.ok(changes.every((c) => c.room === 'big:hall' && c.truncated === false && c.left.length === 0));
+    assert.deepEqual(joins, [], 'no joined events in a batched room');
+    await others[2].leave('big:hall');
+    await until(() => alice.memberCount('big:hall') === 3, 'alice sees dave leave');
+    assert.deepEqual(changes.at(-1).left, ['dave']);
+    assert.equal(changes.at(-1).count, 3);
+  });
+
+  it('a read-only room refuses a client publish and names the rule', T, async () => {
+    const alice = await user(gw, 'alice');
+    const r = recorder();
+    await alice.join('news:today', r.handlers);
+    await assert.rejects(alice.publish('news:today', 'hi'), (e) => {
+      assert.equal(e.code, 'forbidden');
+      assert.match(e.message, /namespace "news:" has publish = "none"/);
+      return true;
+    });
+    // The server API may.
+    assert.equal(await serverPublish(gw.grpc, 'news:today', { text: 'from the backend' }), 1);
+    await until(() => r.messages.length === 1, 'the server message arrives');
+    assert.deepEqual(r.messages[0].data, { text: 'from the backend' });
   });
 });
 

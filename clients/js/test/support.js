@@ -166,58 +166,77 @@ export function client(url, options, cleanup) {
   return c;
 }
 
-/**
- * GatewayAdmin.Disconnect over gRPC (HTTP/2, hand-encoded protobuf): closes
- * every connection of `user` with `code`. Resolves with the number closed.
- */
-export function adminDisconnect(grpc, user, code) {
-  const varint = (n) => {
-    const out = [];
-    while (n > 0x7f) {
-      out.push((n & 0x7f) | 0x80);
-      n >>>= 7;
+/** A protobuf varint. */
+function varint(n) {
+  const out = [];
+  while (n > 0x7f) {
+    out.push((n & 0x7f) | 0x80);
+    n >>>= 7;
+  }
+  out.push(n);
+  return Buffer.from(out);
+}
+
+/** A length-delimited protobuf field (string or bytes). */
+function lenField(field, value) {
+  const b = Buffer.from(value);
+  return Buffer.concat([varint((field << 3) | 2), varint(b.length), b]);
+}
+
+/** Reads field 1 of a protobuf message when it is a varint (absent: 0). */
+function firstVarint(body) {
+  let n = 0;
+  if (body[0] === 0x08) {
+    let shift = 0;
+    for (let i = 1; i < body.length; i++) {
+      n += (body[i] & 0x7f) * 2 ** shift;
+      shift += 7;
+      if (!(body[i] & 0x80)) break;
     }
-    out.push(n);
-    return Buffer.from(out);
-  };
-  const u = Buffer.from(user);
-  const msg = Buffer.concat([varint((1 << 3) | 2), varint(u.length), u, varint(3 << 3), varint(code)]);
+  }
+  return n;
+}
+
+/**
+ * One unary gRPC call over HTTP/2 with a hand-encoded protobuf message, as
+ * a backend makes it; resolves with the reply message's bytes.
+ */
+function grpcCall(grpc, path, msg) {
   const frame = Buffer.alloc(5 + msg.length);
   frame.writeUInt32BE(msg.length, 1);
   msg.copy(frame, 5);
   return new Promise((resolve, reject) => {
     const session = http2.connect(`http://${grpc}`);
     session.on('error', reject);
-    const req = session.request({
-      ':method': 'POST',
-      ':path': '/switchboard.v1.GatewayAdmin/Disconnect',
-      'content-type': 'application/grpc',
-      te: 'trailers',
-    });
+    const req = session.request({ ':method': 'POST', ':path': path, 'content-type': 'application/grpc', te: 'trailers' });
     const chunks = [];
     let status = null;
-    req.on('trailers', (t) => (status = t['grpc-status']));
-    req.on('response', (h) => (status = h['grpc-status'] ?? status));
+    let message = '';
+    req.on('trailers', (t) => ((status = t['grpc-status']), (message = t['grpc-message'] ?? '')));
+    req.on('response', (h) => ((status = h['grpc-status'] ?? status), (message = h['grpc-message'] ?? message)));
     req.on('data', (c) => chunks.push(c));
     req.on('end', () => {
       session.close();
-      if (String(status) !== '0') return reject(new Error(`Disconnect: grpc-status ${status}`));
-      const body = Buffer.concat(chunks).subarray(5);
-      // DisconnectResult { uint64 closed = 1; }: absent means 0.
-      let closed = 0;
-      if (body[0] === 0x08) {
-        let shift = 0;
-        for (let i = 1; i < body.length; i++) {
-          closed += (body[i] & 0x7f) * 2 ** shift;
-          shift += 7;
-          if (!(body[i] & 0x80)) break;
-        }
-      }
-      resolve(closed);
+      if (String(status) !== '0') return reject(new Error(`${path}: grpc-status ${status} ${decodeURIComponent(message)}`));
+      resolve(Buffer.concat(chunks).subarray(5));
     });
     req.on('error', reject);
     req.end(frame);
   });
+}
+
+/** GatewayAdmin.Disconnect: closes every connection of `user` with `code`; resolves with the number closed. */
+export async function adminDisconnect(grpc, user, code) {
+  const msg = Buffer.concat([lenField(1, user), varint(3 << 3), varint(code)]);
+  // DisconnectResult { uint64 closed = 1; }
+  return firstVarint(await grpcCall(grpc, '/switchboard.v1.GatewayAdmin/Disconnect', msg));
+}
+
+/** Rooms.Publish from the server: `data` (any JSON) into `room`; resolves with its seq. */
+export async function serverPublish(grpc, room, data) {
+  const msg = Buffer.concat([lenField(1, room), lenField(2, JSON.stringify(data))]);
+  // PublishResult { uint64 seq = 1; }
+  return firstVarint(await grpcCall(grpc, '/switchboard.v1.Rooms/Publish', msg));
 }
 
 /** Polls `fn` until it returns a truthy value; rejects with `what` after `timeout` ms. */

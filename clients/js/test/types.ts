@@ -16,8 +16,9 @@ async function example(): Promise<void> {
   const state: State = client.state;
   const joined = await client.join('lobby', {
     onMessage: (m: Message) => console.log(m.seq, m.epoch, m.from, m.data, m.ts),
-    onJoin: ({ user, info }) => console.log(user, info),
+    onJoin: ({ user, info, count }) => console.log(user, info, count),
     onLeave: ({ user }) => console.log(user),
+    onMembersChanged: ({ joined, left, count, truncated }) => console.log(joined[0]?.user, left[0], count, truncated),
     onResync: ({ epoch, seq, reason }) => console.log(epoch, seq, reason),
   });
   const seq: number = (await client.publish('lobby', { text: 'hi', n: [1, null] }, { timeout: 5000 })).seq;
@@ -26,10 +27,11 @@ async function example(): Promise<void> {
   const online: boolean[] = (await client.presence(['bob'])).map((u) => u.online);
   await client.watch(new Set(['bob']), ({ user, online: now }) => console.log(user, now));
   await client.unwatch(['bob']);
+  const seated: number | null = client.memberCount('lobby') ?? joined.count;
   const { exp } = await client.refresh();
   await client.leave('lobby');
   await client.close();
-  console.log(state, joined.epoch, seq, members[0]?.conns, count, online, exp, backoffBound(3), decodeToken('x')?.sub);
+  console.log(state, seated, joined.epoch, seq, members[0]?.conns, count, online, exp, backoffBound(3), decodeToken('x')?.sub);
 }
 
 void example;
