@@ -5,6 +5,9 @@
 #   deploy/local/cluster.sh            # build (release) and run
 #   PROFILE=debug deploy/local/cluster.sh
 #
+# Gateways and routers read the namespaces of deploy/switchboard.toml
+# (CONFIG=… for another file).
+#
 # Ports: gateways ws 8081/8082 (admin 9191/9192, grpc 7171/7172), routers
 # admin 9291/9292 (grpc 7271/7272), presence grpc 7070 (admin 9092), NATS 4222.
 set -euo pipefail
@@ -14,6 +17,7 @@ PROFILE=${PROFILE:-release}
 SECRET=${SB_JWT_SECRET:-local-cluster-secret-for-loopback-only}
 NATS_PORT=${NATS_PORT:-4222}
 LOGS=${LOGS:-target/local-cluster}
+CONFIG=${CONFIG:-deploy/switchboard.toml}
 mkdir -p "$LOGS"
 
 nats_server() {
@@ -63,12 +67,12 @@ start nats "$NATS" -a 127.0.0.1 -p "$NATS_PORT"
 sleep 0.5
 start presence "$BIN/presence" --nats-url "$NATS_URL" --id presence-1 --listen 127.0.0.1:7070 --admin-listen 127.0.0.1:9092
 for i in 1 2; do
-  start "router-$i" "$BIN/router" --nats-url "$NATS_URL" --id "router-$i" \
+  start "router-$i" "$BIN/router" --nats-url "$NATS_URL" --id "router-$i" --config "$CONFIG" \
     --admin-listen "127.0.0.1:929$i" --grpc-listen "127.0.0.1:727$i"
 done
 for i in 1 2; do
   start "gateway-$i" "$BIN/gateway" --nats-url "$NATS_URL" --presence-url http://127.0.0.1:7070 \
-    --id "gateway-$i" --jwt-secret "$SECRET" --listen "127.0.0.1:808$i" \
+    --id "gateway-$i" --jwt-secret "$SECRET" --config "$CONFIG" --listen "127.0.0.1:808$i" \
     --admin-listen "127.0.0.1:919$i" --grpc-listen "127.0.0.1:717$i" --drain-window 2s
 done
 

@@ -132,6 +132,10 @@ impl Invocation {
                     needed.push(("--jwt-secret", "SB_JWT_SECRET"));
                 }
             }
+            if self.binary != "presence" {
+                // Gateways and routers must apply the same namespaces.
+                needed.push(("--config", "SB_CONFIG"));
+            }
             for (flag, var) in needed {
                 if self.setting(flag, var).is_none() {
                     out.push(format!("{what}: cluster mode needs {flag} ({var})"));
@@ -140,4 +144,24 @@ impl Invocation {
         }
         out
     }
+}
+
+/// The example namespaces every deployment carries.
+pub(super) const POLICY: &str = "deploy/switchboard.toml";
+
+/// `deploy/switchboard.toml` parses as the binaries parse it and holds what
+/// the deploy files promise: a read-only `news:`, a batched `big:`, the default.
+#[test]
+fn the_example_namespaces_parse_and_the_local_cluster_uses_them() {
+    use router::history::HistoryConfig;
+    use router::namespace::{JoinLeave, Namespaces, Publish};
+    let parsed = Namespaces::parse(&read(POLICY), POLICY, HistoryConfig::default()).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(parsed.of("news:today").publish, Publish::None);
+    assert_eq!(parsed.of("big:hall").join_leave, JoinLeave::Batched);
+    let default = parsed.of("lobby");
+    assert_eq!((default.prefix.as_str(), default.publish, default.join_leave), ("", Publish::Members, JoinLeave::All));
+    assert_eq!(read("deploy/k8s/base/switchboard.toml"), read(POLICY), "the ConfigMap's copy differs");
+    let script = read("deploy/local/cluster.sh");
+    assert!(script.contains(&format!("CONFIG=${{CONFIG:-{POLICY}}}")), "cluster.sh does not default to {POLICY}");
+    assert_eq!(script.matches("--config \"$CONFIG\"").count(), 2, "routers and gateways of cluster.sh read $CONFIG");
 }

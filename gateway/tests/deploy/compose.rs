@@ -92,6 +92,12 @@ fn compose_file_is_valid_and_matches_the_binaries() {
         if grace <= drain {
             problems.push(format!("{name}: stop_grace_period {grace}s is not longer than the drain ({drain}s)"));
         }
+        if let Some(Some(config)) = inv.setting("--config", "SB_CONFIG") {
+            let mounted = volumes(svc).get(&config).cloned();
+            if mounted.as_deref() != Some(POLICY) {
+                problems.push(format!("{name}: {config} is {mounted:?}, not a mount of {POLICY}"));
+            }
+        }
         let listen = inv.port("--listen", "SB_LISTEN");
         switchboard.push((name.clone(), inv.binary.clone(), admin, listen));
     }

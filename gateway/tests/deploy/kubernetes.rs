@@ -159,6 +159,17 @@ pub(super) fn check_manifests(overlay: &str, docs: &[Value], clis: &Clis, tmp: &
             let command: Vec<String> = strings(&c["command"]).into_iter().chain(strings(&c["args"])).collect();
             let inv = Invocation::new(&what, &command, env);
             problems.extend(inv.problems(clis, true));
+            if let Some(Some(config)) = inv.setting("--config", "SB_CONFIG") {
+                let (dir, file) = config.rsplit_once('/').unwrap_or_default();
+                let mount = c["volumeMounts"].as_array().into_iter().flatten().find(|m| m["mountPath"] == dir);
+                let cm = mount.and_then(|m| {
+                    let vol = pod["volumes"].as_array()?.iter().find(|v| v["name"] == m["name"])?;
+                    named("ConfigMap", vol["configMap"]["name"].as_str()?)
+                });
+                if cm.as_ref().and_then(|cm| cm["data"][file].as_str()) != Some(read(POLICY).as_str()) {
+                    problems.push(format!("{what}: {config} is not {POLICY} mounted from a ConfigMap"));
+                }
+            }
             let Some(admin) = inv.port("--admin-listen", "SB_ADMIN_LISTEN") else { continue };
             admin_ports.insert(inv.binary.clone(), admin);
             // Probes ask /readyz and /healthz on the admin port.
