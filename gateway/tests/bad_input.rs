@@ -11,7 +11,7 @@ use serde_json::json;
 use support::*;
 
 fn spec(sub: &str, exp_in: i64) -> TokenSpec {
-    TokenSpec { sub: sub.into(), exp_in, rooms: None, info: None }
+    TokenSpec::new(sub, exp_in)
 }
 
 #[tokio::test]
@@ -172,6 +172,7 @@ async fn room_claims_limit_joins() {
         exp_in: 60,
         rooms: Some(vec!["chat:*".into(), "lobby".into()]),
         info: Some(json!({"name": "Alice"})),
+        ..TokenSpec::default()
     });
     let mut c = Client::connect(gw.options(Some(&token))).await.unwrap();
     c.next_of_type("hello", T).await.unwrap();

@@ -187,10 +187,9 @@ async fn tokens_never_reach_the_logs_and_json_logs_are_json() {
     let good = gw.token("alice");
     let forged = loadtest::token::mint(
         &loadtest::token::SigningKey::hs256(b"another-secret-of-at-least-32-bytes".to_vec()),
-        &loadtest::token::TokenSpec { sub: "mallory".into(), exp_in: 3600, rooms: None, info: None },
+        &loadtest::token::TokenSpec::new("mallory", 3600),
     );
-    let expired =
-        gw.token_with(loadtest::token::TokenSpec { sub: "late".into(), exp_in: -10, rooms: None, info: None });
+    let expired = gw.token_with(loadtest::token::TokenSpec::new("late", -10));
     let mut c = Client::connect(gw.options(Some(&good))).await.unwrap();
     c.next_of_type("hello", T).await.unwrap();
     c.request(json!({"op": "refresh", "token": good})).await.unwrap();

@@ -208,8 +208,7 @@ async fn presence_and_watch_with_offline_grace() {
 #[tokio::test]
 async fn refresh_extends_the_connection_and_expiry_closes_with_4501() {
     let gw = Gateway::start(&[]);
-    let short =
-        |user: &str| gw.token_with(loadtest::token::TokenSpec { sub: user.into(), exp_in: 2, rooms: None, info: None });
+    let short = |user: &str| gw.token_with(loadtest::token::TokenSpec::new(user, 2));
     let mut refreshed = loadtest::client::Client::connect(gw.options(Some(&short("frank")))).await.unwrap();
     refreshed.next_of_type("hello", T).await.unwrap();
     let mut expiring = loadtest::client::Client::connect(gw.options(Some(&short("gina")))).await.unwrap();
@@ -293,7 +292,7 @@ async fn rs256_and_es256_public_keys() {
         let key =
             loadtest::token::SigningKey::from_private_key_pem(&std::fs::read(format!("{dir}/{private}")).unwrap())
                 .unwrap();
-        let spec = loadtest::token::TokenSpec { sub: "kim".into(), exp_in: 60, rooms: None, info: None };
+        let spec = loadtest::token::TokenSpec::new("kim", 60);
         let mut ok =
             loadtest::client::Client::connect(gw.options(Some(&loadtest::token::mint(&key, &spec)))).await.unwrap();
         let hello = ok.next_json(T).await.unwrap();

@@ -177,7 +177,7 @@ async fn member(i: usize, config: &ChatConfig, barrier: Arc<Barrier>, mut stop: 
         reconnects: 0,
         latencies: Vec::new(),
     };
-    let token = mint(&config.key, &TokenSpec { sub: user.clone(), exp_in: 86_400, rooms: None, info: None });
+    let token = mint(&config.key, &TokenSpec::new(user.clone(), 86_400));
     let mut gateway = i % config.urls.len();
     let mut client = loop {
         match connect(&config.urls[gateway], &token, &room, &mut report).await {

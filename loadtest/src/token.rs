@@ -2,7 +2,8 @@
 //!
 //! In production the application backend issues tokens; the load generator
 //! and the integration tests have to play that part themselves, with the same
-//! claims the gateway reads (`sub`, `exp`, `rooms`, `info`). They also need
+//! claims the gateway reads (`sub`, `exp`, `rooms`, `info`, `publish`,
+//! `send`, `watch`). They also need
 //! tokens the gateway must refuse: expired ones (a negative
 //! [`TokenSpec::exp_in`]) and unsigned `alg: none` ones
 //! ([`mint_unsigned_none`]).
@@ -46,7 +47,7 @@ pub enum KeyError {
 }
 
 /// What to put in a token.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct TokenSpec {
     /// The user id.
     pub sub: String,
@@ -58,6 +59,19 @@ pub struct TokenSpec {
     pub rooms: Option<Vec<String>>,
     /// Opaque JSON shown to room members; `None` leaves the claim out.
     pub info: Option<serde_json::Value>,
+    /// Room globs the user may publish to; `None`: the rooms it may join.
+    pub publish: Option<Vec<String>>,
+    /// User globs the user may message; `None`: the gateway's `--default-send`.
+    pub send: Option<Vec<String>>,
+    /// User globs whose presence the user may see; `None`: `--default-watch`.
+    pub watch: Option<Vec<String>>,
+}
+
+impl TokenSpec {
+    /// `sub`, valid for `exp_in` seconds, without optional claims.
+    pub fn new(sub: impl Into<String>, exp_in: i64) -> Self {
+        Self { sub: sub.into(), exp_in, ..Self::default() }
+    }
 }
 
 /// The claims as serialized into the token.
@@ -70,6 +84,12 @@ struct WireClaims<'a> {
     rooms: Option<&'a [String]>,
     #[serde(skip_serializing_if = "Option::is_none")]
     info: Option<&'a serde_json::Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    publish: Option<&'a [String]>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    send: Option<&'a [String]>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    watch: Option<&'a [String]>,
 }
 
 impl SigningKey {
@@ -142,6 +162,9 @@ fn wire_claims(spec: &TokenSpec) -> WireClaims<'_> {
         exp: now + spec.exp_in,
         rooms: spec.rooms.as_deref(),
         info: spec.info.as_ref(),
+        publish: spec.publish.as_deref(),
+        send: spec.send.as_deref(),
+        watch: spec.watch.as_deref(),
     }
 }
 
@@ -166,6 +189,7 @@ mod tests {
             exp_in: 60,
             rooms: Some(vec!["chat:*".into()]),
             info: Some(json!({ "name": "Ann" })),
+            ..TokenSpec::default()
         }
     }
 

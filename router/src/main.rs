@@ -63,10 +63,12 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let auth = config.api.guard("--grpc-listen", config.grpc_listen)?;
     router::metrics::describe();
     let id = config.id.clone().unwrap_or_else(|| shell::cli::default_id("router"));
+    // Before any connection: a bad file stops the router at once.
+    let namespaces = Arc::new(config.policy.namespaces(None)?);
     let bus = Bus::nats(&config.nats_url, &id, "router").await.context("--nats-url")?;
     let membership = MembershipConfig { vnodes: config.vnodes, ..MembershipConfig::default() };
     let owner = OwnerConfig {
-        namespaces: Arc::new(config.policy.namespaces(None)?),
+        namespaces,
         history_budget: config.policy.history.history_budget,
         vnodes: config.vnodes,
         ..OwnerConfig::default()

@@ -30,6 +30,9 @@ pub struct Room {
     /// Joins and leaves not yet announced (`join_leave = "batched"`); never
     /// handed over: the old owner announces it first.
     pub batch: Batch,
+    /// Bumped by every user's join and leave: orders `members_changed`
+    /// against join answers within the epoch.
+    pub members_version: u64,
 }
 
 /// A user present in the room.
@@ -76,6 +79,7 @@ impl Room {
             conns: HashMap::new(),
             users: HashMap::new(),
             batch: Batch::default(),
+            members_version: 0,
         }
     }
 
@@ -99,6 +103,7 @@ impl Room {
         let entry = self.users.entry(m.user.clone()).or_insert(UserEntry { info: m.info.clone(), conns: 0 });
         entry.conns += 1;
         if entry.conns == 1 {
+            self.members_version += 1;
             Change::Joined
         } else {
             Change::Quiet
@@ -112,6 +117,7 @@ impl Room {
         entry.conns -= 1;
         if entry.conns == 0 {
             self.users.remove(&user);
+            self.members_version += 1;
             Some((user, Change::Left))
         } else {
             Some((user, Change::Quiet))
@@ -209,7 +215,8 @@ impl Room {
             history.push(m.clone());
         }
         history.reverse();
-        internal::RoomState { epoch: self.epoch.clone(), seq: self.seq, history, members }
+        let members_version = self.members_version;
+        internal::RoomState { epoch: self.epoch.clone(), seq: self.seq, history, members, members_version }
     }
 
     /// Room `id` continuing from handed-off state: same epoch, same seqs.
@@ -225,6 +232,7 @@ impl Room {
             room.join(m);
         }
         room.history = History::restore(id, state.history, now, config, budget);
+        room.members_version = state.members_version;
         room
     }
 

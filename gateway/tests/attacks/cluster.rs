@@ -79,7 +79,7 @@ async fn user_input_never_widens_a_nats_subject() {
     let dm = internal::DirectMessage { to: "zz9victim".into(), from: "x".into(), data: b"1".to_vec().into(), ts: 1 };
     observer.publish_msg("sb.presence.zz9victim".into(), &presence("zz9victim")).await.unwrap();
     observer.publish_msg("sb.user.zz9victim".into(), &dm).await.unwrap();
-    let event = internal::RoomEvent { room: "zz9victim".into(), epoch: "e".into(), kind: None };
+    let event = internal::RoomEvent { room: "zz9victim".into(), epoch: "e".into(), ..Default::default() };
     observer.publish_msg("sb.room.zz9victim".into(), &event).await.unwrap();
     let stray = mallory.wait_json(Duration::from_millis(500), |v| v["user"] != "zz9friend").await;
     assert!(matches!(stray, Err(ClientError::Timeout)), "nothing else reaches mallory: {stray:?}");

@@ -156,7 +156,7 @@ async fn one_client_address_holds_a_bounded_amount_of_memberships() {
     // 1 KiB of info: each membership costs about 2.5 KB; 20 KB allow 7.
     let gw = Gateway::start(&["--max-bytes-per-ip", "20000"]);
     let info = json!("i".repeat(1000));
-    let token = gw.token_with(TokenSpec { sub: "hoarder".into(), exp_in: 3600, rooms: None, info: Some(info) });
+    let token = gw.token_with(TokenSpec { info: Some(info), ..TokenSpec::new("hoarder", 3600) });
     let connect = |source: &'static str| {
         let mut opts = gw.options(Some(&token));
         opts.source = Some(source.parse().unwrap());
@@ -187,7 +187,7 @@ async fn join_and_leave_churn_is_rate_limited() {
     let mut watcher = gw.json("watcher").await;
     join(&mut watcher, "stage").await;
     let info = json!("i".repeat(4_800));
-    let token = gw.token_with(TokenSpec { sub: "churner".into(), exp_in: 3600, rooms: None, info: Some(info) });
+    let token = gw.token_with(TokenSpec { info: Some(info), ..TokenSpec::new("churner", 3600) });
     let mut c = Client::connect(gw.options(Some(&token))).await.unwrap();
     c.next_of_type("hello", T).await.unwrap();
     let started = Instant::now();

@@ -73,7 +73,7 @@ fn ws_addr(gw: &Gateway) -> String {
 }
 
 fn spec(sub: &str, exp_in: i64) -> TokenSpec {
-    TokenSpec { sub: sub.into(), exp_in, rooms: None, info: None }
+    TokenSpec::new(sub, exp_in)
 }
 
 fn now_secs() -> i64 {

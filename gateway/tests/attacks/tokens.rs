@@ -134,6 +134,7 @@ async fn room_claims_do_not_match_near_misses() {
             exp_in: 60,
             rooms: Some(rooms.into_iter().map(str::to_owned).collect()),
             info: None,
+            ..TokenSpec::default()
         })
     };
     let mut c = Client::connect(gw.options(Some(&token(vec!["chat:*", "lobby"])))).await.unwrap();
@@ -162,6 +163,7 @@ async fn a_refresh_that_no_longer_allows_a_room_removes_the_connection_from_it()
             exp_in: 3600,
             rooms: Some(rooms.iter().map(|r| r.to_string()).collect()),
             info: None,
+            ..TokenSpec::default()
         })
     };
     let mut m = Client::connect(gw.options(Some(&scoped(&["keep", "vault"])))).await.unwrap();

@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 use loadtest::client::Client;
 use serde_json::{json, Value};
 use support::cluster::{retry_on_port, Cluster};
-use support::process::{binary, docker_compose, nats_server, tool, Proc};
+use support::process::{binary, docker_compose, nats_server, tool, Proc, TempDir};
 use support::*;
 #[allow(unused_imports)]
 use {cli::*, compose::*, dashboards::*, metrics::*};
@@ -188,29 +188,4 @@ fn run(cmd: &mut Command, input: Option<&str>) -> Output {
 /// stdout and stderr of a finished command.
 fn text(out: &Output) -> String {
     format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
-}
-
-/// A directory under the system's temp dir, removed on drop.
-struct TempDir {
-    path: PathBuf,
-}
-
-impl TempDir {
-    fn new(name: &str) -> Self {
-        use std::sync::atomic::{AtomicU64, Ordering};
-        static N: AtomicU64 = AtomicU64::new(0);
-        let path = std::env::temp_dir().join(format!(
-            "switchboard-deploy-{name}-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
-        std::fs::create_dir_all(&path).unwrap();
-        Self { path }
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.path);
-    }
 }

@@ -112,13 +112,20 @@ pub struct Cluster {
     next_router: usize,
     /// Each gateway's arguments, to restart it in place.
     gateway_args: Vec<Vec<String>>,
+    /// Flags every router and gateway gets (`--config`, say).
+    common: Vec<String>,
 }
 
 impl Cluster {
     /// Starts NATS, presence, `routers` routers and `gateways` gateways, and
     /// waits until every gateway is ready and every router sees the full ring.
     pub async fn start(routers: usize, gateways: usize) -> Self {
-        let mut c = Self::without_gateways(routers);
+        Self::start_with(routers, gateways, &[]).await
+    }
+
+    /// [`Cluster::start`] with `common` flags for every router and gateway.
+    pub async fn start_with(routers: usize, gateways: usize, common: &[&str]) -> Self {
+        let mut c = Self::without_gateways_with(routers, common);
         for i in 1..=gateways {
             c.start_gateway(&format!("gw-{i}"));
         }
@@ -130,6 +137,10 @@ impl Cluster {
     /// Starts NATS, presence and `routers` routers; the caller adds gateways
     /// and waits for them.
     pub fn without_gateways(routers: usize) -> Self {
+        Self::without_gateways_with(routers, &[])
+    }
+
+    fn without_gateways_with(routers: usize, common: &[&str]) -> Self {
         let mut c = Self {
             nats: Nats::start(),
             presence: None,
@@ -139,6 +150,7 @@ impl Cluster {
             secret: format!("cluster-secret-of-32-bytes-or-more-{}", std::process::id()),
             next_router: 1,
             gateway_args: Vec::new(),
+            common: common.iter().map(|s| s.to_string()).collect(),
         };
         c.start_presence();
         for _ in 0..routers {
@@ -199,6 +211,7 @@ impl Cluster {
         ]
         .map(str::to_owned)
         .into();
+        let args: Vec<String> = args.into_iter().chain(self.common.iter().cloned()).collect();
         let proc = Proc::start(&id, &binary("router"), &args, Some("admin"));
         let grpc = proc.printed("grpc").expect("grpc line");
         let admin = proc.printed("admin").expect("admin line").trim_end_matches("/metrics").to_owned();
@@ -235,6 +248,7 @@ impl Cluster {
         ]
         .map(str::to_owned)
         .into();
+        args.extend(self.common.iter().cloned());
         args.extend(extra.iter().map(|s| s.to_string()));
         let proc = Proc::start(id, &binary("gateway"), &args, Some("admin"));
         let gateway = Gateway::from_proc(proc, self.secret.clone());

@@ -76,7 +76,7 @@ impl Gateway {
 
     /// A valid token for `user` (an hour, default rooms).
     pub fn token(&self, user: &str) -> String {
-        self.token_with(TokenSpec { sub: user.into(), exp_in: 3600, rooms: None, info: None })
+        self.token_with(TokenSpec::new(user, 3600))
     }
 
     pub fn token_with(&self, spec: TokenSpec) -> String {

@@ -44,7 +44,7 @@ impl Target {
     /// A token for `user`, when there is a key to mint with.
     pub fn token(&self, user: &str) -> Option<String> {
         let key = self.key.as_ref()?;
-        Some(mint(key, &TokenSpec { sub: user.to_owned(), exp_in: 86_400, rooms: None, info: None }))
+        Some(mint(key, &TokenSpec::new(user.to_owned(), 86_400)))
     }
 
     /// Connection `i`'s URL and local address.

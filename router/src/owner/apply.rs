@@ -103,7 +103,8 @@ impl Owner {
                     let change = Membership::Joined { user: member.user, info: member.info };
                     announce(&ns, &room_id, room, change, out);
                 }
-                let join = internal::JoinReply { epoch, seq, recovered, missed, truncated, count };
+                let members_version = room.members_version;
+                let join = internal::JoinReply { epoch, seq, recovered, missed, truncated, count, members_version };
                 reply(router_reply::Kind::Join(join))
             }
             Some(router_request::Kind::Leave(l)) => {

@@ -308,12 +308,14 @@ impl Owner {
 pub(super) fn flush(room_id: &str, room: &mut Room, out: &mut Vec<Action>) {
     if let Some(changed) = room.batch.take(room_id, room.user_count()) {
         crate::metrics::members_changed(changed.truncated);
-        out.push(Action::Emit(event(room_id, &room.epoch, room_event::Kind::MembersChanged(changed))));
+        let mut ev = event(room_id, &room.epoch, room_event::Kind::MembersChanged(changed));
+        ev.members_version = room.members_version;
+        out.push(Action::Emit(ev));
     }
 }
 
 pub(super) fn event(room: &str, epoch: &str, kind: room_event::Kind) -> internal::RoomEvent {
-    internal::RoomEvent { room: room.to_owned(), epoch: epoch.to_owned(), kind: Some(kind) }
+    internal::RoomEvent { room: room.to_owned(), epoch: epoch.to_owned(), kind: Some(kind), members_version: 0 }
 }
 
 pub(super) fn reply(kind: router_reply::Kind) -> internal::RouterReply {

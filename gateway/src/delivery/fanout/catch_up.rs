@@ -67,6 +67,14 @@ impl Room {
         if let Some(reply) = a.reply {
             a.listener.outbox.push(Out::Data(reply));
         }
+        // A batch of joins and leaves that reached us before this member did,
+        // but after its owner answered: the member's count would stay behind.
+        if let Some((epoch, version, changed)) = &self.last_changed {
+            if **epoch == *a.epoch && *version > a.members_version {
+                let encoded = proto::client::Event::MembersChanged(changed).encode(a.listener.encoding);
+                a.listener.outbox.push(Out::Data(encoded));
+            }
+        }
         let epoch: Arc<str> = a.epoch.into();
         match &self.pos {
             None => self.pos = Some((epoch.clone(), a.seq)),

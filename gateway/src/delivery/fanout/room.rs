@@ -61,6 +61,8 @@ pub struct Attach {
     /// The room's epoch and latest seq in the owner's answer.
     pub epoch: String,
     pub seq: u64,
+    /// The room's membership version in the owner's answer.
+    pub members_version: u64,
     /// The join reply, queued first.
     pub reply: Option<Bytes>,
     /// A resume: the seq the member had, and the first page of what it
@@ -109,6 +111,9 @@ pub struct Room {
     /// Member fetches under way, and members waiting for a turn.
     pub(super) fetches: usize,
     pub(super) fetch_queue: VecDeque<Arc<str>>,
+    /// The latest `members_changed` (epoch, membership version, event), for
+    /// members whose join answer it overtook.
+    pub(super) last_changed: Option<(Arc<str>, u64, pb::MembersChanged)>,
 }
 
 impl Room {
@@ -124,6 +129,7 @@ impl Room {
             filling: false,
             fetches: 0,
             fetch_queue: VecDeque::new(),
+            last_changed: None,
             bounds,
         }
     }
@@ -145,7 +151,10 @@ impl Room {
             Some(room_event::Kind::Left(l)) => {
                 self.broadcast(Some(&l.user), |e| Event::Left { room: &l.room, user: &l.user }.encode(e));
             }
-            Some(room_event::Kind::MembersChanged(m)) => self.broadcast(None, |e| Event::MembersChanged(&m).encode(e)),
+            Some(room_event::Kind::MembersChanged(m)) => {
+                self.broadcast(None, |e| Event::MembersChanged(&m).encode(e));
+                self.last_changed = Some((ev.epoch.into(), ev.members_version, m));
+            }
             None => {}
         }
     }

@@ -7,7 +7,12 @@ const E: &str = "e1";
 
 fn message(epoch: &str, seq: u64, len: usize) -> internal::RoomEvent {
     let m = internal::StoredMessage { seq, from: "u".into(), data: format!("\"{}\"", "x".repeat(len)).into(), ts: 1 };
-    internal::RoomEvent { room: "r".into(), epoch: epoch.into(), kind: Some(room_event::Kind::Message(m)) }
+    internal::RoomEvent {
+        room: "r".into(),
+        epoch: epoch.into(),
+        kind: Some(room_event::Kind::Message(m)),
+        ..Default::default()
+    }
 }
 
 fn stored(seqs: std::ops::RangeInclusive<u64>) -> Vec<internal::StoredMessage> {
@@ -49,6 +54,22 @@ impl Case {
         seq: u64,
         resume: Option<(u64, Vec<internal::StoredMessage>)>,
     ) {
+        self.attach_with(conn, queue, seq, resume, 0);
+    }
+
+    /// A member whose join answer carried membership version `version`.
+    fn attach_at(&mut self, conn: &'static str, version: u64) {
+        self.attach_with(conn, 1 << 20, 0, None, version);
+    }
+
+    fn attach_with(
+        &mut self,
+        conn: &'static str,
+        queue: usize,
+        seq: u64,
+        resume: Option<(u64, Vec<internal::StoredMessage>)>,
+        members_version: u64,
+    ) {
         let outbox = Arc::new(Outbox::new(queue));
         self.outboxes.insert(conn, outbox.clone());
         let a = Attach {
@@ -58,6 +79,7 @@ impl Case {
             listener: Listener { outbox, encoding: Encoding::Json },
             epoch: E.into(),
             seq,
+            members_version,
             reply: None,
             resume,
         };
@@ -226,12 +248,38 @@ fn joined_and_left_go_to_the_others() {
     c.attach("a", 1 << 20, 0, None);
     c.attach("b", 1 << 20, 0, None);
     let joined = pb::MemberJoined { room: "r".into(), user: "a".into(), info: Bytes::new() };
-    c.event(internal::RoomEvent { room: "r".into(), epoch: E.into(), kind: Some(room_event::Kind::Joined(joined)) });
+    c.event(internal::RoomEvent {
+        room: "r".into(),
+        epoch: E.into(),
+        kind: Some(room_event::Kind::Joined(joined)),
+        ..Default::default()
+    });
     assert_eq!((c.got("a"), c.got("b")), (vec![], vec!["joined".to_owned()]));
     c.room.detach("b");
     let left = pb::MemberLeft { room: "r".into(), user: "x".into() };
-    c.event(internal::RoomEvent { room: "r".into(), epoch: E.into(), kind: Some(room_event::Kind::Left(left)) });
+    c.event(internal::RoomEvent {
+        room: "r".into(),
+        epoch: E.into(),
+        kind: Some(room_event::Kind::Left(left)),
+        ..Default::default()
+    });
     assert_eq!((c.got("a"), c.got("b")), (vec!["left".to_owned()], vec![]));
+}
+
+#[test]
+fn a_member_whose_answer_a_batch_overtook_gets_that_batch_when_it_attaches() {
+    let mut c = Case::new();
+    c.attach("a", 1 << 20, 0, None);
+    let changed = pb::MembersChanged { room: "r".into(), count: 7, ..Default::default() };
+    let kind = Some(room_event::Kind::MembersChanged(changed));
+    c.event(internal::RoomEvent { room: "r".into(), epoch: E.into(), kind, members_version: 5 });
+    assert_eq!(c.got("a"), vec!["members_changed".to_owned()]);
+    // Answered at version 3 (before the batch): the batch follows its attach.
+    c.attach_at("b", 3);
+    assert_eq!(c.got("b"), vec!["members_changed".to_owned()]);
+    // Answered at version 5: it knows already.
+    c.attach_at("c", 5);
+    assert_eq!(c.got("c"), Vec::<String>::new());
 }
 
 #[test]

@@ -57,6 +57,7 @@ pub async fn join(s: &mut Session, id: &RequestId, room: String, since: Option<p
         listener: Listener { outbox: s.outbox.clone(), encoding: s.encoding },
         epoch: join.epoch,
         seq: join.seq,
+        members_version: join.members_version,
         reply,
         resume,
     });
