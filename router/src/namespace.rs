@@ -176,11 +176,6 @@ impl Namespaces {
     pub fn of(&self, room: &str) -> &Arc<Namespace> {
         self.list.iter().find(|n| room.starts_with(&n.prefix)).expect("the default namespace matches every room")
     }
-
-    /// Every namespace, longest prefix first.
-    pub fn iter(&self) -> impl Iterator<Item = &Arc<Namespace>> {
-        self.list.iter()
-    }
 }
 
 fn default_namespace(history: HistoryConfig) -> Namespace {
