@@ -159,9 +159,11 @@ pub fn bus_message(data: &[u8]) {
                         Encoded::new(room.clone(), ev.epoch.as_str().into(), m.clone()).bytes(encoding)
                     }
                     Some(room_event::Kind::Joined(j)) => {
-                        Event::Joined { room: &j.room, user: &j.user, info: &j.info }.encode(encoding)
+                        Event::Joined { room: &j.room, user: &j.user, info: &j.info, count: j.count }.encode(encoding)
                     }
-                    Some(room_event::Kind::Left(l)) => Event::Left { room: &l.room, user: &l.user }.encode(encoding),
+                    Some(room_event::Kind::Left(l)) => {
+                        Event::Left { room: &l.room, user: &l.user, count: l.count }.encode(encoding)
+                    }
                     Some(room_event::Kind::MembersChanged(m)) => Event::MembersChanged(m).encode(encoding),
                     None => Bytes::new(),
                 };

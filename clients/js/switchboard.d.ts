@@ -68,7 +68,7 @@ export interface MemberEvent {
   room: string;
   user: string;
   info?: Json;
-  /** Users in the room after this change, as this client counts them (null before the join reply). */
+  /** Users in the room after this change, exact (null before the join reply). */
   count: number | null;
 }
 

@@ -556,9 +556,9 @@ export class Client {
       case 'message':
         return this.#onMessage(f);
       case 'joined':
-        return this.#onMembers(f.room, 'onJoin', 1, { user: f.user, info: f.info });
+        return this.#onMembers(f.room, 'onJoin', 1, { user: f.user, info: f.info, count: f.count });
       case 'left':
-        return this.#onMembers(f.room, 'onLeave', -1, { user: f.user });
+        return this.#onMembers(f.room, 'onLeave', -1, { user: f.user, count: f.count });
       case 'members_changed':
         return this.#onMembers(f.room, 'onMembersChanged', 0, {
           joined: f.joined ?? [],
@@ -610,7 +610,7 @@ export class Client {
     });
   }
 
-  /** A membership event: moves the room's count by `delta`, or to `fields.count`. */
+  /** A membership event: sets the room's count to `fields.count` (exact, from the owner), or moves it by `delta`. */
   #onMembers(room, handler, delta, fields) {
     const rec = this.#rooms.get(room);
     if (!rec) return;

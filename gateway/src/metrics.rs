@@ -41,9 +41,9 @@ pub fn describe(standalone: bool) {
     describe_gauge!(
         "switchboard_gateway_room_buffer_bytes",
         Unit::Bytes,
-        "Bytes rooms hold at this gateway, by buffer: recent (for catch-up), held (behind a gap), catch_up (pages for members catching up)."
+        "Bytes rooms hold at this gateway, by buffer: recent (for catch-up), held (behind a gap), catch_up (pages for members catching up), changes (membership events for members attaching behind them)."
     );
-    for buffer in ["recent", "held", "catch_up"] {
+    for buffer in ["recent", "held", "catch_up", "changes"] {
         metrics::gauge!("switchboard_gateway_room_buffer_bytes", "buffer" => buffer).set(0.0);
     }
     describe_counter!(
@@ -135,7 +135,7 @@ pub fn room_sync() {
     metrics::counter!("switchboard_gateway_room_syncs_total").increment(1);
 }
 
-/// Bytes held by rooms' buffers of one kind (`recent`, `held`, `catch_up`).
+/// Bytes held by rooms' buffers of one kind (`recent`, `held`, `catch_up`, `changes`).
 pub fn buffer_bytes(buffer: &'static str) -> metrics::Gauge {
     metrics::gauge!("switchboard_gateway_room_buffer_bytes", "buffer" => buffer)
 }

@@ -120,6 +120,7 @@ async fn every_case(t: &Target) {
     member_cap(t).await;
     claims(t).await;
     batched(t, 2_000).await;
+    announced(t, 400).await;
 }
 
 /// `publish = "none"`: forbidden from a client, naming the rule; fine from the server API.
@@ -312,6 +313,62 @@ async fn batched(t: &Target, n: usize) {
     let mut first = results.pop().unwrap().4;
     let m = first.request(json!({"op": "members", "room": room})).await.unwrap();
     assert_eq!(m["count"], n as u64, "{m}");
+}
+
+/// `join_leave = "all"` (the default namespace) under a join storm: the
+/// owner answers joins faster than gateways attach their members, so most
+/// `joined` events reach a gateway before the member they are for. Each
+/// member still ends with the exact count: the events after its answer, or
+/// a count-only `members_changed` when more came than the gateway keeps.
+async fn announced(t: &Target, n: usize) {
+    let room = "crowd:hall";
+    let mut clients = Vec::with_capacity(n);
+    for i in 0..n {
+        clients.push(t.user(i, &format!("a{i:05}")).await);
+    }
+    for (i, c) in clients.iter().enumerate() {
+        c.send_json(&json!({"op": "join", "room": room, "id": i})).await.unwrap();
+    }
+    let mut readers = Vec::new();
+    for (i, mut c) in clients.into_iter().enumerate() {
+        readers.push(tokio::spawn(async move {
+            let me = format!("a{i:05}");
+            let (mut count, mut heard, mut count_only) = (None, std::collections::HashSet::new(), 0);
+            // Until seated; the client stays open until everyone is, or its
+            // leave would reach the others.
+            while count != Some(n as u64) {
+                let Ok(v) = c.next_json(Duration::from_secs(10)).await else { break };
+                match v["type"].as_str().unwrap() {
+                    "reply" => count = Some(v["count"].as_u64().unwrap()),
+                    "joined" => {
+                        let user = v["user"].as_str().unwrap().to_owned();
+                        assert_ne!(user, me, "not told of itself");
+                        assert!(heard.insert(user), "each join once: {v}");
+                        assert!(count.is_some(), "no event before the join answer: {v}");
+                        count = Some(v["count"].as_u64().unwrap());
+                    }
+                    "members_changed" => {
+                        assert_eq!(
+                            (v["truncated"].as_bool(), v["joined"].as_array().map(Vec::len)),
+                            (Some(true), Some(0))
+                        );
+                        count_only += 1;
+                        count = Some(v["count"].as_u64().unwrap());
+                    }
+                    other => panic!("unexpected {other}: {v}"),
+                }
+            }
+            (count, count_only, c)
+        }));
+    }
+    let (mut count_only, mut open) = (0, Vec::new());
+    for r in readers {
+        let (count, c, client) = r.await.unwrap();
+        assert_eq!(count, Some(n as u64), "every member's last count is {n}");
+        count_only += c;
+        open.push(client);
+    }
+    eprintln!("{n} members seated in an `all` room; {count_only} caught up by count alone");
 }
 
 /// A bad `--config` stops a gateway and a router at once, with one line

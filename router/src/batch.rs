@@ -66,7 +66,7 @@ impl Batch {
             joined: joined
                 .into_iter()
                 .take(LIMIT)
-                .map(|(user, (_, info))| pb::MemberJoined { room: String::new(), user, info })
+                .map(|(user, (_, info))| pb::MemberJoined { room: String::new(), user, info, count: 0 })
                 .collect(),
             left: left.into_iter().take(LIMIT).map(|(user, _)| user).collect(),
             count,

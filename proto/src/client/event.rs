@@ -15,10 +15,11 @@ pub enum Event<'a> {
     Hello { conn: &'a str, user: &'a str, gateway: &'a str, heartbeat_ms: u32 },
     /// A message in a joined room.
     Message { room: &'a str, seq: u64, epoch: &'a str, from: &'a str, data: &'a [u8], ts: i64 },
-    /// A user joined a room (their first connection in it).
-    Joined { room: &'a str, user: &'a str, info: &'a [u8] },
+    /// A user joined a room (their first connection in it); `count`: the
+    /// room's users after it.
+    Joined { room: &'a str, user: &'a str, info: &'a [u8], count: u32 },
     /// A user left a room (their last connection in it).
-    Left { room: &'a str, user: &'a str },
+    Left { room: &'a str, user: &'a str, count: u32 },
     /// A direct message to this user.
     Direct { from: &'a str, data: &'a [u8], ts: i64 },
     /// A watched user went online or offline.
@@ -81,14 +82,14 @@ impl Event<'_> {
                 o.raw("data", data).num("ts", ts);
                 o.bytes()
             }
-            Event::Joined { room, user, info } => {
+            Event::Joined { room, user, info, count } => {
                 let mut o = Obj::typed("joined");
-                o.str("room", room).str("user", user).raw("info", info);
+                o.str("room", room).str("user", user).raw("info", info).num("count", count);
                 o.bytes()
             }
-            Event::Left { room, user } => {
+            Event::Left { room, user, count } => {
                 let mut o = Obj::typed("left");
-                o.str("room", room).str("user", user);
+                o.str("room", room).str("user", user).num("count", count);
                 o.bytes()
             }
             Event::Direct { from, data, ts } => {
@@ -161,12 +162,15 @@ impl Event<'_> {
                 data: Bytes::copy_from_slice(data),
                 ts,
             }),
-            Event::Joined { room, user, info } => Kind::Joined(pb::MemberJoined {
+            Event::Joined { room, user, info, count } => Kind::Joined(pb::MemberJoined {
                 room: room.into(),
                 user: user.into(),
                 info: Bytes::copy_from_slice(info),
+                count,
             }),
-            Event::Left { room, user } => Kind::Left(pb::MemberLeft { room: room.into(), user: user.into() }),
+            Event::Left { room, user, count } => {
+                Kind::Left(pb::MemberLeft { room: room.into(), user: user.into(), count })
+            }
             Event::Direct { from, data, ts } => {
                 Kind::Direct(pb::Direct { from: from.into(), data: Bytes::copy_from_slice(data), ts })
             }
@@ -297,8 +301,8 @@ mod tests {
             json!({"type":"message","room":"r","seq":4,"epoch":"e","from":"u\"","data":{"text":"hi \"you\""},"ts":5})
         );
         assert_eq!(
-            json_of(Event::Joined { room: "r", user: "u", info: b"" }),
-            json!({"type":"joined","room":"r","user":"u","info":null})
+            json_of(Event::Joined { room: "r", user: "u", info: b"", count: 3 }),
+            json!({"type":"joined","room":"r","user":"u","info":null,"count":3})
         );
         assert_eq!(
             json_of(Event::Removed { room: "r", reason: "token" }),
@@ -314,7 +318,12 @@ mod tests {
         );
         let changed = pb::MembersChanged {
             room: "r".into(),
-            joined: vec![pb::MemberJoined { room: String::new(), user: "a\"".into(), info: Bytes::from_static(b"{}") }],
+            joined: vec![pb::MemberJoined {
+                room: String::new(),
+                user: "a\"".into(),
+                info: Bytes::from_static(b"{}"),
+                count: 0,
+            }],
             left: vec!["b".into(), "c\\".into()],
             count: 7,
             truncated: true,

@@ -28,15 +28,18 @@ pub(super) fn announce(ns: &Namespace, room_id: &str, room: &mut Room, change: M
     match ns.join_leave {
         JoinLeave::Off => {}
         JoinLeave::All => {
+            let (room_name, count) = (room_id.to_owned(), room.user_count());
             let kind = match change {
                 Membership::Joined { user, info } => {
-                    room_event::Kind::Joined(proto::pb::MemberJoined { room: room_id.to_owned(), user, info })
+                    room_event::Kind::Joined(proto::pb::MemberJoined { room: room_name, user, info, count })
                 }
                 Membership::Left { user } => {
-                    room_event::Kind::Left(proto::pb::MemberLeft { room: room_id.to_owned(), user })
+                    room_event::Kind::Left(proto::pb::MemberLeft { room: room_name, user, count })
                 }
             };
-            out.push(Action::Emit(event(room_id, &room.epoch, kind)));
+            let mut ev = event(room_id, &room.epoch, kind);
+            ev.members_version = room.members_version;
+            out.push(Action::Emit(ev));
         }
         JoinLeave::Batched => {
             if room.batch.is_empty() {

@@ -118,8 +118,9 @@ impl Case {
                 },
                 Action::Emit(e) => match e.kind.unwrap() {
                     room_event::Kind::Message(m) => format!("emit:message:{}", m.seq),
-                    room_event::Kind::Joined(j) => format!("emit:joined:{}", j.user),
-                    room_event::Kind::Left(l) => format!("emit:left:{}", l.user),
+                    // user=count@membership version
+                    room_event::Kind::Joined(j) => format!("emit:joined:{}={}@v{}", j.user, j.count, e.members_version),
+                    room_event::Kind::Left(l) => format!("emit:left:{}={}@v{}", l.user, l.count, e.members_version),
                     room_event::Kind::MembersChanged(m) => {
                         let joined: Vec<&str> = m.joined.iter().map(|j| j.user.as_str()).collect();
                         format!("emit:changed:+{}-{}/{}", joined.join(","), m.left.join(","), m.count)
@@ -144,8 +145,9 @@ fn room_ops_emit_their_events_before_the_reply() {
     let mut t = Case::new();
     // (request, actions) in order, on one room.
     let cases: Vec<(Message, Vec<&str>)> = vec![
-        (join(&mine, "c1", "alice"), vec!["emit:joined:alice", "joined@0/1"]),
+        (join(&mine, "c1", "alice"), vec!["emit:joined:alice=1@v1", "joined@0/1"]),
         (join(&mine, "c2", "alice"), vec!["joined@0/1"]),
+        (join(&mine, "c3", "bob"), vec!["emit:joined:bob=2@v2", "joined@0/2"]),
         (publish(&mine), vec!["emit:message:1", "seq:1"]),
         (publish(&mine), vec!["emit:message:2", "seq:2"]),
         (
@@ -154,7 +156,7 @@ fn room_ops_emit_their_events_before_the_reply() {
         ),
         (
             request(&mine, router_request::Kind::Members(internal::MembersRequest { limit: 10, max_bytes: 0 })),
-            vec!["members:1"],
+            vec!["members:2"],
         ),
         (
             request(
@@ -168,7 +170,7 @@ fn room_ops_emit_their_events_before_the_reply() {
                 &mine,
                 router_request::Kind::Leave(internal::LeaveRequest { gateway: "gw".into(), conn: "c2".into() }),
             ),
-            vec!["emit:left:alice", "ack"],
+            vec!["emit:left:alice=1@v3", "ack"],
         ),
         (
             request("a.b", router_request::Kind::Publish(internal::PublishRequest::default())),
@@ -337,7 +339,7 @@ fn the_sweep_drops_the_members_of_gateways_unheard_for_their_ttl() {
     t.owner.sweep(&t.c, t.now + Duration::from_secs(1), &mut t.out);
     assert!(t.did().is_empty(), "heard recently");
     t.owner.sweep(&t.c, t.now + Duration::from_secs(6), &mut t.out);
-    assert_eq!(t.did(), ["emit:left:alice"]);
+    assert_eq!(t.did(), ["emit:left:alice=0@v2"]);
     t.now += Duration::from_secs(6);
     let members = request(&mine, router_request::Kind::Members(internal::MembersRequest { limit: 10, max_bytes: 0 }));
     assert_eq!(t.send(members), ["members:0"]);

@@ -67,13 +67,10 @@ impl Room {
         if let Some(reply) = a.reply {
             a.listener.outbox.push(Out::Data(reply));
         }
-        // A batch of joins and leaves that reached us before this member did,
-        // but after its owner answered: the member's count would stay behind.
-        if let Some((epoch, version, changed)) = &self.last_changed {
-            if **epoch == *a.epoch && *version > a.members_version {
-                let encoded = proto::client::Event::MembersChanged(changed).encode(a.listener.encoding);
-                a.listener.outbox.push(Out::Data(encoded));
-            }
+        // Joins and leaves that reached us before this member did, but after
+        // its owner answered: without them its count would stay behind.
+        for change in self.changes.missed(&self.room, &a.epoch, a.members_version, &a.user) {
+            a.listener.outbox.push(Out::Data(change.encode(a.listener.encoding)));
         }
         let epoch: Arc<str> = a.epoch.into();
         match &self.pos {

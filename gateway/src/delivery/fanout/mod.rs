@@ -9,6 +9,7 @@
 
 mod buffer;
 mod catch_up;
+mod changes;
 mod encoded;
 pub mod room;
 

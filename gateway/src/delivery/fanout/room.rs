@@ -29,6 +29,7 @@ use router::client::CallError;
 
 use super::buffer::{Held, Recent};
 use super::catch_up::CatchUp;
+use super::changes::{Change, Changes};
 use super::encoded::Encoded;
 use crate::delivery::outbox::{Out, Outbox};
 use crate::delivery::topics::Listener;
@@ -40,13 +41,24 @@ pub struct Bounds {
     pub recent_bytes: usize,
     pub held_len: usize,
     pub held_bytes: usize,
+    /// Recent membership events kept for members attaching behind them.
+    pub changes_len: usize,
+    pub changes_bytes: usize,
     /// History pages fetched at once for catching-up members.
     pub fetches: usize,
 }
 
 impl Default for Bounds {
     fn default() -> Self {
-        Self { recent_len: 256, recent_bytes: 1 << 20, held_len: 10_000, held_bytes: 8 << 20, fetches: 8 }
+        Self {
+            recent_len: 256,
+            recent_bytes: 1 << 20,
+            held_len: 10_000,
+            held_bytes: 8 << 20,
+            changes_len: 128,
+            changes_bytes: 64 << 10,
+            fetches: 8,
+        }
     }
 }
 
@@ -111,9 +123,8 @@ pub struct Room {
     /// Member fetches under way, and members waiting for a turn.
     pub(super) fetches: usize,
     pub(super) fetch_queue: VecDeque<Arc<str>>,
-    /// The latest `members_changed` (epoch, membership version, event), for
-    /// members whose join answer it overtook.
-    pub(super) last_changed: Option<(Arc<str>, u64, pb::MembersChanged)>,
+    /// Recent membership events, for members whose join answer they overtook.
+    pub(super) changes: Changes,
 }
 
 impl Room {
@@ -129,7 +140,7 @@ impl Room {
             filling: false,
             fetches: 0,
             fetch_queue: VecDeque::new(),
-            last_changed: None,
+            changes: Changes::new(bounds.changes_len, bounds.changes_bytes),
             bounds,
         }
     }
@@ -143,20 +154,18 @@ impl Room {
             }
             // Whether a member's own `joined` arrives before or after its
             // attach is a race; leaving the user out makes it deterministic.
-            Some(room_event::Kind::Joined(j)) => {
-                self.broadcast(Some(&j.user), |e| {
-                    Event::Joined { room: &j.room, user: &j.user, info: &j.info }.encode(e)
-                });
-            }
-            Some(room_event::Kind::Left(l)) => {
-                self.broadcast(Some(&l.user), |e| Event::Left { room: &l.room, user: &l.user }.encode(e));
-            }
+            Some(room_event::Kind::Joined(j)) => self.on_change(&ev.epoch, ev.members_version, Change::Joined(j)),
+            Some(room_event::Kind::Left(l)) => self.on_change(&ev.epoch, ev.members_version, Change::Left(l)),
             Some(room_event::Kind::MembersChanged(m)) => {
-                self.broadcast(None, |e| Event::MembersChanged(&m).encode(e));
-                self.last_changed = Some((ev.epoch.into(), ev.members_version, m));
+                self.on_change(&ev.epoch, ev.members_version, Change::Changed(m))
             }
             None => {}
         }
+    }
+
+    fn on_change(&mut self, epoch: &str, version: u64, change: Change) {
+        self.broadcast(change.about(), |e| change.encode(e));
+        self.changes.push(epoch, version, change);
     }
 
     fn on_message(&mut self, enc: Arc<Encoded>, out: &mut Vec<Action>) {

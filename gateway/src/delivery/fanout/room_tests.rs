@@ -247,7 +247,7 @@ fn joined_and_left_go_to_the_others() {
     let mut c = Case::new();
     c.attach("a", 1 << 20, 0, None);
     c.attach("b", 1 << 20, 0, None);
-    let joined = pb::MemberJoined { room: "r".into(), user: "a".into(), info: Bytes::new() };
+    let joined = pb::MemberJoined { room: "r".into(), user: "a".into(), info: Bytes::new(), count: 2 };
     c.event(internal::RoomEvent {
         room: "r".into(),
         epoch: E.into(),
@@ -256,7 +256,7 @@ fn joined_and_left_go_to_the_others() {
     });
     assert_eq!((c.got("a"), c.got("b")), (vec![], vec!["joined".to_owned()]));
     c.room.detach("b");
-    let left = pb::MemberLeft { room: "r".into(), user: "x".into() };
+    let left = pb::MemberLeft { room: "r".into(), user: "x".into(), count: 1 };
     c.event(internal::RoomEvent {
         room: "r".into(),
         epoch: E.into(),
@@ -280,6 +280,21 @@ fn a_member_whose_answer_a_batch_overtook_gets_that_batch_when_it_attaches() {
     // Answered at version 5: it knows already.
     c.attach_at("c", 5);
     assert_eq!(c.got("c"), Vec::<String>::new());
+}
+
+#[test]
+fn a_member_whose_answer_joins_overtook_gets_them_when_it_attaches() {
+    let mut c = Case::new();
+    c.attach("a", 1 << 20, 0, None);
+    for (v, user) in [(2, "b"), (3, "x"), (4, "c")] {
+        let joined = pb::MemberJoined { room: "r".into(), user: user.into(), count: v as u32, ..Default::default() };
+        let kind = Some(room_event::Kind::Joined(joined));
+        c.event(internal::RoomEvent { room: "r".into(), epoch: E.into(), kind, members_version: v });
+    }
+    assert_eq!(c.got("a"), ["joined", "joined", "joined"]);
+    // x's answer said version 1: b's join and c's follow, its own does not.
+    c.attach_at("x", 1);
+    assert_eq!(c.got("x"), ["joined", "joined"]);
 }
 
 #[test]
