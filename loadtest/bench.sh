@@ -41,8 +41,8 @@ wait_line() { # file, prefix → second word of the line
   echo "timed out waiting for '$2' in $1" >&2; exit 1
 }
 
-start_gateway() {
-  target/release/gateway --standalone --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 --grpc-listen 127.0.0.1:0 \
+start_gateway() { # extra gateway flags...
+  target/release/gateway --standalone "$@" --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 --grpc-listen 127.0.0.1:0 \
     --jwt-secret "$SECRET" --rate-per-sec 1000000 --rate-burst 1000000 \
     --max-connections-per-ip 1000000 --handshake-rate 1000000 --handshake-burst 1000000 \
     >"$OUT/gateway.out" 2>"$OUT/gateway.log" &
@@ -51,8 +51,8 @@ start_gateway() {
   GATEWAY=$(wait_line "$OUT/gateway.out" websocket)
 }
 
-start_peer() {
-  node loadtest/peers/ws-rooms/server.js --listen 127.0.0.1:0 >"$OUT/peer.out" 2>"$OUT/peer.log" &
+start_peer() { # extra peer flags...
+  node loadtest/peers/ws-rooms/server.js --listen 127.0.0.1:0 "$@" >"$OUT/peer.out" 2>"$OUT/peer.log" &
   PEER_PID=$!
   pids+=("$PEER_PID")
   PEER=$(wait_line "$OUT/peer.out" websocket)
@@ -80,6 +80,44 @@ for side in gateway peer; do
     esac
     kill -TERM "$pid" 2>/dev/null || true
     wait "$pid" 2>/dev/null || true
+  done
+done
+
+# Seating a room: N distinct users join one room at once, for each way a
+# namespace announces joins. The peer announces every join (--announce, as
+# the Socket.IO chat example does) or none.
+cat >"$OUT/seat.toml" <<'EOF'
+[[namespace]]
+prefix = "batched:"
+join_leave = "batched"
+members = false
+
+[[namespace]]
+prefix = "off:"
+join_leave = "off"
+members = false
+
+[[namespace]]
+prefix = ""
+EOF
+seat() { # name, url, protocol, pid, members, mode, timeout
+  run "$1" "$2" "$3" seat --members "$5" --room "$6:seat" --join-leave "$6" --timeout "$7" \
+    --connect-rate 3000 --sources 4 --gateway-pid "$4"
+}
+for n in 1000 5000 10000; do
+  for mode in batched off all; do
+    start_gateway --config "$OUT/seat.toml"
+    seat "gateway-seat-$mode-$n" "$GATEWAY" switchboard "$GATEWAY_PID" "$n" "$mode" 30s
+    kill -TERM "$GATEWAY_PID" 2>/dev/null || true
+    wait "$GATEWAY_PID" 2>/dev/null || true
+  done
+  for mode in off all; do
+    if [ "$mode" = all ]; then start_peer --announce; else start_peer; fi
+    # Past 2,000 members the peer's announcements take minutes: give up sooner.
+    timeout=30s; if [ "$mode" = all ] && [ "$n" -gt 2000 ]; then timeout=20s; fi
+    seat "peer-seat-$mode-$n" "$PEER" peer "$PEER_PID" "$n" "$mode" "$timeout"
+    kill -TERM "$PEER_PID" 2>/dev/null || true
+    wait "$PEER_PID" 2>/dev/null || true
   done
 done
 

@@ -136,6 +136,53 @@ for rate in (1000, 5000, 10000, 20000):
         f"{num(pct(run, 99), 2)} | {num(pct(run, '99.9'), 2)} | {correct(run)} |"
     )
 
+
+
+def seated(run):
+    """Time to seat everyone, or how many were seated before the timeout."""
+    if run is None:
+        return "not run"
+    got, want = fig(run, "seated"), fig(run, "connected")
+    if got is not None and got == want and fig(run, "time to seat") is not None:
+        return f"{fig(run, 'time to seat'):.2f} s"
+    timeout = run["params"].get("timeout", "?")
+    return f"not seated ({num(got)} of {num(want)} in {timeout})"
+
+
+SEAT_SIZES = (1000, 5000, 10000)
+print("""
+## Seating one room: the cost of announcing joins
+
+N distinct users join one room at once (connections first, then every join
+together); a member is seated when its join is answered and the count it
+keeps from the answer and the membership events says everyone is in. The
+room's namespace decides what members hear: `all` sends `joined` per user
+(N²/2 frames), `batched` one `members_changed` per 100 ms window, `off`
+nothing. The peer sends nothing or, with `--announce`, `joined` per join like
+the Socket.IO chat example. CPU is the server process's own (user + system,
+from /proc) while seating. "count-only" are members whose join answer more
+events overtook than the gateway keeps per room (128): they get one
+`members_changed` with the exact count instead of the events.
+
+| members | namespace | gateway: seated in | frames/member | count-only | server CPU (s) | CPU/join (µs) | peer: seated in | peer CPU/join (µs) | CPU/join, gateway/peer |
+|---|---|---|---|---|---|---|---|---|---|""")
+for n in SEAT_SIZES:
+    for mode in ("batched", "off", "all"):
+        g, p = load(f"gateway-seat-{mode}-{n}"), load(f"peer-seat-{mode}-{n}")
+        peer = (seated(p), num(fig(p, "server CPU per join"))) if mode != "batched" else ("(none)", "–")
+        print(
+            f"| {n:,} | `{mode}` | {seated(g)} | {num(fig(g, 'frames per member'), 2)} | "
+            f"{num(fig(g, 'count-only catch-ups'))} | {num(fig(g, 'server CPU'), 2)} | "
+            f"{num(fig(g, 'server CPU per join'))} | {peer[0]} | {peer[1]} | "
+            f"{ratio(fig(g, 'server CPU per join'), fig(p, 'server CPU per join'), 'lower') if mode != 'batched' else ''} |"
+        )
+b1, b10 = load("gateway-seat-batched-1000"), load("gateway-seat-batched-10000")
+growth = ratio(fig(b1, "server CPU per join"), fig(b10, "server CPU per join"), "lower")
+print(f"""
+With `batched`, CPU per join at 10,000 members is {growth} of what it is at
+1,000 (the target: within 2×), and seating 10,000 members took
+{num(fig(b10, "server CPU"), 2)} s of gateway CPU (the target: under 2 s).""")
+
 print("""
 ## Commands
 
@@ -144,7 +191,9 @@ Every run writes its table (`.txt`), figures (`.json`) and plot (`.svg`) to
 
 ```""")
 for name in ("gateway-broadcast", "peer-broadcast", "gateway-chat", "peer-chat", "gateway-connect", "peer-connect",
-             "cluster-chat-1000", "cluster-chat-5000", "cluster-chat-10000", "cluster-chat-20000"):
+             "cluster-chat-1000", "cluster-chat-5000", "cluster-chat-10000", "cluster-chat-20000",
+             *(f"{side}-seat-{mode}-{n}" for n in SEAT_SIZES for side, mode in
+               (("gateway", "batched"), ("gateway", "off"), ("gateway", "all"), ("peer", "off"), ("peer", "all")))):
     print(f"{name}: {cmd(name)}")
 print("```")
 

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use loadtest::scenario::{broadcast, chat, connect, presence, reconnect, slow, Protocol, Target};
+use loadtest::scenario::{broadcast, chat, connect, presence, reconnect, seat, slow, Protocol, Target};
 use loadtest::stats::Stats;
 use loadtest::token::SigningKey;
 
@@ -69,6 +69,8 @@ enum Scenario {
     Reconnect(reconnect::Reconnect),
     /// A share of members stop reading; the others' latency, and 4000 for the slow.
     Slow(slow::Slow),
+    /// Distinct users join one room at once; time to seat them and the cost of announcing joins.
+    Seat(seat::Seat),
 }
 
 fn main() {
@@ -112,6 +114,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Scenario::Presence(_) => "presence",
         Scenario::Reconnect(_) => "reconnect",
         Scenario::Slow(_) => "slow",
+        Scenario::Seat(_) => "seat",
     };
     let progress = loadtest::progress::start(name, stats.clone());
     let d = cli.duration;
@@ -127,6 +130,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Scenario::Reconnect(s) => s.run(&target, d, stats.clone()).await,
         Scenario::Slow(s) => s.run(&target, d, stats.clone()).await,
+        Scenario::Seat(s) => s.run(&target, stats.clone()).await,
     };
     progress.abort();
     print!("{}", report.table());

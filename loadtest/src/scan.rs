@@ -32,6 +32,12 @@ pub struct Frame<'a> {
     pub online: Option<bool>,
     #[serde(default)]
     pub error: Option<ErrorField<'a>>,
+    /// A room's member count (join replies, `members_changed`).
+    #[serde(default)]
+    pub count: Option<u64>,
+    /// `members_changed`: its lists are incomplete.
+    #[serde(default)]
+    pub truncated: Option<bool>,
 }
 
 /// A scenario message's payload.

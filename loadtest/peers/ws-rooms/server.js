@@ -7,11 +7,13 @@ const crypto = require('node:crypto');
 const { parseArgs } = require('node:util');
 const { WebSocketServer } = require('ws');
 
-let listen;
+let listen, announce;
 try {
-  ({ values: { listen } } = parseArgs({ options: { listen: { type: 'string', default: '127.0.0.1:8090' } } }));
+  ({ values: { listen, announce } } = parseArgs({
+    options: { listen: { type: 'string', default: '127.0.0.1:8090' }, announce: { type: 'boolean', default: false } },
+  }));
 } catch (e) {
-  console.error(`ws-rooms: ${e.message}\nusage: node server.js [--listen HOST:PORT]`);
+  console.error(`ws-rooms: ${e.message}\nusage: node server.js [--listen HOST:PORT] [--announce]`);
   process.exit(2);
 }
 const colon = listen.lastIndexOf(':');
@@ -50,9 +52,15 @@ function handle(ws, msg) {
 
   if (op === 'join') {
     if (!rooms.has(room)) rooms.set(room, new Set());
-    rooms.get(room).add(ws);
+    const members = rooms.get(room);
+    if (announce && !members.has(ws)) {
+      // What the Socket.IO chat example does on every join: tell everyone else.
+      const out = JSON.stringify({ type: 'joined', room, user: ws.user });
+      for (const member of members) member.send(out);
+    }
+    members.add(ws);
     ws.rooms.add(room);
-    const reply = { epoch: EPOCH, seq: seqs.get(room) || 0 };
+    const reply = { epoch: EPOCH, seq: seqs.get(room) || 0, count: members.size };
     if (msg.since != null) reply.recovered = false; // no history is kept
     return reply;
   }

@@ -9,29 +9,37 @@ const WebSocket = require('ws');
 
 let server;
 let url;
+const servers = [];
 
-before(async () => {
-  server = spawn(process.execPath, [path.join(__dirname, 'server.js'), '--listen', '127.0.0.1:0'], {
+// Starts server.js on a free loopback port; resolves to [process, url].
+async function start(...args) {
+  const proc = spawn(process.execPath, [path.join(__dirname, 'server.js'), '--listen', '127.0.0.1:0', ...args], {
     stdio: ['ignore', 'pipe', 'inherit'],
   });
-  url = await new Promise((resolve, reject) => {
+  servers.push(proc);
+  const at = await new Promise((resolve, reject) => {
     let out = '';
-    server.stdout.on('data', (chunk) => {
+    proc.stdout.on('data', (chunk) => {
       out += chunk;
       const m = /^ {2}websocket {2}(ws:\/\/127\.0\.0\.1:\d+\/ws)\n$/.exec(out);
       if (m) resolve(m[1]);
     });
-    server.on('exit', (code) => reject(new Error(`server exited with ${code}: ${out}`)));
+    proc.on('exit', (code) => reject(new Error(`server exited with ${code}: ${out}`)));
   });
+  return [proc, at];
+}
+
+before(async () => {
+  [server, url] = await start();
 });
 
 after(() => {
-  if (server.exitCode === null) server.kill('SIGKILL');
+  for (const proc of servers) if (proc.exitCode === null) proc.kill('SIGKILL');
 });
 
 // A client that queues what it receives, so a test can await the next frame.
-async function connect(query = '', headers = {}) {
-  const ws = new WebSocket(url + query, { headers });
+async function connect(query = '', headers = {}, at = url) {
+  const ws = new WebSocket(at + query, { headers });
   const queue = [];
   const waiting = [];
   ws.on('message', (data) => {
@@ -79,10 +87,10 @@ test('a publish reaches every member, the sender too, with consecutive seqs', as
   const b = await connect();
   a.json({ op: 'join', room: 'lobby', id: 1 });
   const ja = await a.next();
-  assert.deepEqual({ ...ja, epoch: undefined }, { type: 'reply', id: 1, ok: true, seq: 0, epoch: undefined });
+  assert.deepEqual({ ...ja, epoch: undefined }, { type: 'reply', id: 1, ok: true, seq: 0, count: 1, epoch: undefined });
   assert.match(ja.epoch, /^[0-9a-f]{16}$/);
   b.json({ op: 'join', room: 'lobby', id: 'j' });
-  assert.deepEqual(await b.next(), { type: 'reply', id: 'j', ok: true, epoch: ja.epoch, seq: 0 });
+  assert.deepEqual(await b.next(), { type: 'reply', id: 'j', ok: true, epoch: ja.epoch, seq: 0, count: 2 });
 
   a.json({ op: 'publish', room: 'lobby', data: { hi: [1, 'two'] }, id: 2 });
   const ma = await a.next();
@@ -102,7 +110,7 @@ test('a publish reaches every member, the sender too, with consecutive seqs', as
   // A late joiner sees the latest seq; since gets recovered: false.
   const c = await connect();
   c.json({ op: 'join', room: 'lobby', id: 3, since: { epoch: ja.epoch, seq: 1 } });
-  assert.deepEqual(await c.next(), { type: 'reply', id: 3, ok: true, epoch: ja.epoch, seq: 2, recovered: false });
+  assert.deepEqual(await c.next(), { type: 'reply', id: 3, ok: true, epoch: ja.epoch, seq: 2, count: 3, recovered: false });
 
   // After a leave and a close, only the remaining member gets messages.
   b.json({ op: 'leave', room: 'lobby', id: 4 });
@@ -116,6 +124,32 @@ test('a publish reaches every member, the sender too, with consecutive seqs', as
   assert.deepEqual(await b.next(), { type: 'pong' }); // nothing from lobby came first
   a.close();
   b.close();
+});
+
+test('a join sends joined to the others only with --announce', async () => {
+  const [, loud] = await start('--announce');
+  const a = await connect(`?token=${token({ sub: 'alice' })}`, {}, loud);
+  const b = await connect(`?token=${token({ sub: 'bob' })}`, {}, loud);
+  a.json({ op: 'join', room: 'r', id: 1 });
+  assert.equal((await a.next()).count, 1);
+  b.json({ op: 'join', room: 'r', id: 1 });
+  assert.equal((await b.next()).count, 2);
+  assert.deepEqual(await a.next(), { type: 'joined', room: 'r', user: 'bob' });
+  b.json({ op: 'join', room: 'r', id: 2 }); // joining again announces nothing
+  assert.equal((await b.next()).count, 2);
+  a.json({ op: 'ping' });
+  assert.deepEqual(await a.next(), { type: 'pong' });
+
+  // Without the flag nobody hears of joins.
+  const c = await connect();
+  const d = await connect();
+  c.json({ op: 'join', room: 'q', id: 1 });
+  await c.next();
+  d.json({ op: 'join', room: 'q', id: 1 });
+  await d.next();
+  c.json({ op: 'ping' });
+  assert.deepEqual(await c.next(), { type: 'pong' });
+  for (const ws of [a, b, c, d]) ws.close();
 });
 
 test('errors: not_member, unknown_op, bad_request', async () => {

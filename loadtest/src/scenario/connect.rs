@@ -8,6 +8,8 @@ use std::time::{Duration, Instant};
 
 use super::member::{self, Member};
 use super::{failure_kind, Target};
+use crate::conn::Conn;
+use crate::procfs::rss_kib;
 use crate::report::Report;
 use crate::stats::Stats;
 
@@ -24,44 +26,46 @@ pub struct Connect {
     pub gateway_pid: Option<u32>,
 }
 
-/// Resident memory of a process in KiB, from /proc/<pid>/status.
-pub fn rss_kib(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
-    line.split_whitespace().nth(1)?.parse().ok()
+/// Opens `n` connections as users `<prefix><i>`, paced by the target's
+/// connect rate, recording handshake times and failures. Returns the ones
+/// that got `hello`, with their index.
+pub async fn ramp(target: &Target, n: usize, prefix: &str, stats: &Arc<Stats>) -> Vec<(usize, Conn)> {
+    let started = tokio::time::Instant::now();
+    let mut tasks = Vec::with_capacity(n);
+    for i in 0..n {
+        let (target, stats, user) = (target.clone(), stats.clone(), format!("{prefix}{i}"));
+        tasks.push(tokio::spawn(async move {
+            target.pace(started, i).await;
+            let t0 = Instant::now();
+            stats.sent.fetch_add(1, Ordering::Relaxed);
+            match target.open(i, &user).await {
+                Ok(conn) => {
+                    stats.record("handshake", t0.elapsed().as_micros() as u64);
+                    stats.connections.fetch_add(1, Ordering::Relaxed);
+                    Some((i, conn))
+                }
+                Err(e) => {
+                    stats.fail(failure_kind(&e));
+                    None
+                }
+            }
+        }));
+    }
+    let mut conns = Vec::with_capacity(n);
+    for t in tasks {
+        if let Ok(Some(c)) = t.await {
+            conns.push(c);
+        }
+    }
+    conns
 }
 
 impl Connect {
     pub async fn run(&self, target: &Target, stats: Arc<Stats>) -> Report {
         let before = self.gateway_pid.and_then(rss_kib);
-        let started = tokio::time::Instant::now();
         let ramp_started = Instant::now();
-        let mut tasks = Vec::with_capacity(self.connections);
-        for i in 0..self.connections {
-            let (target, stats) = (target.clone(), stats.clone());
-            tasks.push(tokio::spawn(async move {
-                target.pace(started, i).await;
-                let t0 = Instant::now();
-                stats.sent.fetch_add(1, Ordering::Relaxed);
-                match target.open(i, &format!("c{i}")).await {
-                    Ok(conn) => {
-                        stats.record("handshake", t0.elapsed().as_micros() as u64);
-                        stats.connections.fetch_add(1, Ordering::Relaxed);
-                        Some(Member::new(conn))
-                    }
-                    Err(e) => {
-                        stats.fail(failure_kind(&e));
-                        None
-                    }
-                }
-            }));
-        }
-        let mut members = Vec::new();
-        for t in tasks {
-            if let Ok(Some(m)) = t.await {
-                members.push(m);
-            }
-        }
+        let members: Vec<_> =
+            ramp(target, self.connections, "c", &stats).await.into_iter().map(|(_, c)| Member::new(c)).collect();
         let ramp = ramp_started.elapsed();
         let connected = members.len();
         // Idle connections still answer pings: keep a reader on each.

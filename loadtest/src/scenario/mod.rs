@@ -8,6 +8,7 @@ pub mod member;
 pub mod presence;
 pub mod reconnect;
 pub mod rooms;
+pub mod seat;
 pub mod slow;
 
 use std::net::{IpAddr, Ipv4Addr};
