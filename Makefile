@@ -60,10 +60,18 @@ $(JS)/node_modules/.installed: $(JS)/package.json $(JS)/package-lock.json
 # built: rebuild it when it is missing or older than they are.
 JS_EMBEDDED := $(JS)/switchboard.js $(JS)/switchboard.d.ts $(wildcard $(JS)/demo/*)
 
-test-js: deps-js
+# The benchmarks' `ws` peer (loadtest/peers/ws-rooms) has tests of its own.
+PEER := loadtest/peers/ws-rooms
+
+test-js: deps-js $(PEER)/node_modules/.installed
 	@if [ ! -x target/debug/gateway ] || [ -n "$$(find $(JS_EMBEDDED) -newer target/debug/gateway)" ]; then \
 	  cargo build -p gateway; fi
 	cd $(JS) && npm test --silent
+	cd $(PEER) && npm test --silent
+
+$(PEER)/node_modules/.installed: $(PEER)/package.json $(PEER)/package-lock.json
+	cd $(PEER) && npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
 
 # Fuzzing (fuzz/, docs/reliability.md): every target for FUZZ_SECONDS from
 # the committed corpus. cargo-fuzz goes into target/tools. With
