@@ -138,12 +138,21 @@ for rate in (1000, 5000, 10000, 20000):
 
 
 
+def all_seated(run):
+    return run is not None and fig(run, "time to seat") is not None and fig(run, "seated") == fig(run, "connected")
+
+
+def seat_cpu(run):
+    """CPU per join, only for a run that seated everyone."""
+    return fig(run, "server CPU per join") if all_seated(run) else None
+
+
 def seated(run):
     """Time to seat everyone, or how many were seated before the timeout."""
     if run is None:
         return "not run"
     got, want = fig(run, "seated"), fig(run, "connected")
-    if got is not None and got == want and fig(run, "time to seat") is not None:
+    if all_seated(run):
         return f"{fig(run, 'time to seat'):.2f} s"
     timeout = run["params"].get("timeout", "?")
     return f"not seated ({num(got)} of {num(want)} in {timeout})"
@@ -160,7 +169,7 @@ room's namespace decides what members hear: `all` sends `joined` per user
 (N²/2 frames), `batched` one `members_changed` per 100 ms window, `off`
 nothing. The peer sends nothing or, with `--announce`, `joined` per join like
 the Socket.IO chat example. CPU is the server process's own (user + system,
-from /proc) while seating. "count-only" are members whose join answer more
+from /proc) while seating, per join only where everyone was seated. "count-only" are members whose join answer more
 events overtook than the gateway keeps per room (128): they get one
 `members_changed` with the exact count instead of the events.
 
@@ -169,12 +178,12 @@ events overtook than the gateway keeps per room (128): they get one
 for n in SEAT_SIZES:
     for mode in ("batched", "off", "all"):
         g, p = load(f"gateway-seat-{mode}-{n}"), load(f"peer-seat-{mode}-{n}")
-        peer = (seated(p), num(fig(p, "server CPU per join"))) if mode != "batched" else ("(none)", "–")
+        peer = (seated(p), num(seat_cpu(p))) if mode != "batched" else ("(none)", "–")
         print(
             f"| {n:,} | `{mode}` | {seated(g)} | {num(fig(g, 'frames per member'), 2)} | "
             f"{num(fig(g, 'count-only catch-ups'))} | {num(fig(g, 'server CPU'), 2)} | "
-            f"{num(fig(g, 'server CPU per join'))} | {peer[0]} | {peer[1]} | "
-            f"{ratio(fig(g, 'server CPU per join'), fig(p, 'server CPU per join'), 'lower') if mode != 'batched' else ''} |"
+            f"{num(seat_cpu(g))} | {peer[0]} | {peer[1]} | "
+            f"{ratio(seat_cpu(g), seat_cpu(p), 'lower') if mode != 'batched' else ''} |"
         )
 b1, b10 = load("gateway-seat-batched-1000"), load("gateway-seat-batched-10000")
 growth = ratio(fig(b1, "server CPU per join"), fig(b10, "server CPU per join"), "lower")
