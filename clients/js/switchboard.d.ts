@@ -85,6 +85,12 @@ export interface MembersChangedEvent {
   truncated: boolean;
 }
 
+export interface SignalEvent {
+  room: string;
+  from: string;
+  data: Json;
+}
+
 export interface ResyncEvent {
   room: string;
   epoch: string;
@@ -107,6 +113,10 @@ export interface RoomHandlers {
   onResync?(event: ResyncEvent): void;
   /** The gateway took the connection out of the room (`reason` "token": a refreshed token no longer allows it); the room is dropped. */
   onRemoved?(event: { room: string; reason: string }): void;
+  /** Another member's signal (no seq, never stored or replayed). */
+  onSignal?(event: SignalEvent): void;
+  /** Who is typing in the room now changed (see `Client.typing`); a typist counts for 3 s after their last signal. */
+  onTyping?(event: { room: string; users: string[] }): void;
   /** Rejoining after a reconnect was refused (e.g. `forbidden`); the room is dropped. */
   onError?(error: SwitchboardError): void;
 }
@@ -185,6 +195,10 @@ export class Client {
   memberCount(room: string): number | null;
   publish(room: string, data: Json, options?: RequestOptions): Promise<{ room: string; seq: number }>;
   send(user: string, data: Json, options?: RequestOptions): Promise<void>;
+  /** An unsequenced, unstored event for the room's other members (at most 4 KiB of JSON). */
+  signal(room: string, data: Json, options?: RequestOptions): Promise<void>;
+  /** Says this user is typing (sent at most once per 2 s) or, with `false`, stopped. */
+  typing(room: string, on?: boolean): Promise<void>;
   members(room: string, options?: RequestOptions): Promise<{ members: Member[]; count: number; truncated: boolean }>;
   presence(users: Iterable<string>, options?: RequestOptions): Promise<PresenceState[]>;
   watch(users: Iterable<string>, onPresence?: (event: PresenceEvent) => void): Promise<PresenceState[]>;

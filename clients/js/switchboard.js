@@ -37,6 +37,10 @@ const DEFAULTS = {
 
 // setTimeout takes a signed 32-bit delay; longer ones fire at once.
 const MAX_TIMER = 2 ** 30;
+// Typing, as the Socket.IO chat example does it: say so at most every 2 s,
+// and a typist who has said nothing for 3 s has stopped.
+const TYPING_EVERY_MS = 2000;
+const TYPING_TTL_MS = 3000;
 // Ops that change nothing when repeated: safe to send again after a drop.
 const IDEMPOTENT = new Set(['members', 'presence', 'watch', 'unwatch', 'refresh']);
 const STATES = ['connecting', 'connected', 'reconnecting', 'disconnected'];
@@ -176,7 +180,10 @@ export class Client {
    * namespace batches joins and leaves), `onResync({room, epoch, seq,
    * reason})`, `onRemoved({room, reason})` (a refreshed token no longer
    * allows the room) and `onError(error)` (a rejoin after a reconnect was
-   * refused). Resolves with `{room, epoch, seq, count}` once the gateway
+   * refused), `onSignal({room, from, data})` (another member's signal) and
+   * `onTyping({room, users})` (who is typing now: a user counts as typing for
+   * 3 s after their last `typing()` signal, until they stop, or until their
+   * next message). Resolves with `{room, epoch, seq, count}` once the gateway
    * confirms the first join; `memberCount(room)` follows the count.
    */
   join(room, handlers = {}, { timeout = this.#opts.timeout } = {}) {
@@ -194,6 +201,8 @@ export class Client {
         waiter: null,
         retry: null,
         hold: false,
+        typing: new Map(), // user -> timer that ends their typing
+        typingSent: 0, // when this client last said it was typing here
       };
       const timer = setTimeout(() => {
         if (this.#rooms.get(room) !== rec || rec.confirmed) return;
@@ -241,6 +250,28 @@ export class Client {
   async publish(room, data, { timeout } = {}) {
     const r = await this.#request('publish', { room, data }, timeout);
     return { room, seq: r.seq };
+  }
+
+  /**
+   * Sends `data` to the room's other members as a `signal` event: no seq, not
+   * stored, never replayed (typing indicators, cursors). At most 4 KiB.
+   */
+  async signal(room, data, { timeout } = {}) {
+    await this.#request('signal', { room, data }, timeout);
+  }
+
+  /**
+   * Tells the room this user is typing (`typing(room)`, sent at most once per
+   * 2 s however often it is called) or stopped (`typing(room, false)`, sent at
+   * once). Others see it in `onTyping`.
+   */
+  async typing(room, on = true) {
+    const rec = this.#rooms.get(room);
+    if (!rec) throw new SwitchboardError('not_member', `not in room ${room}`);
+    const now = Date.now();
+    if (on && now - rec.typingSent < TYPING_EVERY_MS) return;
+    rec.typingSent = on ? now : 0;
+    await this.signal(room, { typing: on });
   }
 
   /** Sends `data` to every connection of `user` (a `direct` event there). */
@@ -568,6 +599,8 @@ export class Client {
         });
       case 'resync':
         return this.#resync(f.room, f.epoch, f.seq, 'resync');
+      case 'signal':
+        return this.#onSignal(f);
       case 'removed':
         return this.#removed(f.room, f.reason);
       case 'direct':
@@ -592,9 +625,34 @@ export class Client {
     }
   }
 
+  #onSignal(f) {
+    const rec = this.#rooms.get(f.room);
+    if (!rec) return;
+    this.#call(rec.handlers.onSignal, { room: f.room, from: f.from, data: f.data });
+    if (typeof f.data?.typing === 'boolean') this.#setTyping(f.room, rec, f.from, f.data.typing);
+  }
+
+  /** Marks `user` typing in a room (for TYPING_TTL_MS) or not; tells onTyping when the set changes. */
+  #setTyping(room, rec, user, on) {
+    const was = rec.typing.get(user);
+    clearTimeout(was);
+    if (on) {
+      rec.typing.set(
+        user,
+        setTimeout(() => {
+          if (this.#rooms.get(room) === rec) this.#setTyping(room, rec, user, false);
+        }, TYPING_TTL_MS),
+      );
+    } else {
+      rec.typing.delete(user);
+    }
+    if (on !== (was !== undefined)) this.#call(rec.handlers.onTyping, { room, users: [...rec.typing.keys()] });
+  }
+
   #onMessage(m) {
     const rec = this.#rooms.get(m.room);
     if (!rec || rec.hold) return;
+    if (rec.typing.has(m.from)) this.#setTyping(m.room, rec, m.from, false);
     // Replays after a resume start after `since`; anything at or before the
     // last delivered seq of the same epoch was already delivered.
     if (rec.epoch === m.epoch && rec.seq !== null && m.seq <= rec.seq) return;

@@ -254,6 +254,38 @@ describe('namespaces', () => {
     await until(() => r.messages.length === 1, 'the server message arrives');
     assert.deepEqual(r.messages[0].data, { text: 'from the backend' });
   });
+
+  it('signals reach the other members; typing is throttled and expires', T, async () => {
+    const alice = await user(gw, 'alice');
+    const bob = await user(gw, 'bob');
+    const [signals, typing, mine] = [[], [], []];
+    await alice.join('chat:typing', { onSignal: (e) => mine.push(e) });
+    await bob.join('chat:typing', { onSignal: (e) => signals.push(e), onTyping: (e) => typing.push(e.users) });
+    await alice.signal('chat:typing', { cursor: 7 });
+    await until(() => signals.length === 1, 'bob gets the signal');
+    assert.deepEqual(signals[0], { room: 'chat:typing', from: 'alice', data: { cursor: 7 } });
+    await alice.typing('chat:typing');
+    await alice.typing('chat:typing'); // within 2 s: not sent
+    await until(() => typing.length === 1, 'bob sees alice typing');
+    assert.deepEqual(typing[0], ['alice']);
+    const started = Date.now();
+    await until(() => typing.length === 2, 'alice stops typing by herself', 5000);
+    assert.deepEqual(typing[1], []);
+    assert.ok(Date.now() - started >= 2500, 'typing lasts 3 s after the last signal');
+    assert.equal(signals.length, 2, 'the second typing() within 2 s sent nothing');
+    // A message ends typing at once; so does typing(room, false).
+    await alice.typing('chat:typing');
+    await until(() => typing.length === 3, 'typing again');
+    await alice.publish('chat:typing', 'done');
+    await until(() => typing.length === 4, 'the message ends it');
+    assert.deepEqual(typing[3], []);
+    assert.deepEqual(mine, [], 'the sender does not get its own signals');
+    // The publish seq counted no signal.
+    assert.equal((await bob.publish('chat:typing', 'next')).seq, 2);
+    await alice.join('news:signals');
+    await assert.rejects(alice.signal('news:signals', { typing: true }), (e) => e.code === 'forbidden');
+    await assert.rejects(alice.signal('chat:typing', 'x'.repeat(5000)), (e) => e.code === 'too_large');
+  });
 });
 
 describe('resume', () => {

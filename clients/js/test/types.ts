@@ -20,7 +20,12 @@ async function example(): Promise<void> {
     onLeave: ({ user }) => console.log(user),
     onMembersChanged: ({ joined, left, count, truncated }) => console.log(joined[0]?.user, left[0], count, truncated),
     onResync: ({ epoch, seq, reason }) => console.log(epoch, seq, reason),
+    onSignal: ({ from, data }) => console.log(from, data),
+    onTyping: ({ users }) => console.log(users.join(', ')),
   });
+  await client.signal('lobby', { cursor: [1, 2] });
+  await client.typing('lobby');
+  await client.typing('lobby', false);
   const seq: number = (await client.publish('lobby', { text: 'hi', n: [1, null] }, { timeout: 5000 })).seq;
   await client.send('bob', 'psst');
   const { members, count } = await client.members('lobby');

@@ -37,6 +37,8 @@ pub enum Event<'a> {
     Removed { room: &'a str, reason: &'a str },
     /// A batch of joins and leaves (namespaces with `join_leave = "batched"`).
     MembersChanged(&'a pb::MembersChanged),
+    /// Another member's signal (typing, cursors): no seq, never stored.
+    Signal { room: &'a str, from: &'a str, data: &'a [u8] },
 }
 
 /// What a successful reply carries besides `id` and `ok`.
@@ -146,6 +148,11 @@ impl Event<'_> {
                 o.num("count", m.count).bool("truncated", m.truncated);
                 o.bytes()
             }
+            Event::Signal { room, from, data } => {
+                let mut o = Obj::typed("signal");
+                o.str("room", room).str("from", from).raw("data", data);
+                o.bytes()
+            }
         }
     }
 
@@ -195,6 +202,9 @@ impl Event<'_> {
             Event::Pong => Kind::Pong(pb::Pong {}),
             Event::Removed { room, reason } => Kind::Removed(pb::Removed { room: room.into(), reason: reason.into() }),
             Event::MembersChanged(m) => Kind::MembersChanged(m.clone()),
+            Event::Signal { room, from, data } => {
+                Kind::Signal(pb::Signal { room: room.into(), from: from.into(), data: Bytes::copy_from_slice(data) })
+            }
         };
         pb::ServerFrame { kind: Some(kind) }
     }
@@ -303,6 +313,10 @@ mod tests {
         assert_eq!(
             json_of(Event::Joined { room: "r", user: "u", info: b"", count: 3 }),
             json!({"type":"joined","room":"r","user":"u","info":null,"count":3})
+        );
+        assert_eq!(
+            json_of(Event::Signal { room: "r", from: "u", data: br#"{"typing":true}"# }),
+            json!({"type":"signal","room":"r","from":"u","data":{"typing":true}})
         );
         assert_eq!(
             json_of(Event::Removed { room: "r", reason: "token" }),

@@ -56,6 +56,8 @@ pub enum Op {
     Refresh { token: String },
     /// Application-level ping, answered by `pong`.
     Ping,
+    /// An unsequenced, unstored event for a joined room's other members.
+    Signal { room: String, data: Bytes },
 }
 
 impl Op {
@@ -73,6 +75,7 @@ impl Op {
             Self::Unwatch { .. } => "unwatch",
             Self::Refresh { .. } => "refresh",
             Self::Ping => "ping",
+            Self::Signal { .. } => "signal",
         }
     }
 }
@@ -195,6 +198,7 @@ impl Request {
             "unwatch" => Op::Unwatch { users: users(&id, fields.users)? },
             "refresh" => Op::Refresh { token: required(&id, "token", fields.token)? },
             "ping" => Op::Ping,
+            "signal" => Op::Signal { room: required(&id, "room", fields.room)?, data: raw_data(&id, fields.data)? },
             other => return Err(DecodeError::new(id, ErrorCode::UnknownOp, format!("unknown op {other:?}"))),
         };
         Ok(Request { id, op })
@@ -222,6 +226,7 @@ impl Request {
             Some(P::Unwatch(w)) => Op::Unwatch { users: user_list(&id, w.users)? },
             Some(P::Refresh(r)) => Op::Refresh { token: r.token },
             Some(P::Ping(_)) => Op::Ping,
+            Some(P::Signal(s)) => Op::Signal { room: s.room, data: json_bytes(&id, s.data)? },
         };
         Ok(Request { id, op })
     }
@@ -285,6 +290,15 @@ mod tests {
         let r = Request::from_json(r#"{"op":"send","user":"u","data":null}"#).unwrap();
         assert_eq!(r.op, Op::Send { user: "u".into(), data: Bytes::from_static(b"null") });
         assert_eq!(Request::from_json(r#"{"op":"ping"}"#).unwrap().op, Op::Ping);
+        let r = Request::from_json(r#"{"op":"signal","room":"a","data":{"typing":true}}"#).unwrap();
+        assert_eq!(r.op, Op::Signal { room: "a".into(), data: Bytes::from_static(b"{\"typing\":true}") });
+        assert_eq!(err(r#"{"op":"signal","room":"a","id":2}"#).code, ErrorCode::BadRequest, "data is required");
+        let frame = pb::ClientFrame {
+            id: 3,
+            op: Some(pb::client_frame::Op::Signal(pb::SignalOp { room: "r".into(), data: Bytes::from_static(b"1") })),
+        };
+        let r = Request::from_proto(&frame.encode_to_vec()).unwrap();
+        assert_eq!(r.op, Op::Signal { room: "r".into(), data: Bytes::from_static(b"1") });
     }
 
     #[test]

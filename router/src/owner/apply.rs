@@ -166,6 +166,14 @@ impl Owner {
                 let (epoch, seq, count) = (room.epoch.clone(), room.seq, room.user_count());
                 reply(router_reply::Kind::Join(internal::JoinReply { epoch, seq, count, ..Default::default() }))
             }
+            Some(router_request::Kind::Signal(sig)) => {
+                // Nothing stored, no seq: the members present now hear it.
+                if let Some(room) = self.rooms.get(&room_id) {
+                    crate::metrics::signal();
+                    out.push(Action::Emit(event(&room_id, &room.epoch, room_event::Kind::Signal(sig))));
+                }
+                reply(router_reply::Kind::Ack(internal::Ack {}))
+            }
             Some(router_request::Kind::Handoff(_) | router_request::Kind::Pull(_)) => {
                 unreachable!("handled before ownership checks")
             }

@@ -341,5 +341,6 @@ fn kind_name(kind: &Option<router_request::Kind>) -> &'static str {
         Some(router_request::Kind::Sync(_)) => "sync",
         Some(router_request::Kind::Handoff(_)) => "handoff",
         Some(router_request::Kind::Pull(_)) => "pull",
+        Some(router_request::Kind::Signal(_)) => "signal",
     }
 }

@@ -54,6 +54,11 @@ fn publish(room: &str) -> Message {
     request(room, router_request::Kind::Publish(internal::PublishRequest { from: "u".into(), data: "1".into() }))
 }
 
+fn signal(room: &str, from: &str) -> Message {
+    let sig = internal::SignalRequest { from: from.into(), data: "1".into(), gateway: "gw".into(), conn: "c1".into() };
+    request(room, router_request::Kind::Signal(sig))
+}
+
 /// An owner that has seen a two-router ring for longer than the pull window.
 struct Case {
     owner: Owner,
@@ -118,6 +123,7 @@ impl Case {
                 },
                 Action::Emit(e) => match e.kind.unwrap() {
                     room_event::Kind::Message(m) => format!("emit:message:{}", m.seq),
+                    room_event::Kind::Signal(s) => format!("emit:signal:{}", s.from),
                     // user=count@membership version
                     room_event::Kind::Joined(j) => format!("emit:joined:{}={}@v{}", j.user, j.count, e.members_version),
                     room_event::Kind::Left(l) => format!("emit:left:{}={}@v{}", l.user, l.count, e.members_version),
@@ -150,9 +156,11 @@ fn room_ops_emit_their_events_before_the_reply() {
         (join(&mine, "c3", "bob"), vec!["emit:joined:bob=2@v2", "joined@0/2"]),
         (publish(&mine), vec!["emit:message:1", "seq:1"]),
         (publish(&mine), vec!["emit:message:2", "seq:2"]),
+        (signal(&mine, "alice"), vec!["emit:signal:alice", "ack"]),
+        (publish(&mine), vec!["emit:message:3", "seq:3"]),
         (
             request(&mine, router_request::Kind::History(internal::HistoryRequest { since: None, limit: 0 })),
-            vec!["history:true:2"],
+            vec!["history:true:3"],
         ),
         (
             request(&mine, router_request::Kind::Members(internal::MembersRequest { limit: 10, max_bytes: 0 })),

@@ -159,12 +159,19 @@ impl Room {
             Some(room_event::Kind::MembersChanged(m)) => {
                 self.on_change(&ev.epoch, ev.members_version, Change::Changed(m))
             }
+            // Best effort and never kept: members attaching later miss it.
+            Some(room_event::Kind::Signal(s)) => {
+                let sender = (s.gateway == *self.gateway).then_some(s.conn.as_str());
+                let event = Event::Signal { room: &self.room, from: &s.from, data: &s.data };
+                self.broadcast(|conn, _| Some(conn) == sender, |e| event.encode(e));
+            }
             None => {}
         }
     }
 
     fn on_change(&mut self, epoch: &str, version: u64, change: Change) {
-        self.broadcast(change.about(), |e| change.encode(e));
+        let about = change.about();
+        self.broadcast(|_, m| about == Some(&*m.user), |e| change.encode(e));
         self.changes.push(epoch, version, change);
     }
 
@@ -222,9 +229,11 @@ impl Room {
     }
 
     /// Sends an unsequenced event to every member except those of `about`.
-    fn broadcast(&self, about: Option<&str>, encode: impl Fn(Encoding) -> Bytes) {
+    /// Sends an unsequenced event to every member but those `skip` names
+    /// (by connection and member).
+    fn broadcast(&self, skip: impl Fn(&str, &Member) -> bool, encode: impl Fn(Encoding) -> Bytes) {
         let (mut json, mut proto) = (None, None);
-        for m in self.members.values().filter(|m| about != Some(&*m.user)) {
+        for (_, m) in self.members.iter().filter(|(conn, m)| !skip(conn, m)) {
             let slot = match m.listener.encoding {
                 Encoding::Json => &mut json,
                 Encoding::Proto => &mut proto,
@@ -238,7 +247,7 @@ impl Room {
     pub(super) fn resync(&mut self, epoch: Arc<str>, seq: u64) {
         crate::metrics::resync();
         let room = self.room.clone();
-        self.broadcast(None, |e| Event::Resync { room: &room, epoch: &epoch, seq }.encode(e));
+        self.broadcast(|_, _| false, |e| Event::Resync { room: &room, epoch: &epoch, seq }.encode(e));
         for m in self.members.values_mut() {
             m.after = seq;
             m.catch_up = None;

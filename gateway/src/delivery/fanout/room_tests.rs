@@ -298,6 +298,32 @@ fn a_member_whose_answer_joins_overtook_gets_them_when_it_attaches() {
 }
 
 #[test]
+fn a_signal_goes_to_every_member_but_the_sending_connection_and_is_not_kept() {
+    let mut c = Case::new();
+    c.attach("a", 1 << 20, 0, None);
+    c.attach("b", 1 << 20, 0, None);
+    let signal = |gateway: &str, conn: &str| {
+        let sig =
+            internal::SignalRequest { from: "a".into(), data: "1".into(), gateway: gateway.into(), conn: conn.into() };
+        internal::RoomEvent {
+            room: "r".into(),
+            epoch: E.into(),
+            kind: Some(room_event::Kind::Signal(sig)),
+            members_version: 0,
+        }
+    };
+    c.event(signal("gw", "a"));
+    assert_eq!((c.got("a"), c.got("b")), (vec![], vec!["signal".to_owned()]));
+    // Another gateway's connection of the same name is someone else.
+    c.event(signal("gw-2", "a"));
+    assert_eq!((c.got("a"), c.got("b")), (vec!["signal".to_owned()], vec!["signal".to_owned()]));
+    c.attach_at("late", 0);
+    assert!(c.got("late").is_empty(), "never replayed");
+    c.event(message(E, 1, 1));
+    assert_eq!(c.got("b"), seqs(&[1]), "no seq taken");
+}
+
+#[test]
 fn a_member_attaching_behind_catches_up_from_recent_or_the_owner() {
     let mut c = Case::new();
     c.attach("a", 1 << 20, 0, None);

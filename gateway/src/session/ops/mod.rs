@@ -3,7 +3,7 @@
 //! design's error code.
 //!
 //! Room operations go to the room's owner through the router client
-//! ([`join`], [`leave`], [`publish`], [`members`]); direct messages go
+//! ([`join`], [`leave`], [`publish`], [`members`], [`signal`]); direct messages go
 //! straight onto `sb.user.<user>` ([`send`]); presence goes to the presence
 //! service ([`presence`]); [`refresh`] renews the token. A policy check on an
 //! op belongs in that op's module.
@@ -15,6 +15,7 @@ mod presence;
 mod publish;
 mod refresh;
 mod send;
+mod signal;
 
 use proto::client::{ErrorCode, Event, Op, ReplyBody, RequestId};
 use proto::internal::router_reply;
@@ -62,6 +63,7 @@ pub(crate) async fn dispatch(s: &mut Session, id: &RequestId, op: Op) -> Answer 
         Op::Watch { users } => presence::watch(s, users).await,
         Op::Unwatch { users } => presence::unwatch(s, users),
         Op::Refresh { token } => refresh::refresh(s, token).await,
+        Op::Signal { room, data } => signal::signal(s, room, data).await,
         Op::Ping => {
             s.send(Event::Pong);
             Ok(None)
