@@ -139,12 +139,16 @@ export interface PresenceState {
   user: string;
   online: boolean;
   last_seen_ms?: number;
+  /** While online: the user's status (`online` unless they set another). */
+  status?: string;
 }
 
 export interface PresenceEvent {
   user: string;
   online: boolean;
   ts: number;
+  /** While online: the user's status (`online` unless they set another); a change of it is an event too. */
+  status?: string;
 }
 
 export interface DirectMessage {
@@ -204,6 +208,8 @@ export class Client {
   watch(users: Iterable<string>, onPresence?: (event: PresenceEvent) => void): Promise<PresenceState[]>;
   unwatch(users: Iterable<string>, onPresence?: (event: PresenceEvent) => void): Promise<void>;
   refresh(token?: string): Promise<{ exp: number | null }>;
+  /** Sets this user's status (`online`, `away`, `busy` or up to 64 bytes of your own); the last set on any connection wins. */
+  setStatus(status: string, options?: RequestOptions): Promise<void>;
   close(): Promise<void>;
 }
 

@@ -90,6 +90,7 @@ export class Client {
   #queue = []; // entries waiting for a connection, in call order
   #rooms = new Map(); // room -> { handlers, epoch, seq, waiters, retry }
   #watches = new Map(); // user -> { callbacks: Set, online }
+  #status = null; // the status set with setStatus, said again after a reconnect
   #attempt = 0; // failed attempts since the last hello
   #renewed = false; // the current token was fetched because of a 4501
   #timers = { retry: null, connect: null, heartbeat: null, refresh: null };
@@ -323,6 +324,17 @@ export class Client {
     }
   }
 
+  /**
+   * Sets this user's status (`online`, `away`, `busy` or any string of at most
+   * 64 bytes), shown to those who watch or query the user while online. The
+   * last status set on any of the user's connections wins; it is said again
+   * after a reconnect, and forgotten when the user goes offline.
+   */
+  async setStatus(status, { timeout } = {}) {
+    this.#status = status;
+    await this.#request('status', { status }, timeout);
+  }
+
   /** Stops `onPresence` (or every callback, without it) for `users`. */
   async unwatch(users, onPresence) {
     const gone = [];
@@ -524,6 +536,7 @@ export class Client {
     // Rooms and watches first, then the queue: the gateway handles a
     // connection's requests in order, so a queued publish finds its room joined.
     for (const [room, rec] of this.#rooms) this.#sendJoin(room, rec);
+    if (this.#status !== null) this.#send({ op: 'status', status: this.#status });
     const users = [...this.#watches.keys()];
     for (let i = 0; i < users.length; i += 100) this.#rewatch(users.slice(i, i + 100));
     const queued = this.#queue;
@@ -689,7 +702,9 @@ export class Client {
     const w = this.#watches.get(p.user);
     if (!w) return;
     w.online = p.online;
-    for (const cb of [...w.callbacks]) this.#call(cb, { user: p.user, online: p.online, ts: p.ts });
+    const event = { user: p.user, online: p.online, ts: p.ts };
+    if (p.online) event.status = p.status ?? 'online';
+    for (const cb of [...w.callbacks]) this.#call(cb, event);
   }
 
   // --- rooms and watches ----------------------------------------------------

@@ -1,4 +1,4 @@
-//! Namespaces (`--config`), signals, and the token's `publish`, `send` and `watch`
+//! Namespaces (`--config`) and the token's `publish`, `send` and `watch`
 //! claims, against a real standalone gateway and a real 2-gateway cluster:
 //! the same cases in both, on rooms the cases do not share.
 
@@ -6,12 +6,11 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use loadtest::client::{Client, ConnectOptions};
-use loadtest::token::{mint, SigningKey, TokenSpec};
-use proto::pb;
+use loadtest::token::{SigningKey, TokenSpec};
 use serde_json::{json, Value};
-use support::cluster::{channel, Bearer, Cluster, API_TOKEN};
+use support::cluster::{Cluster, API_TOKEN};
 use support::process::{binary, TempDir};
+use support::target::Target;
 use support::*;
 
 const POLICY: &str = r#"
@@ -41,41 +40,6 @@ join_leave_window = "100ms"
 
 /// Flags every gateway of these tests gets: the defaults the claims fall back to.
 const DEFAULTS: [&str; 4] = ["--default-send", "friend:*", "--default-watch", "team:*"];
-
-/// Gateways to connect to and the server API to publish through.
-struct Target {
-    urls: Vec<String>,
-    key: SigningKey,
-    rooms_api: String,
-}
-
-impl Target {
-    fn token(&self, spec: TokenSpec) -> String {
-        mint(&self.key, &spec)
-    }
-
-    /// A JSON client with `spec`'s token on gateway `i` (mod the count), greeted.
-    async fn client(&self, i: usize, spec: TokenSpec) -> Client {
-        let url = format!("{}?token={}", self.urls[i % self.urls.len()], self.token(spec));
-        let mut c = Client::connect(ConnectOptions::new(url)).await.unwrap();
-        assert_eq!(c.next_of_type("hello", T).await.unwrap()["type"], "hello");
-        c
-    }
-
-    async fn user(&self, i: usize, user: &str) -> Client {
-        self.client(i, TokenSpec::new(user, 3600)).await
-    }
-
-    /// Publishes through the server API (gRPC `Rooms.Publish`).
-    async fn server_publish(&self, room: &str, data: Value) -> u64 {
-        let mut api = router::rpc::rooms_client::RoomsClient::with_interceptor(
-            channel(&self.rooms_api).await,
-            Bearer(API_TOKEN.into()),
-        );
-        let call = pb::PublishCall { room: room.into(), data: data.to_string().into(), from: String::new() };
-        api.publish(call).await.expect("the server API may publish anywhere").into_inner().seq
-    }
-}
 
 fn config_file(dir: &TempDir) -> String {
     let path = dir.path.join("switchboard.toml");
@@ -119,7 +83,6 @@ async fn every_case(t: &Target) {
     history(t).await;
     member_cap(t).await;
     claims(t).await;
-    signals(t).await;
     batched(t, 2_000).await;
     announced(t, 400).await;
 }
@@ -314,62 +277,6 @@ async fn batched(t: &Target, n: usize) {
     let mut first = results.pop().unwrap().4;
     let m = first.request(json!({"op": "members", "room": room})).await.unwrap();
     assert_eq!(m["count"], n as u64, "{m}");
-}
-
-/// `signal`: to the other members on every gateway (the sender's other
-/// connections included, in both encodings), no seq taken, never replayed,
-/// the publish rules and a 4 KiB cap.
-async fn signals(t: &Target) {
-    use pb::client_frame::Op;
-    use pb::server_frame::Kind;
-    let room = "chat:signals";
-    let mut a = t.user(0, "sig-a").await;
-    let mut b = t.user(1, "sig-b").await;
-    let mut a2 = t.user(1, "sig-a").await;
-    let url = format!("{}?token={}", t.urls[0], t.token(TokenSpec::new("sig-p", 3600)));
-    let mut opts = ConnectOptions::new(url);
-    opts.protocols = vec!["switchboard.v1.proto".into()];
-    let mut p = Client::connect(opts).await.unwrap();
-    p.wait_proto(T, |f| matches!(f.kind, Some(Kind::Hello(_)))).await.unwrap();
-    let joined = a.request(json!({"op": "join", "room": room})).await.unwrap();
-    for c in [&mut b, &mut a2] {
-        assert_eq!(c.request(json!({"op": "join", "room": room})).await.unwrap()["ok"], true);
-    }
-    let r = p.request_proto(Op::Join(pb::JoinOp { room: room.into(), since: None })).await.unwrap();
-    assert!(r.ok, "{r:?}");
-    let first = a.request(json!({"op": "publish", "room": room, "data": 1})).await.unwrap();
-    assert_eq!(first["seq"], 1);
-
-    let r = a.request(json!({"op": "signal", "room": room, "data": {"typing": true}})).await.unwrap();
-    assert_eq!(r["ok"], true, "{r}");
-    let want = json!({"type": "signal", "room": room, "from": "sig-a", "data": {"typing": true}});
-    assert_eq!(b.next_of_type("signal", T).await.unwrap(), want);
-    assert_eq!(a2.next_of_type("signal", T).await.unwrap(), want, "the sender's other connection gets it");
-    let f = p.wait_proto(T, |f| matches!(f.kind, Some(Kind::Signal(_)))).await.unwrap();
-    let Some(Kind::Signal(s)) = f.kind else { unreachable!() };
-    assert_eq!((s.room.as_str(), s.from.as_str(), &s.data[..]), (room, "sig-a", &br#"{"typing":true}"#[..]));
-    let second = a.request(json!({"op": "publish", "room": room, "data": 2})).await.unwrap();
-    assert_eq!(second["seq"], 2, "a signal takes no seq");
-    assert!(a.next_of_type("signal", Duration::from_millis(300)).await.is_err(), "not to the sender");
-
-    // A resume from before the signal replays the messages alone.
-    let mut late = t.user(1, "sig-late").await;
-    let since = json!({"epoch": joined["epoch"], "seq": 0});
-    let r = late.request(json!({"op": "join", "room": room, "since": since})).await.unwrap();
-    assert_eq!(r["recovered"], true, "{r}");
-    for seq in [1, 2] {
-        assert_eq!(late.next_json(T).await.unwrap()["seq"], seq);
-    }
-    assert!(late.next_of_type("signal", Duration::from_millis(300)).await.is_err(), "never replayed");
-
-    let r = a.request(json!({"op": "signal", "room": room, "data": "x".repeat(5 * 1024)})).await.unwrap();
-    assert_eq!(r["error"]["code"], "too_large", "{r}");
-    let r = a.request(json!({"op": "signal", "room": "chat:elsewhere", "data": 1})).await.unwrap();
-    assert_eq!(r["error"]["code"], "not_member", "{r}");
-    a.request(json!({"op": "join", "room": "news:signals"})).await.unwrap();
-    let r = a.request(json!({"op": "signal", "room": "news:signals", "data": 1})).await.unwrap();
-    assert_eq!(r["error"]["code"], "forbidden", "{r}");
-    assert!(r["error"]["message"].as_str().unwrap().contains("publish = \"none\""), "{r}");
 }
 
 /// `join_leave = "all"` (the default namespace) under a join storm: the

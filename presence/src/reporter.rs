@@ -62,11 +62,19 @@ pub struct Reporter {
     reachable: AtomicBool,
 }
 
+/// A live session: its user and the status last set on it (text, ms).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Live {
+    user: String,
+    status: String,
+    status_ms: i64,
+}
+
 /// A session change not yet reported, keyed by connection id.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Delta {
-    /// The connection opened, for this user.
-    Connected(String),
+    /// The connection opened (or set a status): report it as it is now.
+    Connected(Live),
     /// The connection closed, for this user.
     Disconnected(String),
 }
@@ -74,8 +82,8 @@ enum Delta {
 /// What the reporter knows and owes the service.
 #[derive(Debug)]
 struct State {
-    /// Every live session on this gateway: connection id → user id.
-    sessions: HashMap<String, String>,
+    /// Every live session on this gateway, by connection id.
+    sessions: HashMap<String, Live>,
     /// Changes since the last report that carried deltas.
     pending: HashMap<String, Delta>,
     /// The service instance that answered the last successful report.
@@ -132,8 +140,20 @@ impl Reporter {
     /// Notes that `conn` of `user` opened; reported within one batch.
     pub fn connected(&self, user: &str, conn: &str) {
         let mut state = self.state.lock().unwrap();
-        state.sessions.insert(conn.to_owned(), user.to_owned());
-        state.pending.insert(conn.to_owned(), Delta::Connected(user.to_owned()));
+        let live = Live { user: user.to_owned(), status: String::new(), status_ms: 0 };
+        state.sessions.insert(conn.to_owned(), live.clone());
+        state.pending.insert(conn.to_owned(), Delta::Connected(live));
+    }
+
+    /// Notes that `conn` set its user's status at `at_ms` (ms since the Unix
+    /// epoch); reported within one batch. Unknown connections are ignored.
+    pub fn status(&self, conn: &str, status: &str, at_ms: i64) {
+        let mut state = self.state.lock().unwrap();
+        let Some(live) = state.sessions.get_mut(conn) else { return };
+        live.status = status.to_owned();
+        live.status_ms = at_ms;
+        let live = live.clone();
+        state.pending.insert(conn.to_owned(), Delta::Connected(live));
     }
 
     /// Notes that `conn` of `user` closed; reported within one batch.
@@ -247,14 +267,14 @@ impl State {
         let snapshot = self.resync || stale;
         if snapshot {
             req.snapshot = true;
-            req.connected = self.sessions.iter().map(|(conn, user)| session(user, conn)).collect();
+            req.connected = self.sessions.iter().map(|(conn, live)| session(live, conn)).collect();
             self.resync = false;
             return (req, true);
         }
         for (conn, delta) in pending {
             match delta {
-                Delta::Connected(user) => req.connected.push(session(&user, &conn)),
-                Delta::Disconnected(user) => req.disconnected.push(session(&user, &conn)),
+                Delta::Connected(live) => req.connected.push(session(&live, &conn)),
+                Delta::Disconnected(user) => req.disconnected.push(pb::Session { user, conn, ..Default::default() }),
             }
         }
         (req, false)
@@ -316,6 +336,11 @@ fn count(result: &'static str) {
 }
 
 /// A protobuf session.
-fn session(user: &str, conn: &str) -> pb::Session {
-    pb::Session { user: user.to_owned(), conn: conn.to_owned() }
+fn session(live: &Live, conn: &str) -> pb::Session {
+    pb::Session {
+        user: live.user.clone(),
+        conn: conn.to_owned(),
+        status: live.status.clone(),
+        status_ms: live.status_ms,
+    }
 }

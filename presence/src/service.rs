@@ -116,7 +116,8 @@ impl PresenceService {
         for change in changes {
             let online = if change.online { "true" } else { "false" };
             metrics::counter!("switchboard_presence_changes_total", "online" => online).increment(1);
-            let change = pb::PresenceChange { user: change.user, online: change.online, ts: change.ts };
+            let change =
+                pb::PresenceChange { user: change.user, online: change.online, ts: change.ts, status: change.status };
             // No watchers is not an error.
             let _ = self.changes.send(change.clone());
             if self.publish.try_send(change).is_err() {

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use proto::pb;
 
-use crate::users::Users;
+use crate::users::{Status, Users};
 
 /// Timing of the presence rules.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,8 +38,10 @@ pub struct Change {
     /// The new state.
     pub online: bool,
     /// When it happened (ms since the Unix epoch): the report that brought
-    /// the first session, or the end of the offline grace.
+    /// the first session or the status, or the end of the offline grace.
     pub ts: i64,
+    /// While online, the user's status ("" until one is set: `online`).
+    pub status: String,
 }
 
 /// One gateway's lease and the sessions it holds.
@@ -96,9 +98,11 @@ impl Store {
             let new: HashMap<String, String> = req.connected.iter().map(|s| (s.conn.clone(), s.user.clone())).collect();
             // Starts before ends, so a user who merely moved to another
             // connection never passes through grace.
-            for (conn, user) in &new {
-                if gateway.sessions.get(conn) != Some(user) {
-                    self.users.connect(user, now_ms, &mut changes);
+            for s in &req.connected {
+                if gateway.sessions.get(&s.conn) != Some(&s.user) {
+                    self.users.connect(&s.user, now_ms, status(s), &mut changes);
+                } else {
+                    self.users.set_status(&s.user, status(s), now_ms, &mut changes);
                 }
             }
             for (conn, user) in &gateway.sessions {
@@ -112,13 +116,14 @@ impl Store {
 
         for s in &req.connected {
             match gateway.sessions.insert(s.conn.clone(), s.user.clone()) {
-                Some(previous) if previous == s.user => {}
+                // Sent again: its status changed.
+                Some(previous) if previous == s.user => self.users.set_status(&s.user, status(s), now_ms, &mut changes),
                 Some(previous) => {
                     // A reused connection id now belongs to someone else.
-                    self.users.connect(&s.user, now_ms, &mut changes);
+                    self.users.connect(&s.user, now_ms, status(s), &mut changes);
                     self.users.disconnect(&previous, now, now_ms);
                 }
-                None => self.users.connect(&s.user, now_ms, &mut changes),
+                None => self.users.connect(&s.user, now_ms, status(s), &mut changes),
             }
         }
         for s in &req.disconnected {
@@ -150,8 +155,8 @@ impl Store {
         users
             .iter()
             .map(|user| {
-                let (online, last_seen_ms) = self.users.get(user, now_ms);
-                pb::UserPresence { user: user.clone(), online, last_seen_ms }
+                let (online, last_seen_ms, status) = self.users.get(user, now_ms);
+                pb::UserPresence { user: user.clone(), online, last_seen_ms, status: status.to_owned() }
             })
             .collect()
     }
@@ -179,6 +184,11 @@ impl Store {
             }
         }
     }
+}
+
+/// The status a reported session carries.
+fn status(s: &pb::Session) -> Status {
+    Status { text: s.status.clone(), at_ms: s.status_ms }
 }
 
 #[cfg(test)]

@@ -76,15 +76,67 @@ impl Harness {
 }
 
 fn session(user: &str, conn: &str) -> pb::Session {
-    pb::Session { user: user.into(), conn: conn.into() }
+    pb::Session { user: user.into(), conn: conn.into(), ..Default::default() }
 }
 
 fn online_at(user: &str, ts: i64) -> Change {
-    Change { user: user.into(), online: true, ts }
+    Change { user: user.into(), online: true, ts, status: String::new() }
 }
 
 fn offline_at(user: &str, ts: i64) -> Change {
-    Change { user: user.into(), online: false, ts }
+    Change { user: user.into(), online: false, ts, status: String::new() }
+}
+
+#[test]
+fn the_latest_status_set_on_any_session_wins_until_the_user_goes_offline() {
+    let mut h = Harness::new();
+    h.connect("g1", "alice", "c1");
+    h.connect("g2", "alice", "c2");
+    let with = |conn: &str, status: &str, at_ms: i64| pb::Session {
+        user: "alice".into(),
+        conn: conn.into(),
+        status: status.into(),
+        status_ms: at_ms,
+    };
+    let set = |h: &mut Harness, gateway: &str, s: pb::Session| {
+        let changes = h.report(pb::ReportRequest { gateway: gateway.into(), connected: vec![s], ..Default::default() });
+        changes.into_iter().map(|c| c.status).collect::<Vec<_>>()
+    };
+    // (gateway, session as reported) → status events, and the status after.
+    let cases: &[(&str, pb::Session, &[&str], &str)] = &[
+        ("g1", with("c1", "away", 10), &["away"], "away"),
+        // The other device set busy later: it wins.
+        ("g2", with("c2", "busy", 20), &["busy"], "busy"),
+        // An older set that arrives late changes nothing.
+        ("g1", with("c1", "online", 15), &[], "busy"),
+        // The same status again is no news.
+        ("g2", with("c2", "busy", 30), &[], "busy"),
+        ("g1", with("c1", "online", 40), &["online"], "online"),
+    ];
+    for (gateway, s, events, after) in cases {
+        assert_eq!(set(&mut h, gateway, s.clone()), *events, "{s:?}");
+        assert_eq!(h.presence("alice").status, *after);
+    }
+    // A snapshot carries statuses too.
+    let snap = pb::ReportRequest {
+        gateway: "g2".into(),
+        snapshot: true,
+        connected: vec![with("c2", "dnd", 50)],
+        ..Default::default()
+    };
+    assert_eq!(h.report(snap).into_iter().map(|c| c.status).collect::<Vec<_>>(), ["dnd"]);
+    // A new session does not reset it; going offline does.
+    h.connect("g1", "alice", "c3");
+    assert_eq!(h.presence("alice").status, "dnd");
+    for (g, c) in [("g1", "c1"), ("g2", "c2"), ("g1", "c3")] {
+        h.disconnect(g, "alice", c);
+    }
+    assert_eq!(h.presence("alice").status, "dnd", "still online in grace");
+    let gone = h.advance(GRACE);
+    assert_eq!(gone, vec![offline_at("alice", T0_MS + GRACE.as_millis() as i64)]);
+    assert_eq!((h.presence("alice").online, h.presence("alice").status.as_str()), (false, ""));
+    h.connect("g1", "alice", "c4");
+    assert_eq!(h.presence("alice").status, "", "back online: `online` again");
 }
 
 #[test]

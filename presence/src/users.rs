@@ -7,6 +7,10 @@
 //! reconnect a second later) does not flap presence for everyone watching.
 //! Offline users are remembered only for [`LAST_SEEN_RETENTION`], so memory
 //! follows the number of recently active users, not every user ever seen.
+//!
+//! An online user also has a status (`away`, `busy`, …): the one set last,
+//! by its time, on any of the user's sessions, so two devices agree whatever
+//! order their reports arrive in. Going offline forgets it.
 
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
@@ -17,16 +21,26 @@ use crate::Change;
 /// answers `last_seen_ms = 0` (never seen).
 pub const LAST_SEEN_RETENTION: Duration = Duration::from_secs(3600);
 
+/// A status and when it was set (ms since the Unix epoch; 0: never set,
+/// shown as `online`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct Status {
+    pub(crate) text: String,
+    pub(crate) at_ms: i64,
+}
+
 /// What the store knows about one user.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 enum State {
     /// At least one live session.
     Online {
         /// Live sessions across all gateways.
         sessions: usize,
+        status: Status,
     },
     /// No live session, but still shown online until `until`.
     Grace {
+        status: Status,
         /// When the user turns offline unless a session starts first.
         until: Instant,
         /// The wall-clock time of `until`: the user's last-seen time if they
@@ -68,25 +82,46 @@ impl Users {
         Self { grace, users: HashMap::new(), graces: VecDeque::new(), forgets: VecDeque::new(), online: 0 }
     }
 
-    /// A session of `user` started.
-    pub(crate) fn connect(&mut self, user: &str, now_ms: i64, changes: &mut Vec<Change>) {
+    /// A session of `user` started, with the status set on it (if any).
+    pub(crate) fn connect(&mut self, user: &str, now_ms: i64, status: Status, changes: &mut Vec<Change>) {
         if let Some(state) = self.users.get_mut(user) {
             match state {
-                State::Online { sessions } => {
+                State::Online { sessions, .. } => {
                     *sessions += 1;
+                    self.set_status(user, status, now_ms, changes);
                     return;
                 }
                 // Back within grace: nobody saw the user leave, so say nothing.
-                State::Grace { .. } => {
-                    *state = State::Online { sessions: 1 };
+                State::Grace { status: kept, .. } => {
+                    *state = State::Online { sessions: 1, status: std::mem::take(kept) };
+                    self.set_status(user, status, now_ms, changes);
                     return;
                 }
                 State::Offline { .. } => {}
             }
         }
-        self.users.insert(user.to_owned(), State::Online { sessions: 1 });
+        let text = status.text.clone();
+        self.users.insert(user.to_owned(), State::Online { sessions: 1, status });
         self.online += 1;
-        changes.push(Change { user: user.to_owned(), online: true, ts: now_ms });
+        changes.push(Change { user: user.to_owned(), online: true, ts: now_ms, status: text });
+    }
+
+    /// A session of an online `user` says it set `status`: it becomes the
+    /// user's if it is newer than the one the user has.
+    pub(crate) fn set_status(&mut self, user: &str, status: Status, now_ms: i64, changes: &mut Vec<Change>) {
+        let Some(State::Online { status: current, .. } | State::Grace { status: current, .. }) =
+            self.users.get_mut(user)
+        else {
+            return;
+        };
+        if status.at_ms <= current.at_ms {
+            return;
+        }
+        let changed = status.text != current.text;
+        *current = status;
+        if changed {
+            changes.push(Change { user: user.to_owned(), online: true, ts: now_ms, status: current.text.clone() });
+        }
     }
 
     /// A session of `user` ended; the last one starts the offline grace.
@@ -96,10 +131,11 @@ impl Users {
             return;
         };
         match state {
-            State::Online { sessions } if *sessions > 1 => *sessions -= 1,
-            State::Online { .. } => {
+            State::Online { sessions, .. } if *sessions > 1 => *sessions -= 1,
+            State::Online { status, .. } => {
                 let until = now + self.grace;
-                *state = State::Grace { until, offline_ms: now_ms.saturating_add(self.grace.as_millis() as i64) };
+                let offline_ms = now_ms.saturating_add(self.grace.as_millis() as i64);
+                *state = State::Grace { until, offline_ms, status: std::mem::take(status) };
                 self.graces.push_back((until, user.to_owned()));
             }
             State::Grace { .. } | State::Offline { .. } => {
@@ -115,7 +151,7 @@ impl Users {
             let Some(state) = self.users.get_mut(&user) else {
                 continue;
             };
-            let State::Grace { until: current, offline_ms } = *state else {
+            let State::Grace { until: current, offline_ms, .. } = *state else {
                 continue;
             };
             if current != until {
@@ -125,7 +161,7 @@ impl Users {
             *state = State::Offline { since_ms: offline_ms, forget_at };
             self.online -= 1;
             self.forgets.push_back((forget_at, user.clone()));
-            changes.push(Change { user, online: false, ts: offline_ms });
+            changes.push(Change { user, online: false, ts: offline_ms, status: String::new() });
         }
         while let Some((at, user)) = pop_due(&mut self.forgets, now) {
             if let Some(State::Offline { forget_at, .. }) = self.users.get(&user) {
@@ -136,13 +172,13 @@ impl Users {
         }
     }
 
-    /// Whether `user` counts as online, and when they were last seen
-    /// (`now_ms` while online, 0 if never or long ago).
-    pub(crate) fn get(&self, user: &str, now_ms: i64) -> (bool, i64) {
+    /// Whether `user` counts as online, when they were last seen (`now_ms`
+    /// while online, 0 if never or long ago), and their status while online.
+    pub(crate) fn get(&self, user: &str, now_ms: i64) -> (bool, i64, &str) {
         match self.users.get(user) {
-            Some(State::Online { .. } | State::Grace { .. }) => (true, now_ms),
-            Some(State::Offline { since_ms, .. }) => (false, *since_ms),
-            None => (false, 0),
+            Some(State::Online { status, .. } | State::Grace { status, .. }) => (true, now_ms, &status.text),
+            Some(State::Offline { since_ms, .. }) => (false, *since_ms, ""),
+            None => (false, 0, ""),
         }
     }
 

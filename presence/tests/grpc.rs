@@ -166,7 +166,9 @@ async fn server_accepts_snapshots_beyond_the_default_limit() {
     let service = PresenceService::start(Bus::local("t", "test"), CONFIG);
     let addr =
         serve(Server::builder().add_service(service.clone().into_server(shell::grpc::BearerAuth::new("")))).await;
-    let connected = (0..70_000).map(|i| pb::Session { user: "alice".into(), conn: format!("{i:0>60}") }).collect();
+    let connected = (0..70_000)
+        .map(|i| pb::Session { user: "alice".into(), conn: format!("{i:0>60}"), ..Default::default() })
+        .collect();
     let req = pb::ReportRequest { gateway: "gw1".into(), snapshot: true, connected, ..Default::default() };
     assert!(prost::Message::encoded_len(&req) > 4 << 20, "beyond tonic's default");
     // A client without the 2 s call timeout: this test is about size, and a

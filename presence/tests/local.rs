@@ -206,7 +206,8 @@ async fn watch_streams_only_the_watched_users() {
     let mut watch =
         service.watch(Request::new(pb::WatchRequest { users: vec!["alice".into()] })).await.unwrap().into_inner();
     let report = |connected: Vec<(&str, &str)>, disconnected: Vec<(&str, &str)>| {
-        let session = |(user, conn): (&str, &str)| pb::Session { user: user.into(), conn: conn.into() };
+        let session =
+            |(user, conn): (&str, &str)| pb::Session { user: user.into(), conn: conn.into(), ..Default::default() };
         client.report(pb::ReportRequest {
             gateway: "gw2".into(),
             connected: connected.into_iter().map(session).collect(),
@@ -230,12 +231,14 @@ async fn lagging_watcher_skips_ahead_and_keeps_streaming() {
     let mut watch =
         service.watch(Request::new(pb::WatchRequest { users: vec!["alice".into()] })).await.unwrap().into_inner();
     // Far more changes than a watcher may buffer, none of them read.
-    let crowd = (0..10_000).map(|i| pb::Session { user: format!("u{i}"), conn: format!("c{i}") }).collect();
+    let crowd = (0..10_000)
+        .map(|i| pb::Session { user: format!("u{i}"), conn: format!("c{i}"), ..Default::default() })
+        .collect();
     client.report(pb::ReportRequest { gateway: "gw2".into(), connected: crowd, ..Default::default() }).await.unwrap();
     client
         .report(pb::ReportRequest {
             gateway: "gw2".into(),
-            connected: vec![pb::Session { user: "alice".into(), conn: "a".into() }],
+            connected: vec![pb::Session { user: "alice".into(), conn: "a".into(), ..Default::default() }],
             ..Default::default()
         })
         .await
@@ -264,7 +267,7 @@ async fn invalid_requests_are_rejected() {
     assert_eq!(err.code(), Code::InvalidArgument);
 
     // One bad session does not cost the others.
-    let session = |user: &str, conn: &str| pb::Session { user: user.into(), conn: conn.into() };
+    let session = |user: &str, conn: &str| pb::Session { user: user.into(), conn: conn.into(), ..Default::default() };
     client
         .report(pb::ReportRequest {
             gateway: "gw2".into(),

@@ -165,6 +165,18 @@ describe('every API call', () => {
     assert.equal(events.length, 2, 'no events after unwatch');
   });
 
+  it('setStatus shows in presence replies and watch events', T, async () => {
+    const watcher = await user(gw, 'wanda');
+    const events = [];
+    await watcher.watch(['sam'], (e) => events.push(e));
+    const sam = await user(gw, 'sam');
+    await until(() => events.some((e) => e.online && e.status === 'online'), 'sam online');
+    await sam.setStatus('away');
+    await until(() => events.some((e) => e.status === 'away'), 'sam away');
+    assert.deepEqual((await watcher.presence(['sam'])).map((u) => u.status), ['away']);
+    await assert.rejects(sam.setStatus('x'.repeat(65)), { code: 'bad_request' });
+  });
+
   it('refresh gives the connection a new token', T, async () => {
     const alice = await user(gw, 'alice');
     const exp = Math.floor(Date.now() / 1000) + 7200;

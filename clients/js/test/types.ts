@@ -32,6 +32,9 @@ async function example(): Promise<void> {
   const online: boolean[] = (await client.presence(['bob'])).map((u) => u.online);
   await client.watch(new Set(['bob']), ({ user, online: now }) => console.log(user, now));
   await client.unwatch(['bob']);
+  await client.setStatus('away');
+  const statuses: (string | undefined)[] = (await client.presence(['bob'])).map((u) => u.status);
+  console.log(statuses);
   const seated: number | null = client.memberCount('lobby') ?? joined.count;
   const { exp } = await client.refresh();
   await client.leave('lobby');

@@ -208,7 +208,9 @@ impl Frame {
     pub fn encode(&self, encoding: Encoding) -> Bytes {
         match self {
             Self::Direct(d) => Event::Direct { from: &d.from, data: &d.data, ts: d.ts }.encode(encoding),
-            Self::Presence(p) => Event::Presence { user: &p.user, online: p.online, ts: p.ts }.encode(encoding),
+            Self::Presence(p) => {
+                Event::Presence { user: &p.user, online: p.online, ts: p.ts, status: &p.status }.encode(encoding)
+            }
         }
     }
 }

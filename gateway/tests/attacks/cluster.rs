@@ -59,7 +59,8 @@ async fn user_input_never_widens_a_nats_subject() {
     let mut mallory = gw.json("mallory").await;
     let r = mallory.request(json!({"op": "watch", "users": ["zz9friend"]})).await.unwrap();
     assert_eq!(r["ok"], true, "{r}");
-    let presence = |user: &str| pb::PresenceChange { user: user.into(), online: true, ts: proto::now_ms() };
+    let presence =
+        |user: &str| pb::PresenceChange { user: user.into(), online: true, ts: proto::now_ms(), ..Default::default() };
     let deadline = Instant::now() + T;
     loop {
         observer.publish_msg("sb.presence.zz9friend".into(), &presence("zz9friend")).await.unwrap();

@@ -14,6 +14,7 @@ pub mod cluster;
 pub mod load;
 pub mod partition;
 pub mod process;
+pub mod target;
 
 use process::{binary, Proc};
 

@@ -22,8 +22,9 @@ pub enum Event<'a> {
     Left { room: &'a str, user: &'a str, count: u32 },
     /// A direct message to this user.
     Direct { from: &'a str, data: &'a [u8], ts: i64 },
-    /// A watched user went online or offline.
-    Presence { user: &'a str, online: bool, ts: i64 },
+    /// A watched user went online or offline, or changed status (`status`:
+    /// while online, the user's status; empty when offline).
+    Presence { user: &'a str, online: bool, ts: i64, status: &'a str },
     /// Continuity in a room was lost; refetch state. Messages continue after `seq`.
     Resync { room: &'a str, epoch: &'a str, seq: u64 },
     /// The successful answer to a request.
@@ -99,9 +100,12 @@ impl Event<'_> {
                 o.str("from", from).raw("data", data).num("ts", ts);
                 o.bytes()
             }
-            Event::Presence { user, online, ts } => {
+            Event::Presence { user, online, ts, status } => {
                 let mut o = Obj::typed("presence");
                 o.str("user", user).bool("online", online).num("ts", ts);
+                if online {
+                    o.str("status", status_or_online(status));
+                }
                 o.bytes()
             }
             Event::Resync { room, epoch, seq } => {
@@ -181,8 +185,9 @@ impl Event<'_> {
             Event::Direct { from, data, ts } => {
                 Kind::Direct(pb::Direct { from: from.into(), data: Bytes::copy_from_slice(data), ts })
             }
-            Event::Presence { user, online, ts } => {
-                Kind::Presence(pb::PresenceChange { user: user.into(), online, ts })
+            Event::Presence { user, online, ts, status } => {
+                let status = if online { status_or_online(status).into() } else { String::new() };
+                Kind::Presence(pb::PresenceChange { user: user.into(), online, ts, status })
             }
             Event::Resync { room, epoch, seq } => {
                 Kind::Resync(pb::Resync { room: room.into(), epoch: epoch.into(), seq })
@@ -207,6 +212,15 @@ impl Event<'_> {
             }
         };
         pb::ServerFrame { kind: Some(kind) }
+    }
+}
+
+/// A status as clients see it: an online user who set none is `online`.
+pub fn status_or_online(status: &str) -> &str {
+    if status.is_empty() {
+        "online"
+    } else {
+        status
     }
 }
 
@@ -254,6 +268,9 @@ fn body_json(o: &mut Obj, body: &ReplyBody) {
                 json_array(buf, users, |u| {
                     let mut e = Obj::bare();
                     e.str("user", &u.user).bool("online", u.online).num("last_seen_ms", u.last_seen_ms);
+                    if u.online {
+                        e.str("status", status_or_online(&u.status));
+                    }
                     e.finish()
                 })
             });

@@ -58,6 +58,8 @@ pub enum Op {
     Ping,
     /// An unsequenced, unstored event for a joined room's other members.
     Signal { room: String, data: Bytes },
+    /// Set this user's status.
+    Status { status: String },
 }
 
 impl Op {
@@ -76,6 +78,7 @@ impl Op {
             Self::Refresh { .. } => "refresh",
             Self::Ping => "ping",
             Self::Signal { .. } => "signal",
+            Self::Status { .. } => "status",
         }
     }
 }
@@ -138,6 +141,8 @@ struct Fields<'a> {
     users: Option<&'a RawValue>,
     #[serde(borrow, default)]
     token: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    status: Option<&'a RawValue>,
 }
 
 /// `data: null` is data, not a missing field.
@@ -198,6 +203,7 @@ impl Request {
             "unwatch" => Op::Unwatch { users: users(&id, fields.users)? },
             "refresh" => Op::Refresh { token: required(&id, "token", fields.token)? },
             "ping" => Op::Ping,
+            "status" => Op::Status { status: required(&id, "status", fields.status)? },
             "signal" => Op::Signal { room: required(&id, "room", fields.room)?, data: raw_data(&id, fields.data)? },
             other => return Err(DecodeError::new(id, ErrorCode::UnknownOp, format!("unknown op {other:?}"))),
         };
@@ -227,6 +233,7 @@ impl Request {
             Some(P::Refresh(r)) => Op::Refresh { token: r.token },
             Some(P::Ping(_)) => Op::Ping,
             Some(P::Signal(s)) => Op::Signal { room: s.room, data: json_bytes(&id, s.data)? },
+            Some(P::Status(s)) => Op::Status { status: s.status },
         };
         Ok(Request { id, op })
     }

@@ -64,6 +64,7 @@ pub(crate) async fn dispatch(s: &mut Session, id: &RequestId, op: Op) -> Answer 
         Op::Unwatch { users } => presence::unwatch(s, users),
         Op::Refresh { token } => refresh::refresh(s, token).await,
         Op::Signal { room, data } => signal::signal(s, room, data).await,
+        Op::Status { status } => presence::status(s, status),
         Op::Ping => {
             s.send(Event::Pong);
             Ok(None)

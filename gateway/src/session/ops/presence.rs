@@ -1,5 +1,7 @@
 //! `presence {users}`, `watch {users}` and `unwatch {users}`: who is online,
 //! and events when that changes, for the users the token's `watch` allows.
+//! `status {status}`: this user's status, which presence keeps (the latest
+//! set on any of the user's connections) and shows while the user is online.
 
 use proto::client::{ErrorCode, ReplyBody};
 use proto::pb;
@@ -7,6 +9,17 @@ use proto::pb;
 use super::{fail, forbidden, Answer, Failure};
 use crate::delivery::topics::Listener;
 use crate::session::Session;
+
+/// Longest status, in bytes.
+pub const MAX_STATUS_BYTES: usize = 64;
+
+pub fn status(s: &mut Session, status: String) -> Answer {
+    if status.is_empty() || status.len() > MAX_STATUS_BYTES {
+        return fail(ErrorCode::BadRequest, "`status` must be 1 to 64 bytes");
+    }
+    s.hub.reporter.status(&s.conn, &status, proto::now_ms());
+    Ok(Some(ReplyBody::Empty))
+}
 
 pub async fn query(s: &mut Session, users: Vec<String>) -> Answer {
     check_watch(s, &users)?;

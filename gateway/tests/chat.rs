@@ -1,0 +1,157 @@
+//! The chat signals (`signal`, `status`) against a real standalone gateway
+//! and a real 2-gateway cluster: the same cases in both.
+
+mod support;
+
+use std::time::Duration;
+
+use loadtest::client::{Client, ConnectOptions};
+use loadtest::token::{SigningKey, TokenSpec};
+use proto::pb;
+use serde_json::json;
+use support::cluster::{Cluster, API_TOKEN};
+use support::process::TempDir;
+use support::target::Target;
+use support::*;
+
+/// A read-only namespace, for the signal rules.
+const POLICY: &str = "[[namespace]]\nprefix = \"news:\"\npublish = \"none\"\n";
+
+fn config_file(dir: &TempDir) -> String {
+    let path = dir.path.join("switchboard.toml");
+    std::fs::write(&path, POLICY).unwrap();
+    path.to_string_lossy().into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chat_signals_in_standalone_mode() {
+    let dir = TempDir::new("chat-standalone");
+    let config = config_file(&dir);
+    let gw = Gateway::start(&["--config", &config, "--api-token", API_TOKEN, "--offline-grace", "300ms"]);
+    let target = Target { urls: vec![gw.ws.clone()], key: gw.key(), rooms_api: gw.grpc.clone() };
+    signals(&target).await;
+    status(&target).await;
+    status_resets_offline(&target).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chat_signals_in_a_two_gateway_cluster() {
+    let dir = TempDir::new("chat-cluster");
+    let config = config_file(&dir);
+    let cluster = Cluster::start_with(2, 2, &["--config", &config]).await;
+    let target = Target {
+        urls: cluster.urls(),
+        key: SigningKey::hs256(cluster.secret.as_bytes().to_vec()),
+        rooms_api: cluster.routers[0].grpc.clone(),
+    };
+    signals(&target).await;
+    status(&target).await;
+}
+
+/// `signal`: to the other members on every gateway (the sender's other
+/// connections included, in both encodings), no seq taken, never replayed,
+/// the publish rules and a 4 KiB cap.
+async fn signals(t: &Target) {
+    use pb::client_frame::Op;
+    use pb::server_frame::Kind;
+    let room = "chat:signals";
+    let mut a = t.user(0, "sig-a").await;
+    let mut b = t.user(1, "sig-b").await;
+    let mut a2 = t.user(1, "sig-a").await;
+    let url = format!("{}?token={}", t.urls[0], t.token(TokenSpec::new("sig-p", 3600)));
+    let mut opts = ConnectOptions::new(url);
+    opts.protocols = vec!["switchboard.v1.proto".into()];
+    let mut p = Client::connect(opts).await.unwrap();
+    p.wait_proto(T, |f| matches!(f.kind, Some(Kind::Hello(_)))).await.unwrap();
+    let joined = a.request(json!({"op": "join", "room": room})).await.unwrap();
+    for c in [&mut b, &mut a2] {
+        assert_eq!(c.request(json!({"op": "join", "room": room})).await.unwrap()["ok"], true);
+    }
+    let r = p.request_proto(Op::Join(pb::JoinOp { room: room.into(), since: None })).await.unwrap();
+    assert!(r.ok, "{r:?}");
+    let first = a.request(json!({"op": "publish", "room": room, "data": 1})).await.unwrap();
+    assert_eq!(first["seq"], 1);
+
+    let r = a.request(json!({"op": "signal", "room": room, "data": {"typing": true}})).await.unwrap();
+    assert_eq!(r["ok"], true, "{r}");
+    let want = json!({"type": "signal", "room": room, "from": "sig-a", "data": {"typing": true}});
+    assert_eq!(b.next_of_type("signal", T).await.unwrap(), want);
+    assert_eq!(a2.next_of_type("signal", T).await.unwrap(), want, "the sender's other connection gets it");
+    let f = p.wait_proto(T, |f| matches!(f.kind, Some(Kind::Signal(_)))).await.unwrap();
+    let Some(Kind::Signal(s)) = f.kind else { unreachable!() };
+    assert_eq!((s.room.as_str(), s.from.as_str(), &s.data[..]), (room, "sig-a", &br#"{"typing":true}"#[..]));
+    let second = a.request(json!({"op": "publish", "room": room, "data": 2})).await.unwrap();
+    assert_eq!(second["seq"], 2, "a signal takes no seq");
+    assert!(a.next_of_type("signal", Duration::from_millis(300)).await.is_err(), "not to the sender");
+
+    // A resume from before the signal replays the messages alone.
+    let mut late = t.user(1, "sig-late").await;
+    let since = json!({"epoch": joined["epoch"], "seq": 0});
+    let r = late.request(json!({"op": "join", "room": room, "since": since})).await.unwrap();
+    assert_eq!(r["recovered"], true, "{r}");
+    for seq in [1, 2] {
+        assert_eq!(late.next_json(T).await.unwrap()["seq"], seq);
+    }
+    assert!(late.next_of_type("signal", Duration::from_millis(300)).await.is_err(), "never replayed");
+
+    let r = a.request(json!({"op": "signal", "room": room, "data": "x".repeat(5 * 1024)})).await.unwrap();
+    assert_eq!(r["error"]["code"], "too_large", "{r}");
+    let r = a.request(json!({"op": "signal", "room": "chat:elsewhere", "data": 1})).await.unwrap();
+    assert_eq!(r["error"]["code"], "not_member", "{r}");
+    a.request(json!({"op": "join", "room": "news:signals"})).await.unwrap();
+    let r = a.request(json!({"op": "signal", "room": "news:signals", "data": 1})).await.unwrap();
+    assert_eq!(r["error"]["code"], "forbidden", "{r}");
+    assert!(r["error"]["message"].as_str().unwrap().contains("publish = \"none\""), "{r}");
+}
+
+/// `status`: seen by a watcher on the other gateway, in `presence` replies
+/// and events; of two devices the last set wins; bad values refused.
+async fn status(t: &Target) {
+    let mut phone = t.user(0, "st-a").await;
+    let mut laptop = t.user(1, "st-a").await;
+    let mut watcher = t.user(1, "st-w").await;
+    let r = watcher.request(json!({"op": "watch", "users": ["st-a"]})).await.unwrap();
+    assert_eq!(r["users"][0]["status"], "online", "online until set: {r}");
+
+    assert_eq!(phone.request(json!({"op": "status", "status": "away"})).await.unwrap()["ok"], true);
+    let ev = watcher.wait_json(T, |v| v["type"] == "presence" && v["status"] == "away").await.unwrap();
+    assert_eq!((ev["user"].as_str(), ev["online"].as_bool()), (Some("st-a"), Some(true)));
+    assert_eq!(laptop.request(json!({"op": "status", "status": "busy"})).await.unwrap()["ok"], true);
+    watcher.wait_json(T, |v| v["type"] == "presence" && v["status"] == "busy").await.unwrap();
+    let r = watcher.request(json!({"op": "presence", "users": ["st-a", "st-nobody"]})).await.unwrap();
+    assert_eq!((r["users"][0]["status"].as_str(), r["users"][1].get("status")), (Some("busy"), None), "{r}");
+
+    for bad in [json!(""), json!("x".repeat(65)), json!(7)] {
+        let r = phone.request(json!({"op": "status", "status": bad})).await.unwrap();
+        assert_eq!(r["error"]["code"], "bad_request", "{r}");
+    }
+    // In protobuf too.
+    let url = format!("{}?token={}", t.urls[0], t.token(TokenSpec::new("st-p", 3600)));
+    let mut opts = ConnectOptions::new(url);
+    opts.protocols = vec!["switchboard.v1.proto".into()];
+    let mut p = Client::connect(opts).await.unwrap();
+    let r = p.request_proto(pb::client_frame::Op::Watch(pb::WatchOp { users: vec!["st-a".into()] })).await.unwrap();
+    let Some(pb::reply::Result::Presence(found)) = r.result else { panic!("{r:?}") };
+    assert_eq!(found.users[0].status, "busy");
+}
+
+/// The user's last connection ends: after the offline grace the status is
+/// gone, and a new connection starts `online`.
+async fn status_resets_offline(t: &Target) {
+    let mut watcher = t.user(0, "st-w2").await;
+    watcher.request(json!({"op": "watch", "users": ["st-b"]})).await.unwrap();
+    let mut a = t.user(0, "st-b").await;
+    a.request(json!({"op": "status", "status": "busy"})).await.unwrap();
+    watcher.wait_json(T, |v| v["type"] == "presence" && v["status"] == "busy").await.unwrap();
+    a.close(1000).await.unwrap();
+    let ev = watcher.wait_json(T, |v| v["type"] == "presence" && v["online"] == false).await.unwrap();
+    assert!(ev.get("status").is_none(), "{ev}");
+    let gone = ev["ts"].as_i64().unwrap();
+    let _back = t.user(0, "st-b").await;
+    // (The stash still holds the first `online` event: take a newer one.)
+    let back = |v: &serde_json::Value| v["type"] == "presence" && v["online"] == true && v["ts"].as_i64() >= Some(gone);
+    let ev = watcher.wait_json(T, back).await.unwrap();
+    assert_eq!(ev["status"], "online", "{ev}");
+    let r = watcher.request(json!({"op": "presence", "users": ["st-b"]})).await.unwrap();
+    assert_eq!(r["users"][0]["status"], "online");
+}
