@@ -154,7 +154,10 @@ export interface PresenceEvent {
 export interface DirectMessage {
   from: string;
   data: Json;
+  /** When it was sent (ms since the Unix epoch). */
   ts: number;
+  /** It waited for this user to connect. */
+  queued: boolean;
 }
 
 export interface ConnectedEvent {
@@ -198,7 +201,8 @@ export class Client {
   /** Users in a joined room, kept from its join reply and membership events; null if not joined. */
   memberCount(room: string): number | null;
   publish(room: string, data: Json, options?: RequestOptions): Promise<{ room: string; seq: number }>;
-  send(user: string, data: Json, options?: RequestOptions): Promise<void>;
+  /** `delivered: false`: the user had no connection; the message waits for their next one. */
+  send(user: string, data: Json, options?: RequestOptions): Promise<{ delivered: boolean }>;
   /** An unsequenced, unstored event for the room's other members (at most 4 KiB of JSON). */
   signal(room: string, data: Json, options?: RequestOptions): Promise<void>;
   /** Says this user is typing (sent at most once per 2 s) or, with `false`, stopped. */

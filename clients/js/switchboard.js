@@ -275,9 +275,14 @@ export class Client {
     await this.signal(room, { typing: on });
   }
 
-  /** Sends `data` to every connection of `user` (a `direct` event there). */
+  /**
+   * Sends `data` to every connection of `user` (a `direct` event there).
+   * Resolves with `{delivered}`: false when the user had no connection, and
+   * the message waits for their next one (`queued: true` there).
+   */
   async send(user, data, { timeout } = {}) {
-    await this.#request('send', { user, data }, timeout);
+    const r = await this.#request('send', { user, data }, timeout);
+    return { delivered: r.delivered !== false };
   }
 
   /** Resolves with `{members: [{user, info, conns}], count, truncated}`: `count` is exact, the list may be shorter. */
@@ -617,7 +622,7 @@ export class Client {
       case 'removed':
         return this.#removed(f.room, f.reason);
       case 'direct':
-        return this.#emit('direct', { from: f.from, data: f.data, ts: f.ts });
+        return this.#emit('direct', { from: f.from, data: f.data, ts: f.ts, queued: f.queued === true });
       case 'presence':
         return this.#onPresence(f);
       case 'error':

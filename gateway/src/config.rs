@@ -208,6 +208,9 @@ pub struct Embedded {
     /// How long a user stays online after their last connection ends (standalone).
     #[arg(long, env = "SB_OFFLINE_GRACE", default_value = "5s", value_parser = duration)]
     pub offline_grace: Duration,
+
+    #[command(flatten)]
+    pub inbox: presence::InboxFlags,
 }
 
 #[cfg(test)]

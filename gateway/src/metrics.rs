@@ -55,6 +55,11 @@ pub fn describe(standalone: bool) {
         "Rooms whose local members were re-registered with a new owner."
     );
     describe_counter!("switchboard_gateway_presence_reports_total", "Session reports sent to presence, by result.");
+    describe_counter!(
+        "switchboard_gateway_presence_restarts_total",
+        "Times presence answered as a new instance: its memory (statuses, the direct-message inbox) was lost."
+    );
+    metrics::counter!("switchboard_gateway_presence_restarts_total").absolute(0);
     metrics::gauge!("switchboard_gateway_connections").set(0.0);
     for result in ["ok", "error"] {
         metrics::counter!("switchboard_gateway_presence_reports_total", "result" => result).absolute(0);

@@ -1,5 +1,7 @@
-//! The chat signals (`signal`, `status`) against a real standalone gateway
-//! and a real 2-gateway cluster: the same cases in both.
+//! The chat signals (`signal`, `status`, direct messages that wait for
+//! offline users) against a real standalone gateway and a real 2-gateway
+//! cluster: the same cases in both, and the inbox's bounds and a presence
+//! restart where they need their own processes.
 
 mod support;
 
@@ -8,7 +10,7 @@ use std::time::Duration;
 use loadtest::client::{Client, ConnectOptions};
 use loadtest::token::{SigningKey, TokenSpec};
 use proto::pb;
-use serde_json::json;
+use serde_json::{json, Value};
 use support::cluster::{Cluster, API_TOKEN};
 use support::process::TempDir;
 use support::target::Target;
@@ -32,6 +34,31 @@ async fn chat_signals_in_standalone_mode() {
     signals(&target).await;
     status(&target).await;
     status_resets_offline(&target).await;
+    inbox(&target).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_inbox_keeps_the_newest_messages_for_their_ttl() {
+    let gw = Gateway::start(&["--inbox-size", "3", "--inbox-ttl", "1s"]);
+    let t = Target { urls: vec![gw.ws.clone()], key: gw.key(), rooms_api: gw.grpc.clone() };
+    let mut a = t.user(0, "bd-a").await;
+    for n in 1..=5 {
+        let r = a.request(json!({"op": "send", "user": "bd-b", "data": n})).await.unwrap();
+        assert_eq!(r["delivered"], false, "{r}");
+    }
+    let mut b = t.user(0, "bd-b").await;
+    let got: Vec<Value> = queued(&mut b, Duration::from_millis(500)).await.iter().map(|v| v["data"].clone()).collect();
+    assert_eq!(got, [json!(3), json!(4), json!(5)], "a full inbox drops its oldest");
+    let m = gw.metrics().await;
+    assert_eq!(metric(&m, "switchboard_presence_inbox_dropped_total{reason=\"full\"}"), 2.0);
+
+    a.request(json!({"op": "send", "user": "bd-c", "data": "old"})).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let mut c = t.user(0, "bd-c").await;
+    assert!(queued(&mut c, Duration::from_millis(500)).await.is_empty(), "expired after --inbox-ttl");
+    let m = gw.metrics().await;
+    assert_eq!(metric(&m, "switchboard_presence_inbox_dropped_total{reason=\"expired\"}"), 1.0);
+    assert_eq!(metric(&m, "switchboard_presence_inbox_messages"), 0.0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -46,6 +73,23 @@ async fn chat_signals_in_a_two_gateway_cluster() {
     };
     signals(&target).await;
     status(&target).await;
+    inbox(&target).await;
+    // A presence restart loses its inbox; every gateway counts the restart.
+    let mut cluster = cluster;
+    let mut a = target.user(0, "rs-a").await;
+    assert_eq!(a.request(json!({"op": "send", "user": "rs-b", "data": 1})).await.unwrap()["delivered"], false);
+    cluster.presence = None;
+    cluster.start_presence();
+    for gw in &cluster.gateways {
+        let restarts = || async { metric(&gw.metrics().await, "switchboard_gateway_presence_restarts_total") };
+        let deadline = std::time::Instant::now() + Duration::from_secs(15);
+        while restarts().await < 1.0 {
+            assert!(std::time::Instant::now() < deadline, "the restart is counted");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    let mut b = target.user(1, "rs-b").await;
+    assert!(queued(&mut b, Duration::from_millis(500)).await.is_empty(), "lost with the old instance");
 }
 
 /// `signal`: to the other members on every gateway (the sender's other
@@ -102,6 +146,52 @@ async fn signals(t: &Target) {
     let r = a.request(json!({"op": "signal", "room": "news:signals", "data": 1})).await.unwrap();
     assert_eq!(r["error"]["code"], "forbidden", "{r}");
     assert!(r["error"]["message"].as_str().unwrap().contains("publish = \"none\""), "{r}");
+}
+
+/// The `queued` direct events a connection gets within `quiet` of the last.
+async fn queued(c: &mut Client, quiet: Duration) -> Vec<Value> {
+    let mut out = Vec::new();
+    while let Ok(v) = c.wait_json(quiet, |v| v["type"] == "direct").await {
+        assert_eq!(v["queued"], true, "{v}");
+        out.push(v);
+    }
+    out
+}
+
+/// `send` to an offline user: `delivered: false`, then the user's next
+/// connection (on the other gateway) gets the messages, in order, once; of
+/// two connections opening together each message reaches one.
+async fn inbox(t: &Target) {
+    let mut a = t.user(0, "ib-a").await;
+    let mut sent = Vec::new();
+    for n in 1..=3 {
+        let r = a.request(json!({"op": "send", "user": "ib-b", "data": {"n": n}})).await.unwrap();
+        assert_eq!((r["ok"].as_bool(), r["delivered"].as_bool()), (Some(true), Some(false)), "{r}");
+        sent.push(json!({"n": n}));
+    }
+    let mut b = t.user(1, "ib-b").await;
+    let got = queued(&mut b, Duration::from_millis(700)).await;
+    assert_eq!(got.iter().map(|v| v["data"].clone()).collect::<Vec<_>>(), sent, "in order, once");
+    assert!(got.iter().all(|v| v["from"] == "ib-a" && v["ts"].as_i64() > Some(0)));
+    // Online now: delivered live, not queued.
+    let r = a.request(json!({"op": "send", "user": "ib-b", "data": "live"})).await.unwrap();
+    assert_eq!(r["delivered"], true, "{r}");
+    let live = b.next_of_type("direct", T).await.unwrap();
+    assert_eq!((live["data"].as_str(), live.get("queued")), (Some("live"), None));
+    let mut again = t.user(0, "ib-b").await;
+    assert!(queued(&mut again, Duration::from_millis(300)).await.is_empty(), "never twice");
+
+    for n in 0..20 {
+        assert_eq!(a.request(json!({"op": "send", "user": "ib-c", "data": n})).await.unwrap()["delivered"], false);
+    }
+    let (mut c1, mut c2) = tokio::join!(t.user(0, "ib-c"), t.user(1, "ib-c"));
+    let (q1, q2) =
+        tokio::join!(queued(&mut c1, Duration::from_millis(700)), queued(&mut c2, Duration::from_millis(700)));
+    let mut all: Vec<i64> = q1.iter().chain(&q2).map(|v| v["data"].as_i64().unwrap()).collect();
+    all.sort_unstable();
+    assert_eq!(all, (0..20).collect::<Vec<_>>(), "each on exactly one connection ({} and {})", q1.len(), q2.len());
+    let r = a.request(json!({"op": "send", "user": "ib-nobody!", "data": 1})).await.unwrap();
+    assert_eq!(r["error"]["code"], "bad_request");
 }
 
 /// `status`: seen by a watcher on the other gateway, in `presence` replies

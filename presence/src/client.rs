@@ -65,6 +65,27 @@ impl PresenceClient {
     }
 }
 
+impl PresenceClient {
+    /// Keeps a direct message for a user who had no live connection.
+    pub async fn enqueue(&self, msg: pb::QueuedDirect) -> Result<pb::EnqueueReply, Status> {
+        let reply = match self {
+            Self::Local(service) => service.enqueue(Request::new(msg)).await?,
+            Self::Grpc(client) => client.clone().enqueue(msg).await?,
+        };
+        Ok(reply.into_inner())
+    }
+
+    /// Takes `user`'s waiting direct messages, oldest first.
+    pub async fn take_inbox(&self, user: &str) -> Result<Vec<pb::QueuedDirect>, Status> {
+        let req = pb::TakeInboxRequest { user: user.to_owned() };
+        let reply = match self {
+            Self::Local(service) => service.take_inbox(Request::new(req)).await?,
+            Self::Grpc(client) => client.clone().take_inbox(req).await?,
+        };
+        Ok(reply.into_inner().messages)
+    }
+}
+
 impl std::fmt::Debug for PresenceClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {

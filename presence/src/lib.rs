@@ -9,6 +9,7 @@
 //! in-process in `gateway --standalone`.
 
 mod client;
+mod inbox;
 pub mod metrics;
 mod reporter;
 mod service;
@@ -23,6 +24,7 @@ pub mod rpc {
 }
 
 pub use client::PresenceClient;
+pub use inbox::{InboxConfig, InboxFlags};
 pub use reporter::{Reporter, ReporterConfig};
 pub use service::{PresenceService, MAX_REPORT_BYTES, MAX_USERS_PER_REQUEST};
 pub use store::{Change, Store, StoreConfig};

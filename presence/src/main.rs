@@ -43,6 +43,9 @@ struct Config {
     offline_grace: Duration,
 
     #[command(flatten)]
+    inbox: presence::InboxFlags,
+
+    #[command(flatten)]
     api: shell::grpc::ApiAccess,
 }
 
@@ -56,7 +59,8 @@ async fn run(config: Config) -> anyhow::Result<()> {
     presence::metrics::describe();
     let id = config.id.clone().unwrap_or_else(|| shell::cli::default_id("presence"));
     let bus = Bus::nats(&config.nats_url, &id, "presence").await.context("--nats-url")?;
-    let store = StoreConfig { lease_ttl: config.lease_ttl, offline_grace: config.offline_grace };
+    let store =
+        StoreConfig { lease_ttl: config.lease_ttl, offline_grace: config.offline_grace, inbox: config.inbox.config() };
     let service = PresenceService::start(bus.clone(), store);
     let routes = tonic::transport::Server::builder().add_service(service.clone().into_server(auth));
     let grpc =

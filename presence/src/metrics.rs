@@ -13,6 +13,17 @@ pub fn describe() {
     describe_counter!("switchboard_presence_changes_total", "Online/offline changes, by new state.");
     describe_counter!("switchboard_presence_dropped_total", "Changes not published on the bus, by reason.");
     describe_counter!("switchboard_presence_watch_lagged_total", "Changes skipped by gRPC watchers that fell behind.");
+    describe_gauge!("switchboard_presence_inbox_messages", "Direct messages waiting for users who were offline.");
+    describe_gauge!("switchboard_presence_inbox_bytes", "Bytes of direct messages waiting (bounded by --inbox-bytes).");
+    describe_counter!(
+        "switchboard_presence_inbox_dropped_total",
+        "Waiting direct messages dropped undelivered, by reason: full (the user's --inbox-size), expired (--inbox-ttl), budget (--inbox-bytes)."
+    );
+    metrics::gauge!("switchboard_presence_inbox_messages").set(0.0);
+    metrics::gauge!("switchboard_presence_inbox_bytes").set(0.0);
+    for reason in ["full", "expired", "budget"] {
+        metrics::counter!("switchboard_presence_inbox_dropped_total", "reason" => reason).absolute(0);
+    }
     metrics::gauge!("switchboard_presence_users_online").set(0.0);
     metrics::gauge!("switchboard_presence_sessions").set(0.0);
     metrics::counter!("switchboard_presence_reports_total").absolute(0);

@@ -291,6 +291,10 @@ impl State {
         if self.instance.as_deref() == Some(reply.instance.as_str()) {
             return;
         }
+        if self.instance.is_some() {
+            // What the old instance held in memory (the inbox) is gone.
+            metrics::counter!("switchboard_gateway_presence_restarts_total").increment(1);
+        }
         if !snapshot {
             // A new service instance: our deltas went to an empty store.
             tracing::info!(instance = %reply.instance, "presence restarted, resending all sessions");

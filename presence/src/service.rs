@@ -18,6 +18,7 @@ use proto::subject;
 use tokio::sync::{broadcast, mpsc};
 use tonic::{Request, Response, Status};
 
+use crate::inbox::Inbox;
 use crate::store::{Change, Store, StoreConfig};
 use crate::watch::{self, WatchStream};
 
@@ -48,6 +49,9 @@ pub struct PresenceService {
     /// All presence state; held only for synchronous updates, never across
     /// an await.
     store: Mutex<Store>,
+    /// Direct messages for users who were offline (apart from the store:
+    /// neither lock is ever held with the other).
+    inbox: Mutex<Inbox>,
     /// Random per start, so gateways can tell that the state was lost.
     instance: String,
     /// The lease TTL as sent to gateways.
@@ -68,6 +72,7 @@ impl PresenceService {
         let (changes, _) = broadcast::channel(WATCH_BUFFER);
         let service = Arc::new(Self {
             store: Mutex::new(Store::new(config)),
+            inbox: Mutex::new(Inbox::new(config.inbox)),
             instance: format!("{:016x}", rand::random::<u64>()),
             lease_ttl_ms: config.lease_ttl.as_millis().min(u32::MAX as u128) as u32,
             changes,
@@ -108,6 +113,15 @@ impl PresenceService {
     /// Changes are queued while the lock is still held, so they leave in the
     /// order the store produced them (an offline from a sweep can never
     /// overtake the online that followed it).
+    /// Runs `f` on the inbox and updates its gauges.
+    fn with_inbox<T>(&self, f: impl FnOnce(&mut Inbox) -> T) -> T {
+        let mut inbox = self.inbox.lock().unwrap();
+        let out = f(&mut inbox);
+        metrics::gauge!("switchboard_presence_inbox_messages").set(inbox.messages() as f64);
+        metrics::gauge!("switchboard_presence_inbox_bytes").set(inbox.bytes() as f64);
+        out
+    }
+
     fn update(&self, f: impl FnOnce(&mut Store, Instant, i64) -> Vec<Change>) {
         let mut store = self.store.lock().unwrap();
         let changes = f(&mut store, Instant::now(), proto::now_ms());
@@ -151,6 +165,29 @@ impl Presence for PresenceService {
         metrics::counter!("switchboard_presence_reports_total").increment(1);
         self.update(|store, now, now_ms| store.report(now, now_ms, &req));
         Ok(Response::new(pb::ReportReply { instance: self.instance.clone(), lease_ttl_ms: self.lease_ttl_ms }))
+    }
+
+    async fn enqueue(&self, request: Request<pb::QueuedDirect>) -> Result<Response<pb::EnqueueReply>, Status> {
+        let msg = request.into_inner();
+        if !subject::valid_id(&msg.to) || !subject::valid_id(&msg.from) {
+            return Err(Status::invalid_argument("invalid user id"));
+        }
+        if msg.data.len() > proto::client::MAX_DATA_BYTES {
+            return Err(Status::invalid_argument("data is over 64 KiB"));
+        }
+        let (drops, refused) = self.with_inbox(|inbox| inbox.put(Instant::now(), msg));
+        for d in &drops {
+            metrics::counter!("switchboard_presence_inbox_dropped_total", "reason" => d.as_str()).increment(1);
+        }
+        let dropped = drops.len() as u32 - u32::from(refused);
+        Ok(Response::new(pb::EnqueueReply { dropped, refused }))
+    }
+
+    async fn take_inbox(&self, request: Request<pb::TakeInboxRequest>) -> Result<Response<pb::TakeInboxReply>, Status> {
+        let user = request.into_inner().user;
+        check_users(std::slice::from_ref(&user))?;
+        let messages = self.with_inbox(|inbox| inbox.take(Instant::now(), &user));
+        Ok(Response::new(pb::TakeInboxReply { messages }))
     }
 
     async fn query(&self, request: Request<pb::QueryRequest>) -> Result<Response<pb::QueryReply>, Status> {
@@ -200,6 +237,8 @@ async fn sweep(service: Weak<PresenceService>) {
             return;
         };
         service.update(|store, now, now_ms| store.sweep(now, now_ms));
+        let expired = service.with_inbox(|inbox| inbox.sweep(Instant::now()));
+        metrics::counter!("switchboard_presence_inbox_dropped_total", "reason" => "expired").increment(expired as u64);
     }
 }
 

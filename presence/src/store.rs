@@ -22,11 +22,17 @@ pub struct StoreConfig {
     pub lease_ttl: Duration,
     /// How long a user whose last session ended still counts as online.
     pub offline_grace: Duration,
+    /// Bounds of the offline users' direct-message inbox.
+    pub inbox: crate::InboxConfig,
 }
 
 impl Default for StoreConfig {
     fn default() -> Self {
-        Self { lease_ttl: Duration::from_secs(15), offline_grace: Duration::from_secs(5) }
+        Self {
+            lease_ttl: Duration::from_secs(15),
+            offline_grace: Duration::from_secs(5),
+            inbox: crate::InboxConfig::default(),
+        }
     }
 }
 

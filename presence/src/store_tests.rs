@@ -19,7 +19,7 @@ struct Harness {
 impl Harness {
     fn new() -> Self {
         Self {
-            store: Store::new(StoreConfig { lease_ttl: LEASE, offline_grace: GRACE }),
+            store: Store::new(StoreConfig { lease_ttl: LEASE, offline_grace: GRACE, ..StoreConfig::default() }),
             t0: Instant::now(),
             elapsed: Duration::ZERO,
         }

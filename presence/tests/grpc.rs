@@ -21,8 +21,11 @@ use tonic::{Request, Response, Status};
 /// Upper bound on any single wait.
 const DEADLINE: Duration = Duration::from_secs(5);
 
-const CONFIG: StoreConfig =
-    StoreConfig { lease_ttl: Duration::from_secs(10), offline_grace: Duration::from_millis(200) };
+const CONFIG: StoreConfig = StoreConfig {
+    lease_ttl: Duration::from_secs(10),
+    offline_grace: Duration::from_millis(200),
+    inbox: presence::InboxConfig::DEFAULT,
+};
 
 const FAST: ReporterConfig =
     ReporterConfig { batch_interval: Duration::from_millis(20), lease_renewal: Duration::from_millis(100) };
@@ -58,6 +61,14 @@ impl Presence for Swappable {
 
     async fn watch(&self, request: Request<pb::WatchRequest>) -> Result<Response<Self::WatchStream>, Status> {
         self.current().watch(request).await
+    }
+
+    async fn enqueue(&self, request: Request<pb::QueuedDirect>) -> Result<Response<pb::EnqueueReply>, Status> {
+        self.current().enqueue(request).await
+    }
+
+    async fn take_inbox(&self, request: Request<pb::TakeInboxRequest>) -> Result<Response<pb::TakeInboxReply>, Status> {
+        self.current().take_inbox(request).await
     }
 }
 

@@ -20,8 +20,11 @@ use tonic::{Code, Request};
 const DEADLINE: Duration = Duration::from_secs(5);
 
 /// Short grace, long lease: only the lease test wants a lease to lapse.
-const CONFIG: StoreConfig =
-    StoreConfig { lease_ttl: Duration::from_secs(10), offline_grace: Duration::from_millis(300) };
+const CONFIG: StoreConfig = StoreConfig {
+    lease_ttl: Duration::from_secs(10),
+    offline_grace: Duration::from_millis(300),
+    inbox: presence::InboxConfig::DEFAULT,
+};
 
 const FAST: ReporterConfig =
     ReporterConfig { batch_interval: Duration::from_millis(20), lease_renewal: Duration::from_millis(200) };
@@ -172,7 +175,11 @@ async fn leave_ends_sessions_and_stops_reporting() {
 
 #[tokio::test]
 async fn dropped_reporter_lets_the_lease_lapse() {
-    let config = StoreConfig { lease_ttl: Duration::from_millis(500), offline_grace: Duration::from_millis(100) };
+    let config = StoreConfig {
+        lease_ttl: Duration::from_millis(500),
+        offline_grace: Duration::from_millis(100),
+        ..StoreConfig::default()
+    };
     let (bus, _service, client, reporter) = setup(config);
     let mut alice = bus.subscribe(proto::subject::presence("alice")).await.unwrap();
     reporter.connected("alice", "c1");

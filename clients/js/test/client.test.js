@@ -126,11 +126,24 @@ describe('every API call', () => {
     const alice = await user(gw, 'alice');
     const bob = await user(gw, 'bob');
     const got = next(bob, 'direct');
-    await alice.send('bob', { text: 'psst' });
+    assert.deepEqual(await alice.send('bob', { text: 'psst' }), { delivered: true });
     const d = await got;
     assert.equal(d.from, 'alice');
     assert.deepEqual(d.data, { text: 'psst' });
+    assert.equal(d.queued, false);
     await assert.rejects(alice.send('not a user', 1), { code: 'bad_request' });
+  });
+
+  it('a direct message to an offline user waits for their next connection', T, async () => {
+    const alice = await user(gw, 'alice');
+    assert.deepEqual(await alice.send('olga', { n: 1 }), { delivered: false });
+    assert.deepEqual(await alice.send('olga', { n: 2 }), { delivered: false });
+    // Listening before the hello: queued messages follow it at once.
+    const olga = client(gw.ws, { token: gw.token('olga') }, cleanup);
+    const got = [];
+    olga.on('direct', (d) => got.push(d));
+    await until(() => got.length === 2, 'olga gets both');
+    assert.deepEqual(got.map((d) => [d.from, d.data.n, d.queued]), [['alice', 1, true], ['alice', 2, true]]);
   });
 
   it('members lists the room', T, async () => {

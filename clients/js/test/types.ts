@@ -27,7 +27,8 @@ async function example(): Promise<void> {
   await client.typing('lobby');
   await client.typing('lobby', false);
   const seq: number = (await client.publish('lobby', { text: 'hi', n: [1, null] }, { timeout: 5000 })).seq;
-  await client.send('bob', 'psst');
+  const { delivered }: { delivered: boolean } = await client.send('bob', 'psst');
+  client.on('direct', ({ queued }) => console.log(delivered, queued));
   const { members, count } = await client.members('lobby');
   const online: boolean[] = (await client.presence(['bob'])).map((u) => u.online);
   await client.watch(new Set(['bob']), ({ user, online: now }) => console.log(user, now));

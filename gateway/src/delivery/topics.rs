@@ -7,6 +7,14 @@
 //! a subscription and a table entry, not a task of its own). Each event is
 //! decoded once and encoded once per encoding, and the bytes are shared by
 //! every listener's queue.
+//!
+//! Direct messages are requests: a gateway that put one into a local
+//! connection's queue answers, so the sender learns it was delivered (NATS
+//! says at once when nobody subscribes). A message for a user with no
+//! connection waits in the presence inbox; the user's next connection takes
+//! it (and a `notice` on the user's subject makes a gateway that holds a
+//! connection take it, for a connection that opened while it was queued).
+//! Taking is atomic, so each queued message reaches exactly one connection.
 
 use std::collections::HashMap;
 use std::pin::Pin;
@@ -23,6 +31,8 @@ use proto::client::{Encoding, Event};
 use proto::internal;
 use proto::{pb, subject};
 use tokio::sync::mpsc;
+
+use presence::PresenceClient;
 
 use crate::delivery::outbox::{Out, Outbox};
 
@@ -76,10 +86,11 @@ pub struct Topics {
 }
 
 impl Topics {
-    pub fn new(topic: Topic, bus: Bus) -> Self {
+    /// `inbox`: where a direct-message topic takes queued messages from.
+    pub fn new(topic: Topic, bus: Bus, inbox: Option<PresenceClient>) -> Self {
         let table = Table::default();
         let (pump, subs) = mpsc::unbounded_channel();
-        tokio::spawn(serve(topic, subs, table.clone()));
+        tokio::spawn(serve(topic, subs, table.clone(), bus.clone(), inbox));
         Self { topic, bus, table, pump, listeners: AtomicUsize::new(0) }
     }
 
@@ -148,7 +159,13 @@ impl Topics {
 }
 
 /// The one task that serves every subscription of a kind.
-async fn serve(topic: Topic, mut added: mpsc::UnboundedReceiver<Tagged>, table: Table) {
+async fn serve(
+    topic: Topic,
+    mut added: mpsc::UnboundedReceiver<Tagged>,
+    table: Table,
+    bus: Bus,
+    inbox: Option<PresenceClient>,
+) {
     let mut subs: FuturesUnordered<StreamFuture<Tagged>> = FuturesUnordered::new();
     loop {
         tokio::select! {
@@ -159,7 +176,19 @@ async fn serve(topic: Topic, mut added: mpsc::UnboundedReceiver<Tagged>, table: 
             Some((msg, rest)) = subs.next(), if !subs.is_empty() => {
                 // `None`: the subscription was aborted or closed; drop it.
                 if let Some(msg) = msg {
-                    deliver(topic, &rest.user, &msg.payload, &table);
+                    match Frame::decode(topic, &msg.payload) {
+                        Some(Frame::Direct(d)) if d.notice => {
+                            if let Some(inbox) = &inbox {
+                                tokio::spawn(take_inbox(inbox.clone(), rest.user.clone(), table.clone()));
+                            }
+                        }
+                        // Answered off this loop: a slow bus never holds up delivery.
+                        Some(frame) if deliver(&rest.user, &frame, &table) > 0 && msg.reply.is_some() => {
+                            let bus = bus.clone();
+                            tokio::spawn(async move { bus.respond(&msg, Bytes::new()).await });
+                        }
+                        Some(_) | None => {}
+                    }
                     subs.push(rest.into_future());
                 }
             }
@@ -167,12 +196,11 @@ async fn serve(topic: Topic, mut added: mpsc::UnboundedReceiver<Tagged>, table: 
     }
 }
 
-/// Forwards one event to every listener of `user`.
-fn deliver(topic: Topic, user: &str, payload: &Bytes, table: &Table) {
-    let Some(frame) = Frame::decode(topic, payload) else { return };
+/// Forwards one event to every listener of `user`; returns how many took it.
+fn deliver(user: &str, frame: &Frame, table: &Table) -> u64 {
     let listeners: Vec<Listener> = match table.lock().unwrap().get(user) {
         Some(entry) => entry.listeners.iter().map(|(_, l)| l.clone()).collect(),
-        None => return,
+        None => return 0,
     };
     let (mut json, mut proto) = (None, None);
     let mut delivered = 0u64;
@@ -185,6 +213,41 @@ fn deliver(topic: Topic, user: &str, payload: &Bytes, table: &Table) {
         delivered += l.outbox.push(Out::Data(bytes)) as u64;
     }
     crate::metrics::delivered(delivered);
+    delivered
+}
+
+/// Takes `user`'s inbox for one of the user's connections here, if any.
+async fn take_inbox(inbox: PresenceClient, user: Arc<str>, table: Table) {
+    let first = || table.lock().unwrap().get(&*user).and_then(|e| e.listeners.first().map(|(_, l)| l.clone()));
+    if first().is_none() {
+        return;
+    }
+    hand_over(&inbox, &user, first()).await;
+}
+
+/// Takes `user`'s inbox and queues it for one connection, oldest first, as
+/// `direct` events with `queued: true`. What the connection can no longer
+/// take (it closed meanwhile) goes back to the inbox for the next one.
+pub async fn hand_over(inbox: &PresenceClient, user: &str, listener: Option<Listener>) {
+    let Some(listener) = listener else { return };
+    let msgs = match inbox.take_inbox(user).await {
+        Ok(msgs) => msgs,
+        Err(status) => return tracing::warn!(%status, "could not take a user's inbox"),
+    };
+    let mut back = Vec::new();
+    for m in msgs {
+        let event = Event::Direct { from: &m.from, data: &m.data, ts: m.ts, queued: true };
+        if back.is_empty() && listener.outbox.push(Out::Data(event.encode(listener.encoding))) {
+            crate::metrics::delivered(1);
+        } else {
+            back.push(m);
+        }
+    }
+    for m in back {
+        if inbox.enqueue(m).await.is_err() {
+            crate::metrics::dropped("inbox_unavailable");
+        }
+    }
 }
 
 /// A decoded per-user event: what `sb.user.<user>` and `sb.presence.<user>`
@@ -207,7 +270,7 @@ impl Frame {
     /// The client frame (`direct` or `presence` event) in `encoding`.
     pub fn encode(&self, encoding: Encoding) -> Bytes {
         match self {
-            Self::Direct(d) => Event::Direct { from: &d.from, data: &d.data, ts: d.ts }.encode(encoding),
+            Self::Direct(d) => Event::Direct { from: &d.from, data: &d.data, ts: d.ts, queued: false }.encode(encoding),
             Self::Presence(p) => {
                 Event::Presence { user: &p.user, online: p.online, ts: p.ts, status: &p.status }.encode(encoding)
             }

@@ -45,7 +45,11 @@ impl Backends {
         let membership =
             MembershipConfig { settle: Duration::ZERO, vnodes: config.vnodes, ..MembershipConfig::default() };
         let node = Node::start(bus.clone(), NodeConfig { id: format!("{id}-router"), membership, owner }).await?;
-        let store = StoreConfig { offline_grace: config.embedded.offline_grace, lease_ttl: Duration::from_secs(15) };
+        let store = StoreConfig {
+            offline_grace: config.embedded.offline_grace,
+            lease_ttl: Duration::from_secs(15),
+            inbox: config.embedded.inbox.config(),
+        };
         let service = PresenceService::start(bus.clone(), store);
         Ok(Self {
             router: RouterClient::new(bus.clone(), node.membership.clone(), CallConfig::default()),

@@ -79,8 +79,8 @@ impl Hub {
     pub fn new(p: Parts) -> Arc<Self> {
         Arc::new(Self {
             rooms: Rooms::new(&p.id, p.bus.clone(), p.router.clone()),
-            direct: Topics::new(Topic::Direct, p.bus.clone()),
-            watches: Topics::new(Topic::Presence, p.bus.clone()),
+            direct: Topics::new(Topic::Direct, p.bus.clone(), Some(p.presence.clone())),
+            watches: Topics::new(Topic::Presence, p.bus.clone(), None),
             admission: Admission::new(&p.limits),
             id: p.id,
             limits: p.limits,

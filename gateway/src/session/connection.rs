@@ -199,6 +199,10 @@ impl Connection {
             gateway: &hub.id,
             heartbeat_ms: hub.limits.heartbeat.as_millis() as u32,
         });
+        // Direct messages that waited for this user follow the hello.
+        let (user, presence) = (self.session.user.clone(), hub.presence.clone());
+        let listener = Listener { outbox: self.session.outbox.clone(), encoding: self.session.encoding };
+        tokio::spawn(async move { crate::delivery::topics::hand_over(&presence, &user, Some(listener)).await });
     }
 
     /// Moves the socket's expiry clock to the session's token expiry.

@@ -77,7 +77,13 @@ async fn user_input_never_widens_a_nats_subject() {
             Err(e) => panic!("{e}"),
         }
     }
-    let dm = internal::DirectMessage { to: "zz9victim".into(), from: "x".into(), data: b"1".to_vec().into(), ts: 1 };
+    let dm = internal::DirectMessage {
+        to: "zz9victim".into(),
+        from: "x".into(),
+        data: b"1".to_vec().into(),
+        ts: 1,
+        ..Default::default()
+    };
     observer.publish_msg("sb.presence.zz9victim".into(), &presence("zz9victim")).await.unwrap();
     observer.publish_msg("sb.user.zz9victim".into(), &dm).await.unwrap();
     let event = internal::RoomEvent { room: "zz9victim".into(), epoch: "e".into(), ..Default::default() };

@@ -21,7 +21,7 @@ pub enum Event<'a> {
     /// A user left a room (their last connection in it).
     Left { room: &'a str, user: &'a str, count: u32 },
     /// A direct message to this user.
-    Direct { from: &'a str, data: &'a [u8], ts: i64 },
+    Direct { from: &'a str, data: &'a [u8], ts: i64, queued: bool },
     /// A watched user went online or offline, or changed status (`status`:
     /// while online, the user's status; empty when offline).
     Presence { user: &'a str, online: bool, ts: i64, status: &'a str },
@@ -60,6 +60,8 @@ pub enum ReplyBody {
     Presence { users: Vec<pb::UserPresence> },
     /// `refresh`: the connection's new expiry (seconds since the Unix epoch).
     Refresh { exp: i64 },
+    /// `send`: whether a connection of the user got it (else it waits).
+    Send { delivered: bool },
 }
 
 impl Event<'_> {
@@ -95,9 +97,12 @@ impl Event<'_> {
                 o.str("room", room).str("user", user).num("count", count);
                 o.bytes()
             }
-            Event::Direct { from, data, ts } => {
+            Event::Direct { from, data, ts, queued } => {
                 let mut o = Obj::typed("direct");
                 o.str("from", from).raw("data", data).num("ts", ts);
+                if queued {
+                    o.bool("queued", true);
+                }
                 o.bytes()
             }
             Event::Presence { user, online, ts, status } => {
@@ -182,8 +187,8 @@ impl Event<'_> {
             Event::Left { room, user, count } => {
                 Kind::Left(pb::MemberLeft { room: room.into(), user: user.into(), count })
             }
-            Event::Direct { from, data, ts } => {
-                Kind::Direct(pb::Direct { from: from.into(), data: Bytes::copy_from_slice(data), ts })
+            Event::Direct { from, data, ts, queued } => {
+                Kind::Direct(pb::Direct { from: from.into(), data: Bytes::copy_from_slice(data), ts, queued })
             }
             Event::Presence { user, online, ts, status } => {
                 let status = if online { status_or_online(status).into() } else { String::new() };
@@ -278,6 +283,9 @@ fn body_json(o: &mut Obj, body: &ReplyBody) {
         ReplyBody::Refresh { exp } => {
             o.num("exp", *exp);
         }
+        ReplyBody::Send { delivered } => {
+            o.bool("delivered", *delivered);
+        }
     }
 }
 
@@ -308,6 +316,7 @@ fn body_proto(body: &ReplyBody) -> Option<pb::reply::Result> {
         }
         ReplyBody::Presence { users } => R::Presence(pb::PresenceResult { users: users.clone() }),
         ReplyBody::Refresh { exp } => R::Refresh(pb::RefreshResult { exp: *exp }),
+        ReplyBody::Send { delivered } => R::Send(pb::SendResult { delivered: *delivered }),
     })
 }
 
