@@ -165,6 +165,9 @@ pub fn bus_message(data: &[u8]) {
                         Event::Left { room: &l.room, user: &l.user, count: l.count }.encode(encoding)
                     }
                     Some(room_event::Kind::MembersChanged(m)) => Event::MembersChanged(m).encode(encoding),
+                    Some(room_event::Kind::Read(r)) => {
+                        Event::Read { room: &room, user: &r.user, seq: r.seq }.encode(encoding)
+                    }
                     Some(room_event::Kind::Signal(s)) => {
                         Event::Signal { room: &room, from: &s.from, data: &s.data }.encode(encoding)
                     }

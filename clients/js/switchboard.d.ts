@@ -113,6 +113,8 @@ export interface RoomHandlers {
   onResync?(event: ResyncEvent): void;
   /** The gateway took the connection out of the room (`reason` "token": a refreshed token no longer allows it); the room is dropped. */
   onRemoved?(event: { room: string; reason: string }): void;
+  /** A user's read marker moved forward (from a `read` event, or a batch in batched rooms). */
+  onRead?(event: { room: string; user: string; seq: number }): void;
   /** Another member's signal (no seq, never stored or replayed). */
   onSignal?(event: SignalEvent): void;
   /** Who is typing in the room now changed (see `Client.typing`); a typist counts for 3 s after their last signal. */
@@ -133,6 +135,8 @@ export interface Member {
   user: string;
   info?: Json;
   conns: number;
+  /** The highest seq this user marked read in the room (0: none). */
+  read_seq: number;
 }
 
 export interface PresenceState {
@@ -203,6 +207,8 @@ export class Client {
   publish(room: string, data: Json, options?: RequestOptions): Promise<{ room: string; seq: number }>;
   /** `delivered: false`: the user had no connection; the message waits for their next one. */
   send(user: string, data: Json, options?: RequestOptions): Promise<{ delivered: boolean }>;
+  /** Marks a joined room read up to `seq`; markers only move forward. */
+  markRead(room: string, seq: number, options?: RequestOptions): Promise<void>;
   /** An unsequenced, unstored event for the room's other members (at most 4 KiB of JSON). */
   signal(room: string, data: Json, options?: RequestOptions): Promise<void>;
   /** Says this user is typing (sent at most once per 2 s) or, with `false`, stopped. */

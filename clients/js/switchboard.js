@@ -181,7 +181,8 @@ export class Client {
    * namespace batches joins and leaves), `onResync({room, epoch, seq,
    * reason})`, `onRemoved({room, reason})` (a refreshed token no longer
    * allows the room) and `onError(error)` (a rejoin after a reconnect was
-   * refused), `onSignal({room, from, data})` (another member's signal) and
+   * refused), `onRead({room, user, seq})` (a user's read marker moved),
+   * `onSignal({room, from, data})` (another member's signal) and
    * `onTyping({room, users})` (who is typing now: a user counts as typing for
    * 3 s after their last `typing()` signal, until they stop, or until their
    * next message). Resolves with `{room, epoch, seq, count}` once the gateway
@@ -251,6 +252,15 @@ export class Client {
   async publish(room, data, { timeout } = {}) {
     const r = await this.#request('publish', { room, data }, timeout);
     return { room, seq: r.seq };
+  }
+
+  /**
+   * Marks `room` read up to `seq` for this user. The room keeps the highest
+   * seq marked (`members` shows it as `read_seq`) and tells its members in
+   * `onRead`, unless its namespace has `join_leave = "off"`.
+   */
+  async markRead(room, seq, { timeout } = {}) {
+    await this.#request('read', { room, seq }, timeout);
   }
 
   /**
@@ -609,6 +619,7 @@ export class Client {
       case 'left':
         return this.#onMembers(f.room, 'onLeave', -1, { user: f.user, count: f.count });
       case 'members_changed':
+        for (const r of f.reads ?? []) this.#onRead(f.room, r.user, r.seq);
         return this.#onMembers(f.room, 'onMembersChanged', 0, {
           joined: f.joined ?? [],
           left: f.left ?? [],
@@ -619,6 +630,8 @@ export class Client {
         return this.#resync(f.room, f.epoch, f.seq, 'resync');
       case 'signal':
         return this.#onSignal(f);
+      case 'read':
+        return this.#onRead(f.room, f.user, f.seq);
       case 'removed':
         return this.#removed(f.room, f.reason);
       case 'direct':
@@ -641,6 +654,11 @@ export class Client {
     } else {
       this.#settle(entry, new SwitchboardError(f.error?.code ?? 'internal', f.error?.message ?? 'request failed'));
     }
+  }
+
+  #onRead(room, user, seq) {
+    const rec = this.#rooms.get(room);
+    if (rec) this.#call(rec.handlers.onRead, { room, user, seq });
   }
 
   #onSignal(f) {

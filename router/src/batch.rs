@@ -1,5 +1,5 @@
-//! Joins and leaves of one room over one window, for namespaces with
-//! `join_leave = "batched"`.
+//! Joins, leaves and read markers of one room over one window, for
+//! namespaces with `join_leave = "batched"`.
 //!
 //! With `all`, seating N users sends every member an event per join: O(N²)
 //! frames. A batch nets a window's changes exactly (a user who joined and
@@ -24,13 +24,22 @@ pub struct Batch {
     joined: HashMap<String, (u64, Bytes)>,
     /// user → order of users who left.
     left: HashMap<String, u64>,
+    /// user → (order, seq): read markers that moved, the latest per user.
+    reads: HashMap<String, (u64, u64)>,
     next: u64,
 }
 
 impl Batch {
     /// Whether the window has nothing to announce.
     pub fn is_empty(&self) -> bool {
-        self.joined.is_empty() && self.left.is_empty()
+        self.joined.is_empty() && self.left.is_empty() && self.reads.is_empty()
+    }
+
+    /// A user's read marker moved to `seq`.
+    pub fn read(&mut self, user: &str, seq: u64) {
+        self.next += 1;
+        let next = self.next;
+        self.reads.entry(user.to_owned()).and_modify(|r| r.1 = seq).or_insert((next, seq));
     }
 
     /// A user's first connection joined.
@@ -61,6 +70,8 @@ impl Batch {
         joined.sort_unstable_by_key(|(_, (order, _))| *order);
         let mut left: Vec<_> = batch.left.into_iter().collect();
         left.sort_unstable_by_key(|(_, order)| *order);
+        let mut reads: Vec<_> = batch.reads.into_iter().collect();
+        reads.sort_unstable_by_key(|(_, (order, _))| *order);
         Some(pb::MembersChanged {
             room: room.to_owned(),
             joined: joined
@@ -71,6 +82,11 @@ impl Batch {
             left: left.into_iter().take(LIMIT).map(|(user, _)| user).collect(),
             count,
             truncated,
+            reads: reads
+                .into_iter()
+                .take(LIMIT)
+                .map(|(user, (_, seq))| pb::ReadMarker { room: String::new(), user, seq })
+                .collect(),
         })
     }
 }
@@ -120,5 +136,17 @@ mod tests {
         let ev = b.take("r", 250).unwrap();
         assert_eq!((ev.joined.len(), ev.left.len(), ev.truncated), (LIMIT, 1, true));
         assert_eq!(ev.joined[0].user, "u000", "in the order they came");
+    }
+
+    #[test]
+    fn a_window_carries_each_users_latest_read_marker() {
+        let mut b = Batch::default();
+        for (user, seq) in [("a", 3), ("b", 4), ("a", 7)] {
+            b.read(user, seq);
+        }
+        let ev = b.take("r", 2).expect("reads alone are news");
+        let reads: Vec<(&str, u64)> = ev.reads.iter().map(|r| (r.user.as_str(), r.seq)).collect();
+        assert_eq!(reads, [("a", 7), ("b", 4)]);
+        assert!(ev.joined.is_empty() && ev.left.is_empty() && b.is_empty());
     }
 }

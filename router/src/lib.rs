@@ -20,6 +20,7 @@ pub mod metrics;
 pub mod namespace;
 pub mod node;
 pub mod owner;
+pub mod reads;
 pub mod ring;
 pub mod room;
 

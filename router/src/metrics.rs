@@ -11,6 +11,7 @@ pub fn describe() {
     describe_gauge!("switchboard_router_members", "Member connections over the rooms this router owns.");
     describe_gauge!("switchboard_router_ring_size", "Routers in this router's ring.");
     describe_counter!("switchboard_router_publishes_total", "Messages sequenced by this router.");
+    describe_counter!("switchboard_router_reads_total", "Read markers moved forward.");
     describe_counter!(
         "switchboard_router_signals_total",
         "Members' signals (typing, cursors) fanned out: no seq, not stored."
@@ -51,6 +52,7 @@ pub fn describe() {
     metrics::counter!("switchboard_router_history_evicted_total").absolute(0);
     metrics::counter!("switchboard_router_publishes_total").absolute(0);
     metrics::counter!("switchboard_router_signals_total").absolute(0);
+    metrics::counter!("switchboard_router_reads_total").absolute(0);
     metrics::counter!("switchboard_router_events_lost_total").absolute(0);
     for direction in ["in", "out"] {
         metrics::counter!("switchboard_router_handoffs_total", "direction" => direction).absolute(0);
@@ -77,6 +79,11 @@ pub fn request(kind: &'static str, took: std::time::Duration) {
 /// A message sequenced.
 pub fn published() {
     metrics::counter!("switchboard_router_publishes_total").increment(1);
+}
+
+/// A read marker moved forward.
+pub fn read() {
+    metrics::counter!("switchboard_router_reads_total").increment(1);
 }
 
 /// A member's signal fanned out.

@@ -14,6 +14,7 @@ use proto::pb;
 
 use crate::batch::Batch;
 use crate::history::{Budget, History, HistoryConfig};
+use crate::reads::Reads;
 
 /// A room as its owner holds it.
 #[derive(Debug, Clone)]
@@ -33,6 +34,8 @@ pub struct Room {
     /// Bumped by every user's join and leave: orders `members_changed`
     /// against join answers within the epoch.
     pub members_version: u64,
+    /// How far each user has read.
+    pub reads: Reads,
 }
 
 /// A user present in the room.
@@ -80,6 +83,7 @@ impl Room {
             users: HashMap::new(),
             batch: Batch::default(),
             members_version: 0,
+            reads: Reads::default(),
         }
     }
 
@@ -178,7 +182,8 @@ impl Room {
         let mut list = Vec::new();
         let mut used = 0;
         for (user, e) in users.into_iter().take(limit) {
-            let m = pb::Member { user: user.clone(), info: e.info.clone(), conns: e.conns };
+            let read_seq = self.reads.get(user);
+            let m = pb::Member { user: user.clone(), info: e.info.clone(), conns: e.conns, read_seq };
             // The JSON form is at most about twice the protobuf one (escaping).
             used += 2 * m.encoded_len() + 32;
             if used > max_bytes {
@@ -201,11 +206,22 @@ impl Room {
         self.conns.is_empty() && self.history.is_empty()
     }
 
-    /// The room as it travels to a new owner. History is trimmed, oldest
-    /// first, to keep the message under `budget` bytes (NATS caps payloads).
+    /// The room as it travels to a new owner. Read markers take at most half
+    /// of `budget` bytes (NATS caps payloads), the furthest ahead first;
+    /// history is trimmed, oldest first, to fit the rest.
     pub fn to_state(&self, budget: usize) -> internal::RoomState {
         let members = self.member_refs();
         let mut used: usize = members.iter().map(|m| m.encoded_len() + 4).sum::<usize>() + 64;
+        let mut markers: Vec<(String, u64)> = self.reads.to_map().into_iter().collect();
+        markers.sort_unstable_by(|a, b| b.1.cmp(&a.1));
+        let mut reads = HashMap::new();
+        for (user, seq) in markers {
+            used += user.len() + 16;
+            if used > budget / 2 {
+                break;
+            }
+            reads.insert(user, seq);
+        }
         let mut history: Vec<internal::StoredMessage> = Vec::new();
         for m in self.history.messages().rev() {
             used += m.encoded_len() + 4;
@@ -216,7 +232,7 @@ impl Room {
         }
         history.reverse();
         let members_version = self.members_version;
-        internal::RoomState { epoch: self.epoch.clone(), seq: self.seq, history, members, members_version }
+        internal::RoomState { epoch: self.epoch.clone(), seq: self.seq, history, members, members_version, reads }
     }
 
     /// Room `id` continuing from handed-off state: same epoch, same seqs.
@@ -233,6 +249,7 @@ impl Room {
         }
         room.history = History::restore(id, state.history, now, config, budget);
         room.members_version = state.members_version;
+        room.reads = Reads::restore(state.reads);
         room
     }
 

@@ -280,6 +280,29 @@ describe('namespaces', () => {
     assert.deepEqual(r.messages[0].data, { text: 'from the backend' });
   });
 
+  it('markRead moves a marker forward; members show it and onRead reports it', T, async () => {
+    const alice = await user(gw, 'alice');
+    const bob = await user(gw, 'bob');
+    const reads = [];
+    await alice.join('chat:unread', { onRead: (e) => reads.push(e) });
+    await bob.join('chat:unread');
+    for (const n of [1, 2, 3]) await alice.publish('chat:unread', n);
+    await bob.markRead('chat:unread', 2);
+    await until(() => reads.length === 1, 'alice hears of it');
+    assert.deepEqual(reads[0], { room: 'chat:unread', user: 'bob', seq: 2 });
+    await bob.markRead('chat:unread', 1);
+    const { members } = await alice.members('chat:unread');
+    assert.deepEqual(members.map((m) => [m.user, m.read_seq]).sort(), [['alice', 0], ['bob', 2]]);
+    // A batched room carries markers in its batches.
+    const batched = [];
+    await alice.join('big:unread', { onRead: (e) => batched.push(e) });
+    await bob.join('big:unread');
+    await alice.publish('big:unread', 'x');
+    await bob.markRead('big:unread', 1);
+    await until(() => batched.length === 1, 'the batch brings it');
+    assert.deepEqual(batched[0], { room: 'big:unread', user: 'bob', seq: 1 });
+  });
+
   it('signals reach the other members; typing is throttled and expires', T, async () => {
     const alice = await user(gw, 'alice');
     const bob = await user(gw, 'bob');

@@ -22,8 +22,10 @@ async function example(): Promise<void> {
     onResync: ({ epoch, seq, reason }) => console.log(epoch, seq, reason),
     onSignal: ({ from, data }) => console.log(from, data),
     onTyping: ({ users }) => console.log(users.join(', ')),
+    onRead: ({ user, seq }) => console.log(user, seq),
   });
   await client.signal('lobby', { cursor: [1, 2] });
+  await client.markRead('lobby', 3);
   await client.typing('lobby');
   await client.typing('lobby', false);
   const seq: number = (await client.publish('lobby', { text: 'hi', n: [1, null] }, { timeout: 5000 })).seq;

@@ -40,6 +40,8 @@ pub enum Event<'a> {
     MembersChanged(&'a pb::MembersChanged),
     /// Another member's signal (typing, cursors): no seq, never stored.
     Signal { room: &'a str, from: &'a str, data: &'a [u8] },
+    /// A user's read marker in a room moved to `seq`.
+    Read { room: &'a str, user: &'a str, seq: u64 },
 }
 
 /// What a successful reply carries besides `id` and `ok`.
@@ -155,11 +157,25 @@ impl Event<'_> {
                     json_array(buf, &m.left, |user| serde_json::to_vec(user).expect("a string always serializes"))
                 });
                 o.num("count", m.count).bool("truncated", m.truncated);
+                if !m.reads.is_empty() {
+                    o.with("reads", |buf| {
+                        json_array(buf, &m.reads, |r| {
+                            let mut e = Obj::bare();
+                            e.str("user", &r.user).num("seq", r.seq);
+                            e.finish()
+                        })
+                    });
+                }
                 o.bytes()
             }
             Event::Signal { room, from, data } => {
                 let mut o = Obj::typed("signal");
                 o.str("room", room).str("from", from).raw("data", data);
+                o.bytes()
+            }
+            Event::Read { room, user, seq } => {
+                let mut o = Obj::typed("read");
+                o.str("room", room).str("user", user).num("seq", seq);
                 o.bytes()
             }
         }
@@ -215,6 +231,7 @@ impl Event<'_> {
             Event::Signal { room, from, data } => {
                 Kind::Signal(pb::Signal { room: room.into(), from: from.into(), data: Bytes::copy_from_slice(data) })
             }
+            Event::Read { room, user, seq } => Kind::Read(pb::ReadMarker { room: room.into(), user: user.into(), seq }),
         };
         pb::ServerFrame { kind: Some(kind) }
     }
@@ -262,7 +279,7 @@ fn body_json(o: &mut Obj, body: &ReplyBody) {
             o.with("members", |buf| {
                 json_array(buf, members, |m| {
                     let mut e = Obj::bare();
-                    e.str("user", &m.user).raw("info", &m.info).num("conns", m.conns);
+                    e.str("user", &m.user).raw("info", &m.info).num("conns", m.conns).num("read_seq", m.read_seq);
                     e.finish()
                 })
             });
@@ -367,10 +384,15 @@ mod tests {
             left: vec!["b".into(), "c\\".into()],
             count: 7,
             truncated: true,
+            reads: vec![pb::ReadMarker { room: String::new(), user: "d".into(), seq: 4 }],
         };
         assert_eq!(
             json_of(Event::MembersChanged(&changed)),
-            json!({"type":"members_changed","room":"r","joined":[{"user":"a\"","info":{}}],"left":["b","c\\"],"count":7,"truncated":true})
+            json!({"type":"members_changed","room":"r","joined":[{"user":"a\"","info":{}}],"left":["b","c\\"],"count":7,"truncated":true,"reads":[{"user":"d","seq":4}]})
+        );
+        assert_eq!(
+            json_of(Event::Read { room: "r", user: "u", seq: 9 }),
+            json!({"type":"read","room":"r","user":"u","seq":9})
         );
         assert_eq!(
             json_of(Event::Failure { id: &RequestId::None, code: ErrorCode::BadRequest, message: "m" }),
@@ -381,12 +403,17 @@ mod tests {
             json_of(Event::Reply {
                 id: &id,
                 body: ReplyBody::Members {
-                    members: vec![pb::Member { user: "u".into(), info: Bytes::from_static(b"{\"n\":1}"), conns: 2 }],
+                    members: vec![pb::Member {
+                        user: "u".into(),
+                        info: Bytes::from_static(b"{\"n\":1}"),
+                        conns: 2,
+                        read_seq: 5,
+                    }],
                     count: 2,
                     truncated: true,
                 }
             }),
-            json!({"type":"reply","id":3,"ok":true,"members":[{"user":"u","info":{"n":1},"conns":2}],"count":2,"truncated":true})
+            json!({"type":"reply","id":3,"ok":true,"members":[{"user":"u","info":{"n":1},"conns":2,"read_seq":5}],"count":2,"truncated":true})
         );
     }
 

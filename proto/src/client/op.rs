@@ -60,6 +60,8 @@ pub enum Op {
     Signal { room: String, data: Bytes },
     /// Set this user's status.
     Status { status: String },
+    /// Mark a joined room read up to `seq`.
+    Read { room: String, seq: u64 },
 }
 
 impl Op {
@@ -79,6 +81,7 @@ impl Op {
             Self::Ping => "ping",
             Self::Signal { .. } => "signal",
             Self::Status { .. } => "status",
+            Self::Read { .. } => "read",
         }
     }
 }
@@ -143,6 +146,8 @@ struct Fields<'a> {
     token: Option<&'a RawValue>,
     #[serde(borrow, default)]
     status: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    seq: Option<&'a RawValue>,
 }
 
 /// `data: null` is data, not a missing field.
@@ -203,6 +208,7 @@ impl Request {
             "unwatch" => Op::Unwatch { users: users(&id, fields.users)? },
             "refresh" => Op::Refresh { token: required(&id, "token", fields.token)? },
             "ping" => Op::Ping,
+            "read" => Op::Read { room: required(&id, "room", fields.room)?, seq: required(&id, "seq", fields.seq)? },
             "status" => Op::Status { status: required(&id, "status", fields.status)? },
             "signal" => Op::Signal { room: required(&id, "room", fields.room)?, data: raw_data(&id, fields.data)? },
             other => return Err(DecodeError::new(id, ErrorCode::UnknownOp, format!("unknown op {other:?}"))),
@@ -234,6 +240,7 @@ impl Request {
             Some(P::Ping(_)) => Op::Ping,
             Some(P::Signal(s)) => Op::Signal { room: s.room, data: json_bytes(&id, s.data)? },
             Some(P::Status(s)) => Op::Status { status: s.status },
+            Some(P::Read(r)) => Op::Read { room: r.room, seq: r.seq },
         };
         Ok(Request { id, op })
     }
@@ -297,6 +304,9 @@ mod tests {
         let r = Request::from_json(r#"{"op":"send","user":"u","data":null}"#).unwrap();
         assert_eq!(r.op, Op::Send { user: "u".into(), data: Bytes::from_static(b"null") });
         assert_eq!(Request::from_json(r#"{"op":"ping"}"#).unwrap().op, Op::Ping);
+        let r = Request::from_json(r#"{"op":"read","room":"a","seq":12}"#).unwrap();
+        assert_eq!(r.op, Op::Read { room: "a".into(), seq: 12 });
+        assert_eq!(err(r#"{"op":"read","room":"a","seq":-1,"id":1}"#).code, ErrorCode::BadRequest);
         let r = Request::from_json(r#"{"op":"signal","room":"a","data":{"typing":true}}"#).unwrap();
         assert_eq!(r.op, Op::Signal { room: "a".into(), data: Bytes::from_static(b"{\"typing\":true}") });
         assert_eq!(err(r#"{"op":"signal","room":"a","id":2}"#).code, ErrorCode::BadRequest, "data is required");

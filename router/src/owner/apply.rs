@@ -166,6 +166,31 @@ impl Owner {
                 let (epoch, seq, count) = (room.epoch.clone(), room.seq, room.user_count());
                 reply(router_reply::Kind::Join(internal::JoinReply { epoch, seq, count, ..Default::default() }))
             }
+            Some(router_request::Kind::Read(r)) => {
+                let ns = self.config.namespaces.of(&room_id).clone();
+                let Some(room) = self.rooms.get_mut(&room_id) else {
+                    return error(ErrorCode::NotMember, "join the room first");
+                };
+                // Nothing past the room's latest message can have been read.
+                let seq = r.seq.min(room.seq);
+                if room.reads.mark(&r.user, seq) {
+                    crate::metrics::read();
+                    match ns.join_leave {
+                        JoinLeave::All => {
+                            let marker = proto::pb::ReadMarker { room: room_id.clone(), user: r.user, seq };
+                            out.push(Action::Emit(event(&room_id, &room.epoch, room_event::Kind::Read(marker))));
+                        }
+                        JoinLeave::Batched => {
+                            if room.batch.is_empty() {
+                                out.push(Action::Flush { room: room_id.clone(), after: ns.join_leave_window });
+                            }
+                            room.batch.read(&r.user, seq);
+                        }
+                        JoinLeave::Off => {}
+                    }
+                }
+                reply(router_reply::Kind::Ack(internal::Ack {}))
+            }
             Some(router_request::Kind::Signal(sig)) => {
                 // Nothing stored, no seq: the members present now hear it.
                 if let Some(room) = self.rooms.get(&room_id) {

@@ -342,5 +342,6 @@ fn kind_name(kind: &Option<router_request::Kind>) -> &'static str {
         Some(router_request::Kind::Handoff(_)) => "handoff",
         Some(router_request::Kind::Pull(_)) => "pull",
         Some(router_request::Kind::Signal(_)) => "signal",
+        Some(router_request::Kind::Read(_)) => "read",
     }
 }

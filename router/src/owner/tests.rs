@@ -54,6 +54,10 @@ fn publish(room: &str) -> Message {
     request(room, router_request::Kind::Publish(internal::PublishRequest { from: "u".into(), data: "1".into() }))
 }
 
+fn read(room: &str, user: &str, seq: u64) -> Message {
+    request(room, router_request::Kind::Read(internal::ReadRequest { user: user.into(), seq }))
+}
+
 fn signal(room: &str, from: &str) -> Message {
     let sig = internal::SignalRequest { from: from.into(), data: "1".into(), gateway: "gw".into(), conn: "c1".into() };
     request(room, router_request::Kind::Signal(sig))
@@ -124,6 +128,7 @@ impl Case {
                 Action::Emit(e) => match e.kind.unwrap() {
                     room_event::Kind::Message(m) => format!("emit:message:{}", m.seq),
                     room_event::Kind::Signal(s) => format!("emit:signal:{}", s.from),
+                    room_event::Kind::Read(r) => format!("emit:read:{}@{}", r.user, r.seq),
                     // user=count@membership version
                     room_event::Kind::Joined(j) => format!("emit:joined:{}={}@v{}", j.user, j.count, e.members_version),
                     room_event::Kind::Left(l) => format!("emit:left:{}={}@v{}", l.user, l.count, e.members_version),
@@ -158,6 +163,11 @@ fn room_ops_emit_their_events_before_the_reply() {
         (publish(&mine), vec!["emit:message:2", "seq:2"]),
         (signal(&mine, "alice"), vec!["emit:signal:alice", "ack"]),
         (publish(&mine), vec!["emit:message:3", "seq:3"]),
+        // Read markers move forward only, never past the latest seq.
+        (read(&mine, "alice", 2), vec!["emit:read:alice@2", "ack"]),
+        (read(&mine, "alice", 1), vec!["ack"]),
+        (read(&mine, "alice", 99), vec!["emit:read:alice@3", "ack"]),
+        (read(&room_in("unjoined-", ME), "alice", 1), vec!["error:not_member"]),
         (
             request(&mine, router_request::Kind::History(internal::HistoryRequest { since: None, limit: 0 })),
             vec!["history:true:3"],

@@ -159,6 +159,11 @@ impl Room {
             Some(room_event::Kind::MembersChanged(m)) => {
                 self.on_change(&ev.epoch, ev.members_version, Change::Changed(m))
             }
+            // Unsequenced and never kept: `members` has every marker.
+            Some(room_event::Kind::Read(r)) => {
+                let event = Event::Read { room: &self.room, user: &r.user, seq: r.seq };
+                self.broadcast(|_, _| false, |e| event.encode(e));
+            }
             // Best effort and never kept: members attaching later miss it.
             Some(room_event::Kind::Signal(s)) => {
                 let sender = (s.gateway == *self.gateway).then_some(s.conn.as_str());

@@ -3,7 +3,7 @@
 //! design's error code.
 //!
 //! Room operations go to the room's owner through the router client
-//! ([`join`], [`leave`], [`publish`], [`members`], [`signal`]); direct messages go
+//! ([`join`], [`leave`], [`publish`], [`members`], [`signal`], [`read`]); direct messages go
 //! straight onto `sb.user.<user>` ([`send`]); presence goes to the presence
 //! service ([`presence`]); [`refresh`] renews the token. A policy check on an
 //! op belongs in that op's module.
@@ -13,6 +13,7 @@ mod leave;
 mod members;
 mod presence;
 mod publish;
+mod read;
 mod refresh;
 mod send;
 mod signal;
@@ -65,6 +66,7 @@ pub(crate) async fn dispatch(s: &mut Session, id: &RequestId, op: Op) -> Answer 
         Op::Refresh { token } => refresh::refresh(s, token).await,
         Op::Signal { room, data } => signal::signal(s, room, data).await,
         Op::Status { status } => presence::status(s, status),
+        Op::Read { room, seq } => read::read(s, room, seq).await,
         Op::Ping => {
             s.send(Event::Pong);
             Ok(None)
