@@ -213,7 +213,7 @@ impl Room {
         let members = self.member_refs();
         let mut used: usize = members.iter().map(|m| m.encoded_len() + 4).sum::<usize>() + 64;
         let mut markers: Vec<(String, u64)> = self.reads.to_map().into_iter().collect();
-        markers.sort_unstable_by(|a, b| b.1.cmp(&a.1));
+        markers.sort_unstable_by_key(|m| std::cmp::Reverse(m.1));
         let mut reads = HashMap::new();
         for (user, seq) in markers {
             used += user.len() + 16;
