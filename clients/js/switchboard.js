@@ -250,6 +250,10 @@ export class Client {
 
   /** Publishes `data` (any JSON) to a joined room; resolves with `{room, seq}` once the room's owner has it. */
   async publish(room, data, { timeout } = {}) {
+    // Others stop showing this user as typing at the message: the next
+    // keystroke must say so again, whatever the throttle.
+    const rec = this.#rooms.get(room);
+    if (rec) rec.typingSent = 0;
     const r = await this.#request('publish', { room, data }, timeout);
     return { room, seq: r.seq };
   }

@@ -36,13 +36,21 @@ const ui = {
   news: $('news'),
   newsHint: $('news-hint'),
   people: $('people'),
+  typing: $('typing'),
+  myStatusField: $('my-status-field'),
+  myStatus: $('my-status'),
+  directs: $('directs'),
+  dmForm: $('dm-form'),
+  dmTo: $('dm-to'),
+  dmText: $('dm-text'),
+  dmResult: $('dm-result'),
 };
 
 let client = null;
 let me = null;
 let current = null;
-const rooms = new Map(); // name -> { log, list, tab, unread, members: Map(user -> info) }
-const people = new Map(); // user -> online (true/false/undefined)
+const rooms = new Map(); // name -> { log, list, tab, unread, lastSeq, typing: [users], members: Map(user -> info) }
+const people = new Map(); // user -> { online (true/false/undefined), status }
 let sending = 0;
 
 // --- the token in the URL -----------------------------------------------
@@ -150,12 +158,22 @@ function start(name, getToken, firstToken) {
     if (reconnected) for (const room of rooms.keys()) refreshMembers(room);
   });
   client.on('state', drawOutbox);
-  client.on('direct', ({ from, data }) => notice(current, `${from} (privately): ${text(data)}`));
+  client.on('direct', ({ from, data, ts, queued }) => direct(`${from}: ${text(data)}`, ts, queued));
   client.on('error', (e) => console.warn('switchboard:', e.code, e.message));
   joinRoom(LOBBY);
   joinNews();
+  ui.myStatusField.hidden = false;
   ui.text.focus();
 }
+
+ui.myStatus.addEventListener('change', () => {
+  client?.setStatus(ui.myStatus.value).catch((e) => console.warn('status', e));
+});
+
+// Say "typing" while the box changes; the client sends at most one per 2 s.
+ui.text.addEventListener('input', () => {
+  if (client && current && ui.text.value) client.typing(current).catch((e) => console.warn('typing', e.code, e.message));
+});
 
 function status(state, message) {
   ui.status.dataset.state = state;
@@ -212,12 +230,12 @@ async function joinRoom(name) {
   li.append(tab, leave);
   ui.rooms.append(li);
 
-  const room = { log, list, item: li, tab, unread: 0, members: new Map() };
+  const room = { log, list, item: li, tab, unread: 0, lastSeq: 0, readSeq: 0, typing: [], members: new Map() };
   rooms.set(name, room);
   drawTab(name);
   select(name);
   try {
-    await client.join(name, {
+    const joined = await client.join(name, {
       onMessage: (m) => onMessage(name, m),
       onMembersChanged: ({ joined, left, truncated }) => {
         for (const { user, info } of joined) room.members.set(user, info);
@@ -243,8 +261,19 @@ async function joinRoom(name) {
         notice(name, 'Some messages may be missing here: the room’s history no longer reaches back.');
         refreshMembers(name);
       },
+      onTyping: ({ users }) => {
+        room.typing = users;
+        if (name === current) drawTyping();
+      },
     });
+    room.lastSeq = Math.max(room.lastSeq, joined.seq);
     await refreshMembers(name);
+    // Unread: what came after this user's read marker, which the room keeps.
+    if (name === current) markRead(name);
+    else {
+      room.unread = Math.max(room.unread, room.lastSeq - room.readSeq);
+      drawTab(name);
+    }
   } catch (e) {
     notice(name, `Could not join ${name}: ${e.message}`);
     removeRoom(name);
@@ -288,7 +317,23 @@ function select(name) {
   }
   ui.roomTitle.textContent = `# ${name}`;
   drawMembers();
+  drawTyping();
+  markRead(name);
   room.log.scrollTop = room.log.scrollHeight;
+}
+
+/** Tells the room this user has read it to the end (a room keeps the marker). */
+function markRead(name) {
+  const room = rooms.get(name);
+  if (!room || room.lastSeq <= room.readSeq || !client) return;
+  room.readSeq = room.lastSeq;
+  client.markRead(name, room.lastSeq).catch((e) => console.warn('read', name, e));
+}
+
+function drawTyping() {
+  const users = ((current && rooms.get(current)?.typing) || []).filter((u) => u !== me);
+  ui.typing.textContent =
+    users.length === 0 ? '' : users.length === 1 ? `${users[0]} is typing…` : `${users.slice(0, 3).join(', ')} are typing…`;
 }
 
 function drawTab(name) {
@@ -309,6 +354,7 @@ async function refreshMembers(name) {
     const room = rooms.get(name);
     if (!room) return;
     room.members = new Map(members.map((m) => [m.user, m.info]));
+    room.readSeq = Math.max(room.readSeq, members.find((m) => m.user === me)?.read_seq ?? 0);
     see(members.map((m) => m.user));
     if (name === current) drawMembers();
   } catch (e) {
@@ -344,10 +390,11 @@ function onMessage(name, m) {
   li.append(from, time, body);
   append(room, li);
   see([m.from]);
+  room.lastSeq = Math.max(room.lastSeq, m.seq);
   if (name !== current) {
     room.unread += 1;
     drawTab(name);
-  }
+  } else if (!document.hidden) markRead(name);
 }
 
 function notice(name, message) {
@@ -408,12 +455,12 @@ function see(users) {
   if (!fresh.length || !client) return;
   for (const u of fresh) people.set(u, undefined);
   client
-    .watch(fresh, ({ user, online }) => {
-      people.set(user, online);
+    .watch(fresh, ({ user, online, status }) => {
+      people.set(user, { online, status });
       drawPeople();
     })
     .then((states) => {
-      for (const s of states) people.set(s.user, s.online);
+      for (const s of states) people.set(s.user, { online: s.online, status: s.status });
       drawPeople();
     })
     .catch((e) => {
@@ -423,20 +470,53 @@ function see(users) {
 }
 
 function drawPeople() {
-  const users = [...people.keys()].sort((a, b) => (people.get(b) === true) - (people.get(a) === true) || a.localeCompare(b));
+  const on = (u) => people.get(u)?.online === true;
+  const users = [...people.keys()].sort((a, b) => on(b) - on(a) || a.localeCompare(b));
   ui.people.replaceChildren(
     ...users.map((u) => {
       const li = personItem(u);
-      const online = people.get(u) === true;
+      const online = on(u);
       li.classList.toggle('online', online);
       const state = document.createElement('span');
-      state.className = 'hint';
-      state.textContent = online ? ' · online' : ' · offline';
+      state.className = 'hint presence';
+      state.textContent = online ? ` · ${people.get(u).status ?? 'online'}` : ' · offline';
+      li.dataset.status = online ? (people.get(u).status ?? 'online') : 'offline';
       li.append(state);
       return li;
     }),
   );
 }
+
+// --- direct messages -----------------------------------------------------------
+
+function direct(line, ts, queued) {
+  const li = document.createElement('li');
+  li.className = queued ? 'message queued' : 'message';
+  const time = document.createElement('time');
+  time.dateTime = new Date(ts).toISOString();
+  time.textContent = new Date(ts).toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' });
+  const body = document.createElement('span');
+  body.className = 'text';
+  body.textContent = queued ? `${line} (sent while you were away)` : line;
+  li.append(time, ' ', body);
+  ui.directs.append(li);
+}
+
+ui.dmForm.addEventListener('submit', async (ev) => {
+  ev.preventDefault();
+  const to = ui.dmTo.value.trim();
+  const message = ui.dmText.value.trim();
+  if (!ID.test(to) || !message || !client) return;
+  ui.dmText.value = '';
+  try {
+    const { delivered } = await client.send(to, { text: message });
+    ui.dmResult.textContent = delivered ? `Delivered to ${to}.` : `${to} is offline: it will be delivered when ${to} comes online.`;
+    direct(`to ${to}: ${message}`, Date.now(), false);
+  } catch (e) {
+    ui.dmResult.textContent = `Not sent (${e.code}): ${e.message}`;
+    if (!ui.dmText.value) ui.dmText.value = message;
+  }
+});
 
 function personItem(user) {
   const li = document.createElement('li');

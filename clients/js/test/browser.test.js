@@ -130,6 +130,35 @@ describe('the demo page', () => {
     await alice.locator('#people li.online[data-user="bob"]').waitFor(WAIT);
     await bob.locator('#people li.online[data-user="alice"]').waitFor(WAIT);
 
+    // Typing shows on the other page, and goes 3 s after the last keystroke.
+    await bob.getByLabel('Message', { exact: true }).pressSequentially('hm', { delay: 20 });
+    await alice.locator('#typing', { hasText: 'bob is typing…' }).waitFor(WAIT);
+    const typed = Date.now();
+    await alice.locator('#typing:empty').waitFor({ timeout: 6000 });
+    assert.ok(Date.now() - typed >= 2000, 'typing lasts about 3 s');
+    await bob.getByLabel('Message', { exact: true }).fill('');
+
+    // A status picked on one page shows next to the name on the other.
+    await alice.getByLabel('My status').selectOption('away');
+    await bob.locator('#people li[data-user="alice"][data-status="away"]').waitFor(WAIT);
+    await alice.getByLabel('My status').selectOption('online');
+    await bob.locator('#people li[data-user="alice"][data-status="online"]').waitFor(WAIT);
+
+    // Direct messages: delivered now, or when the user comes online.
+    await bob.getByLabel('To', { exact: true }).fill('alice');
+    await bob.getByLabel('Direct message', { exact: true }).fill('psst');
+    await bob.getByRole('button', { name: 'Send privately' }).click();
+    await bob.locator('#dm-result', { hasText: 'Delivered to alice.' }).waitFor(WAIT);
+    await alice.locator('#directs li', { hasText: 'bob: psst' }).waitFor(WAIT);
+    await bob.getByLabel('To', { exact: true }).fill('carol');
+    await bob.getByLabel('Direct message', { exact: true }).fill('see you');
+    await bob.getByRole('button', { name: 'Send privately' }).click();
+    await bob.locator('#dm-result', { hasText: 'it will be delivered when carol comes online' }).waitFor(WAIT);
+    const carol = await open(gw.demo);
+    await pickName(carol, 'carol');
+    await carol.locator('#directs li.queued', { hasText: 'bob: see you' }).waitFor(WAIT);
+    await carol.context().close();
+
     // A second room, joined by both.
     for (const page of [alice, bob]) {
       await page.getByLabel('Join a room').fill('random');
@@ -138,9 +167,13 @@ describe('the demo page', () => {
     }
     await say(bob, 'over here');
     await expectMessages(alice, 'random', ['over here']);
-    await alice.getByRole('button', { name: '# lobby' }).click();
+    // Alice looks at #random: what is said in the lobby counts as unread there.
+    await bob.getByRole('button', { name: /# lobby/ }).click();
+    await say(bob, 'psst, lobby');
+    await alice.getByRole('button', { name: '# lobby 1 new' }).waitFor(WAIT);
+    await alice.getByRole('button', { name: /# lobby/ }).click();
     await say(alice, 'back in the lobby');
-    await expectMessages(bob, 'lobby', ['hello bob', 'hi alice', 'back in the lobby']);
+    await expectMessages(bob, 'lobby', ['hello bob', 'hi alice', 'psst, lobby', 'back in the lobby']);
     await bob.getByRole('button', { name: /# lobby/ }).click();
     await bob.locator('#members li[data-user="alice"]').waitFor(WAIT);
 
