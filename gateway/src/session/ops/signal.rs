@@ -7,12 +7,12 @@
 //! message rate like every op.
 
 use bytes::Bytes;
+use proto::client::{ErrorCode, ReplyBody};
 use proto::internal::{self, router_reply, router_request};
 
 use super::publish::check_publish;
 use super::{call_failure, fail, not_member, unexpected, Answer};
 use crate::session::Session;
-use proto::client::{ErrorCode, ReplyBody};
 
 /// Largest signal `data`, in bytes of JSON text.
 pub const MAX_SIGNAL_BYTES: usize = 4096;
