@@ -93,6 +93,9 @@ pub struct Config {
 
     #[command(flatten)]
     pub embedded: Embedded,
+
+    #[command(flatten)]
+    pub hooks: crate::hooks::HookFlags,
 }
 
 /// Per-connection and per-gateway limits.

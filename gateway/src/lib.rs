@@ -18,6 +18,7 @@ pub mod bucket;
 pub mod config;
 pub mod delivery;
 pub mod edge;
+pub mod hooks;
 pub mod metrics;
 pub mod node;
 pub mod session;

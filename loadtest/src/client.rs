@@ -39,6 +39,8 @@ pub struct ConnectOptions {
     pub protocols: Vec<String>,
     /// Sent as `Origin`.
     pub origin: Option<String>,
+    /// More request headers (a `Cookie`, say).
+    pub headers: Vec<(String, String)>,
     /// Answer pings (a well-behaved client does).
     pub auto_pong: bool,
     /// Read at all; a client that does not read lets its receive buffer fill.
@@ -59,6 +61,7 @@ impl ConnectOptions {
             bearer: None,
             protocols: Vec::new(),
             origin: None,
+            headers: Vec::new(),
             auto_pong: true,
             read: true,
             source: None,
@@ -184,6 +187,9 @@ impl Client {
         }
         if let Some(o) = &opts.origin {
             req = req.header("Origin", o);
+        }
+        for (name, value) in &opts.headers {
+            req = req.header(name, value);
         }
         let req = req.body(Empty::<Bytes>::new()).map_err(|e| ClientError::Connect(e.to_string()))?;
         let (mut ws, response) = match fastwebsockets::handshake::client(&Spawn, req, stream).await {

@@ -40,6 +40,8 @@ pub struct Hub {
     pub default_grants: Arc<Grants>,
     /// Policy per room prefix (`--config`).
     pub namespaces: Arc<Namespaces>,
+    /// The backend's hooks (`--hook-url`).
+    pub hooks: Option<Arc<crate::hooks::Hooks>>,
     /// Allowed `Origin` values; empty allows any.
     pub allowed_origins: Vec<String>,
     /// `--conformance-echo`: connections echo messages instead of speaking
@@ -71,6 +73,7 @@ pub struct Parts {
     pub verifier: Verifier,
     pub defaults: Defaults,
     pub namespaces: Arc<Namespaces>,
+    pub hooks: Option<Arc<crate::hooks::Hooks>>,
     pub allowed_origins: Vec<String>,
     pub conformance_echo: bool,
 }
@@ -92,6 +95,7 @@ impl Hub {
             default_grants: Grants::defaults(&p.defaults),
             defaults: p.defaults,
             namespaces: p.namespaces,
+            hooks: p.hooks,
             allowed_origins: p.allowed_origins,
             conformance_echo: p.conformance_echo,
             conns: Mutex::default(),

@@ -65,6 +65,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             watch: Arc::new(Globs::parse_list(&config.default_watch)),
         },
         namespaces: namespaces.clone(),
+        hooks: crate::hooks::Hooks::new(&config.hooks)?.map(Arc::new),
         allowed_origins: list(&config.allowed_origins),
         conformance_echo: config.conformance_echo,
     });

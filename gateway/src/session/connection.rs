@@ -23,6 +23,7 @@ use super::grants::Grants;
 use super::{decode, Accepted, Session};
 use crate::delivery::outbox::Out;
 use crate::delivery::topics::Listener;
+use crate::hooks::connect::Presented;
 use crate::node::hub::{Conn, Hub};
 use crate::websocket::reader::{Incoming, ReadError};
 use crate::websocket::socket::{Socket, SocketConfig};
@@ -77,7 +78,7 @@ impl Connection {
             let echo = Box::pin(crate::websocket::echo::serve(&mut self.socket, &self.session.outbox));
             echo.await;
         } else {
-            let auth = Box::pin(self.authenticate(accepted.token, accepted.peer));
+            let auth = Box::pin(self.authenticate(accepted.token, accepted.hook, accepted.peer));
             if let Some((claims, auth_id)) = auth.await {
                 let open = Box::pin(self.open(claims));
                 open.await;
@@ -97,8 +98,13 @@ impl Connection {
     /// Verifies the upgrade's token, or waits for an `auth` frame, and
     /// admits the connection. Returns the claims and the id of an `auth`
     /// request still to be answered.
-    async fn authenticate(&mut self, token: Option<String>, peer: SocketAddr) -> Option<(Claims, RequestId)> {
-        let (claims, id) = Box::pin(self.credentials(token, peer)).await?;
+    async fn authenticate(
+        &mut self,
+        token: Option<String>,
+        hook: Option<Box<Presented>>,
+        peer: SocketAddr,
+    ) -> Option<(Claims, RequestId)> {
+        let (claims, id) = Box::pin(self.credentials(token, hook, peer)).await?;
         // Only a verified token is charged to the handshake rate.
         if let Err(refusal) = self.session.hub.admission.handshake() {
             refusal.count();
@@ -111,8 +117,27 @@ impl Connection {
         Some((claims, id))
     }
 
-    /// The verified claims of the upgrade's token or of an `auth` frame.
-    async fn credentials(&mut self, token: Option<String>, peer: SocketAddr) -> Option<(Claims, RequestId)> {
+    /// The verified claims of the upgrade's token, of the backend's connect
+    /// hook, or of an `auth` frame.
+    async fn credentials(
+        &mut self,
+        token: Option<String>,
+        hook: Option<Box<Presented>>,
+        peer: SocketAddr,
+    ) -> Option<(Claims, RequestId)> {
+        if let (Some(presented), Some(hooks)) = (hook, self.session.hub.hooks.clone()) {
+            return match crate::hooks::connect::connect(&hooks, &presented).await {
+                Ok(claims) => Some((claims, RequestId::None)),
+                Err(close) if close.code == close::TRY_AGAIN_LATER => {
+                    self.session.outbox.close(close);
+                    None
+                }
+                Err(close) => {
+                    refuse_auth(&self.session, close, peer);
+                    None
+                }
+            };
+        }
         if let Some(token) = token {
             return match self.session.hub.verifier.verify(&token) {
                 Ok(claims) => Some((claims, RequestId::None)),

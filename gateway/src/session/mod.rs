@@ -44,6 +44,8 @@ pub struct Accepted {
     /// Close right after the upgrade so (origin, admission).
     pub refuse: Option<Close>,
     pub peer: SocketAddr,
+    /// No token, but a cookie or a `--hook-headers` header: for the connect hook.
+    pub hook: Option<Box<crate::hooks::connect::Presented>>,
 }
 
 /// A client's state as the ops see it; authenticated once `user` is set.

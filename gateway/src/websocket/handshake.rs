@@ -107,7 +107,11 @@ pub fn upgrade(
     } else {
         None
     };
-    let accepted = Accepted { encoding, token, refuse, peer };
+    let hook = match (&token, &hub.hooks) {
+        (None, Some(hooks)) => crate::hooks::connect::Presented::of(req.headers(), &hooks.headers, peer).map(Box::new),
+        _ => None,
+    };
+    let accepted = Accepted { encoding, token, refuse, peer, hook };
     let mut response = response.map(|_| Full::new(Bytes::new()));
     if offered_protocol {
         response.headers_mut().insert(SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_static(encoding.protocol()));

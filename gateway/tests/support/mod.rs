@@ -10,6 +10,7 @@ use serde_json::{json, Value};
 
 pub const T: Duration = Duration::from_secs(5);
 
+pub mod backend;
 pub mod cluster;
 pub mod load;
 pub mod partition;

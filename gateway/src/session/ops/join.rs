@@ -19,6 +19,9 @@ pub async fn join(s: &mut Session, id: &RequestId, room: String, since: Option<p
         return fail(ErrorCode::TooManyRooms, message);
     }
     take_join(s)?;
+    if !rejoin {
+        crate::hooks::approve::join(s, &room).await?;
+    }
     let cost = if rejoin { 0 } else { s.room_cost(&room) };
     if !s.hold(cost) {
         return fail(ErrorCode::TooManyRooms, "this client address holds too many memberships (--max-bytes-per-ip)");

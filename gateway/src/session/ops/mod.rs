@@ -96,7 +96,7 @@ fn not_member<T>(room: &str) -> Result<T, Failure> {
 }
 
 /// `data` within [`proto::client::MAX_DATA_BYTES`], or `too_large`.
-fn check_data(data: &[u8]) -> Result<(), Failure> {
+pub(crate) fn check_data(data: &[u8]) -> Result<(), Failure> {
     if data.len() > proto::client::MAX_DATA_BYTES {
         return fail(ErrorCode::TooLarge, "data is over 64 KiB");
     }
