@@ -36,10 +36,16 @@ fn backend(path: &str, body: &Value) -> Reply {
                 Some("bad") => Reply::ok(json!({"error": {"code": "unauthorized", "message": "no such session"}})),
                 Some("boom") => Reply { status: 500, body: json!({}), delay: Duration::ZERO },
                 Some("slow") => slow,
+                // Short lives, for the refresh hook.
+                Some(user @ ("rita" | "nora")) => Reply::ok(json!({"user": user, "exp": proto::now_ms() / 1000 + 2})),
                 Some(other) => Reply::ok(json!({"user": other, "rooms": ["chat:*"]})),
                 None => Reply::ok(json!({"error": {"code": "unauthorized", "message": "no session"}})),
             }
         }
+        "/hooks/refresh" => match body["user"].as_str() {
+            Some("rita") => Reply::ok(json!({"user": "rita", "exp": proto::now_ms() / 1000 + 2})),
+            _ => Reply::ok(json!({"error": {"code": "unauthorized", "message": "session ended"}})),
+        },
         "/hooks/join" => match body["room"].as_str().unwrap_or_default() {
             "chat:vip" => Reply::ok(json!({"ok": false, "error": {"code": "forbidden", "message": "members only"}})),
             "chat:banned" => Reply::ok(json!({"ok": false, "error": {"code": "banned", "message": "go away"}})),
@@ -142,6 +148,30 @@ async fn hooks_let_the_backend_authenticate_approve_and_rewrite() {
     let (r, took) = hung.await.unwrap();
     assert_eq!(r["error"]["code"], "unavailable", "{r}");
     assert!(took >= TIMEOUT && took < TIMEOUT + Duration::from_secs(1), "{took:?}");
+
+    // refresh: a short-lived hook session is renewed before it expires, or
+    // closed with 4501 when the backend says no.
+    let mut rita = with_headers(&gw, &[("cookie", "sid=rita")]).await.unwrap();
+    let mut nora = with_headers(&gw, &[("cookie", "sid=nora")]).await.unwrap();
+    for c in [&mut rita, &mut nora] {
+        c.next_of_type("hello", T).await.unwrap();
+    }
+    let started = Instant::now();
+    assert_eq!(nora.wait_close(Duration::from_secs(4)).await.unwrap(), Some(4501));
+    assert!(
+        started.elapsed() < Duration::from_millis(1800),
+        "closed at the refusal, before exp: {:?}",
+        started.elapsed()
+    );
+    tokio::time::sleep(Duration::from_secs(4) - started.elapsed()).await;
+    let r = rita.request(json!({"op": "join", "room": "chat:general"})).await.unwrap();
+    assert_eq!(r["ok"], true, "renewed past its first exp: {r}");
+    let refreshes = backend.requests("/hooks/refresh");
+    let rita_refresh =
+        refreshes.iter().find(|r| r.body.windows(6).any(|w| w == b"\"rita\"")).expect("a refresh for rita");
+    let body: Value = serde_json::from_slice(&rita_refresh.body).unwrap();
+    assert_eq!((body["cookie"].as_str(), body["user"].as_str()), (Some("sid=rita"), Some("rita")));
+    assert!(body["conn"].as_str().is_some_and(|c| !c.is_empty()));
 
     // Every request was signed with the first secret, freshly.
     let received = backend.received.lock().unwrap().clone();

@@ -233,8 +233,14 @@ async fn batched(t: &Target, n: usize) {
             // (members_changed frames, the last count, joined/left frames)
             let (mut batches, mut count, mut singles) = (0u64, 0u64, 0u64);
             let mut seated_at = None;
+            // Until seated (however loaded the machine), then 3 s more for
+            // frames a window too many would bring.
+            let deadline = Instant::now() + Duration::from_secs(60);
             loop {
-                match c.next_json(Duration::from_secs(3)).await {
+                let seated = seated_at.is_some() && count == n as u64;
+                let wait =
+                    if seated { Duration::from_secs(3) } else { deadline.saturating_duration_since(Instant::now()) };
+                match c.next_json(wait).await {
                     Ok(v) if v["type"] == "members_changed" => {
                         batches += 1;
                         count = v["count"].as_u64().unwrap();

@@ -3,6 +3,11 @@
 //! answer `{"user", "info", "rooms", "publish", "send", "watch", "exp"}`
 //! stands in for a token's claims; `{"error": …}` closes 4500; a failing or
 //! slow backend closes 1013, so clients retry.
+//!
+//! The `refresh` hook renews such a connection shortly before its `exp`
+//! (a minute before, or halfway for shorter lives) with the same request
+//! plus the user and connection; `{"error": …}` closes it with 4501, a
+//! failing backend is asked again until the old `exp` runs out.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -62,6 +67,44 @@ struct Answer {
     exp: Option<i64>,
 }
 
+/// Why a refresh did not renew.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Renewal {
+    /// The backend said no (or named another user): close 4501.
+    Refused,
+    /// No usable answer: ask again later.
+    Unavailable,
+}
+
+#[derive(Serialize)]
+struct RefreshAsk<'a> {
+    #[serde(flatten)]
+    presented: &'a Presented,
+    user: &'a str,
+    conn: &'a str,
+}
+
+/// Renewed claims for `user`'s connection `conn`.
+pub async fn refresh(hooks: &Hooks, presented: &Presented, user: &str, conn: &str) -> Result<Claims, Renewal> {
+    let answer: Answer = match hooks.call("refresh", &RefreshAsk { presented, user, conn }).await {
+        Ok(a) => a,
+        Err(HookError::Denied { .. }) => return Err(Renewal::Refused),
+        Err(HookError::Unavailable(_)) => return Err(Renewal::Unavailable),
+    };
+    match claims(answer, proto::now_ms() / 1000) {
+        Ok(c) if c.sub == user => Ok(c),
+        Ok(_) => Err(Renewal::Refused),
+        Err(_) => Err(Renewal::Unavailable),
+    }
+}
+
+/// When to renew claims that expire at `exp` (Unix seconds).
+pub fn renew_at(exp: i64, now_ms: i64, now: tokio::time::Instant) -> tokio::time::Instant {
+    let left = exp.saturating_mul(1000).saturating_sub(now_ms).max(0) as u64;
+    let margin = (left / 2).min(60_000);
+    now + std::time::Duration::from_millis((left - margin).min(365 * 86_400_000))
+}
+
 /// The claims the backend grants `presented`, or how to close.
 pub async fn connect(hooks: &Hooks, presented: &Presented) -> Result<Claims, Close> {
     let answer: Answer = match hooks.call("connect", presented).await {
@@ -108,6 +151,16 @@ mod tests {
         }
         let big = format!(r#"{{"user":"ann","info":"{}"}}"#, "x".repeat(MAX_INFO_BYTES));
         assert!(parse(&big).is_err());
+    }
+
+    #[test]
+    fn renewal_comes_a_minute_early_or_halfway() {
+        let now = tokio::time::Instant::now();
+        let at = |exp_s: i64| renew_at(exp_s, 1_000_000, now).duration_since(now).as_millis();
+        // (exp, renew after ms)
+        for (exp, after) in [(1000 + 3600, 3_540_000), (1000 + 60, 30_000), (1000 + 10, 5_000), (900, 0)] {
+            assert_eq!(at(exp), after, "{exp}");
+        }
     }
 
     #[test]

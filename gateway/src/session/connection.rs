@@ -23,7 +23,10 @@ use super::grants::Grants;
 use super::{decode, Accepted, Session};
 use crate::delivery::outbox::Out;
 use crate::delivery::topics::Listener;
-use crate::hooks::connect::Presented;
+use crate::hooks::connect::{Presented, Renewal};
+
+/// How soon a refresh hook that did not answer is asked again.
+const RENEW_RETRY: std::time::Duration = std::time::Duration::from_secs(5);
 use crate::node::hub::{Conn, Hub};
 use crate::websocket::reader::{Incoming, ReadError};
 use crate::websocket::socket::{Socket, SocketConfig};
@@ -50,6 +53,8 @@ struct Connection {
     accepted: Option<Accepted>,
     /// The token expiry the socket's clock was last given.
     exp: i64,
+    /// What the connect hook was shown, to renew through the refresh hook.
+    renewal: Option<Box<Presented>>,
 }
 
 impl Connection {
@@ -63,7 +68,13 @@ impl Connection {
             write_timeout: hub.limits.write_timeout,
         };
         let session = Session::new(hub, outbox.clone(), &accepted);
-        Self { socket: Socket::new(stream, prefix, outbox, config), session, accepted: Some(accepted), exp: 0 }
+        Self {
+            socket: Socket::new(stream, prefix, outbox, config),
+            session,
+            accepted: Some(accepted),
+            exp: 0,
+            renewal: None,
+        }
     }
 
     /// The whole connection: authenticate, serve, clean up, close. Each step
@@ -127,7 +138,10 @@ impl Connection {
     ) -> Option<(Claims, RequestId)> {
         if let (Some(presented), Some(hooks)) = (hook, self.session.hub.hooks.clone()) {
             return match crate::hooks::connect::connect(&hooks, &presented).await {
-                Ok(claims) => Some((claims, RequestId::None)),
+                Ok(claims) => {
+                    self.renewal = Some(presented);
+                    Some((claims, RequestId::None))
+                }
                 Err(close) if close.code == close::TRY_AGAIN_LATER => {
                     self.session.outbox.close(close);
                     None
@@ -161,7 +175,7 @@ impl Connection {
                     }
                     continue;
                 }
-                Ok(Incoming::Pong) => continue,
+                Ok(Incoming::Pong | Incoming::Renew) => continue,
                 Ok(Incoming::Close(code)) => {
                     self.session.outbox.close(Close::new(code.unwrap_or(close::NORMAL), "bye"));
                     return None;
@@ -230,11 +244,34 @@ impl Connection {
         tokio::spawn(async move { crate::delivery::topics::hand_over(&presence, &user, Some(listener)).await });
     }
 
-    /// Moves the socket's expiry clock to the session's token expiry.
+    /// Moves the socket's expiry clock to the session's token expiry (and,
+    /// for a hook-authenticated connection, its renewal before that).
     fn sync_expiry(&mut self) {
         if self.exp != self.session.exp {
             self.exp = self.session.exp;
-            self.socket.clocks.expire_at(self.exp, tokio::time::Instant::now());
+            let now = tokio::time::Instant::now();
+            self.socket.clocks.expire_at(self.exp, now);
+            if self.renewal.is_some() {
+                self.socket.clocks.renew_at(Some(crate::hooks::connect::renew_at(self.exp, proto::now_ms(), now)));
+            }
+        }
+    }
+
+    /// Asks the refresh hook to extend a hook-authenticated connection.
+    async fn renew(&mut self) {
+        let (Some(presented), Some(hooks)) = (self.renewal.clone(), self.session.hub.hooks.clone()) else { return };
+        let (user, conn) = (self.session.user.clone(), self.session.conn.clone());
+        let call = crate::hooks::connect::refresh(&hooks, &presented, &user, &conn);
+        match self.socket.tend(call).await {
+            Ok(claims) => {
+                self.session.exp = claims.exp;
+                self.sync_expiry();
+            }
+            Err(Renewal::Refused) => self.session.outbox.close(Close::new(close::TOKEN_EXPIRED, "refresh refused")),
+            // The old expiry still stands; ask again in a while.
+            Err(Renewal::Unavailable) => {
+                self.socket.clocks.renew_at(Some(tokio::time::Instant::now() + RENEW_RETRY));
+            }
         }
     }
 
@@ -253,6 +290,10 @@ impl Connection {
                     self.session.outbox.close(Close::new(code.unwrap_or(close::NORMAL), "bye"))
                 }
                 Ok(Incoming::Pong) => {}
+                Ok(Incoming::Renew) => {
+                    let renew = Box::pin(self.renew());
+                    renew.await;
+                }
                 Ok(Incoming::Ping(payload)) => {
                     if self.session.admit() {
                         self.session.outbox.push(Out::Pong(payload));

@@ -1,6 +1,6 @@
-//! A connection's clocks: heartbeat pings, silence after a ping, and a
+//! A connection's clocks: heartbeat pings, silence after a ping, a
 //! deadline (the auth timeout before authentication, the token's expiry
-//! after).
+//! after), and when to renew credentials the backend granted.
 //!
 //! Plain state with the time passed in: the socket asks when to wake
 //! ([`Clocks::wake_at`]) and what is due then ([`Clocks::fire`]).
@@ -17,6 +17,8 @@ pub enum Alarm {
     Ping,
     /// Close so.
     Close(Close),
+    /// Renew the connection's credentials (the connect hook's, before they expire).
+    Renew,
 }
 
 /// Heartbeat and deadline state.
@@ -31,11 +33,26 @@ pub struct Clocks {
     heard: bool,
     /// The connection ends at this instant with this close.
     deadline: Option<(Instant, Close)>,
+    /// When to ask for renewed credentials.
+    renew: Option<Instant>,
 }
 
 impl Clocks {
     pub fn new(heartbeat: Duration, pong_timeout: Duration, now: Instant) -> Self {
-        Self { heartbeat, pong_timeout, next_ping: now + heartbeat, ping_sent: None, heard: false, deadline: None }
+        Self {
+            heartbeat,
+            pong_timeout,
+            next_ping: now + heartbeat,
+            ping_sent: None,
+            heard: false,
+            deadline: None,
+            renew: None,
+        }
+    }
+
+    /// Asks for a [`Alarm::Renew`] at `at` (or never).
+    pub fn renew_at(&mut self, at: Option<Instant>) {
+        self.renew = at;
     }
 
     /// Anything at all arrived from the client.
@@ -58,7 +75,8 @@ impl Clocks {
     /// When something may be due.
     pub fn wake_at(&self) -> Instant {
         let heartbeat = self.ping_sent.map_or(self.next_ping, |t| t + self.pong_timeout);
-        self.deadline.map_or(heartbeat, |(at, _)| at.min(heartbeat))
+        let soonest = self.renew.map_or(heartbeat, |at| at.min(heartbeat));
+        self.deadline.map_or(soonest, |(at, _)| at.min(soonest))
     }
 
     /// What is due at `now`, if anything.
@@ -67,6 +85,10 @@ impl Clocks {
             if now >= at {
                 return Some(Alarm::Close(close));
             }
+        }
+        if self.renew.is_some_and(|at| now >= at) {
+            self.renew = None;
+            return Some(Alarm::Renew);
         }
         match self.ping_sent {
             Some(t) if now >= t + self.pong_timeout => {

@@ -43,6 +43,9 @@ pub enum Incoming {
     Pong,
     /// The client closes, with its code if it sent one.
     Close(Option<u16>),
+    /// Not from the client: the socket's clock says the connection's
+    /// credentials are due for renewal.
+    Renew,
 }
 
 /// Why reading stopped.

@@ -132,6 +132,7 @@ impl Socket {
             Wake::Alarm => match self.clocks.fire(Instant::now()) {
                 Some(Alarm::Ping) => self.flush(true).await,
                 Some(Alarm::Close(c)) => self.outbox.close(c),
+                Some(Alarm::Renew) => return Some(Ok(Incoming::Renew)),
                 None => {}
             },
         }
