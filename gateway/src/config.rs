@@ -214,6 +214,10 @@ pub struct Embedded {
 
     #[command(flatten)]
     pub inbox: presence::InboxFlags,
+
+    /// Room and user events for the application's backend (standalone).
+    #[command(flatten)]
+    pub webhooks: shell::webhook::WebhookFlags,
 }
 
 #[cfg(test)]

@@ -46,6 +46,9 @@ struct Config {
     inbox: presence::InboxFlags,
 
     #[command(flatten)]
+    webhooks: shell::webhook::WebhookFlags,
+
+    #[command(flatten)]
     api: shell::grpc::ApiAccess,
 }
 
@@ -61,7 +64,8 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let bus = Bus::nats(&config.nats_url, &id, "presence").await.context("--nats-url")?;
     let store =
         StoreConfig { lease_ttl: config.lease_ttl, offline_grace: config.offline_grace, inbox: config.inbox.config() };
-    let service = PresenceService::start(bus.clone(), store);
+    let webhooks = shell::webhook::Webhooks::start(&config.webhooks, &id)?;
+    let service = PresenceService::start_with(bus.clone(), store, webhooks);
     let routes = tonic::transport::Server::builder().add_service(service.clone().into_server(auth));
     let grpc =
         shell::grpc::serve(config.listen, routes).await.with_context(|| format!("--listen {}", config.listen))?;

@@ -60,6 +60,8 @@ pub struct PresenceService {
     changes: broadcast::Sender<pb::PresenceChange>,
     /// Every change, in order, for the bus publisher task.
     publish: mpsc::Sender<pb::PresenceChange>,
+    /// `user_online` and `user_offline` for the application's backend.
+    webhooks: Option<shell::webhook::Webhooks>,
 }
 
 impl PresenceService {
@@ -68,6 +70,12 @@ impl PresenceService {
     /// Spawns the sweeper and the bus publisher, so it must run inside a
     /// Tokio runtime; both stop once the last `Arc` is dropped.
     pub fn start(bus: Bus, config: StoreConfig) -> Arc<Self> {
+        Self::start_with(bus, config, None)
+    }
+
+    /// [`PresenceService::start`], telling the application's backend of
+    /// users going online and offline through `webhooks`.
+    pub fn start_with(bus: Bus, config: StoreConfig, webhooks: Option<shell::webhook::Webhooks>) -> Arc<Self> {
         let (publish, queue) = mpsc::channel(PUBLISH_QUEUE);
         let (changes, _) = broadcast::channel(WATCH_BUFFER);
         let service = Arc::new(Self {
@@ -77,6 +85,7 @@ impl PresenceService {
             lease_ttl_ms: config.lease_ttl.as_millis().min(u32::MAX as u128) as u32,
             changes,
             publish,
+            webhooks,
         });
         tokio::spawn(publish_changes(bus, queue));
         tokio::spawn(sweep(Arc::downgrade(&service)));
@@ -129,6 +138,12 @@ impl PresenceService {
         metrics::gauge!("switchboard_presence_sessions").set(store.sessions() as f64);
         for change in changes {
             let online = if change.online { "true" } else { "false" };
+            // A status change is news to watchers, not to the backend.
+            if let (Some(webhooks), false) = (&self.webhooks, change.status_only) {
+                let mut fields = serde_json::Map::new();
+                fields.insert("user".into(), change.user.clone().into());
+                webhooks.emit(if change.online { "user_online" } else { "user_offline" }, fields);
+            }
             metrics::counter!("switchboard_presence_changes_total", "online" => online).increment(1);
             let change =
                 pb::PresenceChange { user: change.user, online: change.online, ts: change.ts, status: change.status };

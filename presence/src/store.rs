@@ -48,6 +48,8 @@ pub struct Change {
     pub ts: i64,
     /// While online, the user's status ("" until one is set: `online`).
     pub status: String,
+    /// Only the status changed (the user was and is online).
+    pub status_only: bool,
 }
 
 /// One gateway's lease and the sessions it holds.

@@ -80,11 +80,11 @@ fn session(user: &str, conn: &str) -> pb::Session {
 }
 
 fn online_at(user: &str, ts: i64) -> Change {
-    Change { user: user.into(), online: true, ts, status: String::new() }
+    Change { user: user.into(), online: true, ts, status: String::new(), status_only: false }
 }
 
 fn offline_at(user: &str, ts: i64) -> Change {
-    Change { user: user.into(), online: false, ts, status: String::new() }
+    Change { user: user.into(), online: false, ts, status: String::new(), status_only: false }
 }
 
 #[test]

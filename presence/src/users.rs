@@ -103,7 +103,7 @@ impl Users {
         let text = status.text.clone();
         self.users.insert(user.to_owned(), State::Online { sessions: 1, status });
         self.online += 1;
-        changes.push(Change { user: user.to_owned(), online: true, ts: now_ms, status: text });
+        changes.push(Change { user: user.to_owned(), online: true, ts: now_ms, status: text, status_only: false });
     }
 
     /// A session of an online `user` says it set `status`: it becomes the
@@ -120,7 +120,8 @@ impl Users {
         let changed = status.text != current.text;
         *current = status;
         if changed {
-            changes.push(Change { user: user.to_owned(), online: true, ts: now_ms, status: current.text.clone() });
+            let status = current.text.clone();
+            changes.push(Change { user: user.to_owned(), online: true, ts: now_ms, status, status_only: true });
         }
     }
 
@@ -161,7 +162,7 @@ impl Users {
             *state = State::Offline { since_ms: offline_ms, forget_at };
             self.online -= 1;
             self.forgets.push_back((forget_at, user.clone()));
-            changes.push(Change { user, online: false, ts: offline_ms, status: String::new() });
+            changes.push(Change { user, online: false, ts: offline_ms, status: String::new(), status_only: false });
         }
         while let Some((at, user)) = pop_due(&mut self.forgets, now) {
             if let Some(State::Offline { forget_at, .. }) = self.users.get(&user) {

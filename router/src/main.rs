@@ -45,6 +45,9 @@ struct Config {
     #[command(flatten)]
     policy: PolicyFlags,
 
+    #[command(flatten)]
+    webhooks: shell::webhook::WebhookFlags,
+
     /// Virtual nodes per router on the ring (every router must agree).
     #[arg(long, env = "SB_VNODES", default_value_t = 128)]
     vnodes: u32,
@@ -71,6 +74,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
         namespaces,
         history_budget: config.policy.history.history_budget,
         vnodes: config.vnodes,
+        webhooks: shell::webhook::Webhooks::start(&config.webhooks, &id)?,
         ..OwnerConfig::default()
     };
     let node = Node::start(bus.clone(), NodeConfig { id: id.clone(), membership, owner }).await?;

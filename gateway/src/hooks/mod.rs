@@ -12,7 +12,7 @@
 
 pub mod approve;
 pub mod connect;
-pub mod signature;
+pub use shell::signature;
 
 use std::time::{Duration, Instant};
 
@@ -20,10 +20,6 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::header::{HeaderName, HeaderValue, CONTENT_TYPE};
 use hyper::{Method, Request};
-use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
@@ -67,7 +63,7 @@ pub struct BackendError {
 
 /// The hook client.
 pub struct Hooks {
-    client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
+    client: shell::http::HttpClient,
     base: String,
     timeout: Duration,
     secrets: Vec<Vec<u8>>,
@@ -79,27 +75,7 @@ impl Hooks {
     /// The hooks of `flags`, or none without `--hook-url`.
     pub fn new(flags: &HookFlags) -> anyhow::Result<Option<Self>> {
         let Some(url) = &flags.hook_url else { return Ok(None) };
-        let uri: hyper::Uri = url.parse().map_err(|e| anyhow::anyhow!("--hook-url {url}: {e}"))?;
-        if !matches!(uri.scheme_str(), Some("http" | "https")) {
-            anyhow::bail!("--hook-url {url}: use an http:// or https:// URL");
-        }
-        let builder = match hyper_rustls::HttpsConnectorBuilder::new().with_native_roots() {
-            Ok(b) => b,
-            Err(e) if uri.scheme_str() == Some("https") => {
-                anyhow::bail!("--hook-url {url}: no CA certificates to verify it with ({e}); set SSL_CERT_FILE")
-            }
-            // Plain HTTP needs no roots.
-            Err(_) => {
-                let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
-                let tls = rustls::ClientConfig::builder_with_provider(provider)
-                    .with_safe_default_protocol_versions()?
-                    .with_root_certificates(rustls::RootCertStore::empty())
-                    .with_no_client_auth();
-                hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(tls)
-            }
-        };
-        let connector = builder.https_or_http().enable_http1().build();
-        let client = Client::builder(TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(30)).build(connector);
+        let client = shell::http::client(url, "--hook-url")?;
         let headers = flags
             .hook_headers
             .iter()

@@ -35,10 +35,12 @@ impl Backends {
     /// A router and presence in this process, on a fresh in-process bus.
     pub async fn standalone(id: &str, config: &Config, namespaces: Arc<Namespaces>) -> anyhow::Result<Self> {
         let bus = Bus::local(id, "gateway");
+        let webhooks = shell::webhook::Webhooks::start(&config.embedded.webhooks, id)?;
         let owner = OwnerConfig {
             namespaces,
             history_budget: config.policy.history.history_budget,
             vnodes: config.vnodes,
+            webhooks: webhooks.clone(),
             ..OwnerConfig::default()
         };
         // Alone on its own bus, the embedded router has nobody to wait for.
@@ -50,7 +52,7 @@ impl Backends {
             lease_ttl: Duration::from_secs(15),
             inbox: config.embedded.inbox.config(),
         };
-        let service = PresenceService::start(bus.clone(), store);
+        let service = PresenceService::start_with(bus.clone(), store, webhooks);
         Ok(Self {
             router: RouterClient::new(bus.clone(), node.membership.clone(), CallConfig::default()),
             presence: PresenceClient::local(service.clone()),

@@ -114,6 +114,8 @@ pub struct Cluster {
     gateway_args: Vec<Vec<String>>,
     /// Flags every router and gateway gets (`--config`, say).
     common: Vec<String>,
+    /// Flags presence gets besides its own.
+    presence_extra: Vec<String>,
 }
 
 impl Cluster {
@@ -125,7 +127,12 @@ impl Cluster {
 
     /// [`Cluster::start`] with `common` flags for every router and gateway.
     pub async fn start_with(routers: usize, gateways: usize, common: &[&str]) -> Self {
-        let mut c = Self::without_gateways_with(routers, common);
+        Self::start_full(routers, gateways, common, &[]).await
+    }
+
+    /// [`Cluster::start_with`], and `presence` flags for presence.
+    pub async fn start_full(routers: usize, gateways: usize, common: &[&str], presence: &[&str]) -> Self {
+        let mut c = Self::without_gateways_with(routers, common, presence);
         for i in 1..=gateways {
             c.start_gateway(&format!("gw-{i}"));
         }
@@ -137,10 +144,10 @@ impl Cluster {
     /// Starts NATS, presence and `routers` routers; the caller adds gateways
     /// and waits for them.
     pub fn without_gateways(routers: usize) -> Self {
-        Self::without_gateways_with(routers, &[])
+        Self::without_gateways_with(routers, &[], &[])
     }
 
-    fn without_gateways_with(routers: usize, common: &[&str]) -> Self {
+    fn without_gateways_with(routers: usize, common: &[&str], presence: &[&str]) -> Self {
         let mut c = Self {
             nats: Nats::start(),
             presence: None,
@@ -151,6 +158,7 @@ impl Cluster {
             next_router: 1,
             gateway_args: Vec::new(),
             common: common.iter().map(|s| s.to_string()).collect(),
+            presence_extra: presence.iter().map(|s| s.to_string()).collect(),
         };
         c.start_presence();
         for _ in 0..routers {
@@ -161,7 +169,7 @@ impl Cluster {
 
     /// Starts presence: on a port of its choosing the first time, in place after.
     pub fn start_presence(&mut self) {
-        let args: Vec<String> = [
+        let mut args: Vec<String> = [
             "--nats-url",
             &self.nats.url,
             "--id",
@@ -175,6 +183,7 @@ impl Cluster {
         ]
         .map(str::to_owned)
         .into();
+        args.extend(self.presence_extra.iter().cloned());
         let proc = Proc::start("presence", &binary("presence"), &args, Some("admin"));
         let grpc = proc.printed("grpc").expect("a grpc line");
         self.presence_port = grpc.rsplit(':').next().unwrap().parse().unwrap();

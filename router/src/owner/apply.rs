@@ -11,7 +11,7 @@ use prost::Message as _;
 use proto::client::ErrorCode;
 use proto::internal::{self, room_event, router_reply, router_request};
 
-use super::state::{error, event, reply, Action, Owner};
+use super::state::{error, event, reply, Action, Notice, Owner};
 use crate::namespace::{JoinLeave, Namespace};
 use crate::room::{Change, Members, Room};
 
@@ -25,6 +25,7 @@ pub(super) enum Membership {
 /// now (`all`), in the window's batch (`batched`: the first change of a
 /// window schedules its flush), or not at all (`off`).
 pub(super) fn announce(ns: &Namespace, room_id: &str, room: &mut Room, change: Membership, out: &mut Vec<Action>) {
+    notify(room_id, room, &change, out);
     match ns.join_leave {
         JoinLeave::Off => {}
         JoinLeave::All => {
@@ -48,6 +49,26 @@ pub(super) fn announce(ns: &Namespace, room_id: &str, room: &mut Room, change: M
             match change {
                 Membership::Joined { user, info } => room.batch.joined(&user, &info),
                 Membership::Left { user } => room.batch.left(&user),
+            }
+        }
+    }
+}
+
+/// The webhook events of a user's join or leave, whatever the namespace
+/// announces to members.
+fn notify(room_id: &str, room: &Room, change: &Membership, out: &mut Vec<Action>) {
+    let room_name = room_id.to_owned();
+    match change {
+        Membership::Joined { user, .. } => {
+            if room.user_count() == 1 {
+                out.push(Action::Notify(Notice::Occupied { room: room_name.clone() }));
+            }
+            out.push(Action::Notify(Notice::Joined { room: room_name, user: user.clone() }));
+        }
+        Membership::Left { user } => {
+            out.push(Action::Notify(Notice::Left { room: room_name.clone(), user: user.clone() }));
+            if room.user_count() == 0 {
+                out.push(Action::Notify(Notice::Vacated { room: room_name }));
             }
         }
     }

@@ -24,7 +24,7 @@ use tokio::sync::mpsc;
 use crate::history::HistoryConfig;
 use crate::membership::Membership;
 use crate::namespace::Namespaces;
-pub use state::{Action, Cluster, Owner, Pull};
+pub use state::{Action, Cluster, Notice, Owner, Pull};
 
 /// Waiting for a push the previous owner says is under way.
 const PUSH_WAIT: Duration = Duration::from_secs(1);
@@ -50,6 +50,8 @@ pub struct OwnerConfig {
     pub gateway_ttl: Duration,
     /// Virtual nodes per router (to rebuild rings of the other routers).
     pub vnodes: u32,
+    /// Where membership events go for the application's backend.
+    pub webhooks: Option<shell::webhook::Webhooks>,
 }
 
 impl Default for OwnerConfig {
@@ -61,6 +63,7 @@ impl Default for OwnerConfig {
             reply_bytes: 512 * 1024,
             gateway_ttl: Duration::from_secs(5),
             vnodes: crate::ring::DEFAULT_VNODES,
+            webhooks: None,
         }
     }
 }
@@ -95,8 +98,9 @@ pub async fn spawn(
     let requests = bus.subscribe(subject::router(&id)).await?;
     let gateways = bus.subscribe(subject::GATEWAY_ANNOUNCE.into()).await?;
     let stats = Arc::new(OwnerStats::default());
+    let webhooks = config.webhooks.clone();
     let owner = Owner::new(id.clone(), config, membership.incarnation(), stats.clone(), Instant::now());
-    let task = Task { id, bus, membership, done: mpsc::unbounded_channel() };
+    let task = Task { id, bus, membership, webhooks, done: mpsc::unbounded_channel() };
     Ok((tokio::spawn(task.run(owner, requests, gateways)), stats))
 }
 
@@ -104,6 +108,7 @@ struct Task {
     id: String,
     bus: Bus,
     membership: Membership,
+    webhooks: Option<shell::webhook::Webhooks>,
     done: (mpsc::UnboundedSender<Done>, mpsc::UnboundedReceiver<Done>),
 }
 
@@ -185,8 +190,26 @@ impl Task {
                 Action::Push { room, to, state } => self.push(room, to, state),
                 Action::PushOverdue(room) => self.later(PUSH_WAIT, Done::PushOverdue(room)),
                 Action::Flush { room, after } => self.later(after, Done::Flush(room)),
+                Action::Notify(notice) => self.notify(notice),
             }
         }
+    }
+
+    /// Queues a webhook event for `notice`.
+    fn notify(&self, notice: Notice) {
+        let Some(webhooks) = &self.webhooks else { return };
+        let (ty, room, user) = match notice {
+            Notice::Occupied { room } => ("room_occupied", room, None),
+            Notice::Vacated { room } => ("room_vacated", room, None),
+            Notice::Joined { room, user } => ("member_joined", room, Some(user)),
+            Notice::Left { room, user } => ("member_left", room, Some(user)),
+        };
+        let mut fields = serde_json::Map::new();
+        fields.insert("room".into(), room.into());
+        if let Some(user) = user {
+            fields.insert("user".into(), user.into());
+        }
+        webhooks.emit(ty, fields);
     }
 
     /// Feeds `done` back to the machine after `after`.

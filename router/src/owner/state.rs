@@ -70,6 +70,29 @@ pub enum Action {
     PushOverdue(String),
     /// Call [`Owner::on_flush`] for `room` after `after` (its batching window).
     Flush { room: String, after: Duration },
+    /// Tell the application's backend (a webhook event), if it listens.
+    Notify(Notice),
+}
+
+/// A membership change for the application's backend.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Notice {
+    /// The room's first user joined.
+    Occupied {
+        room: String,
+    },
+    /// The room's last user left.
+    Vacated {
+        room: String,
+    },
+    Joined {
+        room: String,
+        user: String,
+    },
+    Left {
+        room: String,
+        user: String,
+    },
 }
 
 /// A pull of `room`'s state from router `from`, `hops` redirections in.

@@ -13,6 +13,7 @@ use super::state::PULL_WINDOW;
 use super::*;
 use crate::history::HistoryConfig;
 use crate::namespace::Namespaces;
+use crate::owner::Notice;
 use crate::ring::Ring;
 
 const ME: &str = "r-1";
@@ -69,6 +70,8 @@ struct Case {
     c: Cluster,
     now: Instant,
     out: Vec<Action>,
+    /// Webhook notices, kept apart from the other actions.
+    notices: Vec<Notice>,
 }
 
 impl Case {
@@ -100,6 +103,7 @@ impl Case {
             c: cluster(&["r-1", "r-2"]),
             now,
             out: Vec::new(),
+            notices: Vec::new(),
         };
         case.owner.on_view_change(&["r-1".into(), "r-2".into()], &case.c, now, &mut case.out);
         case
@@ -110,10 +114,16 @@ impl Case {
         self.did()
     }
 
-    /// The actions since last asked, named.
+    /// The actions since last asked (webhook notices aside), named.
     fn did(&mut self) -> Vec<String> {
+        let notices = self.out.iter().filter_map(|a| match a {
+            Action::Notify(n) => Some(n.clone()),
+            _ => None,
+        });
+        self.notices.extend(notices);
         self.out
             .drain(..)
+            .filter(|a| !matches!(a, Action::Notify(_)))
             .map(|a| match a {
                 Action::Reply(_, r) => match r.kind.unwrap() {
                     router_reply::Kind::NotOwner(_) => "not_owner".into(),
@@ -141,6 +151,7 @@ impl Case {
                 Action::Push { to, .. } => format!("push-to:{to}"),
                 Action::PushOverdue(_) => "overdue".into(),
                 Action::Flush { after, .. } => format!("flush-in:{}ms", after.as_millis()),
+                Action::Notify(_) => unreachable!("filtered out"),
             })
             .collect()
     }
@@ -435,4 +446,31 @@ fn a_batch_is_told_before_its_room_moves() {
     // Its window's end finds nothing here.
     t.owner.on_flush(&big, &mut t.out);
     assert!(t.did().is_empty());
+}
+
+#[test]
+fn membership_changes_become_webhook_notices_in_every_namespace() {
+    let mine = room_of(ME);
+    let mut t = Case::new();
+    let leave = |conn: &str| {
+        request(&mine, router_request::Kind::Leave(internal::LeaveRequest { gateway: "gw".into(), conn: conn.into() }))
+    };
+    for msg in [join(&mine, "c1", "alice"), join(&mine, "c2", "alice"), join(&mine, "c3", "bob"), leave("c1")] {
+        t.send(msg);
+    }
+    t.send(leave("c2"));
+    t.send(leave("c3"));
+    let room = || mine.clone();
+    assert_eq!(
+        t.notices,
+        [
+            Notice::Occupied { room: room() },
+            Notice::Joined { room: room(), user: "alice".into() },
+            Notice::Joined { room: room(), user: "bob".into() },
+            Notice::Left { room: room(), user: "alice".into() },
+            Notice::Left { room: room(), user: "bob".into() },
+            Notice::Vacated { room: room() },
+        ],
+        "a second connection of a user is no news"
+    );
 }
