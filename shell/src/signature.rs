@@ -27,6 +27,18 @@ pub fn sign(secret: &[u8], timestamp: i64, body: &[u8]) -> String {
     out
 }
 
+/// Adds the timestamp and signature headers for `body` to a request, when
+/// there is a secret to sign with.
+pub fn headers(
+    req: hyper::http::request::Builder,
+    secret: Option<&Vec<u8>>,
+    body: &[u8],
+) -> hyper::http::request::Builder {
+    let Some(secret) = secret else { return req };
+    let ts = proto::now_ms() / 1000;
+    req.header("x-switchboard-timestamp", ts).header("x-switchboard-signature", sign(secret, ts, body))
+}
+
 /// Whether `signature` signs `body` at `timestamp` with one of `secrets`,
 /// and `timestamp` is within [`MAX_AGE_SECS`] of `now` (Unix seconds).
 /// Compares in constant time.

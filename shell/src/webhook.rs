@@ -208,13 +208,8 @@ impl Sender {
 
     async fn post(&self, batch: &[Value]) -> Result<(), String> {
         let body = Bytes::from(serde_json::json!({ "events": batch }).to_string());
-        let mut req = hyper::Request::post(&self.url).header(CONTENT_TYPE, "application/json");
-        if let Some(secret) = self.secrets.first() {
-            let ts = proto::now_ms() / 1000;
-            req = req
-                .header("x-switchboard-timestamp", ts)
-                .header("x-switchboard-signature", crate::signature::sign(secret, ts, &body));
-        }
+        let req = hyper::Request::post(&self.url).header(CONTENT_TYPE, "application/json");
+        let req = crate::signature::headers(req, self.secrets.first(), &body);
         let req = req.body(Full::new(body)).map_err(|e| e.to_string())?;
         let res = tokio::time::timeout(REQUEST_TIMEOUT, self.client.request(req))
             .await

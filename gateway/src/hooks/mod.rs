@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
-use hyper::header::{HeaderName, HeaderValue, CONTENT_TYPE};
+use hyper::header::{HeaderName, CONTENT_TYPE};
 use hyper::{Method, Request};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -115,15 +115,11 @@ impl Hooks {
 
     async fn post<T: DeserializeOwned>(&self, hook: &str, body: &impl Serialize) -> Result<T, HookError> {
         let body = Bytes::from(serde_json::to_vec(body).expect("hook bodies serialize"));
-        let mut req = Request::builder()
+        let req = Request::builder()
             .method(Method::POST)
             .uri(format!("{}/{hook}", self.base))
             .header(CONTENT_TYPE, "application/json");
-        if let Some(secret) = self.secrets.first() {
-            let ts = proto::now_ms() / 1000;
-            let sig = signature::sign(secret, ts, &body);
-            req = req.header("x-switchboard-timestamp", ts).header("x-switchboard-signature", sig);
-        }
+        let req = signature::headers(req, self.secrets.first(), &body);
         let req = req.body(Full::new(body)).map_err(|e| HookError::Unavailable(e.to_string()))?;
         let res = self.client.request(req).await.map_err(|e| HookError::Unavailable(format!("{hook} hook: {e}")))?;
         let status = res.status();
@@ -147,9 +143,4 @@ impl Hooks {
         }
         serde_json::from_slice(&bytes).map_err(|e| HookError::Unavailable(format!("{hook} hook answer: {e}")))
     }
-}
-
-/// A header value as text, if it is text.
-pub fn header_text(value: &HeaderValue) -> Option<String> {
-    value.to_str().ok().map(str::to_owned)
 }
