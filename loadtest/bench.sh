@@ -83,6 +83,22 @@ for side in gateway peer; do
   done
 done
 
+# Publishing through a `publish` hook: the chat load again, its rooms in a
+# namespace whose publishes the backend approves first (the cheapest backend:
+# loadtest/peers/hook-backend answers {"ok":true}), beside the same load
+# without the hook, measured now.
+node loadtest/peers/hook-backend/server.js --listen 127.0.0.1:0 >"$OUT/hook.out" 2>"$OUT/hook.log" &
+pids+=("$!")
+HOOKS=$(wait_line "$OUT/hook.out" hooks)
+printf '[[namespace]]\nprefix = "chat-"\nhooks = ["publish"]\n' >"$OUT/hooked.toml"
+for hooked in no yes; do
+  if [ "$hooked" = yes ]; then start_gateway --config "$OUT/hooked.toml" --hook-url "$HOOKS"; name=gateway-chat-hooked
+  else start_gateway; name=gateway-chat-unhooked; fi
+  run "$name" "$GATEWAY" switchboard chat --rooms 200 --members 5 --rate 4
+  kill -TERM "$GATEWAY_PID" 2>/dev/null || true
+  wait "$GATEWAY_PID" 2>/dev/null || true
+done
+
 # Seating a room: N distinct users join one room at once, for each way a
 # namespace announces joins. The peer announces every join (--announce, as
 # the Socket.IO chat example does) or none.
