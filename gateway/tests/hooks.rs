@@ -195,3 +195,31 @@ async fn hooks_let_the_backend_authenticate_approve_and_rewrite() {
     assert!(metric(&m, "switchboard_gateway_hook_calls_total{hook=\"connect\",outcome=\"timeout\"}") >= 1.0, "{m}");
     assert!(metric(&m, "switchboard_gateway_hook_calls_total{hook=\"join\",outcome=\"denied\"}") >= 2.0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hooks_reach_an_https_backend_whose_ca_ssl_cert_file_names() {
+    let (backend, ca) = Backend::start_tls(backend).await;
+    let (_other, other_ca) = Backend::start_tls(backend_fn_unused).await;
+    let dir = TempDir::new("hooks-tls");
+    let (ours, theirs) = (dir.path.join("ca.pem"), dir.path.join("other-ca.pem"));
+    std::fs::write(&ours, ca).unwrap();
+    std::fs::write(&theirs, other_ca).unwrap();
+    let hook_url = format!("{}/hooks", backend.url);
+    assert!(hook_url.starts_with("https://127.0.0.1:"), "{hook_url}");
+    for (ca_file, code) in [(&ours, None), (&theirs, Some(1013))] {
+        let gw = Gateway::start_env(&["--hook-url", &hook_url], &[("SSL_CERT_FILE", ca_file.to_str().unwrap())]);
+        let mut c = with_headers(&gw, &[("cookie", "sid=ann")]).await.unwrap();
+        match code {
+            None => assert_eq!(c.next_of_type("hello", T).await.unwrap()["user"], "ann", "trusted: the hook answers"),
+            Some(code) => {
+                assert_eq!(c.wait_close(T).await.unwrap(), Some(code), "an unknown CA fails like a down backend")
+            }
+        }
+    }
+    assert_eq!(backend.requests("/hooks/connect").len(), 1, "only the trusting gateway got through");
+}
+
+/// A backend that is never asked anything (its CA is the wrong one).
+fn backend_fn_unused(_: &str, _: &Value) -> Reply {
+    Reply::ok(json!({}))
+}

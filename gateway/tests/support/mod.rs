@@ -35,14 +35,23 @@ pub struct Gateway {
 impl Gateway {
     /// Starts a standalone gateway on free loopback ports with a known secret.
     pub fn start(extra: &[&str]) -> Self {
+        Self::start_env(extra, &[])
+    }
+
+    /// [`Gateway::start`] with environment variables.
+    pub fn start_env(extra: &[&str], env: &[(&str, &str)]) -> Self {
         let secret = format!("test-secret-of-32-bytes-or-more-{}", std::process::id());
         let mut args = vec!["--jwt-secret", &secret];
         args.extend_from_slice(extra);
-        Self::start_raw(&args, secret.clone())
+        Self::start_raw_env(&args, secret.clone(), env)
     }
 
     /// Starts with exactly `args` after the standalone and address flags.
     pub fn start_raw(args: &[&str], secret: String) -> Self {
+        Self::start_raw_env(args, secret, &[])
+    }
+
+    fn start_raw_env(args: &[&str], secret: String, env: &[(&str, &str)]) -> Self {
         let mut all: Vec<String> = [
             "--standalone",
             "--listen",
@@ -56,7 +65,7 @@ impl Gateway {
         .map(|s| s.to_string())
         .collect();
         all.extend(args.iter().map(|s| s.to_string()));
-        let proc = Proc::start("gateway", &binary("gateway"), &all, Some("admin"));
+        let proc = Proc::start_with_env("gateway", &binary("gateway"), &all, env, Some("admin"));
         Self::from_proc(proc, secret)
     }
 
