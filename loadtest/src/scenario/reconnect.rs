@@ -13,6 +13,9 @@ use super::{failure_kind, Target};
 use crate::report::Report;
 use crate::stats::Stats;
 
+/// Tries of each member's first connection, before the drop.
+const INITIAL_ATTEMPTS: u32 = 5;
+
 /// Parameters of a reconnect run.
 #[derive(Debug, Clone, clap::Args)]
 pub struct Reconnect {
@@ -87,14 +90,24 @@ impl Reconnect {
             tasks.push(tokio::spawn(async move {
                 target.pace(started, i).await;
                 let user = format!("r{i}");
-                let mut m = match target.open(rooms + i, &user).await {
-                    Ok(conn) => Member::new(conn),
-                    Err(e) => {
-                        stats.fail(failure_kind(&e));
-                        drop_at.wait().await;
-                        return None;
+                // A real client retries a first connection that admission
+                // turned away (1013) too: a few times, with the same backoff.
+                let mut first = None;
+                for attempt in 0..INITIAL_ATTEMPTS {
+                    match target.open(rooms + i, &user).await {
+                        Ok(conn) => {
+                            first = Some(conn);
+                            break;
+                        }
+                        Err(e) => stats.fail(failure_kind(&e)),
                     }
+                    tokio::time::sleep(base.saturating_mul(1 << attempt).min(cap).mul_f64(jitter())).await;
+                }
+                let Some(conn) = first else {
+                    drop_at.wait().await;
+                    return None;
                 };
+                let mut m = Member::new(conn);
                 if m.join(&room, &stats).await.is_err() {
                     stats.fail("join failed");
                 }
