@@ -186,18 +186,7 @@ function status(state, message) {
 async function joinNews() {
   try {
     await client.join(NEWS, {
-      onMessage: (m) => {
-        const li = document.createElement('li');
-        li.className = 'message';
-        const time = document.createElement('time');
-        time.dateTime = new Date(m.ts).toISOString();
-        time.textContent = new Date(m.ts).toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' });
-        const body = document.createElement('span');
-        body.className = 'text';
-        body.textContent = text(m.data);
-        li.append(time, ' ', body);
-        ui.news.append(li);
-      },
+      onMessage: (m) => ui.news.append(timedLine('message', m.ts, text(m.data))),
     });
   } catch (e) {
     ui.newsHint.textContent = `No announcements here: ${e.message}`;
@@ -381,13 +370,7 @@ function onMessage(name, m) {
   const from = document.createElement('span');
   from.className = 'from';
   from.textContent = m.from;
-  const time = document.createElement('time');
-  time.dateTime = new Date(m.ts).toISOString();
-  time.textContent = new Date(m.ts).toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' });
-  const body = document.createElement('span');
-  body.className = 'text';
-  body.textContent = text(m.data);
-  li.append(from, time, body);
+  li.append(from, timeOf(m.ts), textOf(text(m.data)));
   append(room, li);
   see([m.from]);
   room.lastSeq = Math.max(room.lastSeq, m.seq);
@@ -410,6 +393,29 @@ function append(room, li) {
   const atEnd = room.log.scrollHeight - room.log.scrollTop - room.log.clientHeight < 40;
   room.list.append(li);
   if (atEnd) room.log.scrollTop = room.log.scrollHeight;
+}
+
+/** A `<time>` for `ts` (ms since the Unix epoch), as hours and minutes. */
+function timeOf(ts) {
+  const time = document.createElement('time');
+  time.dateTime = new Date(ts).toISOString();
+  time.textContent = new Date(ts).toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' });
+  return time;
+}
+
+function textOf(body) {
+  const span = document.createElement('span');
+  span.className = 'text';
+  span.textContent = body;
+  return span;
+}
+
+/** A list item of class `className`: the time, then the text. */
+function timedLine(className, ts, body) {
+  const li = document.createElement('li');
+  li.className = className;
+  li.append(timeOf(ts), ' ', textOf(body));
+  return li;
 }
 
 function text(data) {
@@ -490,16 +496,8 @@ function drawPeople() {
 // --- direct messages -----------------------------------------------------------
 
 function direct(line, ts, queued) {
-  const li = document.createElement('li');
-  li.className = queued ? 'message queued' : 'message';
-  const time = document.createElement('time');
-  time.dateTime = new Date(ts).toISOString();
-  time.textContent = new Date(ts).toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' });
-  const body = document.createElement('span');
-  body.className = 'text';
-  body.textContent = queued ? `${line} (sent while you were away)` : line;
-  li.append(time, ' ', body);
-  ui.directs.append(li);
+  const body = queued ? `${line} (sent while you were away)` : line;
+  ui.directs.append(timedLine(queued ? 'message queued' : 'message', ts, body));
 }
 
 ui.dmForm.addEventListener('submit', async (ev) => {

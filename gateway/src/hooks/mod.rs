@@ -27,7 +27,7 @@ use serde::{Deserialize, Serialize};
 const MAX_ANSWER_BYTES: usize = 64 << 10;
 
 /// The hook flags.
-#[derive(clap::Args, Debug, Clone, Default)]
+#[derive(clap::Args, Debug, Clone)]
 pub struct HookFlags {
     /// Base URL of the backend's hooks (`<url>/connect`, `/join`, `/publish`).
     #[arg(long, env = "SB_HOOK_URL")]
@@ -54,11 +54,11 @@ pub enum HookError {
 
 /// An error a backend returns: `{"error": {"code", "message"}}`.
 #[derive(Debug, Deserialize)]
-pub struct BackendError {
+struct BackendError {
     #[serde(default)]
-    pub code: String,
+    code: String,
     #[serde(default)]
-    pub message: String,
+    message: String,
 }
 
 /// The hook client.

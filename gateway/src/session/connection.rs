@@ -225,7 +225,7 @@ impl Connection {
             self.session.conn.clone(),
             Conn { user: self.session.user.clone(), outbox: self.session.outbox.clone() },
         );
-        if let Err(e) = hub.direct.add(&self.session.user, self.session.conn.clone(), listener).await {
+        if let Err(e) = hub.direct.add(&self.session.user, self.session.conn.clone(), listener.clone()).await {
             tracing::warn!(error = %e, "direct messages unavailable for this connection");
         }
         hub.reporter.connected(&self.session.user, &self.session.conn);
@@ -240,7 +240,6 @@ impl Connection {
         });
         // Direct messages that waited for this user follow the hello.
         let (user, presence) = (self.session.user.clone(), hub.presence.clone());
-        let listener = Listener { outbox: self.session.outbox.clone(), encoding: self.session.encoding };
         tokio::spawn(async move { crate::delivery::topics::hand_over(&presence, &user, Some(listener)).await });
     }
 

@@ -43,14 +43,19 @@ pub(super) fn announce(ns: &Namespace, room_id: &str, room: &mut Room, change: M
             out.push(Action::Emit(ev));
         }
         JoinLeave::Batched => {
-            if room.batch.is_empty() {
-                out.push(Action::Flush { room: room_id.to_owned(), after: ns.join_leave_window });
-            }
+            open_window(ns, room_id, room, out);
             match change {
                 Membership::Joined { user, info } => room.batch.joined(&user, &info),
                 Membership::Left { user } => room.batch.left(&user),
             }
         }
+    }
+}
+
+/// Schedules the flush of `room`'s batch when this change opens its window.
+fn open_window(ns: &Namespace, room_id: &str, room: &Room, out: &mut Vec<Action>) {
+    if room.batch.is_empty() {
+        out.push(Action::Flush { room: room_id.to_owned(), after: ns.join_leave_window });
     }
 }
 
@@ -188,7 +193,7 @@ impl Owner {
                 reply(router_reply::Kind::Join(internal::JoinReply { epoch, seq, count, ..Default::default() }))
             }
             Some(router_request::Kind::Read(r)) => {
-                let ns = self.config.namespaces.of(&room_id).clone();
+                let ns = self.config.namespaces.of(&room_id);
                 let Some(room) = self.rooms.get_mut(&room_id) else {
                     return error(ErrorCode::NotMember, "join the room first");
                 };
@@ -202,9 +207,7 @@ impl Owner {
                             out.push(Action::Emit(event(&room_id, &room.epoch, room_event::Kind::Read(marker))));
                         }
                         JoinLeave::Batched => {
-                            if room.batch.is_empty() {
-                                out.push(Action::Flush { room: room_id.clone(), after: ns.join_leave_window });
-                            }
+                            open_window(ns, &room_id, room, out);
                             room.batch.read(&r.user, seq);
                         }
                         JoinLeave::Off => {}
