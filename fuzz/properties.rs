@@ -120,7 +120,7 @@ pub fn frame_reader(data: &[u8]) {
                 Incoming::Ping(p) => assert!(p.len() <= 125),
                 Incoming::Close(Some(code)) => assert!(matches!(code, 1000..=1003 | 1007..=1011 | 3000..=4999)),
                 Incoming::Close(None) | Incoming::Pong => {}
-                Incoming::Renew => panic!("the reader never renews: only the socket's clock does"),
+                Incoming::Renew | Incoming::Orders => panic!("the reader yields only what the client sent"),
             },
             Poll::Ready(Err(_)) => return,
             Poll::Pending => panic!("an in-memory stream is never pending"),

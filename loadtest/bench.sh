@@ -42,7 +42,7 @@ wait_line() { # file, prefix → second word of the line
 }
 
 start_gateway() { # extra gateway flags...
-  target/release/gateway --standalone "$@" --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 --grpc-listen 127.0.0.1:0 \
+  target/release/gateway --standalone "$@" --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 --grpc-listen 127.0.0.1:0 --api-listen 127.0.0.1:0 \
     --jwt-secret "$SECRET" --rate-per-sec 1000000 --rate-burst 1000000 \
     --max-connections-per-ip 1000000 --handshake-rate 1000000 --handshake-burst 1000000 \
     >"$OUT/gateway.out" 2>"$OUT/gateway.log" &

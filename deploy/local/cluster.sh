@@ -68,7 +68,8 @@ sleep 0.5
 start presence "$BIN/presence" --nats-url "$NATS_URL" --id presence-1 --listen 127.0.0.1:7070 --admin-listen 127.0.0.1:9092
 for i in 1 2; do
   start "router-$i" "$BIN/router" --nats-url "$NATS_URL" --id "router-$i" --config "$CONFIG" \
-    --admin-listen "127.0.0.1:929$i" --grpc-listen "127.0.0.1:727$i"
+    --admin-listen "127.0.0.1:929$i" --grpc-listen "127.0.0.1:727$i" --api-listen "127.0.0.1:809$i" \
+    --presence-url http://127.0.0.1:7070
 done
 for i in 1 2; do
   start "gateway-$i" "$BIN/gateway" --nats-url "$NATS_URL" --presence-url http://127.0.0.1:7070 \
@@ -89,7 +90,8 @@ cat <<INFO
 Switchboard local cluster is up (JWT secret: $SECRET).
   gateways   ws://127.0.0.1:8081/ws  ws://127.0.0.1:8082/ws
   metrics    http://127.0.0.1:9191/metrics (gateway-1), :9291 (router-1), :9092 (presence)
-  server API 127.0.0.1:7271 (router-1), 127.0.0.1:7272 (router-2)
+  server API gRPC 127.0.0.1:7271 (router-1), 127.0.0.1:7272 (router-2)
+             HTTP http://127.0.0.1:8091/api/ (router-1), http://127.0.0.1:8092/api/ (router-2)
   logs       $LOGS/
 Press Ctrl-C to stop.
 INFO

@@ -208,6 +208,11 @@ pub struct Limits {
 /// Settings of the router and presence embedded by `--standalone`.
 #[derive(clap::Args, Debug, Clone)]
 pub struct Embedded {
+    /// Server API over HTTP/JSON, POST /api/<method> (standalone; routers
+    /// serve it in a cluster).
+    #[arg(long, env = "SB_API_LISTEN", default_value = "127.0.0.1:8090")]
+    pub api_listen: std::net::SocketAddr,
+
     /// How long a user stays online after their last connection ends (standalone).
     #[arg(long, env = "SB_OFFLINE_GRACE", default_value = "5s", value_parser = duration)]
     pub offline_grace: Duration,

@@ -67,6 +67,7 @@ async fn two_gateways_and_two_routers_behave_as_one_service() {
             room: "lobby".into(),
             data: br#"{"from":"backend"}"#.to_vec().into(),
             from: String::new(),
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -82,11 +83,20 @@ async fn two_gateways_and_two_routers_behave_as_one_service() {
     }
     let members = api.members(pb::MembersCall { room: "lobby".into(), limit: 10 }).await.unwrap().into_inner();
     assert_eq!(members.count, 2);
-    let history =
-        api.history(pb::HistoryCall { room: "lobby".into(), since: None, limit: 5 }).await.unwrap().into_inner();
+    let history = api
+        .history(pb::HistoryCall { room: "lobby".into(), since: None, limit: 5, ..Default::default() })
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(history.messages.iter().map(|m| m.seq).collect::<Vec<_>>(), [17, 18, 19, 20, 21]);
-    let err =
-        api.publish(pb::PublishCall { room: "a.b".into(), data: b"1".to_vec().into(), from: String::new() }).await;
+    let err = api
+        .publish(pb::PublishCall {
+            room: "a.b".into(),
+            data: b"1".to_vec().into(),
+            from: String::new(),
+            ..Default::default()
+        })
+        .await;
     assert_eq!(err.unwrap_err().code(), tonic::Code::InvalidArgument);
 
     // Without the bearer token, both APIs refuse.
@@ -154,7 +164,12 @@ async fn rooms_spread_over_both_routers() {
     let calls = (0..1000).map(|i| {
         let mut api = api.clone();
         async move {
-            let call = pb::PublishCall { room: format!("spread-{i}"), data: b"1".to_vec().into(), from: String::new() };
+            let call = pb::PublishCall {
+                room: format!("spread-{i}"),
+                data: b"1".to_vec().into(),
+                from: String::new(),
+                ..Default::default()
+            };
             api.publish(call).await.map(|_| ())
         }
     });

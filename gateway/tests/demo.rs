@@ -171,5 +171,5 @@ async fn no_demo_tokens_with_a_public_key() {
 async fn the_demo_line_comes_before_the_websocket_line_and_admin_stays_last() {
     let gw = Gateway::start_raw(&[], String::new());
     let labels: Vec<&str> = gw.stdout.iter().skip(1).filter_map(|l| l.split_whitespace().next()).collect();
-    assert_eq!(labels, ["connect", "demo", "websocket", "grpc", "admin"], "{:?}", gw.stdout);
+    assert_eq!(labels, ["connect", "demo", "websocket", "grpc", "api", "admin"], "{:?}", gw.stdout);
 }

@@ -172,6 +172,8 @@ async fn tokens_never_reach_the_logs_and_json_logs_are_json() {
         "127.0.0.1:0",
         "--grpc-listen",
         "127.0.0.1:0",
+        "--api-listen",
+        "127.0.0.1:0",
     ]
     .map(str::to_owned)
     .into();

@@ -6,9 +6,11 @@
 //! queries, streams changes to gRPC watchers and publishes them on
 //! `sb.presence.<user>` for gateways with watching clients. A gateway reaches
 //! the service through [`PresenceClient`], over gRPC in a cluster or
-//! in-process in `gateway --standalone`.
+//! in-process in `gateway --standalone`. [`direct`] sends a direct message
+//! to a user's connections or, when they have none, to their inbox.
 
 mod client;
+pub mod direct;
 mod inbox;
 pub mod metrics;
 mod reporter;

@@ -184,7 +184,8 @@ impl Presence for PresenceService {
 
     async fn enqueue(&self, request: Request<pb::QueuedDirect>) -> Result<Response<pb::EnqueueReply>, Status> {
         let msg = request.into_inner();
-        if !subject::valid_id(&msg.to) || !subject::valid_id(&msg.from) {
+        // An empty `from` is the server (the server API's `send`).
+        if !subject::valid_id(&msg.to) || !(msg.from.is_empty() || subject::valid_id(&msg.from)) {
             return Err(Status::invalid_argument("invalid user id"));
         }
         if msg.data.len() > proto::client::MAX_DATA_BYTES {

@@ -55,6 +55,12 @@ pub fn user(user: &str) -> String {
     format!("sb.user.{user}")
 }
 
+/// The server API's orders to one gateway: `sb.gateway.<id>`.
+pub fn gateway(id: &str) -> String {
+    debug_assert!(valid_node_id(id));
+    format!("sb.gateway.{id}")
+}
+
 /// Handoff of room state to a router: `sb.handoff.<id>`.
 pub fn handoff(id: &str) -> String {
     debug_assert!(valid_node_id(id));

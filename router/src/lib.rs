@@ -6,7 +6,8 @@
 //! fans its events out ([`owner`]), applying the policy of the room's
 //! [`namespace`] (history bounds, join/leave events as they come or in a
 //! [`batch`] per window, a member cap). [`client`] is how everyone else reaches an
-//! owner, and [`api`] is the server API backends call. The same code runs
+//! owner, and [`api`] is the server API backends call (HTTP/JSON and gRPC),
+//! which reaches gateways it learns of from [`gateways`]. The same code runs
 //! inside `gateway --standalone` over the in-process broker and as the
 //! `router` binary over NATS.
 
@@ -14,6 +15,7 @@ pub mod announce;
 pub mod api;
 pub mod batch;
 pub mod client;
+pub mod gateways;
 pub mod history;
 pub mod membership;
 pub mod metrics;

@@ -11,7 +11,8 @@ use std::time::Duration;
 use anyhow::Context as _;
 use bus::Bus;
 use clap::Parser;
-use router::api::RoomsApi;
+use router::api::grpc::RoomsApi;
+use router::api::Api;
 use router::client::{CallConfig, RouterClient};
 use router::membership::MembershipConfig;
 use router::namespace::PolicyFlags;
@@ -39,6 +40,19 @@ struct Config {
     #[arg(long, env = "SB_GRPC_LISTEN", default_value = "127.0.0.1:7072")]
     grpc_listen: SocketAddr,
 
+    /// Server API over HTTP/JSON: POST /api/<method>.
+    #[arg(long, env = "SB_API_LISTEN", default_value = "127.0.0.1:8091")]
+    api_listen: SocketAddr,
+
+    /// Presence service, e.g. http://127.0.0.1:7070: the API's `presence`,
+    /// and `send` to users who are offline.
+    #[arg(long, env = "SB_PRESENCE_URL")]
+    presence_url: Option<String>,
+
+    /// Bearer token for calls to presence; default: --api-token.
+    #[arg(long, env = "SB_PRESENCE_TOKEN", hide_env_values = true)]
+    presence_token: Option<String>,
+
     #[command(flatten)]
     api: shell::grpc::ApiAccess,
 
@@ -64,6 +78,7 @@ fn main() {
 async fn run(config: Config) -> anyhow::Result<()> {
     let metrics = shell::telemetry::init();
     let auth = config.api.guard("--grpc-listen", config.grpc_listen)?;
+    let http_auth = config.api.guard("--api-listen", config.api_listen)?;
     router::metrics::describe();
     let id = config.id.clone().unwrap_or_else(|| shell::cli::default_id("router"));
     // Before any connection: a bad file stops the router at once.
@@ -80,9 +95,19 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let node = Node::start(bus.clone(), NodeConfig { id: id.clone(), membership, owner }).await?;
 
     let client = RouterClient::new(bus.clone(), node.membership.clone(), CallConfig::default());
-    let api = RoomsApi::new(id.clone(), client, node.stats.clone());
+    let presence = match &config.presence_url {
+        Some(url) => {
+            let token = config.presence_token.as_deref().unwrap_or(&config.api.api_token);
+            Some(presence::PresenceClient::connect_lazy(url, token).context("--presence-url")?)
+        }
+        None => None,
+    };
+    let api = Arc::new(Api::new(id.clone(), client, bus.clone(), presence, node.stats.clone()).await?);
+    let http = router::api::http::serve(config.api_listen, api.clone(), http_auth)
+        .await
+        .with_context(|| format!("--api-listen {}", config.api_listen))?;
     let routes = tonic::transport::Server::builder()
-        .add_service(router::rpc::rooms_server::RoomsServer::with_interceptor(api, auth));
+        .add_service(router::rpc::rooms_server::RoomsServer::with_interceptor(RoomsApi::new(api), auth));
     let grpc = shell::grpc::serve(config.grpc_listen, routes)
         .await
         .with_context(|| format!("--grpc-listen {}", config.grpc_listen))?;
@@ -100,6 +125,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
         .with_context(|| format!("--admin-listen {}", config.admin_listen))?;
     println!("switchboard router {id}");
     println!("  grpc       {grpc}");
+    println!("  api        http://{http}/api/");
     println!("  admin      http://{admin}/metrics");
 
     shell::cli::shutdown_signal().await;

@@ -57,6 +57,15 @@ pub fn describe() {
     for direction in ["in", "out"] {
         metrics::counter!("switchboard_router_handoffs_total", "direction" => direction).absolute(0);
     }
+    describe_counter!(
+        "switchboard_router_api_calls_total",
+        "Server API calls (HTTP and gRPC), by method and outcome (ok or the error code)."
+    );
+    describe_histogram!(
+        "switchboard_router_api_duration_seconds",
+        Unit::Seconds,
+        "Time to answer a server API call, by method."
+    );
     bus::metrics::describe("router");
 }
 
@@ -116,4 +125,10 @@ pub fn members_changed(truncated: bool) {
 /// A join refused at `max_members`.
 pub fn room_full() {
     metrics::counter!("switchboard_router_room_full_total").increment(1);
+}
+
+/// A server API call, by method and outcome (`ok` or the error code).
+pub fn api_call(method: &'static str, outcome: &'static str, took: std::time::Duration) {
+    metrics::counter!("switchboard_router_api_calls_total", "method" => method, "outcome" => outcome).increment(1);
+    metrics::histogram!("switchboard_router_api_duration_seconds", "method" => method).record(took.as_secs_f64());
 }

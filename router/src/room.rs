@@ -149,11 +149,31 @@ impl Room {
         config: &HistoryConfig,
         budget: &mut Budget,
     ) -> internal::StoredMessage {
+        self.publish_keyed(id, msg, String::new(), now, config, budget)
+    }
+
+    /// [`Self::publish`] with the publisher's idempotency key, kept in history.
+    pub fn publish_keyed(
+        &mut self,
+        id: &str,
+        msg: (String, Bytes, i64),
+        idempotency_key: String,
+        now: Instant,
+        config: &HistoryConfig,
+        budget: &mut Budget,
+    ) -> internal::StoredMessage {
         self.seq += 1;
         let (from, data, ts) = msg;
-        let msg = internal::StoredMessage { seq: self.seq, from, data, ts };
+        let msg = internal::StoredMessage { seq: self.seq, from, data, ts, idempotency_key };
         self.history.push(id, msg.clone(), now, config, budget);
         msg
+    }
+
+    /// The seq of the retained message `from` published with `key`. Scans
+    /// newest first: a retry follows its original closely, and history is
+    /// bounded, so no index is kept.
+    pub fn published(&self, from: &str, key: &str) -> Option<u64> {
+        self.history.messages().rev().find(|m| m.idempotency_key == key && m.from == from).map(|m| m.seq)
     }
 
     /// Drops the room's oldest message for the router's budget.

@@ -86,6 +86,12 @@ impl BearerAuth {
     pub fn new(token: &str) -> Self {
         Self { expected: (!token.is_empty()).then(|| token.as_bytes().to_vec()) }
     }
+
+    /// Whether an `Authorization` header value (or its absence) passes.
+    pub fn allows(&self, authorization: Option<&[u8]>) -> bool {
+        let Some(expected) = &self.expected else { return true };
+        constant_time_eq(authorization.and_then(bearer).unwrap_or_default(), expected)
+    }
 }
 
 /// The credentials of an `Authorization: Bearer <token>` value. The scheme
@@ -97,9 +103,7 @@ fn bearer(value: &[u8]) -> Option<&[u8]> {
 
 impl Interceptor for BearerAuth {
     fn call(&mut self, req: Request<()>) -> Result<Request<()>, Status> {
-        let Some(expected) = &self.expected else { return Ok(req) };
-        let given = req.metadata().get("authorization").and_then(|v| bearer(v.as_bytes())).unwrap_or_default();
-        if constant_time_eq(given, expected) {
+        if self.allows(req.metadata().get("authorization").map(|v| v.as_bytes())) {
             Ok(req)
         } else {
             Err(Status::unauthenticated("missing or wrong bearer token"))

@@ -16,10 +16,15 @@ pub fn init() -> PrometheusHandle {
 
 /// Logs to stderr (stdout is for what a binary prints for its user), as JSON
 /// when `SB_LOG_FORMAT=json`; the level comes from `RUST_LOG` (default info).
+/// Colours only on a terminal: a log file or collector gets plain text.
 pub fn init_logging() {
+    use std::io::IsTerminal as _;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
     let json = std::env::var("SB_LOG_FORMAT").is_ok_and(|v| v.eq_ignore_ascii_case("json"));
     let result = if json { builder.json().try_init() } else { builder.try_init() };
     let _ = result;

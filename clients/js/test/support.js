@@ -112,6 +112,8 @@ export async function startGateway({ port = 0, secret = null, args = [] } = {}) 
     '127.0.0.1:0',
     '--grpc-listen',
     '127.0.0.1:0',
+    '--api-listen',
+    '127.0.0.1:0',
     '--drain-window',
     '200ms',
     ...(secret ? ['--jwt-secret', secret] : []),

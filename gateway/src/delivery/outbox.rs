@@ -10,13 +10,19 @@
 //! ([`Outbox::has_room`]), and otherwise waits for the writer to take what
 //! is queued ([`Outbox::wait_room`]). A client is never closed for its own
 //! recovery, and live traffic keeps the other half.
+//!
+//! The outbox also carries the backend's [`Order`]s to the connection's
+//! task, which the same wake-up reaches.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
 use bytes::Bytes;
 use proto::client::close::Close;
 use tokio::sync::Notify;
+
+use crate::session::orders::Order;
 
 /// A frame waiting to be written.
 #[derive(Debug, Clone)]
@@ -38,7 +44,13 @@ struct State {
     /// A paced producer waits on `drained`: only then does a take notify
     /// it (a notification on every take costs the hot path measurably).
     paced: bool,
+    /// The backend's orders, for the connection's task.
+    orders: Vec<Order>,
 }
+
+/// Most orders waiting for one connection: the server API waits for each,
+/// so only concurrent calls for the same user queue up.
+const MAX_ORDERS: usize = 64;
 
 /// The queue between a connection's producers and its writer.
 pub struct Outbox {
@@ -48,6 +60,8 @@ pub struct Outbox {
     wake: Notify,
     /// Wakes paced producers: the writer took what was queued.
     drained: Notify,
+    /// `orders` is not empty: checked on every wake-up without the lock.
+    ordered: AtomicBool,
 }
 
 /// What the writer takes in one go.
@@ -60,7 +74,39 @@ pub struct Batch {
 impl Outbox {
     /// An empty queue holding at most `limit` bytes.
     pub fn new(limit: usize) -> Self {
-        Self { state: Mutex::default(), limit, wake: Notify::new(), drained: Notify::new() }
+        Self {
+            state: Mutex::default(),
+            limit,
+            wake: Notify::new(),
+            drained: Notify::new(),
+            ordered: AtomicBool::new(false),
+        }
+    }
+
+    /// Queues an order for the connection's task; gives it back when the
+    /// connection is closing or has too many waiting.
+    pub fn order(&self, order: Order) -> Result<(), Order> {
+        let mut s = self.state.lock().unwrap();
+        if s.closing.is_some() || s.orders.len() >= MAX_ORDERS {
+            return Err(order);
+        }
+        s.orders.push(order);
+        self.ordered.store(true, Ordering::Release);
+        drop(s);
+        self.wake.notify_one();
+        Ok(())
+    }
+
+    /// Whether orders wait.
+    pub fn has_orders(&self) -> bool {
+        self.ordered.load(Ordering::Acquire)
+    }
+
+    /// Takes the waiting orders, oldest first.
+    pub fn take_orders(&self) -> Vec<Order> {
+        let mut s = self.state.lock().unwrap();
+        self.ordered.store(false, Ordering::Release);
+        std::mem::take(&mut s.orders)
     }
 
     /// Whether a paced frame of `len` bytes may be queued now: the queue

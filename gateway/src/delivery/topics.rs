@@ -137,6 +137,12 @@ impl Topics {
         }
     }
 
+    /// The listeners of `user`'s topic: the user's connections here.
+    pub fn listeners_of(&self, user: &str) -> Vec<Listener> {
+        let table = self.table.lock().unwrap();
+        table.get(user).map(|e| e.listeners.iter().map(|(_, l)| l.clone()).collect()).unwrap_or_default()
+    }
+
     /// Whether `user`'s topic has a listener here.
     pub fn contains(&self, user: &str) -> bool {
         self.table.lock().unwrap().contains_key(user)

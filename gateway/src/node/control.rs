@@ -24,15 +24,6 @@ impl Control {
     }
 }
 
-/// Close codes an operator may send: normal, going away, policy, internal,
-/// try again later, and the application range.
-fn allowed_code(code: u16) -> bool {
-    matches!(
-        code,
-        close::NORMAL | close::GOING_AWAY | close::POLICY | close::INTERNAL | close::TRY_AGAIN_LATER | 4000..=4999
-    )
-}
-
 #[tonic::async_trait]
 impl crate::rpc::gateway_admin_server::GatewayAdmin for Control {
     async fn stats(&self, _: Request<pb::GatewayStatsCall>) -> Result<Response<pb::GatewayStats>, Status> {
@@ -48,7 +39,7 @@ impl crate::rpc::gateway_admin_server::GatewayAdmin for Control {
     async fn disconnect(&self, request: Request<pb::DisconnectCall>) -> Result<Response<pb::DisconnectResult>, Status> {
         let call = request.into_inner();
         let code = if call.code == 0 { close::NORMAL } else { u16::try_from(call.code).unwrap_or(0) };
-        if !allowed_code(code) {
+        if !close::operator_may_send(code) {
             return Err(Status::invalid_argument("code must be 1000, 1001, 1008, 1011, 1013 or 4000-4999"));
         }
         let matches: Box<dyn Fn(&str, &str) -> bool + Send> = match call.target {

@@ -34,6 +34,11 @@ const ANNOUNCE_EVERY: Duration = Duration::from_secs(1);
 pub async fn run(config: Config) -> anyhow::Result<()> {
     let metrics = shell::telemetry::init();
     let api_auth = config.api.guard("--grpc-listen", config.grpc_listen)?;
+    // The HTTP server API is the embedded router's: standalone only.
+    let http_auth = match config.standalone {
+        true => Some(config.api.guard("--api-listen", config.embedded.api_listen)?),
+        false => None,
+    };
     crate::metrics::describe(config.standalone);
     if config.conformance_echo {
         tracing::warn!("--conformance-echo: WebSocket clients are not authenticated and get their messages echoed");
@@ -74,7 +79,30 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         Bytes::from(internal::GatewayAnnounce { id: announce_id.clone() }.encode_to_vec())
     });
 
-    let grpc = serve_grpc(&config, api_auth, &hub, &backends).await?;
+    crate::node::orders::spawn(hub.clone()).await.context("orders subject")?;
+    let api = match &backends.node {
+        Some(node) => Some(Arc::new(
+            router::api::Api::new(
+                node.id.clone(),
+                backends.router.clone(),
+                backends.bus.clone(),
+                Some(backends.presence.clone()),
+                node.stats.clone(),
+            )
+            .await?,
+        )),
+        None => None,
+    };
+    let grpc = serve_grpc(&config, api_auth, &hub, api.clone()).await?;
+    let http_api = match (api, http_auth) {
+        (Some(api), Some(auth)) => {
+            let addr = config.embedded.api_listen;
+            let bound =
+                router::api::http::serve(addr, api, auth).await.with_context(|| format!("--api-listen {addr}"))?;
+            Some(bound)
+        }
+        _ => None,
+    };
     let ready_hub = hub.clone();
     let ready: shell::admin::ReadyCheck = Arc::new(move || {
         vec![
@@ -108,6 +136,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     }
     println!("  websocket  ws://{addr}/ws");
     println!("  grpc       {grpc}");
+    if let Some(http_api) = http_api {
+        println!("  api        http://{http_api}/api/");
+    }
     println!("  admin      http://{admin}/metrics");
 
     let stop = CancellationToken::new();
@@ -126,13 +157,13 @@ async fn serve_grpc(
     config: &Config,
     auth: shell::grpc::BearerAuth,
     hub: &Arc<Hub>,
-    backends: &Backends,
+    api: Option<Arc<router::api::Api>>,
 ) -> anyhow::Result<std::net::SocketAddr> {
     let control = Control::new(hub.clone(), config.limits.drain_window);
     let mut routes = tonic::transport::Server::builder()
         .add_service(crate::rpc::gateway_admin_server::GatewayAdminServer::with_interceptor(control, auth.clone()));
-    if let Some(node) = &backends.node {
-        let api = router::api::RoomsApi::new(node.id.clone(), backends.router.clone(), node.stats.clone());
+    if let Some(api) = api {
+        let api = router::api::grpc::RoomsApi::new(api);
         routes = routes.add_service(router::rpc::rooms_server::RoomsServer::with_interceptor(api, auth));
     }
     shell::grpc::serve(config.grpc_listen, routes)

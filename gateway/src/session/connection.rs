@@ -175,7 +175,7 @@ impl Connection {
                     }
                     continue;
                 }
-                Ok(Incoming::Pong | Incoming::Renew) => continue,
+                Ok(Incoming::Pong | Incoming::Renew | Incoming::Orders) => continue,
                 Ok(Incoming::Close(code)) => {
                     self.session.outbox.close(Close::new(code.unwrap_or(close::NORMAL), "bye"));
                     return None;
@@ -292,6 +292,11 @@ impl Connection {
                 Ok(Incoming::Renew) => {
                     let renew = Box::pin(self.renew());
                     renew.await;
+                }
+                Ok(Incoming::Orders) => {
+                    let orders = self.session.outbox.take_orders();
+                    let obey = Box::pin(self.socket.tend(self.session.obey(orders)));
+                    obey.await;
                 }
                 Ok(Incoming::Ping(payload)) => {
                     if self.session.admit() {

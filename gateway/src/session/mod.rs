@@ -4,13 +4,15 @@
 //! loop, the end); a [`Session`] is what it holds meanwhile: who the client
 //! is, what its token allows, the rooms and watches it holds and what they
 //! cost its IP, its rate limits, and its outbox. Requests are decoded here
-//! and carried out by [`ops`], one module per op.
+//! and carried out by [`ops`], one module per op; the backend's [`orders`]
+//! are carried out by the same task.
 
 pub mod auth;
 mod connection;
 pub mod glob;
 pub mod grants;
 pub mod ops;
+pub mod orders;
 
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
@@ -64,6 +66,10 @@ pub struct Session {
     /// What the token allows.
     pub(crate) grants: Arc<Grants>,
     pub(crate) rooms: HashMap<String, RoomHandle>,
+    /// Rooms the backend subscribed it to: a refreshed token keeps them.
+    /// Boxed: most connections have none (8 bytes, not a set's 48).
+    #[allow(clippy::box_collection)]
+    pub(crate) server_rooms: Option<Box<HashSet<String>>>,
     pub(crate) watching: HashSet<String>,
     /// The client's IP, and the bytes of memberships and watches charged
     /// to it ([`crate::edge::admission::Admission::hold`]).
@@ -96,6 +102,7 @@ impl Session {
             outbox,
             exp: 0,
             rooms: HashMap::new(),
+            server_rooms: None,
             watching: HashSet::new(),
             refused: 0,
             bad: (0, now),
@@ -149,6 +156,17 @@ impl Session {
             }
         }
         crate::metrics::op_duration(op, started.elapsed());
+    }
+
+    /// Carries out the backend's orders, in order, answering each.
+    async fn obey(&mut self, orders: Vec<orders::Order>) {
+        for order in orders {
+            let outcome = match order.kind {
+                orders::OrderKind::Subscribe(room) => ops::subscribe(self, room).await,
+                orders::OrderKind::Unsubscribe(room) => ops::unsubscribe(self, room).await,
+            };
+            let _ = order.done.send(outcome);
+        }
     }
 
     fn count_bad_frame(&mut self) {

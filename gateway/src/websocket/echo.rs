@@ -33,7 +33,7 @@ pub async fn serve(socket: &mut Socket, outbox: &Outbox) {
             Ok(Incoming::Ping(payload)) => {
                 outbox.push(Out::Pong(payload));
             }
-            Ok(Incoming::Pong | Incoming::Renew) => {}
+            Ok(Incoming::Pong | Incoming::Renew | Incoming::Orders) => {}
             // Same answers as a Switchboard session gives (session::serve).
             Ok(Incoming::Close(code)) => outbox.close(Close::new(code.unwrap_or(close::NORMAL), "bye")),
             Err(ReadError::Protocol(c)) => outbox.close(c),

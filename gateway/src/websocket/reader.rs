@@ -46,6 +46,8 @@ pub enum Incoming {
     /// Not from the client: the socket's clock says the connection's
     /// credentials are due for renewal.
     Renew,
+    /// Not from the client: the backend's orders wait in the outbox.
+    Orders,
 }
 
 /// Why reading stopped.

@@ -7,7 +7,8 @@
 //! frames are written, pings go out, and silence or an expired token closes
 //! the connection. While a request is being handled, [`Socket::tend`] keeps
 //! writing and the clocks going, so a request that waits on a slow owner
-//! never stalls the connection's other rooms.
+//! never stalls the connection's other rooms. The backend's orders wait in
+//! the outbox until [`Socket::next`] hands them to the session.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -81,6 +82,10 @@ impl Socket {
             if self.writer.is_done() {
                 return Err(ReadError::Closed);
             }
+            // Also those queued while a request was handled.
+            if self.outbox.has_orders() {
+                return Ok(Incoming::Orders);
+            }
             let wake = self.wait(true).await;
             if let Some(m) = self.handle(wake).await {
                 return m;
@@ -104,7 +109,13 @@ impl Socket {
                 // with `busy` simply not polled meanwhile.
                 wake = self.wait(read), if !self.writer.is_done() => {
                     if let Some(m) = self.handle(wake).await {
-                        self.held = Some(Box::new(m));
+                        if self.held.is_some() {
+                            // Only a renewal comes while a message is held
+                            // (reads are off): due again in a moment.
+                            self.clocks.renew_at(Some(Instant::now() + Duration::from_secs(1)));
+                        } else {
+                            self.held = Some(Box::new(m));
+                        }
                     }
                 }
             }

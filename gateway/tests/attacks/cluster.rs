@@ -156,11 +156,16 @@ async fn grpc_apis_refuse_missing_and_wrong_bearer_tokens() {
         let what = format!("{auth:?}");
         let mut rooms =
             router::rpc::rooms_client::RoomsClient::with_interceptor(channel(&router).await, Authorization(auth));
-        let publish = pb::PublishCall { room: "vault".into(), data: b"\"forged\"".to_vec().into(), from: "x".into() };
+        let publish = pb::PublishCall {
+            room: "vault".into(),
+            data: b"\"forged\"".to_vec().into(),
+            from: "x".into(),
+            ..Default::default()
+        };
         unauthenticated(rooms.publish(publish).await.map(|_| ()), &format!("Publish {what}"));
         let members = pb::MembersCall { room: "vault".into(), limit: 10 };
         unauthenticated(rooms.members(members).await.map(|_| ()), &format!("Members {what}"));
-        let history = pb::HistoryCall { room: "vault".into(), since: None, limit: 10 };
+        let history = pb::HistoryCall { room: "vault".into(), since: None, limit: 10, ..Default::default() };
         unauthenticated(rooms.history(history).await.map(|_| ()), &format!("History {what}"));
         unauthenticated(rooms.stats(pb::StatsCall {}).await.map(|_| ()), &format!("Stats {what}"));
 
@@ -181,12 +186,17 @@ async fn grpc_apis_refuse_missing_and_wrong_bearer_tokens() {
     // With the token, every call works.
     let mut rooms =
         router::rpc::rooms_client::RoomsClient::with_interceptor(channel(&router).await, Authorization(Some(right)));
-    let publish = pb::PublishCall { room: "vault".into(), data: b"\"real\"".to_vec().into(), from: String::new() };
+    let publish = pb::PublishCall {
+        room: "vault".into(),
+        data: b"\"real\"".to_vec().into(),
+        from: String::new(),
+        ..Default::default()
+    };
     assert_eq!(rooms.publish(publish).await.unwrap().into_inner().seq, 1, "the refused publishes took no seq");
     assert_eq!(victim.next_of_type("message", T).await.unwrap()["data"], "real");
     let members = rooms.members(pb::MembersCall { room: "vault".into(), limit: 10 }).await.unwrap().into_inner();
     assert_eq!(members.count, 1);
-    let history = pb::HistoryCall { room: "vault".into(), since: None, limit: 10 };
+    let history = pb::HistoryCall { room: "vault".into(), since: None, limit: 10, ..Default::default() };
     assert_eq!(rooms.history(history).await.unwrap().into_inner().messages.len(), 1);
     assert_eq!(rooms.stats(pb::StatsCall {}).await.unwrap().into_inner().ring_size, 1);
 

@@ -60,6 +60,11 @@ fn server_apis_on_a_non_loopback_address_need_a_token() {
     let secret = "a-secret-of-at-least-thirty-two-bytes";
     let err = refused("gateway", &["--standalone", "--jwt-secret", secret, "--grpc-listen", any]);
     assert!(err.contains("--grpc-listen") && err.contains("--api-token"), "{err}");
+    let open = ["--standalone", "--jwt-secret", secret, "--grpc-listen", "127.0.0.1:0", "--api-listen", any];
+    let err = refused("gateway", &open);
+    assert!(err.contains("--api-listen") && err.contains("--api-token"), "{err}");
+    let err = refused("router", &["--nats-url", "nats://127.0.0.1:1", "--api-listen", any]);
+    assert!(err.contains("--api-listen") && err.contains("--api-token"), "{err}");
     let err = refused("router", &["--nats-url", "nats://127.0.0.1:1", "--grpc-listen", any]);
     assert!(err.contains("--grpc-listen") && err.contains("--api-token"), "{err}");
     let err = refused("presence", &["--nats-url", "nats://127.0.0.1:1", "--listen", any]);
@@ -78,6 +83,8 @@ fn api_insecure_starts_with_a_warning_every_time() {
         "--admin-listen",
         "127.0.0.1:0",
         "--grpc-listen",
+        "0.0.0.0:0",
+        "--api-listen",
         "0.0.0.0:0",
         "--api-insecure",
     ]

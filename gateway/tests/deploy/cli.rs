@@ -102,7 +102,11 @@ impl Invocation {
                 ("--admin-listen", "SB_ADMIN_LISTEN", false),
                 ("--grpc-listen", "SB_GRPC_LISTEN", true),
             ],
-            "router" => &[("--admin-listen", "SB_ADMIN_LISTEN", false), ("--grpc-listen", "SB_GRPC_LISTEN", true)],
+            "router" => &[
+                ("--admin-listen", "SB_ADMIN_LISTEN", false),
+                ("--grpc-listen", "SB_GRPC_LISTEN", true),
+                ("--api-listen", "SB_API_LISTEN", true),
+            ],
             _ => &[("--listen", "SB_LISTEN", true), ("--admin-listen", "SB_ADMIN_LISTEN", false)],
         };
         let token = self.setting("--api-token", "SB_API_TOKEN").is_some();

@@ -79,6 +79,8 @@ pub struct Router {
     pub proc: Proc,
     pub grpc: String,
     pub admin: String,
+    /// `http://127.0.0.1:PORT/api/` of the HTTP server API.
+    pub api: String,
 }
 
 pub type RoomsClient = router::rpc::rooms_client::RoomsClient<InterceptedService<Channel, Bearer>>;
@@ -215,6 +217,10 @@ impl Cluster {
             "127.0.0.1:0",
             "--grpc-listen",
             "127.0.0.1:0",
+            "--api-listen",
+            "127.0.0.1:0",
+            "--presence-url",
+            &format!("http://127.0.0.1:{}", self.presence_port),
             "--api-token",
             API_TOKEN,
         ]
@@ -224,7 +230,8 @@ impl Cluster {
         let proc = Proc::start(&id, &binary("router"), &args, Some("admin"));
         let grpc = proc.printed("grpc").expect("grpc line");
         let admin = proc.printed("admin").expect("admin line").trim_end_matches("/metrics").to_owned();
-        Router { id, proc, grpc, admin }
+        let api = proc.printed("api").expect("api line");
+        Router { id, proc, grpc, admin, api }
     }
 
     pub fn start_gateway(&mut self, id: &str) {

@@ -58,8 +58,12 @@ pub async fn wait_rooms_serve(cluster: &Cluster, limit: Duration) -> Duration {
     let mut api = cluster.rooms_api(cluster.routers.len() - 1).await;
     for i in 0..ROOMS {
         loop {
-            let call =
-                pb::PublishCall { room: format!("chat-{i}"), data: b"\"probe\"".to_vec().into(), from: String::new() };
+            let call = pb::PublishCall {
+                room: format!("chat-{i}"),
+                data: b"\"probe\"".to_vec().into(),
+                from: String::new(),
+                ..Default::default()
+            };
             if api.publish(call).await.is_ok() {
                 break;
             }

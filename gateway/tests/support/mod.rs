@@ -28,6 +28,8 @@ pub struct Gateway {
     pub admin: String,
     /// The admin gRPC address, `127.0.0.1:PORT`.
     pub grpc: String,
+    /// `http://127.0.0.1:PORT/api/` of the server API (standalone only).
+    pub api: Option<String>,
     pub secret: String,
     pub stdout: Vec<String>,
 }
@@ -60,6 +62,8 @@ impl Gateway {
             "127.0.0.1:0",
             "--grpc-listen",
             "127.0.0.1:0",
+            "--api-listen",
+            "127.0.0.1:0",
         ]
         .iter()
         .map(|s| s.to_string())
@@ -75,6 +79,7 @@ impl Gateway {
             ws: proc.printed("websocket").expect("websocket line"),
             admin: proc.printed("admin").expect("admin line").trim_end_matches("/metrics").to_owned(),
             grpc: proc.printed("grpc").expect("grpc line"),
+            api: proc.printed("api"),
             stdout: proc.stdout.clone(),
             proc,
             secret,
@@ -153,6 +158,38 @@ pub async fn http_get(url: &str) -> (u16, String) {
     let status = text.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
     let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
     (status, body)
+}
+
+/// A minimal HTTP/1.1 POST over loopback with extra headers: (status, body).
+pub async fn http_post(url: &str, headers: &[(&str, &str)], body: &[u8]) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let rest = url.strip_prefix("http://").expect("http URL");
+    let (host, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    let mut head =
+        format!("POST {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\nContent-Length: {}\r\n", body.len());
+    for (name, value) in headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    head.push_str("\r\n");
+    let mut s = tokio::net::TcpStream::connect(host).await.unwrap();
+    s.write_all(head.as_bytes()).await.unwrap();
+    // The server may answer (and close) before it has read a refused body.
+    let _ = s.write_all(body).await;
+    let mut buf = Vec::new();
+    let _ = s.read_to_end(&mut buf).await;
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let status = text.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    (status, body)
+}
+
+/// A server API call (`POST <api><method>` with bearer `token`): (status, JSON).
+pub async fn api_call(api: &str, token: &str, method: &str, body: Value) -> (u16, Value) {
+    let auth = format!("Bearer {token}");
+    let (status, text) =
+        http_post(&format!("{api}{method}"), &[("Authorization", &auth)], body.to_string().as_bytes()).await;
+    let value = serde_json::from_str(&text).unwrap_or_else(|_| panic!("{method}: not JSON ({status}): {text:?}"));
+    (status, value)
 }
 
 /// Percent-encodes what a query string cannot carry as it is.

@@ -39,7 +39,12 @@ impl Target {
             channel(&self.rooms_api).await,
             Bearer(API_TOKEN.into()),
         );
-        let call = pb::PublishCall { room: room.into(), data: data.to_string().into(), from: String::new() };
+        let call = pb::PublishCall {
+            room: room.into(),
+            data: data.to_string().into(),
+            from: String::new(),
+            ..Default::default()
+        };
         api.publish(call).await.expect("the server API may publish anywhere").into_inner().seq
     }
 }

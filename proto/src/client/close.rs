@@ -66,7 +66,70 @@ impl Close {
     pub const BAD_FRAMES: Close = Close::new(BAD_FRAMES, "repeated bad frames");
 }
 
+/// Close codes an operator or the application's backend may send: normal,
+/// going away, policy, internal, try again later, and the application range.
+pub fn operator_may_send(code: u16) -> bool {
+    matches!(code, NORMAL | GOING_AWAY | POLICY | INTERNAL | TRY_AGAIN_LATER | 4000..=4999)
+}
+
+/// Longest close reason: a close frame's payload is at most 125 bytes.
+pub const MAX_REASON_BYTES: usize = 123;
+
+/// Distinct reasons [`app_reason`] keeps.
+const MAX_APP_REASONS: usize = 256;
+
+/// A close reason the application's backend chose (the server API's
+/// `disconnect`), made `'static` so [`Close`] stays `Copy` in every outbox:
+/// each distinct reason is kept once, at most [`MAX_APP_REASONS`] of them
+/// (a backend uses a handful: "banned", "signed out"). Past that, or for an
+/// empty or over-long reason, the generic one.
+pub fn app_reason(text: &str) -> &'static str {
+    const GENERIC: &str = "disconnected by the application";
+    static KEPT: std::sync::Mutex<Vec<&'static str>> = std::sync::Mutex::new(Vec::new());
+    if text.is_empty() || text.len() > MAX_REASON_BYTES {
+        return GENERIC;
+    }
+    let mut kept = KEPT.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(r) = kept.iter().find(|r| **r == text) {
+        return r;
+    }
+    if kept.len() >= MAX_APP_REASONS {
+        return GENERIC;
+    }
+    let r: &'static str = Box::leak(text.to_owned().into_boxed_str());
+    kept.push(r);
+    r
+}
+
 /// Whether a client should reconnect after this code.
 pub fn should_reconnect(code: u16) -> bool {
     code < 4500
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn app_reasons_are_kept_once_and_bounded() {
+        let a = app_reason("banned");
+        assert!(std::ptr::eq(a, app_reason("banned")), "kept once");
+        assert_eq!(app_reason(""), "disconnected by the application");
+        assert_eq!(app_reason(&"x".repeat(124)), "disconnected by the application");
+        for i in 0..MAX_APP_REASONS + 10 {
+            app_reason(&format!("reason {i}"));
+        }
+        assert_eq!(app_reason("one too many"), "disconnected by the application");
+        assert_eq!(app_reason("banned"), "banned", "kept ones stay");
+    }
+
+    #[test]
+    fn operators_send_only_meaningful_codes() {
+        for ok in [1000, 1001, 1008, 1011, 1013, 4000, 4500, 4999] {
+            assert!(operator_may_send(ok), "{ok}");
+        }
+        for bad in [0, 999, 1002, 1005, 1006, 1015, 3000, 5000] {
+            assert!(!operator_may_send(bad), "{bad}");
+        }
+    }
 }

@@ -25,6 +25,8 @@ pub enum ErrorCode {
     RoomFull,
     /// The room's owner is unreachable; retry.
     Unavailable,
+    /// The server API has no such method (HTTP 404).
+    NotFound,
     /// A bug or an unexpected failure on the server.
     Internal,
 }
@@ -44,6 +46,7 @@ impl ErrorCode {
             Self::TooManyRooms => "too_many_rooms",
             Self::RoomFull => "room_full",
             Self::Unavailable => "unavailable",
+            Self::NotFound => "not_found",
             Self::Internal => "internal",
         }
     }
@@ -62,6 +65,7 @@ impl ErrorCode {
             Self::TooManyRooms,
             Self::RoomFull,
             Self::Unavailable,
+            Self::NotFound,
             Self::Internal,
         ]
         .into_iter()

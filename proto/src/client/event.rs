@@ -34,8 +34,10 @@ pub enum Event<'a> {
     Failure { id: &'a RequestId, code: ErrorCode, message: &'a str },
     /// Answer to the `ping` op.
     Pong,
-    /// The connection no longer is in `room` (`reason`: `token`).
+    /// The connection no longer is in `room` (`reason`: `token` or `server`).
     Removed { room: &'a str, reason: &'a str },
+    /// The application's backend joined the connection to `room`.
+    Subscribed { room: &'a str, epoch: &'a str, seq: u64, count: u32 },
     /// A batch of joins and leaves (namespaces with `join_leave = "batched"`).
     MembersChanged(&'a pb::MembersChanged),
     /// Another member's signal (typing, cursors): no seq, never stored.
@@ -143,6 +145,11 @@ impl Event<'_> {
                 o.str("room", room).str("reason", reason);
                 o.bytes()
             }
+            Event::Subscribed { room, epoch, seq, count } => {
+                let mut o = Obj::typed("subscribed");
+                o.str("room", room).str("epoch", epoch).num("seq", seq).num("count", count);
+                o.bytes()
+            }
             Event::MembersChanged(m) => {
                 let mut o = Obj::typed("members_changed");
                 o.str("room", &m.room);
@@ -227,6 +234,9 @@ impl Event<'_> {
             }),
             Event::Pong => Kind::Pong(pb::Pong {}),
             Event::Removed { room, reason } => Kind::Removed(pb::Removed { room: room.into(), reason: reason.into() }),
+            Event::Subscribed { room, epoch, seq, count } => {
+                Kind::Subscribed(pb::Subscribed { room: room.into(), epoch: epoch.into(), seq, count })
+            }
             Event::MembersChanged(m) => Kind::MembersChanged(m.clone()),
             Event::Signal { room, from, data } => {
                 Kind::Signal(pb::Signal { room: room.into(), from: from.into(), data: Bytes::copy_from_slice(data) })
@@ -327,7 +337,7 @@ fn body_proto(body: &ReplyBody) -> Option<pb::reply::Result> {
             recovered: recovered.unwrap_or(false),
             count: *count,
         }),
-        ReplyBody::Publish { seq } => R::Publish(pb::PublishResult { seq: *seq }),
+        ReplyBody::Publish { seq } => R::Publish(pb::PublishResult { seq: *seq, duplicate: false }),
         ReplyBody::Members { members, count, truncated } => {
             R::Members(pb::MembersResult { members: members.clone(), count: *count, truncated: *truncated })
         }
@@ -364,6 +374,10 @@ mod tests {
         assert_eq!(
             json_of(Event::Removed { room: "r", reason: "token" }),
             json!({"type":"removed","room":"r","reason":"token"})
+        );
+        assert_eq!(
+            json_of(Event::Subscribed { room: "r", epoch: "e", seq: 4, count: 2 }),
+            json!({"type":"subscribed","room":"r","epoch":"e","seq":4,"count":2})
         );
         let id = RequestId::Json("\"a\"".into());
         assert_eq!(

@@ -12,7 +12,7 @@ mod json;
 mod op;
 
 pub use error::ErrorCode;
-pub use event::{Event, ReplyBody};
+pub use event::{status_or_online, Event, ReplyBody};
 pub use op::{DecodeError, Op, Request, RequestId, MAX_USERS_PER_REQUEST};
 
 /// Largest `data` of a message (room or direct), from a client or a backend:

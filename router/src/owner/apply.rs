@@ -98,6 +98,36 @@ fn page<'a>(
 }
 
 impl Owner {
+    /// The server API's `rooms` page of this router: owned rooms after
+    /// `after` that start with `prefix`, in id order. The `limit` smallest
+    /// are kept in a bounded heap, O(rooms × log limit), so paging through
+    /// a router's rooms never sorts them all.
+    pub(super) fn list(&self, l: &internal::ListRequest) -> internal::RouterReply {
+        let limit = l.limit.min(1000) as usize;
+        let mut smallest = std::collections::BinaryHeap::with_capacity(limit + 1);
+        let mut more = false;
+        for id in self.rooms.keys() {
+            if id.as_str() > l.after.as_str() && id.starts_with(&l.prefix) {
+                smallest.push(id.as_str());
+                if smallest.len() > limit {
+                    smallest.pop();
+                    more = true;
+                }
+            }
+        }
+        let rooms = smallest
+            .into_sorted_vec()
+            .into_iter()
+            .map(|id| {
+                let room = &self.rooms[id];
+                proto::pb::RoomInfo { room: id.to_owned(), users: room.user_count(), seq: room.seq }
+            })
+            .collect();
+        let total_members = self.rooms.values().map(Room::conn_count).sum::<usize>() as u64;
+        let total_rooms = self.rooms.len() as u64;
+        reply(router_reply::Kind::List(internal::RoomList { rooms, more, total_rooms, total_members }))
+    }
+
     /// Applies a room operation; the room's state is here (or starts now).
     pub(super) fn apply(
         &mut self,
@@ -146,14 +176,21 @@ impl Owner {
             }
             Some(router_request::Kind::Publish(p)) => {
                 let room = self.rooms.entry(room_id.clone()).or_default();
+                let first = (!p.idempotency_key.is_empty()).then(|| room.published(&p.from, &p.idempotency_key));
+                if let Some(Some(seq)) = first {
+                    let epoch = room.epoch.clone();
+                    return reply(router_reply::Kind::Publish(internal::PublishReply { epoch, seq, duplicate: true }));
+                }
                 let msg = (p.from, p.data, proto::now_ms());
                 let history = self.config.namespaces.of(&room_id).history;
-                let msg = room.publish(&room_id, msg, now, &history, &mut self.budget);
+                let mut msg = room.publish_keyed(&room_id, msg, p.idempotency_key, now, &history, &mut self.budget);
                 let (epoch, seq) = (room.epoch.clone(), msg.seq);
                 crate::metrics::published();
+                // The key stays with the owner (and travels with handoffs).
+                msg.idempotency_key.clear();
                 out.push(Action::Emit(event(&room_id, &epoch, room_event::Kind::Message(msg))));
                 self.enforce_budget();
-                reply(router_reply::Kind::Publish(internal::PublishReply { epoch, seq }))
+                reply(router_reply::Kind::Publish(internal::PublishReply { epoch, seq, duplicate: false }))
             }
             Some(router_request::Kind::History(h)) => {
                 let room = self.rooms.entry(room_id).or_default();
@@ -223,7 +260,7 @@ impl Owner {
                 }
                 reply(router_reply::Kind::Ack(internal::Ack {}))
             }
-            Some(router_request::Kind::Handoff(_) | router_request::Kind::Pull(_)) => {
+            Some(router_request::Kind::Handoff(_) | router_request::Kind::Pull(_) | router_request::Kind::List(_)) => {
                 unreachable!("handled before ownership checks")
             }
         }

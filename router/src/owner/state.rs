@@ -192,6 +192,9 @@ impl Owner {
         now: Instant,
         out: &mut Vec<Action>,
     ) -> Option<internal::RouterReply> {
+        if let Some(router_request::Kind::List(l)) = &req.kind {
+            return Some(self.list(l));
+        }
         if !subject::valid_id(&req.room) {
             return Some(error(ErrorCode::InvalidRoom, subject::INVALID_ROOM));
         }
@@ -366,5 +369,6 @@ fn kind_name(kind: &Option<router_request::Kind>) -> &'static str {
         Some(router_request::Kind::Pull(_)) => "pull",
         Some(router_request::Kind::Signal(_)) => "signal",
         Some(router_request::Kind::Read(_)) => "read",
+        Some(router_request::Kind::List(_)) => "list",
     }
 }

@@ -52,7 +52,18 @@ fn join(room: &str, conn: &str, user: &str) -> Message {
 }
 
 fn publish(room: &str) -> Message {
-    request(room, router_request::Kind::Publish(internal::PublishRequest { from: "u".into(), data: "1".into() }))
+    keyed(room, "u", "")
+}
+
+/// A publish by `from` with an idempotency key.
+fn keyed(room: &str, from: &str, key: &str) -> Message {
+    let p = internal::PublishRequest { from: from.into(), data: "1".into(), idempotency_key: key.into() };
+    request(room, router_request::Kind::Publish(p))
+}
+
+fn list(prefix: &str, after: &str, limit: u32) -> Message {
+    let l = internal::ListRequest { prefix: prefix.into(), after: after.into(), limit };
+    request("", router_request::Kind::List(l))
 }
 
 fn read(room: &str, user: &str, seq: u64) -> Message {
@@ -130,7 +141,13 @@ impl Case {
                     router_reply::Kind::Error(e) => format!("error:{}", e.code),
                     router_reply::Kind::Join(j) => format!("joined@{}/{}", j.seq, j.count),
                     router_reply::Kind::Ack(_) => "ack".into(),
+                    router_reply::Kind::Publish(p) if p.duplicate => format!("duplicate:{}", p.seq),
                     router_reply::Kind::Publish(p) => format!("seq:{}", p.seq),
+                    router_reply::Kind::List(l) => {
+                        let rooms: Vec<String> =
+                            l.rooms.iter().map(|r| format!("{}={}/{}", r.room, r.users, r.seq)).collect();
+                        format!("list:[{}]{}/{}", rooms.join(","), if l.more { "+" } else { "" }, l.total_rooms)
+                    }
                     router_reply::Kind::History(h) => format!("history:{}:{}", h.recovered, h.messages.len()),
                     router_reply::Kind::Members(m) => format!("members:{}", m.count),
                     router_reply::Kind::Pull(p) => format!("pull:{}:{}", p.state.is_some(), p.moved_to),
@@ -217,6 +234,65 @@ fn room_ops_emit_their_events_before_the_reply() {
         no_responders: false,
     };
     assert_eq!(t.send(bad), ["error:bad_request"]);
+}
+
+#[test]
+fn an_idempotency_key_repeated_by_the_same_sender_returns_the_first_seq() {
+    let (mine, other) = (room_of(ME), room_in("other-", ME));
+    let mut t = Case::new();
+    // (request, actions) in order.
+    let cases: Vec<(Message, Vec<&str>)> = vec![
+        (keyed(&mine, "", "k1"), vec!["emit:message:1", "seq:1"]),
+        (keyed(&mine, "", "k1"), vec!["duplicate:1"]),
+        // Scoped to the sender and the room; no key, no dedupe.
+        (keyed(&mine, "alice", "k1"), vec!["emit:message:2", "seq:2"]),
+        (keyed(&other, "", "k1"), vec!["emit:message:1", "seq:1"]),
+        (keyed(&mine, "", ""), vec!["emit:message:3", "seq:3"]),
+        (keyed(&mine, "", ""), vec!["emit:message:4", "seq:4"]),
+        (keyed(&mine, "alice", "k1"), vec!["duplicate:2"]),
+    ];
+    for (msg, want) in cases {
+        assert_eq!(t.send(msg), names(&want));
+    }
+    // The key stays at the owner: members never see it.
+    t.owner.on_request(keyed(&mine, "", "k2"), &t.c, t.now, &mut t.out);
+    let Some(Action::Emit(e)) = t.out.first() else { panic!("an event") };
+    let Some(room_event::Kind::Message(m)) = &e.kind else { panic!("a message") };
+    assert!(m.idempotency_key.is_empty());
+    t.did();
+    // It travels with the room's state to a new owner.
+    let state = t.owner.rooms[&mine].to_state(1 << 20);
+    assert!(state.history.iter().any(|m| m.idempotency_key == "k2"));
+    let mut next = Case::new();
+    let push = internal::HandoffRequest { from: "r-2".into(), state: Some(state) };
+    assert_eq!(next.send(request(&mine, router_request::Kind::Handoff(push))), ["ack"]);
+    assert_eq!(next.send(keyed(&mine, "", "k2")), ["duplicate:5"]);
+    assert_eq!(next.send(keyed(&mine, "", "k3")), ["emit:message:6", "seq:6"]);
+}
+
+#[test]
+fn a_router_lists_the_rooms_it_owns_in_id_order_after_a_cursor() {
+    let mut t = Case::new();
+    t.c = cluster(&["r-1"]);
+    for room in ["b-2", "a-1", "b-1", "c-1", "b-3"] {
+        t.send(publish(room));
+    }
+    t.send(join("a-1", "c1", "alice"));
+    // (prefix, after, limit) → the page.
+    let cases: Vec<((&str, &str, u32), &str)> = vec![
+        (("", "", 10), "list:[a-1=1/1,b-1=0/1,b-2=0/1,b-3=0/1,c-1=0/1]/5"),
+        (("", "", 2), "list:[a-1=1/1,b-1=0/1]+/5"),
+        (("", "b-1", 2), "list:[b-2=0/1,b-3=0/1]+/5"),
+        (("", "b-3", 2), "list:[c-1=0/1]/5"),
+        (("b-", "", 2), "list:[b-1=0/1,b-2=0/1]+/5"),
+        (("b-", "b-2", 2), "list:[b-3=0/1]/5"),
+        (("d-", "", 2), "list:[]/5"),
+        // Counts only.
+        (("", "", 0), "list:[]+/5"),
+    ];
+    for ((prefix, after, limit), want) in cases {
+        assert_eq!(t.send(list(prefix, after, limit)), [want], "{prefix:?} {after:?} {limit}");
+    }
 }
 
 #[test]

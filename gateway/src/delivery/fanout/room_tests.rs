@@ -6,7 +6,13 @@ use serde_json::Value;
 const E: &str = "e1";
 
 fn message(epoch: &str, seq: u64, len: usize) -> internal::RoomEvent {
-    let m = internal::StoredMessage { seq, from: "u".into(), data: format!("\"{}\"", "x".repeat(len)).into(), ts: 1 };
+    let m = internal::StoredMessage {
+        seq,
+        from: "u".into(),
+        data: format!("\"{}\"", "x".repeat(len)).into(),
+        ts: 1,
+        ..Default::default()
+    };
     internal::RoomEvent {
         room: "r".into(),
         epoch: epoch.into(),
@@ -21,7 +27,8 @@ fn stored(seqs: std::ops::RangeInclusive<u64>) -> Vec<internal::StoredMessage> {
 
 fn sized(seqs: std::ops::RangeInclusive<u64>, len: usize) -> Vec<internal::StoredMessage> {
     let data = Bytes::from(format!("\"{}\"", "x".repeat(len)));
-    seqs.map(|seq| internal::StoredMessage { seq, from: "u".into(), data: data.clone(), ts: 1 }).collect()
+    seqs.map(|seq| internal::StoredMessage { seq, from: "u".into(), data: data.clone(), ts: 1, ..Default::default() })
+        .collect()
 }
 
 fn history(epoch: &str, seq: u64, recovered: bool, msgs: Vec<internal::StoredMessage>) -> internal::HistoryReply {

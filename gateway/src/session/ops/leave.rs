@@ -1,11 +1,13 @@
-//! `leave {room}`, and leaving rooms for other reasons (a refreshed token
-//! that no longer allows them, the connection's end).
+//! `leave {room}`, and leaving rooms for other reasons (the backend's
+//! `unsubscribe`, a refreshed token that no longer allows them, the
+//! connection's end).
 
 use proto::client::{Event, ReplyBody};
 use proto::internal::{self, router_request};
 
 use super::{not_member, take_join, Answer};
 use crate::delivery::rooms::RoomHandle;
+use crate::session::orders::Outcome;
 use crate::session::Session;
 
 pub async fn leave(s: &mut Session, room: String) -> Answer {
@@ -13,22 +15,46 @@ pub async fn leave(s: &mut Session, room: String) -> Answer {
         return not_member(&room);
     }
     take_join(s)?;
-    let handle = s.rooms.remove(&room).expect("checked");
-    leave_room(s, &room, &handle).await;
-    s.unhold(s.room_cost(&room));
+    forget(s, &room).await;
     Ok(Some(ReplyBody::Empty))
 }
 
-/// Leaves the joined rooms the token no longer allows, telling the client
-/// with `removed` (before the refresh reply).
+/// The backend's `unsubscribe`: leaves the room if joined, telling the
+/// client with `removed` (reason `server`).
+pub async fn unsubscribe(s: &mut Session, room: String) -> Outcome {
+    if !s.rooms.contains_key(&room) {
+        return Ok(false);
+    }
+    forget(s, &room).await;
+    s.send(Event::Removed { room: &room, reason: "server" });
+    Ok(true)
+}
+
+/// Leaves the joined rooms the token no longer allows (but not those the
+/// backend subscribed it to), telling the client with `removed` (before the
+/// refresh reply).
 pub async fn leave_revoked(s: &mut Session) {
-    let revoked: Vec<String> = s.rooms.keys().filter(|r| !s.grants.rooms.allows(r)).cloned().collect();
+    let server = s.server_rooms.as_deref();
+    let revoked: Vec<String> = s
+        .rooms
+        .keys()
+        .filter(|r| !s.grants.rooms.allows(r) && !server.is_some_and(|set| set.contains(*r)))
+        .cloned()
+        .collect();
     for room in revoked {
-        if let Some(handle) = s.rooms.remove(&room) {
-            leave_room(s, &room, &handle).await;
-            s.unhold(s.room_cost(&room));
-            s.send(Event::Removed { room: &room, reason: "token" });
-        }
+        forget(s, &room).await;
+        s.send(Event::Removed { room: &room, reason: "token" });
+    }
+}
+
+/// Leaves a joined room and gives back what it held.
+async fn forget(s: &mut Session, room: &str) {
+    if let Some(handle) = s.rooms.remove(room) {
+        leave_room(s, room, &handle).await;
+        s.unhold(s.room_cost(room));
+    }
+    if let Some(set) = &mut s.server_rooms {
+        set.remove(room);
     }
 }
 

@@ -6,7 +6,8 @@
 //! ([`join`], [`leave`], [`publish`], [`members`], [`signal`], [`read`]); direct messages go
 //! straight onto `sb.user.<user>` ([`send`]); presence goes to the presence
 //! service ([`presence`]); [`refresh`] renews the token. A policy check on an
-//! op belongs in that op's module.
+//! op belongs in that op's module. The backend's orders reuse them: its
+//! `subscribe` joins as [`join`] does, its `unsubscribe` leaves as [`leave`].
 
 mod join;
 mod leave;
@@ -25,7 +26,8 @@ use router::client::CallError;
 
 use crate::session::Session;
 
-pub(crate) use leave::leave_room;
+pub(crate) use join::subscribe;
+pub(crate) use leave::{leave_room, unsubscribe};
 
 /// A failed op: the code and a message for the client.
 pub type Failure = (ErrorCode, String);

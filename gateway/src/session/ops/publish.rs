@@ -18,7 +18,11 @@ pub async fn publish(s: &mut Session, room: String, data: Bytes) -> Answer {
     check_data(&data)?;
     check_publish(s, &room)?;
     let data = crate::hooks::approve::publish(s, &room, data).await?;
-    let kind = router_request::Kind::Publish(internal::PublishRequest { from: s.user.to_string(), data });
+    let kind = router_request::Kind::Publish(internal::PublishRequest {
+        from: s.user.to_string(),
+        data,
+        idempotency_key: String::new(),
+    });
     match s.hub.router.call(&room, kind).await.map_err(call_failure)? {
         router_reply::Kind::Publish(p) => Ok(Some(ReplyBody::Publish { seq: p.seq })),
         other => unexpected(other),
