@@ -111,7 +111,7 @@ export interface RoomHandlers {
   onMembersChanged?(event: MembersChangedEvent): void;
   /** Messages may have been missed: refetch your state; newer messages follow `seq`. */
   onResync?(event: ResyncEvent): void;
-  /** The gateway took the connection out of the room (`reason` "token": a refreshed token no longer allows it); the room is dropped. */
+  /** The gateway took the connection out of the room (`reason` "token": a refreshed token no longer allows it; "server": the backend unsubscribed it; "forbidden": a room the backend had subscribed it to could not be rejoined after a reconnect); the room is dropped. */
   onRemoved?(event: { room: string; reason: string }): void;
   /** A user's read marker moved forward (from a `read` event, or a batch in batched rooms). */
   onRead?(event: { room: string; user: string; seq: number }): void;
@@ -179,6 +179,8 @@ export interface Events {
   reconnecting: { attempt: number; delay: number; code: number; reason: string };
   disconnected: { code: number; reason: string };
   direct: DirectMessage;
+  /** The application's backend joined this connection to a room (server API `subscribe`). */
+  subscribed: { room: string; epoch: string; seq: number; count: number };
   error: SwitchboardError;
 }
 
@@ -201,6 +203,8 @@ export class Client {
   off<E extends keyof Events>(event: E, fn: (detail: Events[E]) => void): void;
   ready(): Promise<ConnectedEvent>;
   join(room: string, handlers?: RoomHandlers, options?: RequestOptions): Promise<Joined>;
+  /** Sets the handlers of a room the client is in: call it from the `subscribed` event for a room the backend joined it to. */
+  handle(room: string, handlers: RoomHandlers): void;
   leave(room: string): Promise<void>;
   /** Users in a joined room, kept from its join reply and membership events; null if not joined. */
   memberCount(room: string): number | null;

@@ -149,7 +149,10 @@ export class Client {
    * `state` ({state, previous}), `connecting` ({attempt}), `connected`
    * ({user, conn, gateway, reconnected}), `reconnecting` ({attempt, delay,
    * code, reason}), `disconnected` ({code, reason}), `direct` ({from, data,
-   * ts}), `error` (a SwitchboardError the application did not ask for).
+   * ts}), `subscribed` ({room, epoch, seq, count}: the application's backend
+   * joined this connection to a room; give it handlers with `handle(room,
+   * handlers)` inside the listener, so no message is missed), `error` (a
+   * SwitchboardError the application did not ask for).
    */
   on(event, fn) {
     if (!this.#listeners.has(event)) this.#listeners.set(event, new Set());
@@ -194,18 +197,7 @@ export class Client {
       return Promise.reject(new SwitchboardError('already_joined', `already in room ${room}`));
     }
     return new Promise((resolve, reject) => {
-      const rec = {
-        handlers,
-        epoch: null,
-        seq: null,
-        count: null,
-        confirmed: false,
-        waiter: null,
-        retry: null,
-        hold: false,
-        typing: new Map(), // user -> timer that ends their typing
-        typingSent: 0, // when this client last said it was typing here
-      };
+      const rec = newRoom(handlers);
       const timer = setTimeout(() => {
         if (this.#rooms.get(room) !== rec || rec.confirmed) return;
         this.#rooms.delete(room);
@@ -221,6 +213,16 @@ export class Client {
       this.#rooms.set(room, rec);
       if (this.#hello) this.#sendJoin(room, rec);
     });
+  }
+
+  /**
+   * Replaces the handlers of a room this client is in: one the backend
+   * subscribed it to (see the `subscribed` event), or one it joined.
+   */
+  handle(room, handlers) {
+    const rec = this.#rooms.get(room);
+    if (!rec) throw new SwitchboardError('not_member', `not in room ${room}`);
+    rec.handlers = handlers;
   }
 
   /**
@@ -638,6 +640,8 @@ export class Client {
         return this.#onRead(f.room, f.user, f.seq);
       case 'removed':
         return this.#removed(f.room, f.reason);
+      case 'subscribed':
+        return this.#subscribed(f);
       case 'direct':
         return this.#emit('direct', { from: f.from, data: f.data, ts: f.ts, queued: f.queued === true });
       case 'presence':
@@ -775,7 +779,20 @@ export class Client {
     });
   }
 
-  /** The gateway took the connection out of `room` (a refreshed token no longer allows it): never rejoin it. */
+  /**
+   * The backend joined this connection to a room. It is a room like a
+   * joined one from now on (rejoined with `since` after a reconnect); the
+   * application gives it handlers from the `subscribed` event.
+   */
+  #subscribed(f) {
+    if (this.#rooms.has(f.room)) return;
+    const rec = newRoom({});
+    Object.assign(rec, { epoch: f.epoch, seq: f.seq, count: f.count, confirmed: true, server: true });
+    this.#rooms.set(f.room, rec);
+    this.#emit('subscribed', { room: f.room, epoch: f.epoch, seq: f.seq, count: f.count });
+  }
+
+  /** The gateway took the connection out of `room` (a refreshed token no longer allows it, or the backend unsubscribed it): never rejoin it. */
   #removed(room, reason) {
     const rec = this.#rooms.get(room);
     if (!rec) return;
@@ -795,7 +812,11 @@ export class Client {
       return;
     }
     this.#rooms.delete(room);
-    if (!rec.confirmed) {
+    if (rec.server && err.code === 'forbidden') {
+      // The backend's subscription ended with the connection, and the
+      // token alone does not allow the room.
+      this.#call(rec.handlers.onRemoved, { room, reason: 'forbidden' });
+    } else if (!rec.confirmed) {
       rec.waiter?.reject(err);
     } else {
       this.#call(rec.handlers.onError, err);
@@ -935,6 +956,23 @@ function asError(e, message) {
 }
 
 /** True when the token's `exp` is (nearly) past: fetch a new one before connecting. */
+/** A room's state in the client, before its first join reply. */
+function newRoom(handlers) {
+  return {
+    handlers,
+    epoch: null,
+    seq: null,
+    count: null,
+    confirmed: false,
+    waiter: null,
+    retry: null,
+    hold: false,
+    server: false, // joined by the backend (`subscribed`), not by join()
+    typing: new Map(), // user -> timer that ends their typing
+    typingSent: 0, // when this client last said it was typing here
+  };
+}
+
 function expiresSoon(token) {
   const exp = decodeToken(token)?.exp;
   return typeof exp === 'number' && exp * 1000 < Date.now() + 5000;

@@ -10,7 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
 import { backoffBound, decodeToken, SwitchboardError } from '../switchboard.js';
-import { adminDisconnect, client, mintToken, next, serverPublish, startGateway, until } from './support.js';
+import { adminDisconnect, apiCall, client, mintToken, next, serverPublish, startGateway, until } from './support.js';
 
 const SECRET = `js-test-secret-of-32-bytes-or-more-${process.pid}`;
 const T = { timeout: 30_000 };
@@ -216,6 +216,33 @@ describe('every API call', () => {
     assert.deepEqual(removed, [{ room: 'lose', reason: 'token' }]);
     assert.deepEqual(carol.rooms, ['keep']);
     await assert.rejects(carol.publish('lose', 1), { code: 'not_member' });
+  });
+
+  it('the backend subscribes and unsubscribes it (server API); a refresh keeps such a room', T, async () => {
+    const exp = Math.floor(Date.now() / 1000) + 3600;
+    const dana = client(gw.ws, { token: mintToken(SECRET, { sub: 'dana', exp, rooms: ['own'] }) }, cleanup);
+    await dana.ready();
+    const r = recorder();
+    const removed = [];
+    const subscribed = next(dana, 'subscribed');
+    dana.on('subscribed', ({ room }) => dana.handle(room, { ...r.handlers, onRemoved: (e) => removed.push(e) }));
+    assert.deepEqual(await apiCall(gw, 'subscribe', { user: 'dana', room: 'backstage' }), { connections: 1, failed: 0 });
+    const event = await subscribed;
+    assert.equal(event.room, 'backstage');
+    assert.equal(event.count, 1);
+    assert.deepEqual(dana.rooms, ['backstage']);
+    const { seq } = await apiCall(gw, 'publish', { room: 'backstage', data: { from: 'backend' } });
+    await until(() => r.messages.length === 1, 'the message');
+    assert.equal(r.messages[0].seq, seq);
+    // Membership only: publishing still takes the token's permission.
+    await assert.rejects(dana.publish('backstage', 'hi'), { code: 'forbidden' });
+    // The token does not allow the room, but the backend's decision stands.
+    await dana.refresh(mintToken(SECRET, { sub: 'dana', exp, rooms: ['own'] }));
+    assert.deepEqual(dana.rooms, ['backstage']);
+    assert.deepEqual(await apiCall(gw, 'unsubscribe', { user: 'dana', room: 'backstage' }), { connections: 1, failed: 0 });
+    await until(() => removed.length === 1, 'removed');
+    assert.deepEqual(removed, [{ room: 'backstage', reason: 'server' }]);
+    assert.deepEqual(dana.rooms, []);
   });
 
   it('close() stops the client and rejects requests', T, async () => {

@@ -137,6 +137,7 @@ export class Gateway {
     this.port = Number(new URL(this.http).port);
     this.demo = proc.printed('demo');
     this.grpc = proc.printed('grpc');
+    this.api = proc.printed('api');
     this.admin = proc.printed('admin').replace(/\/metrics$/, '');
   }
 
@@ -239,6 +240,14 @@ export async function serverPublish(grpc, room, data) {
   const msg = Buffer.concat([lenField(1, room), lenField(2, JSON.stringify(data))]);
   // PublishResult { uint64 seq = 1; }
   return firstVarint(await grpcCall(grpc, '/switchboard.v1.Rooms/Publish', msg));
+}
+
+/** A server API call over HTTP/JSON: the parsed answer, or throws with its error. */
+export async function apiCall(gw, method, body) {
+  const res = await fetch(`${gw.api}${method}`, { method: 'POST', body: JSON.stringify(body) });
+  const answer = await res.json();
+  if (!res.ok) throw new Error(`${method}: ${res.status} ${JSON.stringify(answer)}`);
+  return answer;
 }
 
 /** Polls `fn` until it returns a truthy value; rejects with `what` after `timeout` ms. */

@@ -1,8 +1,10 @@
 //! `subscribe {user, room}` / `unsubscribe {user, room}` →
 //! `{connections, failed, error?}`: joins every live connection of a user,
 //! on every gateway, to a room (or takes them out). The backend decides,
-//! so the token's `rooms` and the namespace's join hook do not apply; the
-//! room's `max_members` and the connection's room limit do. Each connection
+//! so the token's `rooms` and the namespace's join hook do not apply (and a
+//! refreshed token keeps the room); the room's `max_members` and the
+//! connection's room limit do. It makes the user a member: publishing still
+//! takes the token's `publish` permission. Each connection
 //! hears `subscribed {room, epoch, seq, count}` (or `removed` with reason
 //! `server`) and is then a member as after a join; the call returns once
 //! the joins are done. Connections opened later are not subscribed.
