@@ -269,3 +269,46 @@ async fn the_http_api_reaches_every_router_gateway_and_connection() {
     let distinct: BTreeSet<_> = listed.iter().collect();
     assert_eq!(distinct.len(), 1000);
 }
+
+/// The curl lines of docs/integration.md's server API section, run against a
+/// standalone gateway as the README starts it (no token on loopback).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_documented_curl_examples_work_against_a_standalone_gateway() {
+    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/integration.md")).unwrap();
+    let section = doc.split("## Your backend acts: the server API").nth(1).expect("the API section");
+    let block = section.split("```sh").nth(1).and_then(|b| b.split("```").next()).expect("a sh block");
+    let lines: Vec<&str> = block.lines().filter(|l| l.starts_with("curl ")).collect();
+    assert!(lines.len() >= 12, "{lines:?}");
+
+    let gw = support::Gateway::start(&[]);
+    let base = gw.api.clone().expect("an api line");
+    let base = base.trim_end_matches("/api/");
+    let mut ann = gw.json("ann").await;
+    join(&mut ann, "chat:general").await;
+    let mut answers = Vec::new();
+    for line in &lines {
+        assert!(line.contains("http://127.0.0.1:8090/api/"), "{line}");
+        let command = line.replace("http://127.0.0.1:8090", base);
+        let out = std::process::Command::new("bash").args(["-c", &command]).output().unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{line}: {stdout} {}", String::from_utf8_lossy(&out.stderr));
+        let answer: Value = serde_json::from_str(&stdout).unwrap_or_else(|_| panic!("{line}: {stdout}"));
+        assert!(answer.get("error").is_none(), "{line}: {answer}");
+        answers.push(answer);
+    }
+    // The idempotent pair: the same seq, delivered once.
+    assert_eq!(answers[1]["seq"], answers[2]["seq"]);
+    assert_eq!(answers[2]["duplicate"], true);
+    let texts: Vec<String> = {
+        let mut texts = Vec::new();
+        while let Ok(m) = ann.next_of_type("message", Duration::from_millis(500)).await {
+            texts.push(m["data"]["text"].as_str().unwrap_or_default().to_owned());
+        }
+        texts
+    };
+    assert_eq!(texts, ["Deploy at 5pm", "Order 17 shipped", "Maintenance tonight"]);
+    let sent = lines.iter().position(|l| l.contains("/api/send")).unwrap();
+    assert_eq!(answers[sent]["delivered"], true, "ann is online");
+    let subscribed = lines.iter().position(|l| l.contains("/api/subscribe")).unwrap();
+    assert_eq!(answers[subscribed]["connections"], 1);
+}
