@@ -99,6 +99,18 @@ for hooked in no yes; do
   wait "$GATEWAY_PID" 2>/dev/null || true
 done
 
+# The server API's publish: HTTP/JSON beside gRPC Rooms, the same calls on
+# the same standalone gateway (32 callers, 4 rooms each), measured now.
+start_gateway
+API=$(wait_line "$OUT/gateway.out" api)
+GRPC=$(wait_line "$OUT/gateway.out" grpc)
+for transport in http grpc; do
+  run "gateway-api-$transport" "$GATEWAY" switchboard api --api "$API" --grpc "$GRPC" --transport "$transport" \
+    --concurrency 32 --rooms 4
+done
+kill -TERM "$GATEWAY_PID" 2>/dev/null || true
+wait "$GATEWAY_PID" 2>/dev/null || true
+
 # Seating a room: N distinct users join one room at once, for each way a
 # namespace announces joins. The peer announces every join (--announce, as
 # the Socket.IO chat example does) or none.

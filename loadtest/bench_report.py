@@ -215,6 +215,30 @@ message takes end to end. The backend is a single Node.js process on the
 same two cores as the gateway and the load generator, answering 4,000
 requests a second: its queueing is most of the tail.""")
 
+ah, ag = load("gateway-api-http"), load("gateway-api-grpc")
+print(f"""
+## The server API: HTTP/JSON and gRPC
+
+`publish` calls against a standalone gateway's server API from 32 callers,
+each with rooms of its own and one call in flight: over HTTP/JSON
+(`POST /api/publish`, a keep-alive connection per caller) and over gRPC
+`Rooms.Publish` (one HTTP/2 channel, as a backend would share it), run one
+after the other. Each call is sequenced by the room's owner and answered
+with its seq; every room's seqs must come back 1, 2, 3, … for the run to
+count as correct.
+
+| figure | HTTP/JSON | gRPC | HTTP/gRPC |
+|---|---|---|---|
+| calls/s | {num(fig(ah, "calls/s"))} | {num(fig(ag, "calls/s"))} | {ratio(fig(ah, "calls/s"), fig(ag, "calls/s"))} |
+| latency p50 (ms) | {num(pct(ah, 50), 2)} | {num(pct(ag, 50), 2)} | {ratio(pct(ah, 50), pct(ag, 50), 'lower')} |
+| latency p99 (ms) | {num(pct(ah, 99), 2)} | {num(pct(ag, 99), 2)} | {ratio(pct(ah, 99), pct(ag, 99), 'lower')} |
+| every call answered, seqs in order | {correct(ah)} | {correct(ag)} | |
+
+Ratios above 1× favour HTTP/JSON. The load generator runs on the same two
+cores as the gateway; its HTTP/2 client and the gateway's HTTP/2 server cost
+more per call than HTTP/1.1 with small JSON bodies, so the JSON API is the
+faster of the two here.""")
+
 print("""
 ## Commands
 
@@ -224,7 +248,7 @@ Every run writes its table (`.txt`), figures (`.json`) and plot (`.svg`) to
 ```""")
 for name in ("gateway-broadcast", "peer-broadcast", "gateway-chat", "peer-chat", "gateway-connect", "peer-connect",
              "cluster-chat-1000", "cluster-chat-5000", "cluster-chat-10000", "cluster-chat-20000",
-             "gateway-chat-unhooked", "gateway-chat-hooked",
+             "gateway-chat-unhooked", "gateway-chat-hooked", "gateway-api-http", "gateway-api-grpc",
              *(f"{side}-seat-{mode}-{n}" for n in SEAT_SIZES for side, mode in
                (("gateway", "batched"), ("gateway", "off"), ("gateway", "all"), ("peer", "off"), ("peer", "all")))):
     print(f"{name}: {cmd(name)}")

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use loadtest::scenario::{broadcast, chat, connect, presence, reconnect, seat, slow, Protocol, Target};
+use loadtest::scenario::{api, broadcast, chat, connect, presence, reconnect, seat, slow, Protocol, Target};
 use loadtest::stats::Stats;
 use loadtest::token::SigningKey;
 
@@ -71,6 +71,8 @@ enum Scenario {
     Slow(slow::Slow),
     /// Distinct users join one room at once; time to seat them and the cost of announcing joins.
     Seat(seat::Seat),
+    /// The server API's publish over HTTP/JSON or gRPC: calls/s and latency (no --url).
+    Api(api::Api),
 }
 
 fn main() {
@@ -78,6 +80,13 @@ fn main() {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
+    if let Scenario::Api(s) = &cli.scenario {
+        let stats = Arc::new(Stats::new());
+        let progress = loadtest::progress::start("api", stats.clone());
+        let report = s.run(cli.duration, stats).await;
+        progress.abort();
+        return finish(&cli, report?);
+    }
     if cli.url.is_empty() {
         anyhow::bail!("--url is required (e.g. --url ws://127.0.0.1:8080/ws)");
     }
@@ -115,6 +124,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Scenario::Reconnect(_) => "reconnect",
         Scenario::Slow(_) => "slow",
         Scenario::Seat(_) => "seat",
+        Scenario::Api(_) => unreachable!("run above"),
     };
     let progress = loadtest::progress::start(name, stats.clone());
     let d = cli.duration;
@@ -131,8 +141,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Scenario::Reconnect(s) => s.run(&target, d, stats.clone()).await,
         Scenario::Slow(s) => s.run(&target, d, stats.clone()).await,
         Scenario::Seat(s) => s.run(&target, stats.clone()).await,
+        Scenario::Api(_) => unreachable!("run above"),
     };
     progress.abort();
+    finish(&cli, report)
+}
+
+/// Prints the report, writes its files, and fails on correctness errors.
+fn finish(cli: &Cli, report: loadtest::report::Report) -> anyhow::Result<()> {
     print!("{}", report.table());
     if let Some(path) = &cli.json {
         std::fs::write(path, serde_json::to_string_pretty(&report.json())?)?;

@@ -1,6 +1,7 @@
 //! Load scenarios: each drives a gateway (or the `ws` peer, or a cluster)
 //! and measures speed and correctness together.
 
+pub mod api;
 pub mod broadcast;
 pub mod chat;
 pub mod connect;
