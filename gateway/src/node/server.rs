@@ -74,11 +74,6 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         allowed_origins: list(&config.allowed_origins),
         conformance_echo: config.conformance_echo,
     });
-    let announce_id = id.clone();
-    let _announcer = router::announce::spawn(hub.bus.clone(), subject::GATEWAY_ANNOUNCE, ANNOUNCE_EVERY, move || {
-        Bytes::from(internal::GatewayAnnounce { id: announce_id.clone() }.encode_to_vec())
-    });
-
     crate::node::orders::spawn(hub.clone()).await.context("orders subject")?;
     let api = match &backends.node {
         Some(node) => Some(Arc::new(
@@ -93,6 +88,12 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         )),
         None => None,
     };
+    // Announced once orders are served and the embedded API listens for it.
+    let announce_id = id.clone();
+    let _announcer = router::announce::spawn(hub.bus.clone(), subject::GATEWAY_ANNOUNCE, ANNOUNCE_EVERY, move || {
+        Bytes::from(internal::GatewayAnnounce { id: announce_id.clone() }.encode_to_vec())
+    });
+
     let grpc = serve_grpc(&config, api_auth, &hub, api.clone()).await?;
     let http_api = match (api, http_auth) {
         (Some(api), Some(auth)) => {

@@ -57,11 +57,6 @@ impl ApiError {
         }
     }
 
-    /// The error of a failed room operation, as the owner or a gateway said it.
-    pub fn from_pb(e: &proto::pb::Error) -> Self {
-        Self::new(ErrorCode::parse(&e.code).unwrap_or(ErrorCode::Internal), e.message.clone())
-    }
-
     pub fn to_pb(&self) -> proto::pb::Error {
         proto::pb::Error { code: self.code.as_str().into(), message: self.message.clone() }
     }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use proto::pb;
 use tonic::{Request, Response, Status};
 
-use super::cmd::subscription::{Subscribe, Unsubscribe};
+use super::cmd::subscription::{Subscribe, Subscription, Unsubscribe};
 use super::{Api, Caller, Command};
 
 /// The `Rooms` service over an [`Api`].
@@ -26,13 +26,7 @@ impl RoomsApi {
     }
 }
 
-impl From<pb::SubscriptionCall> for Subscribe {
-    fn from(call: pb::SubscriptionCall) -> Self {
-        Self(call)
-    }
-}
-
-impl From<pb::SubscriptionCall> for Unsubscribe {
+impl<const SUBSCRIBE: bool> From<pb::SubscriptionCall> for Subscription<SUBSCRIBE> {
     fn from(call: pb::SubscriptionCall) -> Self {
         Self(call)
     }

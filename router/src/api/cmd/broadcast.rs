@@ -9,7 +9,7 @@ use proto::pb;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
-use super::{check_data, check_room, data_of, parse, render};
+use super::{check_data, check_room, data_of, error_json, parse, render};
 use crate::api::{Api, ApiError, Command};
 
 /// Most rooms in one call.
@@ -73,7 +73,7 @@ impl Command for pb::BroadcastCall {
             .map(|o| Outcome {
                 room: &o.room,
                 seq: o.error.is_none().then_some(o.seq),
-                error: o.error.as_ref().map(|e| serde_json::json!({"code": e.code, "message": e.message})),
+                error: o.error.as_ref().map(error_json),
             })
             .collect();
         render(&serde_json::json!({ "results": results }))

@@ -42,6 +42,11 @@ pub(crate) fn raw(json: &[u8]) -> &RawValue {
         .unwrap_or_else(|| serde_json::from_str("null").expect("null is JSON"))
 }
 
+/// A per-item failure inside a result, as `{"code", "message"}`.
+pub(crate) fn error_json(e: &proto::pb::Error) -> serde_json::Value {
+    serde_json::json!({"code": e.code, "message": e.message})
+}
+
 /// A request's `data` (any JSON) as the bytes the bus carries.
 pub(crate) fn data_of(data: Box<RawValue>) -> Bytes {
     Bytes::from(Box::<str>::from(data).into_boxed_bytes())

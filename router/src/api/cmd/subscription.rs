@@ -12,13 +12,13 @@
 use proto::{internal, pb};
 use serde::{Deserialize, Serialize};
 
-use super::{check_room, check_user, parse, render};
+use super::{check_room, check_user, error_json, parse, render};
 use crate::api::{Api, ApiError, Command};
 
-/// `subscribe`.
-pub struct Subscribe(pub pb::SubscriptionCall);
-/// `unsubscribe`.
-pub struct Unsubscribe(pub pb::SubscriptionCall);
+/// `subscribe` (`true`) or `unsubscribe` (`false`): one order, two directions.
+pub struct Subscription<const SUBSCRIBE: bool>(pub pb::SubscriptionCall);
+pub type Subscribe = Subscription<true>;
+pub type Unsubscribe = Subscription<false>;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -35,29 +35,8 @@ struct Out {
     error: Option<serde_json::Value>,
 }
 
-fn call_of(body: &[u8]) -> Result<pb::SubscriptionCall, ApiError> {
-    let j: Json = parse(body)?;
-    Ok(pb::SubscriptionCall { user: j.user, room: j.room })
-}
-
-async fn order(api: &Api, kind: internal::gateway_command::Kind) -> Result<pb::SubscriptionResult, ApiError> {
-    let reply = api.each_gateway(internal::GatewayCommand { kind: Some(kind) }).await?;
-    Ok(pb::SubscriptionResult { connections: reply.connections, failed: reply.failed, error: reply.error })
-}
-
-fn checked(call: pb::SubscriptionCall) -> Result<internal::Subscription, ApiError> {
-    check_user(&call.user)?;
-    check_room(&call.room)?;
-    Ok(internal::Subscription { user: call.user, room: call.room })
-}
-
-fn json_of(r: &pb::SubscriptionResult) -> Vec<u8> {
-    let error = r.error.as_ref().map(|e| serde_json::json!({"code": e.code, "message": e.message}));
-    render(&Out { connections: r.connections, failed: r.failed, error })
-}
-
-impl Command for Subscribe {
-    const NAME: &'static str = "subscribe";
+impl<const SUBSCRIBE: bool> Command for Subscription<SUBSCRIBE> {
+    const NAME: &'static str = if SUBSCRIBE { "subscribe" } else { "unsubscribe" };
     type Output = pb::SubscriptionResult;
 
     fn target(&self) -> Option<String> {
@@ -65,35 +44,24 @@ impl Command for Subscribe {
     }
 
     async fn run(self, api: &Api) -> Result<pb::SubscriptionResult, ApiError> {
-        order(api, internal::gateway_command::Kind::Subscribe(checked(self.0)?)).await
+        check_user(&self.0.user)?;
+        check_room(&self.0.room)?;
+        let order = internal::Subscription { user: self.0.user, room: self.0.room };
+        let kind = match SUBSCRIBE {
+            true => internal::gateway_command::Kind::Subscribe(order),
+            false => internal::gateway_command::Kind::Unsubscribe(order),
+        };
+        let reply = api.each_gateway(internal::GatewayCommand { kind: Some(kind) }).await?;
+        Ok(pb::SubscriptionResult { connections: reply.connections, failed: reply.failed, error: reply.error })
     }
 
     fn from_json(body: &[u8]) -> Result<Self, ApiError> {
-        call_of(body).map(Self)
+        let j: Json = parse(body)?;
+        Ok(Self(pb::SubscriptionCall { user: j.user, room: j.room }))
     }
 
     fn to_json(r: &pb::SubscriptionResult) -> Vec<u8> {
-        json_of(r)
-    }
-}
-
-impl Command for Unsubscribe {
-    const NAME: &'static str = "unsubscribe";
-    type Output = pb::SubscriptionResult;
-
-    fn target(&self) -> Option<String> {
-        Some(format!("user {} room {}", self.0.user, self.0.room))
-    }
-
-    async fn run(self, api: &Api) -> Result<pb::SubscriptionResult, ApiError> {
-        order(api, internal::gateway_command::Kind::Unsubscribe(checked(self.0)?)).await
-    }
-
-    fn from_json(body: &[u8]) -> Result<Self, ApiError> {
-        call_of(body).map(Self)
-    }
-
-    fn to_json(r: &pb::SubscriptionResult) -> Vec<u8> {
-        json_of(r)
+        let error = r.error.as_ref().map(error_json);
+        render(&Out { connections: r.connections, failed: r.failed, error })
     }
 }
