@@ -35,6 +35,11 @@ pub fn client(url: &str, flag: &str) -> anyhow::Result<HttpClient> {
             hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(tls)
         }
     };
-    let connector = builder.https_or_http().enable_http1().build();
+    // Small requests on pooled connections: without TCP_NODELAY one can wait
+    // for the server's delayed ACK.
+    let mut http = HttpConnector::new();
+    http.set_nodelay(true);
+    http.enforce_http(false);
+    let connector = builder.https_or_http().enable_http1().wrap_connector(http);
     Ok(Client::builder(TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(30)).build(connector))
 }

@@ -75,6 +75,7 @@ impl Api {
                 Some(ch) => Caller::Grpc(router::rpc::rooms_client::RoomsClient::new(ch.clone())),
                 None => {
                     let stream = tokio::net::TcpStream::connect(host).await?;
+                    stream.set_nodelay(true)?;
                     let (send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
                     tokio::spawn(conn);
                     Caller::Http(send, host.to_owned())

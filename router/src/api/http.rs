@@ -40,6 +40,7 @@ pub async fn serve(addr: SocketAddr, api: Arc<Api>, auth: BearerAuth) -> std::io
         loop {
             let Ok(slot) = slots.clone().acquire_owned().await else { return };
             let Ok((stream, peer)) = listener.accept().await else { continue };
+            let _ = stream.set_nodelay(true);
             let (api, auth) = (api.clone(), auth.clone());
             tokio::spawn(async move {
                 let service = hyper::service::service_fn(move |req| {
