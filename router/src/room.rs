@@ -139,40 +139,30 @@ impl Room {
             .collect()
     }
 
-    /// Appends a message to room `id`, assigning the next seq. The caller
-    /// then brings `budget` back under its bound ([`Budget::over`]).
+    /// Appends `msg` (its idempotency key included) to room `id` with the
+    /// next seq. The caller then brings `budget` back under its bound
+    /// ([`Budget::over`]).
     pub fn publish(
         &mut self,
         id: &str,
-        msg: (String, Bytes, i64),
-        now: Instant,
-        config: &HistoryConfig,
-        budget: &mut Budget,
-    ) -> internal::StoredMessage {
-        self.publish_keyed(id, msg, String::new(), now, config, budget)
-    }
-
-    /// [`Self::publish`] with the publisher's idempotency key, kept in history.
-    pub fn publish_keyed(
-        &mut self,
-        id: &str,
-        msg: (String, Bytes, i64),
-        idempotency_key: String,
+        mut msg: internal::StoredMessage,
         now: Instant,
         config: &HistoryConfig,
         budget: &mut Budget,
     ) -> internal::StoredMessage {
         self.seq += 1;
-        let (from, data, ts) = msg;
-        let msg = internal::StoredMessage { seq: self.seq, from, data, ts, idempotency_key };
+        msg.seq = self.seq;
         self.history.push(id, msg.clone(), now, config, budget);
         msg
     }
 
-    /// The seq of the retained message `from` published with `key`. Scans
-    /// newest first: a retry follows its original closely, and history is
-    /// bounded, so no index is kept.
+    /// The seq of the retained message `from` published with `key` (none
+    /// for an empty key). Scans newest first: a retry follows its original
+    /// closely, and history is bounded, so no index is kept.
     pub fn published(&self, from: &str, key: &str) -> Option<u64> {
+        if key.is_empty() {
+            return None;
+        }
         self.history.messages().rev().find(|m| m.idempotency_key == key && m.from == from).map(|m| m.seq)
     }
 
@@ -350,7 +340,9 @@ mod tests {
         let mut room = Room::new();
         let now = Instant::now();
         for i in 1..=3 {
-            let m = room.publish("r", ("u".into(), Bytes::from_static(b"1"), 0), now, &config, &mut budget);
+            let msg =
+                internal::StoredMessage { from: "u".into(), data: Bytes::from_static(b"1"), ..Default::default() };
+            let m = room.publish("r", msg, now, &config, &mut budget);
             assert_eq!(m.seq, i);
         }
         let since = pb::Since { epoch: room.epoch.clone(), seq: 1 };
@@ -366,7 +358,8 @@ mod tests {
         let mut room = Room::new();
         room.join(&member("g1", "c1", "alice"));
         for _ in 0..10 {
-            let msg = ("alice".into(), Bytes::from(vec![b'1'; 100]), proto::now_ms());
+            let data = Bytes::from(vec![b'1'; 100]);
+            let msg = internal::StoredMessage { from: "alice".into(), data, ts: proto::now_ms(), ..Default::default() };
             room.publish("r", msg, now, &config, &mut budget);
         }
         let moved = Room::from_state("r", room.to_state(1 << 20), now, &config, &mut budget);

@@ -35,10 +35,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let metrics = shell::telemetry::init();
     let api_auth = config.api.guard("--grpc-listen", config.grpc_listen)?;
     // The HTTP server API is the embedded router's: standalone only.
-    let http_auth = match config.standalone {
-        true => Some(config.api.guard("--api-listen", config.embedded.api_listen)?),
-        false => None,
-    };
+    let http_auth =
+        config.standalone.then(|| config.api.guard("--api-listen", config.embedded.api_listen)).transpose()?;
     crate::metrics::describe(config.standalone);
     if config.conformance_echo {
         tracing::warn!("--conformance-echo: WebSocket clients are not authenticated and get their messages echoed");

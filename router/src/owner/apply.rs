@@ -176,14 +176,14 @@ impl Owner {
             }
             Some(router_request::Kind::Publish(p)) => {
                 let room = self.rooms.entry(room_id.clone()).or_default();
-                let first = (!p.idempotency_key.is_empty()).then(|| room.published(&p.from, &p.idempotency_key));
-                if let Some(Some(seq)) = first {
+                if let Some(seq) = room.published(&p.from, &p.idempotency_key) {
                     let epoch = room.epoch.clone();
                     return reply(router_reply::Kind::Publish(internal::PublishReply { epoch, seq, duplicate: true }));
                 }
-                let msg = (p.from, p.data, proto::now_ms());
+                let (from, data, idempotency_key) = (p.from, p.data, p.idempotency_key);
+                let msg = internal::StoredMessage { from, data, ts: proto::now_ms(), idempotency_key, seq: 0 };
                 let history = self.config.namespaces.of(&room_id).history;
-                let mut msg = room.publish_keyed(&room_id, msg, p.idempotency_key, now, &history, &mut self.budget);
+                let mut msg = room.publish(&room_id, msg, now, &history, &mut self.budget);
                 let (epoch, seq) = (room.epoch.clone(), msg.seq);
                 crate::metrics::published();
                 // The key stays with the owner (and travels with handoffs).
