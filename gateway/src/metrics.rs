@@ -47,6 +47,10 @@ pub fn describe(standalone: bool) {
         metrics::gauge!("switchboard_gateway_room_buffer_bytes", "buffer" => buffer).set(0.0);
     }
     describe_counter!(
+        "switchboard_gateway_stale_events_total",
+        "Late room events of an epoch the room had left (an old owner's), dropped."
+    );
+    describe_counter!(
         "switchboard_gateway_gap_fills_total",
         "Gaps in a room's stream filled from the owner's history."
     );
@@ -71,6 +75,7 @@ pub fn describe(standalone: bool) {
         "switchboard_gateway_messages_delivered_total",
         "switchboard_gateway_resyncs_total",
         "switchboard_gateway_gap_fills_total",
+        "switchboard_gateway_stale_events_total",
         "switchboard_gateway_room_syncs_total",
     ] {
         metrics::counter!(name).absolute(0);
@@ -128,6 +133,11 @@ pub fn delivered(n: u64) {
 /// Continuity lost in a room, for its members or one of them.
 pub fn resync() {
     metrics::counter!("switchboard_gateway_resyncs_total").increment(1);
+}
+
+/// A late event of an epoch the room has left, dropped.
+pub fn stale_event() {
+    metrics::counter!("switchboard_gateway_stale_events_total").increment(1);
 }
 
 /// A gap filled from the owner's history.

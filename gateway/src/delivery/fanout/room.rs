@@ -9,6 +9,10 @@
 //! the new position. When the ring gives the room to another router, the
 //! members are re-registered with the new owner (`sync`).
 //!
+//! An epoch the room has left is retired: a late event of it (an old owner
+//! paused mid-publish and resumed, its buffered events flushed) is dropped,
+//! or members would flap back to the old stream and forth again.
+//!
 //! A member is either live (it gets each new message) or catching up: a
 //! joining member behind the gateway's position, a resume's missed
 //! messages, or a member whose queue had no room for a gap fill. Catch-up
@@ -125,7 +129,12 @@ pub struct Room {
     pub(super) fetch_queue: VecDeque<Arc<str>>,
     /// Recent membership events, for members whose join answer they overtook.
     pub(super) changes: Changes,
+    /// Epochs the room left, newest last: their late events are dropped.
+    retired: VecDeque<Arc<str>>,
 }
+
+/// Retired epochs remembered per room (16 bytes each).
+const RETIRED: usize = 4;
 
 impl Room {
     pub fn new(room: Arc<str>, gateway: Arc<str>, owner: Option<Arc<str>>, bounds: Bounds) -> Self {
@@ -141,12 +150,17 @@ impl Room {
             fetches: 0,
             fetch_queue: VecDeque::new(),
             changes: Changes::new(bounds.changes_len, bounds.changes_bytes),
+            retired: VecDeque::new(),
             bounds,
         }
     }
 
     /// An event from `sb.room.<room>`.
     pub fn on_event(&mut self, ev: internal::RoomEvent, out: &mut Vec<Action>) {
+        if self.retired.iter().any(|e| **e == *ev.epoch) {
+            crate::metrics::stale_event();
+            return;
+        }
         match ev.kind {
             Some(room_event::Kind::Message(m)) => {
                 let enc = Arc::new(Encoded::new(self.room.clone(), ev.epoch.into(), m));
@@ -259,6 +273,13 @@ impl Room {
         }
         self.held.retain(|m| m.seq() > seq && m.epoch == epoch);
         self.recent.clear();
+        self.retired.retain(|e| *e != epoch);
+        if let Some((old, _)) = self.pos.take().filter(|(old, _)| *old != epoch) {
+            if self.retired.len() == RETIRED {
+                self.retired.pop_front();
+            }
+            self.retired.push_back(old);
+        }
         self.pos = Some((epoch, seq));
     }
 

@@ -198,6 +198,14 @@ fn a_new_epoch_or_too_much_held_ends_in_resync() {
     c.event(message(E, 1, 1));
     c.event(message("e2", 1, 1));
     assert_eq!(c.got("a"), ["1", "resync@0", "1"]);
+    // A late event of the old owner's epoch is dropped, not a flap back.
+    c.event(message(E, 2, 1));
+    c.event(message("e2", 2, 1));
+    assert_eq!(c.got("a"), ["2"]);
+    // Unless the owner answers a sync on it: it is the room's stream again.
+    c.room.on_sync(Ok(internal::JoinReply { epoch: E.into(), seq: 2, ..Default::default() }), &mut c.actions);
+    c.event(message(E, 3, 1));
+    assert_eq!(c.got("a"), ["resync@2", "3"]);
     let bounds = Bounds { held_len: 2, ..Bounds::default() };
     let mut c = Case::with(bounds);
     c.attach("a", 1 << 20, 0, None);
