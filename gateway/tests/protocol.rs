@@ -94,6 +94,7 @@ async fn protobuf_clients_use_every_room_op_and_share_rooms_with_json_clients() 
         .request_proto(Op::Publish(pb::PublishOp {
             room: "mixed".into(),
             data: br#"{"from":"proto"}"#.to_vec().into(),
+            ..Default::default()
         }))
         .await
         .unwrap();
@@ -116,7 +117,13 @@ async fn protobuf_clients_use_every_room_op_and_share_rooms_with_json_clients() 
     let Some(reply::Result::Members(m)) = r.result else { panic!("{r:?}") };
     assert_eq!(m.count, 2);
 
-    let r = carol.request_proto(Op::Publish(pb::PublishOp { room: "other".into(), data: b"1".to_vec().into() })).await;
+    let r = carol
+        .request_proto(Op::Publish(pb::PublishOp {
+            room: "other".into(),
+            data: b"1".to_vec().into(),
+            ..Default::default()
+        }))
+        .await;
     let r = r.unwrap();
     assert_eq!((r.ok, r.error.unwrap().code.as_str()), (false, "not_member"));
 
@@ -280,7 +287,13 @@ async fn protobuf_auth_frame_presence_unwatch_and_refresh() {
 
     let r = c.request_proto(Op::Join(pb::JoinOp { room: "a.b".into(), since: None })).await.unwrap();
     assert_eq!(r.error.unwrap().code, "invalid_room");
-    let r = c.request_proto(Op::Publish(pb::PublishOp { room: "x".into(), data: b"{bad".to_vec().into() })).await;
+    let r = c
+        .request_proto(Op::Publish(pb::PublishOp {
+            room: "x".into(),
+            data: b"{bad".to_vec().into(),
+            ..Default::default()
+        }))
+        .await;
     assert_eq!(r.unwrap().error.unwrap().code, "bad_request", "protobuf data must be JSON text");
 }
 

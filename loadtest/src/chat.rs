@@ -203,7 +203,8 @@ async fn member(i: usize, config: &ChatConfig, barrier: Arc<Barrier>, mut stop: 
             counter += 1;
             let at = Instant::now();
             sent.insert(counter, at);
-            let op = json!({"op": "publish", "room": room, "data": {"p": user, "n": counter}});
+            let key = format!("{user}-{counter}");
+            let op = json!({"op": "publish", "room": room, "data": {"p": user, "n": counter}, "idempotency_key": key});
             match client.request(op).await {
                 Ok(r) if r["ok"] == true => report.acked.push((counter, at)),
                 Ok(_) => report.publish_errors += 1,

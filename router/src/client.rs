@@ -65,7 +65,12 @@ impl RouterClient {
     /// Sends `kind` for `room` to its owner and returns the owner's answer.
     pub async fn call(&self, room: &str, kind: router_request::Kind) -> Result<router_reply::Kind, CallError> {
         let deadline = Instant::now() + self.config.total_timeout;
-        let idempotent = !matches!(kind, router_request::Kind::Publish(_));
+        // A publish with an idempotency key may be sent again: the owner
+        // answers a repeat with the first message's seq.
+        let idempotent = match &kind {
+            router_request::Kind::Publish(p) => !p.idempotency_key.is_empty(),
+            _ => true,
+        };
         let mut membership = self.membership.clone();
         let mut ring = membership.ring();
         loop {

@@ -33,7 +33,7 @@ async fn wildcard_dot_and_malformed_ids_are_refused_by_every_op() {
         use pb::client_frame::Op;
         let room_ops = [
             Op::Join(pb::JoinOp { room: id.clone(), since: None }),
-            Op::Publish(pb::PublishOp { room: id.clone(), data: b"1".to_vec().into() }),
+            Op::Publish(pb::PublishOp { room: id.clone(), data: b"1".to_vec().into(), ..Default::default() }),
             Op::Members(pb::MembersOp { room: id.clone() }),
             Op::Leave(pb::LeaveOp { room: id.clone() }),
         ];

@@ -56,7 +56,8 @@ pub enum ReplyBody {
     /// with `since`.
     Join { epoch: String, seq: u64, recovered: Option<bool>, count: u32 },
     /// `publish`: the message's seq.
-    Publish { seq: u64 },
+    /// `duplicate`: an earlier publish had the same idempotency key.
+    Publish { seq: u64, duplicate: bool },
     /// `members`: a list capped in entries and bytes, the exact count, and
     /// whether the list is shorter than the count.
     Members { members: Vec<pb::Member>, count: u32, truncated: bool },
@@ -282,8 +283,11 @@ fn body_json(o: &mut Obj, body: &ReplyBody) {
             }
             o.num("count", *count);
         }
-        ReplyBody::Publish { seq } => {
+        ReplyBody::Publish { seq, duplicate } => {
             o.num("seq", *seq);
+            if *duplicate {
+                o.bool("duplicate", true);
+            }
         }
         ReplyBody::Members { members, count, truncated } => {
             o.with("members", |buf| {
@@ -337,7 +341,7 @@ fn body_proto(body: &ReplyBody) -> Option<pb::reply::Result> {
             recovered: recovered.unwrap_or(false),
             count: *count,
         }),
-        ReplyBody::Publish { seq } => R::Publish(pb::PublishResult { seq: *seq, duplicate: false }),
+        ReplyBody::Publish { seq, duplicate } => R::Publish(pb::PublishResult { seq: *seq, duplicate: *duplicate }),
         ReplyBody::Members { members, count, truncated } => {
             R::Members(pb::MembersResult { members: members.clone(), count: *count, truncated: *truncated })
         }

@@ -13,7 +13,7 @@ mod op;
 
 pub use error::ErrorCode;
 pub use event::{status_or_online, Event, ReplyBody};
-pub use op::{DecodeError, Op, Request, RequestId, MAX_USERS_PER_REQUEST};
+pub use op::{DecodeError, Op, Request, RequestId, MAX_IDEMPOTENCY_KEY, MAX_USERS_PER_REQUEST};
 
 /// Largest `data` of a message (room or direct), from a client or a backend:
 /// 64 KiB. A client that raised `--max-message-bytes` past it gets

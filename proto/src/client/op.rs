@@ -40,8 +40,9 @@ pub enum Op {
     Join { room: String, since: Option<pb::Since> },
     /// Leave a room.
     Leave { room: String },
-    /// Publish `data` (JSON text) to a joined room.
-    Publish { room: String, data: Bytes },
+    /// Publish `data` (JSON text) to a joined room; a repeated
+    /// `idempotency_key` (empty: none) answers the first message's seq.
+    Publish { room: String, data: Bytes, idempotency_key: String },
     /// Send `data` (JSON text) to every connection of `user`.
     Send { user: String, data: Bytes },
     /// List a room's members.
@@ -148,6 +149,8 @@ struct Fields<'a> {
     status: Option<&'a RawValue>,
     #[serde(borrow, default)]
     seq: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    idempotency_key: Option<&'a RawValue>,
 }
 
 /// `data: null` is data, not a missing field.
@@ -159,6 +162,16 @@ fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<&'de RawValu
 struct JsonSince {
     epoch: String,
     seq: u64,
+}
+
+/// Longest `idempotency_key` of a publish, in bytes (the server API's too).
+pub const MAX_IDEMPOTENCY_KEY: usize = 64;
+
+fn idempotency_key(id: &RequestId, key: String) -> Result<String, DecodeError> {
+    if key.len() > MAX_IDEMPOTENCY_KEY {
+        return Err(DecodeError::bad(id, format!("idempotency_key is over {MAX_IDEMPOTENCY_KEY} bytes")));
+    }
+    Ok(key)
 }
 
 /// Most users one presence, watch or unwatch request may name.
@@ -200,7 +213,14 @@ impl Request {
                 },
             },
             "leave" => Op::Leave { room: required(&id, "room", fields.room)? },
-            "publish" => Op::Publish { room: required(&id, "room", fields.room)?, data: raw_data(&id, fields.data)? },
+            "publish" => Op::Publish {
+                room: required(&id, "room", fields.room)?,
+                data: raw_data(&id, fields.data)?,
+                idempotency_key: match fields.idempotency_key {
+                    None => String::new(),
+                    Some(raw) => idempotency_key(&id, typed(&id, "idempotency_key", raw)?)?,
+                },
+            },
             "send" => Op::Send { user: required(&id, "user", fields.user)?, data: raw_data(&id, fields.data)? },
             "members" => Op::Members { room: required(&id, "room", fields.room)? },
             "presence" => Op::Presence { users: users(&id, fields.users)? },
@@ -230,7 +250,11 @@ impl Request {
             Some(P::Auth(a)) => Op::Auth { token: a.token },
             Some(P::Join(j)) => Op::Join { room: j.room, since: j.since },
             Some(P::Leave(l)) => Op::Leave { room: l.room },
-            Some(P::Publish(p)) => Op::Publish { room: p.room, data: json_bytes(&id, p.data)? },
+            Some(P::Publish(p)) => Op::Publish {
+                room: p.room,
+                data: json_bytes(&id, p.data)?,
+                idempotency_key: idempotency_key(&id, p.idempotency_key)?,
+            },
             Some(P::Send(s)) => Op::Send { user: s.user, data: json_bytes(&id, s.data)? },
             Some(P::Members(m)) => Op::Members { room: m.room },
             Some(P::Presence(p)) => Op::Presence { users: user_list(&id, p.users)? },
@@ -300,7 +324,14 @@ mod tests {
         assert_eq!(r.op, Op::Join { room: "a".into(), since: Some(pb::Since { epoch: "e".into(), seq: 3 }) });
         let r = Request::from_json(r#"{"op":"publish","id":"x","room":"a","data":{"k":[1, 2]}}"#).unwrap();
         assert_eq!(r.id, RequestId::Json("\"x\"".into()));
-        assert_eq!(r.op, Op::Publish { room: "a".into(), data: Bytes::from_static(b"{\"k\":[1, 2]}") });
+        assert_eq!(
+            r.op,
+            Op::Publish {
+                room: "a".into(),
+                data: Bytes::from_static(b"{\"k\":[1, 2]}"),
+                idempotency_key: String::new()
+            }
+        );
         let r = Request::from_json(r#"{"op":"send","user":"u","data":null}"#).unwrap();
         assert_eq!(r.op, Op::Send { user: "u".into(), data: Bytes::from_static(b"null") });
         assert_eq!(Request::from_json(r#"{"op":"ping"}"#).unwrap().op, Op::Ping);
@@ -356,20 +387,42 @@ mod tests {
             op: Some(pb::client_frame::Op::Publish(pb::PublishOp {
                 room: "r".into(),
                 data: Bytes::from_static(b"[1]"),
+                idempotency_key: "k".into(),
             })),
         };
         let r = Request::from_proto(&frame.encode_to_vec()).unwrap();
         assert_eq!(r.id, RequestId::Proto(9));
-        assert_eq!(r.op, Op::Publish { room: "r".into(), data: Bytes::from_static(b"[1]") });
+        assert_eq!(
+            r.op,
+            Op::Publish { room: "r".into(), data: Bytes::from_static(b"[1]"), idempotency_key: "k".into() }
+        );
         let frame = pb::ClientFrame {
             id: 10,
             op: Some(pb::client_frame::Op::Publish(pb::PublishOp {
                 room: "r".into(),
                 data: Bytes::from_static(b"{oops"),
+                ..Default::default()
             })),
         };
         let e = Request::from_proto(&frame.encode_to_vec()).unwrap_err();
         assert_eq!((e.id, e.code), (RequestId::Proto(10), ErrorCode::BadRequest));
+        // An idempotency key over 64 bytes, in either encoding.
+        let long = "k".repeat(65);
+        let frame = pb::ClientFrame {
+            id: 11,
+            op: Some(pb::client_frame::Op::Publish(pb::PublishOp {
+                room: "r".into(),
+                data: Bytes::from_static(b"1"),
+                idempotency_key: long.clone(),
+            })),
+        };
+        let e = Request::from_proto(&frame.encode_to_vec()).unwrap_err();
+        assert_eq!((e.id, e.code), (RequestId::Proto(11), ErrorCode::BadRequest));
+        let text = format!(r#"{{"op":"publish","id":1,"room":"r","data":1,"idempotency_key":"{long}"}}"#);
+        assert_eq!(Request::from_json(&text).unwrap_err().code, ErrorCode::BadRequest);
+        let text = r#"{"op":"publish","id":1,"room":"r","data":1,"idempotency_key":"k1"}"#;
+        let op = Request::from_json(text).unwrap().op;
+        assert_eq!(op, Op::Publish { room: "r".into(), data: Bytes::from_static(b"1"), idempotency_key: "k1".into() });
         let e = Request::from_proto(&[0xff, 0xff, 0xff]).unwrap_err();
         assert_eq!((e.id, e.code), (RequestId::None, ErrorCode::BadRequest));
         let e = Request::from_proto(&pb::ClientFrame { id: 3, op: None }.encode_to_vec()).unwrap_err();

@@ -59,7 +59,7 @@ pub(crate) async fn dispatch(s: &mut Session, id: &RequestId, op: Op) -> Answer 
         Op::Auth { .. } => fail(ErrorCode::BadRequest, "already authenticated"),
         Op::Join { room, since } => join::join(s, id, room, since).await,
         Op::Leave { room } => leave::leave(s, room).await,
-        Op::Publish { room, data } => publish::publish(s, room, data).await,
+        Op::Publish { room, data, idempotency_key } => publish::publish(s, room, data, idempotency_key).await,
         Op::Send { user, data } => send::send(s, user, data).await,
         Op::Members { room } => members::members(s, room).await,
         Op::Presence { users } => presence::query(s, users).await,

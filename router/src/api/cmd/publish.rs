@@ -13,8 +13,7 @@ use serde_json::value::RawValue;
 use super::{check_data, check_room, data_of, parse, render, unexpected};
 use crate::api::{Api, ApiError, Command};
 
-/// Longest idempotency key, in bytes.
-pub const MAX_IDEMPOTENCY_KEY: usize = 64;
+use proto::client::MAX_IDEMPOTENCY_KEY;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
