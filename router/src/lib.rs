@@ -25,6 +25,9 @@ pub mod owner;
 pub mod reads;
 pub mod ring;
 pub mod room;
+pub mod store;
+mod store_jetstream;
+mod store_memory;
 
 /// The generated `Rooms` gRPC service (server and client) over `proto`'s messages.
 pub mod rpc {

@@ -62,6 +62,9 @@ struct Config {
     #[command(flatten)]
     webhooks: shell::webhook::WebhookFlags,
 
+    #[command(flatten)]
+    store: router::store::StoreFlags,
+
     /// Virtual nodes per router on the ring (every router must agree).
     #[arg(long, env = "SB_VNODES", default_value_t = 128)]
     vnodes: u32,
@@ -84,12 +87,14 @@ async fn run(config: Config) -> anyhow::Result<()> {
     // Before any connection: a bad file stops the router at once.
     let namespaces = Arc::new(config.policy.namespaces(None)?);
     let bus = Bus::nats(&config.nats_url, &id, "router").await.context("--nats-url")?;
+    let store = config.store.open(&config.nats_url, &id, namespaces.largest_history()).await?;
     let membership = MembershipConfig { vnodes: config.vnodes, ..MembershipConfig::default() };
     let owner = OwnerConfig {
         namespaces,
         history_budget: config.policy.history.history_budget,
         vnodes: config.vnodes,
         webhooks: shell::webhook::Webhooks::start(&config.webhooks, &id)?,
+        store,
         ..OwnerConfig::default()
     };
     let node = Node::start(bus.clone(), NodeConfig { id: id.clone(), membership, owner }).await?;

@@ -66,6 +66,33 @@ pub fn describe() {
         Unit::Seconds,
         "Time to answer a server API call, by method."
     );
+    describe_counter!(
+        "switchboard_router_store_appends_total",
+        "Messages written to the durable store, by outcome: ok, fenced (the room was written since), error, queue_full (refused: too many waiting in the room)."
+    );
+    describe_counter!("switchboard_router_store_loads_total", "Rooms loaded from the durable store, by outcome.");
+    describe_counter!(
+        "switchboard_router_store_stepdowns_total",
+        "Rooms this router stopped serving because another owner wrote them."
+    );
+    describe_histogram!(
+        "switchboard_router_store_duration_seconds",
+        Unit::Seconds,
+        "Durable store calls, by op (load, append)."
+    );
+    describe_gauge!(
+        "switchboard_router_store_queue_bytes",
+        Unit::Bytes,
+        "Bytes of publishes waiting for the durable store (at most 4 MiB a room)."
+    );
+    metrics::gauge!("switchboard_router_store_queue_bytes").set(0.0);
+    metrics::counter!("switchboard_router_store_stepdowns_total").absolute(0);
+    for outcome in ["ok", "fenced", "error", "queue_full"] {
+        metrics::counter!("switchboard_router_store_appends_total", "outcome" => outcome).absolute(0);
+    }
+    for outcome in ["ok", "error"] {
+        metrics::counter!("switchboard_router_store_loads_total", "outcome" => outcome).absolute(0);
+    }
     bus::metrics::describe("router");
 }
 
@@ -131,4 +158,29 @@ pub fn room_full() {
 pub fn api_call(method: &'static str, outcome: &'static str, took: std::time::Duration) {
     metrics::counter!("switchboard_router_api_calls_total", "method" => method, "outcome" => outcome).increment(1);
     metrics::histogram!("switchboard_router_api_duration_seconds", "method" => method).record(took.as_secs_f64());
+}
+
+/// A message written to the durable store, by outcome.
+pub fn store_append(outcome: &'static str) {
+    metrics::counter!("switchboard_router_store_appends_total", "outcome" => outcome).increment(1);
+}
+
+/// A room loaded from the durable store, by outcome.
+pub fn store_load(outcome: &'static str) {
+    metrics::counter!("switchboard_router_store_loads_total", "outcome" => outcome).increment(1);
+}
+
+/// A room given up because another owner wrote it.
+pub fn store_stepdown() {
+    metrics::counter!("switchboard_router_store_stepdowns_total").increment(1);
+}
+
+/// A durable store call's duration.
+pub fn store_duration(op: &'static str, took: std::time::Duration) {
+    metrics::histogram!("switchboard_router_store_duration_seconds", "op" => op).record(took.as_secs_f64());
+}
+
+/// Publishes waiting for the store grew (or shrank, negative) by `bytes`.
+pub fn store_queue_bytes(bytes: f64) {
+    metrics::gauge!("switchboard_router_store_queue_bytes").increment(bytes);
 }

@@ -176,6 +176,17 @@ impl Namespaces {
     pub fn of(&self, room: &str) -> &Arc<Namespace> {
         self.list.iter().find(|n| room.starts_with(&n.prefix)).expect("the default namespace matches every room")
     }
+
+    /// The largest history any namespace keeps, bound by bound: a durable
+    /// store's limits are per stream, so they must fit all of them.
+    pub fn largest_history(&self) -> HistoryConfig {
+        let h = self.list.iter().map(|n| n.history);
+        HistoryConfig {
+            max_len: h.clone().map(|h| h.max_len).max().unwrap_or_default(),
+            max_age: h.clone().map(|h| h.max_age).max().unwrap_or_default(),
+            max_bytes: h.map(|h| h.max_bytes).max().unwrap_or_default(),
+        }
+    }
 }
 
 fn default_namespace(history: HistoryConfig) -> Namespace {

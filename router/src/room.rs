@@ -36,6 +36,13 @@ pub struct Room {
     pub members_version: u64,
     /// How far each user has read.
     pub reads: Reads,
+    /// Where the durable store stands for this room (memory store: zero).
+    pub fence: internal::StoreFence,
+}
+
+/// A fresh random epoch.
+pub fn new_epoch() -> String {
+    format!("{:016x}", rand::random::<u64>())
 }
 
 /// A user present in the room.
@@ -70,7 +77,7 @@ pub enum Change {
 impl Room {
     /// Empty state with a fresh random epoch.
     pub fn new() -> Self {
-        Self::with_epoch(format!("{:016x}", rand::random::<u64>()), 0)
+        Self::with_epoch(new_epoch(), 0)
     }
 
     /// Empty state continuing an existing stream (after a handoff).
@@ -84,6 +91,7 @@ impl Room {
             batch: Batch::default(),
             members_version: 0,
             reads: Reads::default(),
+            fence: internal::StoreFence::default(),
         }
     }
 
@@ -150,10 +158,30 @@ impl Room {
         config: &HistoryConfig,
         budget: &mut Budget,
     ) -> internal::StoredMessage {
-        self.seq += 1;
-        msg.seq = self.seq;
-        self.history.push(id, msg.clone(), now, config, budget);
+        msg.seq = self.seq + 1;
+        self.commit(id, msg.clone(), now, config, budget);
         msg
+    }
+
+    /// Keeps `msg`, already stored with the next seq (durable store).
+    pub fn commit(
+        &mut self,
+        id: &str,
+        msg: internal::StoredMessage,
+        now: Instant,
+        config: &HistoryConfig,
+        budget: &mut Budget,
+    ) {
+        debug_assert_eq!(msg.seq, self.seq + 1);
+        self.seq = msg.seq;
+        self.history.push(id, msg, now, config, budget);
+    }
+
+    /// Takes the members of `old`, this room as held before a reload.
+    pub fn adopt_members(&mut self, old: Room) {
+        self.conns = old.conns;
+        self.users = old.users;
+        self.members_version = self.members_version.max(old.members_version);
     }
 
     /// The seq of the retained message `from` published with `key` (none
@@ -241,8 +269,16 @@ impl Room {
             history.push(m.clone());
         }
         history.reverse();
-        let members_version = self.members_version;
-        internal::RoomState { epoch: self.epoch.clone(), seq: self.seq, history, members, members_version, reads }
+        let (members_version, fence) = (self.members_version, Some(self.fence));
+        internal::RoomState {
+            epoch: self.epoch.clone(),
+            seq: self.seq,
+            history,
+            members,
+            members_version,
+            reads,
+            fence,
+        }
     }
 
     /// Room `id` continuing from handed-off state: same epoch, same seqs.
@@ -260,6 +296,7 @@ impl Room {
         room.history = History::restore(id, state.history, now, config, budget);
         room.members_version = state.members_version;
         room.reads = Reads::restore(state.reads);
+        room.fence = state.fence.unwrap_or_default();
         room
     }
 

@@ -12,6 +12,7 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod durable;
 mod gateways;
 mod routers;
 mod services;

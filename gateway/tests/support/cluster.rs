@@ -23,12 +23,39 @@ pub struct Nats {
     proc: Option<Proc>,
     pub port: u16,
     pub url: String,
+    /// JetStream's store directory (`-js -sd`), kept across restarts and
+    /// removed on drop.
+    store: Option<std::path::PathBuf>,
+}
+
+impl Drop for Nats {
+    fn drop(&mut self) {
+        self.kill9();
+        if let Some(dir) = &self.store {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
 }
 
 impl Nats {
     /// Starts nats-server on a port of its own choosing.
     pub fn start() -> Self {
-        let proc = Proc::start("nats", &nats_server(), &Self::args(-1), None);
+        Self::start_in(None)
+    }
+
+    /// Starts nats-server with JetStream, its store in a fresh directory
+    /// under the system's temp dir.
+    pub fn start_js() -> Self {
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("sb-jetstream-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        Self::start_in(Some(dir))
+    }
+
+    fn start_in(store: Option<std::path::PathBuf>) -> Self {
+        let proc = Proc::start("nats", &nats_server(), &Self::args(-1, store.as_deref()), None);
         let deadline = Instant::now() + Duration::from_secs(10);
         let port = loop {
             // "[INF] Listening for client connections on 127.0.0.1:PORT"
@@ -42,18 +69,23 @@ impl Nats {
             assert!(Instant::now() < deadline, "nats-server never said its port: {log}");
             std::thread::sleep(Duration::from_millis(20));
         };
-        let n = Self { proc: Some(proc), port, url: format!("nats://127.0.0.1:{port}") };
+        let n = Self { proc: Some(proc), port, url: format!("nats://127.0.0.1:{port}"), store };
         n.wait_accepting();
         n
     }
 
-    fn args(port: i32) -> Vec<String> {
-        ["-a", "127.0.0.1", "-p", &port.to_string()].map(str::to_owned).into()
+    fn args(port: i32, store: Option<&std::path::Path>) -> Vec<String> {
+        let mut args: Vec<String> = ["-a", "127.0.0.1", "-p", &port.to_string()].map(str::to_owned).into();
+        if let Some(dir) = store {
+            args.extend(["-js".to_owned(), "-sd".to_owned(), dir.display().to_string()]);
+        }
+        args
     }
 
     /// Starts the server again in place, on its port.
     pub fn restart(&mut self) {
-        self.proc = Some(Proc::start("nats", &nats_server(), &Self::args(self.port as i32), None));
+        let args = Self::args(self.port as i32, self.store.as_deref());
+        self.proc = Some(Proc::start("nats", &nats_server(), &args, None));
         self.wait_accepting();
     }
 
@@ -118,6 +150,8 @@ pub struct Cluster {
     common: Vec<String>,
     /// Flags presence gets besides its own.
     presence_extra: Vec<String>,
+    /// Flags routers get besides `common`.
+    router_extra: Vec<String>,
 }
 
 impl Cluster {
@@ -149,9 +183,36 @@ impl Cluster {
         Self::without_gateways_with(routers, &[], &[])
     }
 
+    /// [`Cluster::start`] with routers keeping rooms in JetStream
+    /// (`--history-store jetstream`), on a nats-server with `-js`.
+    pub async fn start_durable(routers: usize, gateways: usize) -> Self {
+        let mut c = Self::bare(Nats::start_js(), &[], &[]);
+        c.router_extra = ["--history-store", "jetstream"].map(str::to_owned).into();
+        c.start_services(routers);
+        for i in 1..=gateways {
+            c.start_gateway(&format!("gw-{i}"));
+        }
+        c.wait_ring(routers).await;
+        c.wait_gateways_ready().await;
+        c
+    }
+
     fn without_gateways_with(routers: usize, common: &[&str], presence: &[&str]) -> Self {
-        let mut c = Self {
-            nats: Nats::start(),
+        let mut c = Self::bare(Nats::start(), common, presence);
+        c.start_services(routers);
+        c
+    }
+
+    fn start_services(&mut self, routers: usize) {
+        self.start_presence();
+        for _ in 0..routers {
+            self.start_router();
+        }
+    }
+
+    fn bare(nats: Nats, common: &[&str], presence: &[&str]) -> Self {
+        Self {
+            nats,
             presence: None,
             presence_port: 0,
             routers: Vec::new(),
@@ -161,12 +222,8 @@ impl Cluster {
             gateway_args: Vec::new(),
             common: common.iter().map(|s| s.to_string()).collect(),
             presence_extra: presence.iter().map(|s| s.to_string()).collect(),
-        };
-        c.start_presence();
-        for _ in 0..routers {
-            c.start_router();
+            router_extra: Vec::new(),
         }
-        c
     }
 
     /// Starts presence: on a port of its choosing the first time, in place after.
@@ -226,7 +283,8 @@ impl Cluster {
         ]
         .map(str::to_owned)
         .into();
-        let args: Vec<String> = args.into_iter().chain(self.common.iter().cloned()).collect();
+        let args: Vec<String> =
+            args.into_iter().chain(self.common.iter().cloned()).chain(self.router_extra.iter().cloned()).collect();
         let proc = Proc::start(&id, &binary("router"), &args, Some("admin"));
         let grpc = proc.printed("grpc").expect("grpc line");
         let admin = proc.printed("admin").expect("admin line").trim_end_matches("/metrics").to_owned();

@@ -69,7 +69,7 @@ impl Owner {
         reply(router_reply::Kind::Pull(pull))
     }
 
-    fn install(&mut self, room: &str, state: internal::RoomState, now: Instant) {
+    pub(super) fn install(&mut self, room: &str, state: internal::RoomState, now: Instant) {
         for m in &state.members {
             self.gateways.entry(m.gateway.clone()).or_insert(now);
         }
@@ -161,22 +161,40 @@ impl Owner {
         }
     }
 
-    /// Pushes every room the ring now gives to another router.
+    /// Pushes every room the ring now gives to another router. A room with
+    /// an append in flight goes once it is answered, so its state carries
+    /// the store's fence after it.
     pub(super) fn push_moved(&mut self, c: &Cluster, now: Instant, out: &mut Vec<Action>) {
         let moving: Vec<(String, String)> = self
             .rooms
             .keys()
+            .filter(|r| !self.writing(r))
             .filter_map(|r| match c.ring.owner(r) {
                 Some(o) if o != self.id => Some((r.clone(), o.to_owned())),
                 _ => None,
             })
             .collect();
         for (room, to) in moving {
-            let state = self.hand_over(&room, out).expect("listed above");
-            self.moved.insert(room.clone(), Moved { to: to.clone(), at: now, state: Some(state.clone()) });
-            self.stats.pushing.fetch_add(1, Ordering::Relaxed);
-            out.push(Action::Push { room, to, state });
+            self.push(room, to, c, now, out);
         }
+    }
+
+    /// Pushes `room` if the ring gave it to another router meanwhile.
+    pub(super) fn hand_over_if_moved(&mut self, room: &str, c: &Cluster, now: Instant, out: &mut Vec<Action>) {
+        match c.ring.owner(room) {
+            Some(to) if to != self.id && self.rooms.contains_key(room) => {
+                self.push(room.to_owned(), to.to_owned(), c, now, out)
+            }
+            _ => {}
+        }
+    }
+
+    fn push(&mut self, room: String, to: String, c: &Cluster, now: Instant, out: &mut Vec<Action>) {
+        let state = self.hand_over(&room, out).expect("held");
+        self.drop_writes(&room, c, out);
+        self.moved.insert(room.clone(), Moved { to: to.clone(), at: now, state: Some(state.clone()) });
+        self.stats.pushing.fetch_add(1, Ordering::Relaxed);
+        out.push(Action::Push { room, to, state });
     }
 
     /// Takes a room out for its new owner: the joins and leaves of its

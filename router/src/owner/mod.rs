@@ -5,6 +5,7 @@
 //! pushes of room state.
 
 mod apply;
+mod durable;
 mod handoff;
 mod state;
 #[cfg(test)]
@@ -24,6 +25,7 @@ use tokio::sync::mpsc;
 use crate::history::HistoryConfig;
 use crate::membership::Membership;
 use crate::namespace::Namespaces;
+use crate::store::{Append, Loaded, Store, StoreError};
 pub use state::{Action, Cluster, Notice, Owner, Pull};
 
 /// Waiting for a push the previous owner says is under way.
@@ -52,6 +54,8 @@ pub struct OwnerConfig {
     pub vnodes: u32,
     /// Where membership events go for the application's backend.
     pub webhooks: Option<shell::webhook::Webhooks>,
+    /// Where rooms' streams are kept beyond this process.
+    pub store: Arc<dyn Store>,
 }
 
 impl Default for OwnerConfig {
@@ -64,6 +68,7 @@ impl Default for OwnerConfig {
             gateway_ttl: Duration::from_secs(5),
             vnodes: crate::ring::DEFAULT_VNODES,
             webhooks: None,
+            store: Arc::new(crate::store::MemoryStore),
         }
     }
 }
@@ -85,6 +90,8 @@ enum Done {
     Pushed { room: String, refused: Option<internal::RoomState> },
     PushOverdue(String),
     Flush(String),
+    Loaded(String, Result<Loaded, StoreError>),
+    Appended { id: u64, msg: bus::Message, append: Append, result: Result<internal::StoreFence, StoreError> },
 }
 
 /// Subscribes to `sb.router.<id>` and gateway announcements, then serves
@@ -98,9 +105,9 @@ pub async fn spawn(
     let requests = bus.subscribe(subject::router(&id)).await?;
     let gateways = bus.subscribe(subject::GATEWAY_ANNOUNCE.into()).await?;
     let stats = Arc::new(OwnerStats::default());
-    let webhooks = config.webhooks.clone();
+    let (webhooks, store) = (config.webhooks.clone(), config.store.clone());
     let owner = Owner::new(id.clone(), config, membership.incarnation(), stats.clone(), Instant::now());
-    let task = Task { id, bus, membership, webhooks, done: mpsc::unbounded_channel() };
+    let task = Task { id, bus, membership, webhooks, store, done: mpsc::unbounded_channel() };
     Ok((tokio::spawn(task.run(owner, requests, gateways)), stats))
 }
 
@@ -109,6 +116,7 @@ struct Task {
     bus: Bus,
     membership: Membership,
     webhooks: Option<shell::webhook::Webhooks>,
+    store: Arc<dyn Store>,
     done: (mpsc::UnboundedSender<Done>, mpsc::UnboundedReceiver<Done>),
 }
 
@@ -152,6 +160,10 @@ impl Task {
                         Done::Pushed { room, refused } => owner.on_pushed(room, refused, now),
                         Done::PushOverdue(room) => owner.on_push_overdue(room, &c, now, &mut out),
                         Done::Flush(room) => owner.on_flush(&room, &mut out),
+                        Done::Loaded(room, result) => owner.on_loaded(room, result, &c, now, &mut out),
+                        Done::Appended { id, msg, append, result } => {
+                            owner.on_appended(id, msg, append, result, &c, now, &mut out)
+                        }
                     }
                     self.carry_out(&mut out).await;
                 }
@@ -191,6 +203,9 @@ impl Task {
                 Action::PushOverdue(room) => self.later(PUSH_WAIT, Done::PushOverdue(room)),
                 Action::Flush { room, after } => self.later(after, Done::Flush(room)),
                 Action::Notify(notice) => self.notify(notice),
+                Action::Load { room, epoch, limits } => self.load(room, epoch, limits),
+                Action::Append { id, msg, append } => self.append(id, msg, append),
+                Action::SaveRead { msg, room, user, seq } => self.save_read(msg, room, user, seq),
             }
         }
     }
@@ -218,6 +233,42 @@ impl Task {
         tokio::spawn(async move {
             tokio::time::sleep(after).await;
             let _ = tx.send(done);
+        });
+    }
+
+    /// Loads a room from the store in the background.
+    fn load(&self, room: String, epoch: String, limits: HistoryConfig) {
+        let (store, done) = (self.store.clone(), self.done.0.clone());
+        tokio::spawn(async move {
+            let started = Instant::now();
+            let result = store.load(room.clone(), epoch, limits).await;
+            crate::metrics::store_duration("load", started.elapsed());
+            let _ = done.send(Done::Loaded(room, result));
+        });
+    }
+
+    /// Stores a message in the background (one per room at a time).
+    fn append(&self, id: u64, msg: bus::Message, append: Append) {
+        let (store, done) = (self.store.clone(), self.done.0.clone());
+        tokio::spawn(async move {
+            let started = Instant::now();
+            let result = store.append(append.clone()).await;
+            crate::metrics::store_duration("append", started.elapsed());
+            let _ = done.send(Done::Appended { id, msg, append, result });
+        });
+    }
+
+    /// Stores a read marker, then acknowledges it.
+    fn save_read(&self, msg: bus::Message, room: String, user: String, seq: u64) {
+        let (store, bus) = (self.store.clone(), self.bus.clone());
+        tokio::spawn(async move {
+            let answer = match store.save_read(room, user, seq).await {
+                Ok(()) => state::reply(router_reply::Kind::Ack(internal::Ack {})),
+                Err(e) => state::error(proto::client::ErrorCode::Unavailable, e.to_string()),
+            };
+            if let Err(e) = bus.respond(&msg, Bytes::from(answer.encode_to_vec())).await {
+                tracing::warn!(error = %e, "reply not sent");
+            }
         });
     }
 

@@ -32,6 +32,7 @@ use proto::internal::{self, room_event, router_reply, router_request};
 use proto::subject;
 
 use super::apply::{announce, Membership};
+use super::durable::{Reloading, Writes};
 use super::{OwnerConfig, OwnerStats};
 use crate::history::Budget;
 use crate::ring::Ring;
@@ -72,6 +73,14 @@ pub enum Action {
     Flush { room: String, after: Duration },
     /// Tell the application's backend (a webhook event), if it listens.
     Notify(Notice),
+    /// Load `room` from the store (a room never stored starts on `epoch`);
+    /// answer with [`Owner::on_loaded`].
+    Load { room: String, epoch: String, limits: crate::history::HistoryConfig },
+    /// Store a message, then answer with [`Owner::on_appended`]: the
+    /// publish `msg` is replied to there.
+    Append { id: u64, msg: Message, append: crate::store::Append },
+    /// Store `user`'s read marker, then acknowledge the request `msg`.
+    SaveRead { msg: Message, room: String, user: String, seq: u64 },
 }
 
 /// A membership change for the application's backend.
@@ -136,8 +145,14 @@ pub struct Owner {
     pub(super) gateways: HashMap<String, Instant>,
     /// Rooms handed away recently.
     pub(super) moved: HashMap<String, Moved>,
-    /// Rooms being pulled from their previous owner, with waiting requests.
+    /// Rooms being pulled from their previous owner (or loaded from the
+    /// store), with waiting requests.
     pub(super) pulling: HashMap<String, Vec<Message>>,
+    /// Durable store: publishes waiting per room, rooms being reloaded
+    /// after a refused append, and the last append's id.
+    pub(super) writes: HashMap<String, Writes>,
+    pub(super) reloading: HashMap<String, Reloading>,
+    pub(super) next_write: u64,
     /// The ring of every other live router: who held a room before us.
     others: Ring,
     pub(super) last_change: Instant,
@@ -159,6 +174,9 @@ impl Owner {
             gateways: HashMap::new(),
             moved: HashMap::new(),
             pulling: HashMap::new(),
+            writes: HashMap::new(),
+            reloading: HashMap::new(),
+            next_write: 0,
             last_change: now,
             incarnation,
             stats,
@@ -226,7 +244,14 @@ impl Owner {
                 // The ring gave it back to us: fetch it from where it went.
                 let from = moved.to.clone();
                 self.moved.remove(&room);
-                self.start_pull(room, from, msg, out);
+                if !self.config.store.durable() {
+                    self.start_pull(room, from, msg, out);
+                    return None;
+                }
+            }
+            // The store has every room: no need to ask who held it.
+            if self.config.store.durable() {
+                self.start_load(room, vec![msg.clone()], out);
                 return None;
             }
             if now.duration_since(self.last_change) < PULL_WINDOW {
@@ -234,6 +259,21 @@ impl Owner {
                     self.start_pull(room, previous, msg, out);
                     return None;
                 }
+            }
+        }
+        if self.config.store.durable() {
+            match req.kind {
+                Some(router_request::Kind::Publish(p)) => return self.enqueue(room, msg, p, c, out),
+                Some(router_request::Kind::Read(r)) => {
+                    let user = r.user.clone();
+                    let answer = self.apply(room.clone(), Some(router_request::Kind::Read(r)), now, out);
+                    let Some(router_reply::Kind::Ack(_)) = answer.kind else { return Some(answer) };
+                    // Acknowledged once stored: the marker as it stands now.
+                    let seq = self.rooms.get(&room).map_or(0, |r| r.reads.get(&user));
+                    out.push(Action::SaveRead { msg: msg.clone(), room, user, seq });
+                    return None;
+                }
+                kind => return Some(self.apply(room, kind, now, out)),
             }
         }
         Some(self.apply(room, req.kind, now, out))
@@ -271,6 +311,11 @@ impl Owner {
             }
             self.rooms.clear();
             self.moved.clear();
+            self.reloading.clear();
+            let rooms: Vec<String> = self.writes.keys().cloned().collect();
+            for room in rooms {
+                self.drop_writes(&room, c, out);
+            }
             for msg in self.pulling.drain().flat_map(|(_, w)| w) {
                 out.push(Action::Reply(msg, not_owner(&c.ring)));
             }
@@ -352,7 +397,7 @@ pub(super) fn error(code: ErrorCode, message: impl Into<String>) -> internal::Ro
     reply(router_reply::Kind::Error(proto::pb::Error { code: code.as_str().into(), message: message.into() }))
 }
 
-fn not_owner(ring: &Ring) -> internal::RouterReply {
+pub(super) fn not_owner(ring: &Ring) -> internal::RouterReply {
     reply(router_reply::Kind::NotOwner(internal::NotOwner { ring_version: ring.version() }))
 }
 

@@ -169,6 +169,9 @@ impl Case {
                 Action::PushOverdue(_) => "overdue".into(),
                 Action::Flush { after, .. } => format!("flush-in:{}ms", after.as_millis()),
                 Action::Notify(_) => unreachable!("filtered out"),
+                Action::Load { .. } => "load".into(),
+                Action::Append { append, .. } => format!("append:{}@{}", append.msg.seq, append.fence.stream_seq),
+                Action::SaveRead { user, seq, .. } => format!("save-read:{user}@{seq}"),
             })
             .collect()
     }
@@ -549,4 +552,218 @@ fn membership_changes_become_webhook_notices_in_every_namespace() {
         ],
         "a second connection of a user is no news"
     );
+}
+
+/// A store the machine only asks whether it is durable: loads and appends
+/// are actions the tests answer themselves.
+#[derive(Debug)]
+struct Durable;
+
+impl crate::store::Store for Durable {
+    fn kind(&self) -> &'static str {
+        "test"
+    }
+    fn durable(&self) -> bool {
+        true
+    }
+    fn load(&self, _: String, _: String, _: HistoryConfig) -> bus::BoxFuture<'_, Result<Loaded, StoreError>> {
+        unreachable!("the machine does no I/O")
+    }
+    fn append(&self, _: Append) -> bus::BoxFuture<'_, Result<internal::StoreFence, StoreError>> {
+        unreachable!("the machine does no I/O")
+    }
+    fn save_read(&self, _: String, _: String, _: u64) -> bus::BoxFuture<'_, Result<(), StoreError>> {
+        unreachable!("the machine does no I/O")
+    }
+}
+
+use crate::store::{Append, Loaded, StoreError};
+
+fn fence(stream_seq: u64, revision: u64) -> internal::StoreFence {
+    internal::StoreFence { stream_seq, revision }
+}
+
+/// A room the store holds at `seq` (history 1..=seq) behind `fence`.
+fn stored(seq: u64, f: internal::StoreFence) -> Loaded {
+    let history = (1..=seq)
+        .map(|s| internal::StoredMessage { seq: s, from: "u".into(), ts: proto::now_ms(), ..Default::default() })
+        .collect();
+    Loaded { epoch: "e1".into(), seq, history, reads: Default::default(), fence: f }
+}
+
+impl Case {
+    fn durable() -> Self {
+        let config = OwnerConfig { vnodes: 16, store: Arc::new(Durable), ..OwnerConfig::default() };
+        let mut case = Self::with_config(config);
+        case.now += PULL_WINDOW + Duration::from_secs(1);
+        case
+    }
+
+    fn loaded(&mut self, room: &str, result: Result<Loaded, StoreError>) -> Vec<String> {
+        self.owner.on_loaded(room.into(), result, &self.c, self.now, &mut self.out);
+        self.did()
+    }
+
+    /// Answers the oldest append still unanswered in `out` (kept aside by
+    /// [`Case::send_keep`]).
+    fn appended(
+        &mut self,
+        pending: &mut Vec<(u64, Message, Append)>,
+        result: Result<internal::StoreFence, StoreError>,
+    ) -> Vec<String> {
+        let (id, msg, append) = pending.remove(0);
+        self.owner.on_appended(id, msg, append, result, &self.c, self.now, &mut self.out);
+        self.take_appends(pending)
+    }
+
+    /// Like [`Case::send`], keeping the appends to answer later.
+    fn send_keep(&mut self, msg: Message, pending: &mut Vec<(u64, Message, Append)>) -> Vec<String> {
+        self.owner.on_request(msg, &self.c, self.now, &mut self.out);
+        self.take_appends(pending)
+    }
+
+    fn take_appends(&mut self, pending: &mut Vec<(u64, Message, Append)>) -> Vec<String> {
+        for a in &self.out {
+            if let Action::Append { id, msg, append } = a {
+                pending.push((*id, msg.clone(), append.clone()));
+            }
+        }
+        self.did()
+    }
+}
+
+#[test]
+fn a_durable_room_is_loaded_on_its_first_request_and_continues_its_stream() {
+    let mine = room_of(ME);
+    let mut t = Case::durable();
+    assert_eq!(t.send(join(&mine, "c1", "alice")), ["load"]);
+    assert!(t.send(publish(&mine)).is_empty(), "waits for the load");
+    let mut pending = Vec::new();
+    t.owner.on_loaded(mine.clone(), Ok(stored(5, fence(10, 3))), &t.c, t.now, &mut t.out);
+    let did = t.take_appends(&mut pending);
+    assert!(did[0].starts_with("emit:joined:alice=1@v"), "{did:?}");
+    assert_eq!(did[1..], ["joined@5/1", "append:6@10"]);
+    // Acknowledged only once stored; the next waits for the one in flight.
+    assert!(t.send_keep(publish(&mine), &mut pending).is_empty());
+    assert_eq!(t.appended(&mut pending, Ok(fence(11, 4))), ["emit:message:6", "seq:6", "append:7@11"]);
+    assert_eq!(t.appended(&mut pending, Ok(fence(12, 5))), ["emit:message:7", "seq:7"]);
+    assert_eq!(t.owner.rooms[&mine].fence, fence(12, 5));
+    // Gaps are filled from what was loaded.
+    let since = proto::pb::Since { epoch: "e1".into(), seq: 2 };
+    let h = internal::HistoryRequest { since: Some(since), limit: 0 };
+    assert_eq!(t.send(request(&mine, router_request::Kind::History(h))), ["history:true:5"]);
+    // A read is acknowledged once its marker is stored.
+    assert_eq!(t.send(read(&mine, "alice", 6)), ["emit:read:alice@6", "save-read:alice@6"]);
+    // The load failing answers everyone waiting, and starts nothing.
+    let other = room_in("other-", ME);
+    assert_eq!(t.send(join(&other, "c1", "alice")), ["load"]);
+    assert_eq!(t.loaded(&other, Err(StoreError::Unavailable("down".into()))), ["error:unavailable"]);
+    assert!(!t.owner.rooms.contains_key(&other), "never a fresh epoch in place of the stored one");
+}
+
+#[test]
+fn a_repeated_idempotency_key_is_answered_from_the_stored_message() {
+    let mine = room_of(ME);
+    let mut t = Case::durable();
+    let mut pending = Vec::new();
+    assert_eq!(t.send_keep(keyed(&mine, "alice", "k1"), &mut pending), ["load"]);
+    assert_eq!(t.loaded(&mine, Ok(stored(0, fence(0, 1)))), ["append:1@0"]);
+    pending.clear();
+    t.owner.on_request(keyed(&mine, "alice", "k1"), &t.c, t.now, &mut t.out);
+    // (Re-take the first append: `loaded` named it without keeping it.)
+    let first = t.owner.next_write;
+    assert!(t.did().is_empty(), "the retry waits behind the original");
+    let append = Append {
+        room: mine.clone(),
+        epoch: "e1".into(),
+        msg: internal::StoredMessage {
+            seq: 1,
+            from: "alice".into(),
+            idempotency_key: "k1".into(),
+            ..Default::default()
+        },
+        ttl: Duration::from_secs(120),
+        fence: fence(0, 1),
+    };
+    t.owner.on_appended(first, keyed(&mine, "alice", "k1"), append, Ok(fence(1, 2)), &t.c, t.now, &mut t.out);
+    assert_eq!(t.did(), ["emit:message:1", "seq:1", "duplicate:1"]);
+}
+
+#[test]
+fn a_fenced_append_steps_down_if_another_owner_wrote_and_goes_on_if_not() {
+    let mine = room_of(ME);
+    // (the reload's fence, then what the waiting publishes get)
+    let cases: [(internal::StoreFence, &[&str]); 3] = [
+        (fence(12, 4), &["not_owner", "not_owner"]),
+        (fence(10, 9), &["not_owner", "not_owner"]),
+        // Our newest message aged out of the stream: nobody else wrote.
+        (fence(0, 4), &["append:6@0"]),
+    ];
+    for (reloaded, expect) in cases {
+        let mut t = Case::durable();
+        let mut pending = Vec::new();
+        t.send(join(&mine, "c1", "alice"));
+        t.loaded(&mine, Ok(stored(5, fence(10, 4))));
+        t.send_keep(publish(&mine), &mut pending);
+        t.send_keep(publish(&mine), &mut pending);
+        pending.truncate(0);
+        let id = t.owner.next_write;
+        let append = Append {
+            room: mine.clone(),
+            epoch: "e1".into(),
+            msg: internal::StoredMessage { seq: 6, ..Default::default() },
+            ttl: Duration::from_secs(120),
+            fence: fence(10, 4),
+        };
+        t.owner.on_appended(id, publish(&mine), append, Err(StoreError::Fenced), &t.c, t.now, &mut t.out);
+        assert_eq!(t.did(), ["load"], "reloaded to learn who wrote");
+        let mut reload = stored(5, reloaded);
+        if reloaded.stream_seq == 0 {
+            reload.history.clear();
+        }
+        assert_eq!(
+            t.loaded(&mine, Ok(reload)),
+            expect.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
+            "{reloaded:?}"
+        );
+        if expect[0] != "not_owner" {
+            assert_eq!(t.owner.rooms[&mine].user_count(), 1, "members kept across the reload");
+        }
+    }
+    // An append whose outcome is unknown: the caller hears so, the room reloads.
+    let mut t = Case::durable();
+    t.send(join(&mine, "c1", "alice"));
+    t.loaded(&mine, Ok(stored(5, fence(10, 4))));
+    t.send(publish(&mine));
+    let append = Append {
+        room: mine.clone(),
+        epoch: "e1".into(),
+        msg: internal::StoredMessage { seq: 6, ..Default::default() },
+        ttl: Duration::from_secs(120),
+        fence: fence(10, 4),
+    };
+    let id = t.owner.next_write;
+    t.owner.on_appended(
+        id,
+        publish(&mine),
+        append,
+        Err(StoreError::Unavailable("timeout".into())),
+        &t.c,
+        t.now,
+        &mut t.out,
+    );
+    assert_eq!(t.did(), ["error:unavailable", "load"]);
+}
+
+#[test]
+fn publishes_waiting_for_the_store_are_bounded_per_room() {
+    let mine = room_of(ME);
+    let mut t = Case::durable();
+    t.send(join(&mine, "c1", "alice"));
+    t.loaded(&mine, Ok(stored(0, fence(0, 1))));
+    t.send(publish(&mine)); // in flight
+    for _ in 0..durable::MAX_QUEUED {
+        assert!(t.send(publish(&mine)).is_empty());
+    }
+    assert_eq!(t.send(publish(&mine)), ["error:unavailable"]);
 }
