@@ -208,7 +208,12 @@ export class Client {
   leave(room: string): Promise<void>;
   /** Users in a joined room, kept from its join reply and membership events; null if not joined. */
   memberCount(room: string): number | null;
-  publish(room: string, data: Json, options?: RequestOptions): Promise<{ room: string; seq: number }>;
+  /** `duplicate: true`: a publish with the same idempotency key was stored before; `seq` is its. */
+  publish(
+    room: string,
+    data: Json,
+    options?: RequestOptions & { idempotencyKey?: string },
+  ): Promise<{ room: string; seq: number; duplicate: boolean }>;
   /** `delivered: false`: the user had no connection; the message waits for their next one. */
   send(user: string, data: Json, options?: RequestOptions): Promise<{ delivered: boolean }>;
   /** Marks a joined room read up to `seq`; markers only move forward. */

@@ -250,14 +250,21 @@ export class Client {
     }
   }
 
-  /** Publishes `data` (any JSON) to a joined room; resolves with `{room, seq}` once the room's owner has it. */
-  async publish(room, data, { timeout } = {}) {
+  /**
+   * Publishes `data` (any JSON) to a joined room; resolves with `{room, seq,
+   * duplicate}` once the room's owner has it. Every publish carries an
+   * idempotency key (yours, or a random one): one whose reply was lost with
+   * the connection is sent again after the reconnect with the same key, and
+   * the room answers with the first message's seq instead of storing it twice.
+   */
+  async publish(room, data, { timeout, idempotencyKey } = {}) {
     // Others stop showing this user as typing at the message: the next
     // keystroke must say so again, whatever the throttle.
     const rec = this.#rooms.get(room);
     if (rec) rec.typingSent = 0;
-    const r = await this.#request('publish', { room, data }, timeout);
-    return { room, seq: r.seq };
+    const key = idempotencyKey ?? randomKey();
+    const r = await this.#request('publish', { room, data, idempotency_key: key }, timeout);
+    return { room, seq: r.seq, duplicate: r.duplicate === true };
   }
 
   /**
@@ -483,7 +490,8 @@ export class Client {
         continue;
       }
       entry.sent = false;
-      if (IDEMPOTENT.has(entry.frame.op)) again.push(entry);
+      // A keyed publish is safe to repeat: the room recognises the key.
+      if (IDEMPOTENT.has(entry.frame.op) || entry.frame.idempotency_key) again.push(entry);
       else this.#settle(entry, closedError(code, reason, 'disconnected'));
     }
     this.#queue = [...again, ...this.#queue];
@@ -941,6 +949,14 @@ export class Client {
       });
     }
   }
+}
+
+/** 128 random bits as 32 hex digits (an idempotency key). */
+function randomKey() {
+  if (globalThis.crypto?.randomUUID) return globalThis.crypto.randomUUID().replaceAll('-', '');
+  let key = '';
+  for (let i = 0; i < 4; i++) key += Math.floor(Math.random() * 2 ** 32).toString(16).padStart(8, '0');
+  return key;
 }
 
 function closedError(code, reason, kind = 'closed') {

@@ -9,6 +9,8 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
+import WebSocket from 'ws';
+
 import { backoffBound, decodeToken, SwitchboardError } from '../switchboard.js';
 import { adminDisconnect, apiCall, client, mintToken, next, serverPublish, startGateway, until } from './support.js';
 
@@ -398,6 +400,40 @@ describe('resume', () => {
     assert.deepEqual(a.resyncs, []);
     await sleep(100);
     assert.equal(a.messages.length, 5, 'no duplicates');
+  });
+
+  it('a publish whose reply was lost is sent again with its key and stored once', T, async () => {
+    // A socket that drops the connection instead of delivering the next reply.
+    let armed = false;
+    class LosesAReply extends WebSocket {
+      set onmessage(fn) {
+        super.onmessage = (ev) => {
+          if (armed && JSON.parse(ev.data).type === 'reply') {
+            armed = false;
+            this.terminate();
+            return;
+          }
+          fn(ev);
+        };
+      }
+    }
+    const alice = await user(gw, 'alice', { WebSocket: LosesAReply, backoffBase: 50 });
+    const a = recorder();
+    await alice.join('lost-ack', a.handlers);
+    armed = true;
+    const reconnected = next(alice, 'connected');
+    const ack = await alice.publish('lost-ack', 'once');
+    assert.equal((await reconnected).reconnected, true, 'the reply was lost with the connection');
+    assert.deepEqual(ack, { room: 'lost-ack', seq: 1, duplicate: true });
+    await alice.publish('lost-ack', 'twice', { idempotencyKey: 'mine' });
+    assert.deepEqual(await alice.publish('lost-ack', 'twice', { idempotencyKey: 'mine' }), {
+      room: 'lost-ack',
+      seq: 2,
+      duplicate: true,
+    });
+    await until(() => a.messages.length === 2, 'both messages');
+    await sleep(100);
+    assert.deepEqual(a.data(), ['once', 'twice'], 'each stored once');
   });
 
   it('calls onResync when the history no longer reaches back', T, async () => {
