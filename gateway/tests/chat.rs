@@ -93,6 +93,33 @@ async fn chat_signals_in_a_two_gateway_cluster() {
     assert!(queued(&mut b, 0, Duration::from_millis(500)).await.is_empty(), "lost with the old instance");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_jetstream_the_inbox_survives_presence_and_router_restarts() {
+    let mut cluster = Cluster::start_durable(2, 2).await;
+    let target = Target {
+        urls: cluster.urls(),
+        key: SigningKey::hs256(cluster.secret.as_bytes().to_vec()),
+        rooms_api: cluster.routers[0].grpc.clone(),
+    };
+    // The same rules as in memory: in order, once, one take per message.
+    inbox(&target).await;
+    let mut a = target.user(0, "js-a").await;
+    for n in 1..=2 {
+        assert_eq!(a.request(json!({"op": "send", "user": "js-b", "data": n})).await.unwrap()["delivered"], false);
+    }
+    let presence = cluster.presence.as_mut().unwrap();
+    presence.kill9();
+    cluster.start_presence();
+    cluster.restart_router(0);
+    cluster.wait_ring(2).await;
+    cluster.wait_gateways_ready().await;
+    let mut b = target.user(1, "js-b").await;
+    let got = queued(&mut b, 2, Duration::from_millis(500)).await;
+    assert_eq!(got.iter().map(|v| v["data"].clone()).collect::<Vec<_>>(), [json!(1), json!(2)], "kept, once");
+    let mut again = target.user(0, "js-b").await;
+    assert!(queued(&mut again, 0, Duration::from_millis(300)).await.is_empty(), "never twice");
+}
+
 /// `signal`: to the other members on every gateway (the sender's other
 /// connections included, in both encodings), no seq taken, never replayed,
 /// the publish rules and a 4 KiB cap.

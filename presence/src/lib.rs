@@ -11,7 +11,9 @@
 
 mod client;
 pub mod direct;
-mod inbox;
+pub mod inbox;
+mod inbox_jetstream;
+mod inbox_memory;
 pub mod metrics;
 mod reporter;
 mod service;
@@ -26,7 +28,7 @@ pub mod rpc {
 }
 
 pub use client::PresenceClient;
-pub use inbox::{InboxConfig, InboxFlags};
+pub use inbox::{InboxConfig, InboxFlags, InboxStore, InboxStoreFlags};
 pub use reporter::{Reporter, ReporterConfig};
 pub use service::{PresenceService, MAX_REPORT_BYTES, MAX_USERS_PER_REQUEST};
 pub use store::{Change, Store, StoreConfig};

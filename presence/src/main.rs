@@ -46,6 +46,9 @@ struct Config {
     inbox: presence::InboxFlags,
 
     #[command(flatten)]
+    inbox_store: presence::InboxStoreFlags,
+
+    #[command(flatten)]
     webhooks: shell::webhook::WebhookFlags,
 
     #[command(flatten)]
@@ -65,7 +68,8 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let store =
         StoreConfig { lease_ttl: config.lease_ttl, offline_grace: config.offline_grace, inbox: config.inbox.config() };
     let webhooks = shell::webhook::Webhooks::start(&config.webhooks, &id)?;
-    let service = PresenceService::start_with(bus.clone(), store, webhooks);
+    let inbox = config.inbox_store.open(&config.nats_url, &id, store.inbox).await?;
+    let service = PresenceService::start_with(bus.clone(), store, webhooks, inbox);
     let routes = tonic::transport::Server::builder().add_service(service.clone().into_server(auth));
     let grpc =
         shell::grpc::serve(config.listen, routes).await.with_context(|| format!("--listen {}", config.listen))?;

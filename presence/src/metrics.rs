@@ -19,6 +19,10 @@ pub fn describe() {
         "switchboard_presence_inbox_dropped_total",
         "Waiting direct messages dropped undelivered, by reason: full (the user's --inbox-size), expired (--inbox-ttl), budget (--inbox-bytes)."
     );
+    describe_counter!(
+        "switchboard_presence_inbox_taken_total",
+        "Direct messages taken from the JetStream inbox (SB_INBOX) for a user's new connection."
+    );
     metrics::gauge!("switchboard_presence_inbox_messages").set(0.0);
     metrics::gauge!("switchboard_presence_inbox_bytes").set(0.0);
     for reason in ["full", "expired", "budget"] {

@@ -18,7 +18,7 @@ use proto::subject;
 use tokio::sync::{broadcast, mpsc};
 use tonic::{Request, Response, Status};
 
-use crate::inbox::Inbox;
+use crate::inbox::{InboxStore, MemoryInbox};
 use crate::store::{Change, Store, StoreConfig};
 use crate::watch::{self, WatchStream};
 
@@ -50,8 +50,8 @@ pub struct PresenceService {
     /// an await.
     store: Mutex<Store>,
     /// Direct messages for users who were offline (apart from the store:
-    /// neither lock is ever held with the other).
-    inbox: Mutex<Inbox>,
+    /// never used with its lock held).
+    inbox: Arc<dyn InboxStore>,
     /// Random per start, so gateways can tell that the state was lost.
     instance: String,
     /// The lease TTL as sent to gateways.
@@ -70,17 +70,23 @@ impl PresenceService {
     /// Spawns the sweeper and the bus publisher, so it must run inside a
     /// Tokio runtime; both stop once the last `Arc` is dropped.
     pub fn start(bus: Bus, config: StoreConfig) -> Arc<Self> {
-        Self::start_with(bus, config, None)
+        Self::start_with(bus, config, None, Arc::new(MemoryInbox::new(config.inbox)))
     }
 
     /// [`PresenceService::start`], telling the application's backend of
-    /// users going online and offline through `webhooks`.
-    pub fn start_with(bus: Bus, config: StoreConfig, webhooks: Option<shell::webhook::Webhooks>) -> Arc<Self> {
+    /// users going online and offline through `webhooks`, with the inbox
+    /// in `inbox`.
+    pub fn start_with(
+        bus: Bus,
+        config: StoreConfig,
+        webhooks: Option<shell::webhook::Webhooks>,
+        inbox: Arc<dyn InboxStore>,
+    ) -> Arc<Self> {
         let (publish, queue) = mpsc::channel(PUBLISH_QUEUE);
         let (changes, _) = broadcast::channel(WATCH_BUFFER);
         let service = Arc::new(Self {
             store: Mutex::new(Store::new(config)),
-            inbox: Mutex::new(Inbox::new(config.inbox)),
+            inbox,
             instance: format!("{:016x}", rand::random::<u64>()),
             lease_ttl_ms: config.lease_ttl.as_millis().min(u32::MAX as u128) as u32,
             changes,
@@ -122,15 +128,6 @@ impl PresenceService {
     /// Changes are queued while the lock is still held, so they leave in the
     /// order the store produced them (an offline from a sweep can never
     /// overtake the online that followed it).
-    /// Runs `f` on the inbox and updates its gauges.
-    fn with_inbox<T>(&self, f: impl FnOnce(&mut Inbox) -> T) -> T {
-        let mut inbox = self.inbox.lock().unwrap();
-        let out = f(&mut inbox);
-        metrics::gauge!("switchboard_presence_inbox_messages").set(inbox.messages() as f64);
-        metrics::gauge!("switchboard_presence_inbox_bytes").set(inbox.bytes() as f64);
-        out
-    }
-
     fn update(&self, f: impl FnOnce(&mut Store, Instant, i64) -> Vec<Change>) {
         let mut store = self.store.lock().unwrap();
         let changes = f(&mut store, Instant::now(), proto::now_ms());
@@ -191,7 +188,7 @@ impl Presence for PresenceService {
         if msg.data.len() > proto::client::MAX_DATA_BYTES {
             return Err(Status::invalid_argument("data is over 64 KiB"));
         }
-        let (drops, refused) = self.with_inbox(|inbox| inbox.put(Instant::now(), msg));
+        let (drops, refused) = self.inbox.put(msg).await.map_err(|e| Status::unavailable(format!("inbox: {e}")))?;
         for d in &drops {
             metrics::counter!("switchboard_presence_inbox_dropped_total", "reason" => d.as_str()).increment(1);
         }
@@ -202,7 +199,7 @@ impl Presence for PresenceService {
     async fn take_inbox(&self, request: Request<pb::TakeInboxRequest>) -> Result<Response<pb::TakeInboxReply>, Status> {
         let user = request.into_inner().user;
         check_users(std::slice::from_ref(&user))?;
-        let messages = self.with_inbox(|inbox| inbox.take(Instant::now(), &user));
+        let messages = self.inbox.take(user).await.map_err(|e| Status::unavailable(format!("inbox: {e}")))?;
         Ok(Response::new(pb::TakeInboxReply { messages }))
     }
 
@@ -253,7 +250,7 @@ async fn sweep(service: Weak<PresenceService>) {
             return;
         };
         service.update(|store, now, now_ms| store.sweep(now, now_ms));
-        let expired = service.with_inbox(|inbox| inbox.sweep(Instant::now()));
+        let expired = service.inbox.sweep();
         metrics::counter!("switchboard_presence_inbox_dropped_total", "reason" => "expired").increment(expired as u64);
     }
 }

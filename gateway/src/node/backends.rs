@@ -52,7 +52,8 @@ impl Backends {
             lease_ttl: Duration::from_secs(15),
             inbox: config.embedded.inbox.config(),
         };
-        let service = PresenceService::start_with(bus.clone(), store, webhooks);
+        let inbox = std::sync::Arc::new(presence::inbox::MemoryInbox::new(store.inbox));
+        let service = PresenceService::start_with(bus.clone(), store, webhooks, inbox);
         Ok(Self {
             router: RouterClient::new(bus.clone(), node.membership.clone(), CallConfig::default()),
             presence: PresenceClient::local(service.clone()),

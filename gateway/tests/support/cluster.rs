@@ -184,9 +184,10 @@ impl Cluster {
     }
 
     /// [`Cluster::start`] with routers keeping rooms in JetStream
-    /// (`--history-store jetstream`), on a nats-server with `-js`.
+    /// (`--history-store jetstream`) and presence its inbox
+    /// (`--inbox-store jetstream`), on a nats-server with `-js`.
     pub async fn start_durable(routers: usize, gateways: usize) -> Self {
-        let mut c = Self::bare(Nats::start_js(), &[], &[]);
+        let mut c = Self::bare(Nats::start_js(), &[], &["--inbox-store", "jetstream"]);
         c.router_extra = ["--history-store", "jetstream"].map(str::to_owned).into();
         c.start_services(routers);
         for i in 1..=gateways {
