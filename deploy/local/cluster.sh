@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# A Switchboard cluster on loopback, without Docker: nats-server, presence,
-# two routers and two gateways. Ctrl-C stops everything.
+# A Switchboard cluster on loopback, without Docker: nats-server (with
+# JetStream, its store in $LOGS/jetstream), presence, two routers and two
+# gateways. Routers keep rooms and presence the inbox in JetStream, so a
+# killed router costs a pause and nothing else. Ctrl-C stops everything.
 #
 #   deploy/local/cluster.sh            # build (release) and run
 #   PROFILE=debug deploy/local/cluster.sh
@@ -63,13 +65,14 @@ start() { # name, command...
 }
 
 NATS_URL=nats://127.0.0.1:$NATS_PORT
-start nats "$NATS" -a 127.0.0.1 -p "$NATS_PORT"
+start nats "$NATS" -a 127.0.0.1 -p "$NATS_PORT" -js -sd "$LOGS/jetstream"
 sleep 0.5
-start presence "$BIN/presence" --nats-url "$NATS_URL" --id presence-1 --listen 127.0.0.1:7070 --admin-listen 127.0.0.1:9092
+start presence "$BIN/presence" --nats-url "$NATS_URL" --id presence-1 --listen 127.0.0.1:7070 --admin-listen 127.0.0.1:9092 \
+  --inbox-store jetstream
 for i in 1 2; do
   start "router-$i" "$BIN/router" --nats-url "$NATS_URL" --id "router-$i" --config "$CONFIG" \
     --admin-listen "127.0.0.1:929$i" --grpc-listen "127.0.0.1:727$i" --api-listen "127.0.0.1:809$i" \
-    --presence-url http://127.0.0.1:7070
+    --presence-url http://127.0.0.1:7070 --history-store jetstream --history-replicas 1
 done
 for i in 1 2; do
   start "gateway-$i" "$BIN/gateway" --nats-url "$NATS_URL" --presence-url http://127.0.0.1:7070 \

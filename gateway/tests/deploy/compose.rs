@@ -150,13 +150,34 @@ fn compose_file_is_valid_and_matches_the_binaries() {
     }
     haproxy_check(&path("deploy/haproxy/haproxy.cfg"));
 
-    // NATS: the mounted config is valid, and JetStream stays off.
+    // NATS: the mounted config is valid, with JetStream (on a volume) as
+    // the routers and presence keep their state there.
     let nats = &services["nats"];
     let mounts = volumes(nats);
     let conf_in = strings(&nats["command"]).into_iter().skip_while(|a| a != "--config").nth(1).expect("--config");
     let conf = mounts.get(&conf_in).unwrap_or_else(|| panic!("{conf_in} is not mounted: {mounts:?}"));
-    nats_check(&path(conf), 1, "");
-    assert!(!strings(&nats["command"]).iter().any(|a| a == "-js" || a == "--jetstream"), "JetStream is on");
+    let store = nats_check(&path(conf), 1, "", true).expect("a JetStream store_dir");
+    let named: Vec<&str> = nats["volumes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|v| v["type"] == "volume")
+        .filter_map(|v| v["target"].as_str())
+        .collect();
+    assert!(named.iter().any(|m| store.starts_with(&format!("{m}/"))), "{store} is not on a named volume: {named:?}");
+    for (name, svc) in services {
+        let env = &svc["environment"];
+        if name.starts_with("router") {
+            assert_eq!(
+                (env["SB_HISTORY_STORE"].as_str(), env["SB_HISTORY_REPLICAS"].as_str()),
+                (Some("jetstream"), Some("1")),
+                "{name}"
+            );
+        }
+        if name == "presence" {
+            assert_eq!(env["SB_INBOX_STORE"].as_str(), Some("jetstream"), "{name}");
+        }
+    }
 
     // Grafana gets the provisioning and the dashboard where the provider looks.
     let mounts = volumes(&services["grafana"]);
@@ -298,18 +319,24 @@ pub(super) fn haproxy_check(cfg: &Path) {
     }
 }
 
-/// `nats-server -t`, and the cluster routes name every one of `replicas`
-/// servers through `service`.
-pub(super) fn nats_check(conf: &Path, replicas: u64, service: &str) {
+/// `nats-server -t`, the cluster routes name every one of `replicas`
+/// servers through `service`, and JetStream is configured exactly when
+/// `jetstream`; returns its `store_dir`.
+pub(super) fn nats_check(conf: &Path, replicas: u64, service: &str, jetstream: bool) -> Option<String> {
     let out = run(Command::new(nats_server()).arg("-t").arg("-c").arg(conf).env("POD_NAME", "nats-0"), None);
     assert!(out.status.success(), "nats-server -t -c {}:\n{}", conf.display(), text(&out));
     let text = std::fs::read_to_string(conf).unwrap();
     let settings: Vec<&str> = text.lines().map(str::trim).filter(|l| !l.starts_with('#')).collect();
-    assert!(!settings.iter().any(|l| l.starts_with("jetstream")), "{}: JetStream is configured", conf.display());
+    let configured = settings.iter().any(|l| l.starts_with("jetstream"));
+    assert_eq!(configured, jetstream, "{}: JetStream configured: {configured}", conf.display());
+    let store =
+        settings.iter().find_map(|l| l.strip_prefix("store_dir:")).map(|d| d.trim().trim_matches('"').to_owned());
     if replicas > 1 {
         for i in 0..replicas {
             let route = format!("nats://nats-{i}.{service}:6222");
             assert!(settings.contains(&route.as_str()), "{}: no route {route}", conf.display());
         }
     }
+    assert_eq!(store.is_some(), jetstream, "{}: store_dir", conf.display());
+    store
 }

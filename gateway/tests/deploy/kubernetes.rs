@@ -146,7 +146,28 @@ pub(super) fn check_manifests(overlay: &str, docs: &[Value], clis: &Clis, tmp: &
                         let p = tmp.join(format!("{overlay}-{file}"));
                         std::fs::write(&p, text).unwrap();
                         let replicas = w["spec"]["replicas"].as_u64().unwrap_or(1);
-                        nats_check(&p, replicas, w["spec"]["serviceName"].as_str().unwrap_or_default());
+                        let service = w["spec"]["serviceName"].as_str().unwrap_or_default();
+                        // JetStream exactly where routers keep rooms in it, on a
+                        // claimed volume, with as many servers as replicas.
+                        let durable = stores(docs);
+                        if let Some(store) = nats_check(&p, replicas, service, durable.is_some()) {
+                            let claims: Vec<&str> = w["spec"]["volumeClaimTemplates"]
+                                .as_array()
+                                .into_iter()
+                                .flatten()
+                                .filter_map(|t| t["metadata"]["name"].as_str())
+                                .collect();
+                            let on_claim = c["volumeMounts"].as_array().into_iter().flatten().any(|m| {
+                                claims.contains(&m["name"].as_str().unwrap_or_default())
+                                    && store.starts_with(m["mountPath"].as_str().unwrap_or("?"))
+                            });
+                            if !on_claim {
+                                problems.push(format!("{what}: JetStream's {store} is not on a volume claim"));
+                            }
+                            if durable.is_some_and(|r| r > replicas) {
+                                problems.push(format!("{what}: {durable:?} store replicas on {replicas} servers"));
+                            }
+                        }
                     }
                     None => problems.push(format!("{what}: the NATS config {conf} is not mounted from a ConfigMap")),
                 }
@@ -294,4 +315,20 @@ pub(super) fn check_manifests(overlay: &str, docs: &[Value], clis: &Clis, tmp: &
         }
     }
     problems
+}
+
+/// The store replicas routers and presence ask of JetStream, when either
+/// keeps its state there (`SB_HISTORY_STORE` / `SB_INBOX_STORE`).
+fn stores(docs: &[Value]) -> Option<u64> {
+    // Generated ConfigMaps carry a hash suffix.
+    let data = |name: &str| {
+        let generated = |n: &str| n == name || n.strip_prefix(name).is_some_and(|rest| rest.starts_with('-'));
+        of_kind(docs, "ConfigMap")
+            .find(|c| c["metadata"]["name"].as_str().is_some_and(generated))
+            .map(|c| c["data"].clone())
+    };
+    let (router, presence) = (data("router-config")?, data("presence-config")?);
+    let durable = router["SB_HISTORY_STORE"] == "jetstream" || presence["SB_INBOX_STORE"] == "jetstream";
+    let replicas = |v: &Value| v.as_str().and_then(|s| s.parse::<u64>().ok()).unwrap_or(1);
+    durable.then(|| replicas(&router["SB_HISTORY_REPLICAS"]).max(replicas(&presence["SB_INBOX_REPLICAS"])))
 }
