@@ -225,7 +225,13 @@ impl Owner {
                 } else {
                     out.push(Action::Reply(msg, error(ErrorCode::Unavailable, "the history store did not answer")));
                 }
-                self.reload(&room_id, fenced, waiting, out);
+                if self.rooms.contains_key(&room_id) {
+                    self.reload(&room_id, fenced, waiting, out);
+                } else {
+                    // The room left us meanwhile: its owner answers from now on.
+                    out.extend(waiting.into_iter().map(|msg| Action::Reply(msg, not_owner(&c.ring))));
+                    self.drop_writes(&room_id, c, out);
+                }
             }
         }
     }
