@@ -7,7 +7,8 @@
 //! [`namespace`] (history bounds, join/leave events as they come or in a
 //! [`batch`] per window, a member cap). [`client`] is how everyone else reaches an
 //! owner, and [`api`] is the server API backends call (HTTP/JSON and gRPC),
-//! which reaches gateways it learns of from [`gateways`]. The same code runs
+//! which reaches gateways it learns of from [`gateways`]. Rooms live in the
+//! owner's memory or, beyond it, in a [`store`] (NATS JetStream). The same code runs
 //! inside `gateway --standalone` over the in-process broker and as the
 //! `router` binary over NATS.
 

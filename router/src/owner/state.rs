@@ -19,6 +19,9 @@
 //! of push or request comes first. An owner that was cut off from the
 //! cluster for longer than the TTL drops everything it held: the rooms come
 //! back to it only through handoff.
+//!
+//! With a durable store ([`super::durable`]) a room not held is loaded from
+//! the store instead of pulled, and a publish is applied only once stored.
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
