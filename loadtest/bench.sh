@@ -150,21 +150,32 @@ for n in 1000 5000 10000; do
   done
 done
 
-# The local cluster: nats-server, presence, two routers, two gateways.
-PROFILE=release LOGS="$OUT/cluster" deploy/local/cluster.sh >"$OUT/cluster.out" 2>&1 &
-CLUSTER_PID=$!
-pids+=("$CLUSTER_PID")
-for _ in $(seq 600); do
-  grep -q "Press Ctrl-C" "$OUT/cluster.out" 2>/dev/null && break
-  sleep 0.5
-done
+# The local cluster (nats-server, presence, two routers, two gateways), with
+# rooms in memory and then in JetStream (one server: R1), measured one after
+# the other: the chat load at four rates, one room's publish ceiling, and a
+# router killed (kill -9) 5 s into a 20 s chat load.
 URLS=ws://127.0.0.1:8081/ws,ws://127.0.0.1:8082/ws
 SECRET=local-cluster-secret-for-loopback-only
-for rate in 1 5 10 20; do
-  run "cluster-chat-$((rate * 1000))" "$URLS" switchboard chat --rooms 200 --members 5 --rate "$rate"
+for store in memory jetstream; do
+  rm -rf "$OUT/cluster-$store"
+  # Without the per-connection rate limit, as for the standalone gateway.
+  GATEWAY_ARGS="--rate-per-sec 1000000 --rate-burst 1000000" \
+    PROFILE=release STORE=$store KEEP_UP=1 LOGS="$OUT/cluster-$store" deploy/local/cluster.sh >"$OUT/cluster-$store.out" 2>&1 &
+  CLUSTER_PID=$!
+  pids+=("$CLUSTER_PID")
+  for _ in $(seq 600); do
+    grep -q "Press Ctrl-C" "$OUT/cluster-$store.out" 2>/dev/null && break
+    sleep 0.5
+  done
+  for rate in 1 5 10 20; do
+    run "cluster-$store-chat-$((rate * 1000))" "$URLS" switchboard chat --rooms 200 --members 5 --rate "$rate"
+  done
+  run "cluster-$store-room" "$URLS" switchboard broadcast --members 10 --publishers 4 --rate 0 --window 64
+  (sleep 5 && pkill -9 -f "id router-1 ") &
+  DURATION=20s run "cluster-$store-kill" "$URLS" switchboard chat --rooms 200 --members 5 --rate 2
+  kill -TERM "$CLUSTER_PID" 2>/dev/null || true
+  wait "$CLUSTER_PID" 2>/dev/null || true
 done
-kill -TERM "$CLUSTER_PID" 2>/dev/null || true
-wait "$CLUSTER_PID" 2>/dev/null || true
 
 python3 loadtest/bench_report.py "$OUT" > docs/benchmarks.md
 echo "wrote docs/benchmarks.md" >&2

@@ -6,6 +6,9 @@
 #
 #   deploy/local/cluster.sh            # build (release) and run
 #   PROFILE=debug deploy/local/cluster.sh
+#   STORE=memory deploy/local/cluster.sh   # rooms and the inbox in memory
+#   KEEP_UP=1 deploy/local/cluster.sh      # keep running when a process dies
+#   GATEWAY_ARGS="--rate-per-sec 1000" deploy/local/cluster.sh   # more gateway flags
 #
 # Gateways and routers read the namespaces of deploy/switchboard.toml
 # (CONFIG=… for another file).
@@ -16,6 +19,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 
 PROFILE=${PROFILE:-release}
+STORE=${STORE:-jetstream}
 SECRET=${SB_JWT_SECRET:-local-cluster-secret-for-loopback-only}
 NATS_PORT=${NATS_PORT:-4222}
 LOGS=${LOGS:-target/local-cluster}
@@ -68,16 +72,16 @@ NATS_URL=nats://127.0.0.1:$NATS_PORT
 start nats "$NATS" -a 127.0.0.1 -p "$NATS_PORT" -js -sd "$LOGS/jetstream"
 sleep 0.5
 start presence "$BIN/presence" --nats-url "$NATS_URL" --id presence-1 --listen 127.0.0.1:7070 --admin-listen 127.0.0.1:9092 \
-  --inbox-store jetstream
+  --inbox-store "$STORE"
 for i in 1 2; do
   start "router-$i" "$BIN/router" --nats-url "$NATS_URL" --id "router-$i" --config "$CONFIG" \
     --admin-listen "127.0.0.1:929$i" --grpc-listen "127.0.0.1:727$i" --api-listen "127.0.0.1:809$i" \
-    --presence-url http://127.0.0.1:7070 --history-store jetstream --history-replicas 1
+    --presence-url http://127.0.0.1:7070 --history-store "$STORE" --history-replicas 1
 done
 for i in 1 2; do
   start "gateway-$i" "$BIN/gateway" --nats-url "$NATS_URL" --presence-url http://127.0.0.1:7070 \
     --id "gateway-$i" --jwt-secret "$SECRET" --config "$CONFIG" --listen "127.0.0.1:808$i" \
-    --admin-listen "127.0.0.1:919$i" --grpc-listen "127.0.0.1:717$i" --drain-window 2s
+    --admin-listen "127.0.0.1:919$i" --grpc-listen "127.0.0.1:717$i" --drain-window 2s ${GATEWAY_ARGS:-}
 done
 
 # Wait until every gateway is ready.
@@ -98,6 +102,10 @@ Switchboard local cluster is up (JWT secret: $SECRET).
   logs       $LOGS/
 Press Ctrl-C to stop.
 INFO
+if [ "${KEEP_UP:-0}" = 1 ]; then
+  wait || true
+  stop 0
+fi
 wait -n "${pids[@]}" || true
 echo "a process exited unexpectedly; see $LOGS/" >&2
 stop 1

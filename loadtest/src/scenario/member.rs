@@ -178,7 +178,12 @@ pub async fn publish(
         }
         n += 1;
         let data = payload(stats.now_ns(), &name, n, pace.size);
-        let op = format!(r#"{{"op":"publish","room":"{room}","id":{},"data":{data}}}"#, 999 + n);
+        // Keyed as the JS client keys every publish: a gateway may then send
+        // it to a new owner again after a timeout without doubling it.
+        let op = format!(
+            r#"{{"op":"publish","room":"{room}","id":{},"data":{data},"idempotency_key":"{name}-{n}"}}"#,
+            999 + n
+        );
         if sender.send(op).await.is_err() {
             return;
         }
