@@ -208,8 +208,16 @@ async fn the_http_api_reaches_every_router_gateway_and_connection() {
         }
     }
     assert_eq!(listed, names, "every room once, in id order");
-    let owners = cluster.room_counts().await;
-    assert!(owners.iter().all(|n| *n >= 100), "both routers own some of them: {owners:?}");
+    // Routers count their rooms once a second.
+    let deadline = std::time::Instant::now() + Duration::from_secs(3);
+    loop {
+        let owners = cluster.room_counts().await;
+        if owners.iter().all(|n| *n >= 100) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "both routers own some of them: {owners:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 
     // --- stats: the whole cluster.
     let (status, s) = api_call(&api2, API_TOKEN, "stats", json!({})).await;
