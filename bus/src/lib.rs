@@ -4,13 +4,18 @@
 //! events — is written once against [`Bus`], which adds request/reply and
 //! bounded publishes to the two primitives a broker offers. The broker is
 //! NATS in a cluster ([`broker_nats`]) and an in-process table in
-//! `gateway --standalone` ([`broker_memory`]).
+//! `gateway --standalone` ([`broker_memory`]). Members of a kind (routers,
+//! presence replicas) [`announce`] themselves on it and everyone who routes
+//! to them keeps their [`ring`] from what it hears ([`membership`]).
 
+pub mod announce;
 mod broker;
 pub mod broker_memory;
 pub mod broker_nats;
+pub mod membership;
 pub mod metrics;
 mod requests;
+pub mod ring;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -63,6 +63,21 @@ pub fn describe(standalone: bool) {
         "switchboard_gateway_presence_restarts_total",
         "Times presence answered as a new instance: its memory (statuses, the direct-message inbox) was lost."
     );
+    describe_gauge!(
+        "switchboard_gateway_presence_degraded",
+        "1 while a presence report failed at some replica: presence answers come from this gateway's own view."
+    );
+    describe_gauge!(
+        "switchboard_gateway_presence_ring_size",
+        "Presence replicas in this gateway's ring (0: one service at --presence-url)."
+    );
+    describe_counter!(
+        "switchboard_gateway_presence_degraded_answers_total",
+        "presence and watch replies answered from this gateway's own connections because presence failed."
+    );
+    metrics::counter!("switchboard_gateway_presence_degraded_answers_total").absolute(0);
+    metrics::gauge!("switchboard_gateway_presence_degraded").set(0.0);
+    metrics::gauge!("switchboard_gateway_presence_ring_size").set(0.0);
     metrics::counter!("switchboard_gateway_presence_restarts_total").absolute(0);
     metrics::gauge!("switchboard_gateway_connections").set(0.0);
     for result in ["ok", "error"] {

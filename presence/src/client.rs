@@ -1,9 +1,11 @@
-//! How a gateway reaches presence: over gRPC, or in-process when standalone.
+//! How a gateway reaches presence: over gRPC, or in-process when standalone,
+//! or spread over [`Replicas`] by user.
 //!
-//! Both variants call the same `Presence` implementation, so a standalone
+//! Every variant ends in the same `Presence` implementation, so a standalone
 //! gateway gets exactly the semantics (validation included) of a cluster; the
 //! local one merely skips the network.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,7 +16,9 @@ use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Request, Status};
 
+use crate::replicas::{Replicas, Target};
 use crate::service::PresenceService;
+use bus::ring::Ring;
 
 /// Bound on connecting and on each call, so a dead presence service costs a
 /// gateway a short wait, never a hang.
@@ -27,6 +31,8 @@ pub enum PresenceClient {
     Local(Arc<PresenceService>),
     /// A remote service over gRPC.
     Grpc(crate::rpc::presence_client::PresenceClient<InterceptedService<Channel, BearerToken>>),
+    /// Replicas that split the users: each call goes to the user's replica.
+    Replicas(Arc<Replicas>),
 }
 
 impl PresenceClient {
@@ -44,33 +50,100 @@ impl PresenceClient {
         Ok(Self::Grpc(crate::rpc::presence_client::PresenceClient::with_interceptor(channel, token)))
     }
 
-    /// Sends a gateway's session report.
+    /// A client for presence in a cluster: `url` (`--presence-url`) is the
+    /// first contact, and replicas heard on `bus` take over by user (the
+    /// ring's size shown in the gauge `gauge`). Every call presents `token`.
+    pub async fn cluster(bus: &bus::Bus, url: &str, token: &str, gauge: &'static str) -> anyhow::Result<Self> {
+        let first = Self::connect_lazy(url, token)?;
+        Ok(Self::Replicas(Arc::new(Replicas::start(bus, first, token, gauge).await?)))
+    }
+
+    /// Where reports go: every replica (each gets its users' sessions), or
+    /// this one service.
+    pub fn targets(&self) -> Vec<Target> {
+        match self {
+            Self::Replicas(replicas) => replicas.targets(),
+            _ => vec![Target { id: Arc::from(""), client: self.clone() }],
+        }
+    }
+
+    /// The replicas' ring (none for a single service): which target id
+    /// owns a user (see [`owner`]), and a version that changes exactly when
+    /// users may have moved.
+    pub fn ring(&self) -> Option<Arc<Ring>> {
+        match self {
+            Self::Replicas(replicas) => Some(replicas.ring()),
+            _ => None,
+        }
+    }
+
+    /// The target that owns `user`.
+    pub fn route(&self, user: &str) -> Target {
+        match self {
+            Self::Replicas(replicas) => replicas.route(user),
+            _ => Target { id: Arc::from(""), client: self.clone() },
+        }
+    }
+
+    /// Sends a gateway's session report to this one service. A report
+    /// names one lease, so replicas are reported to through
+    /// [`targets`](Self::targets), each with its own users.
     pub async fn report(&self, req: pb::ReportRequest) -> Result<pb::ReportReply, Status> {
         let reply = match self {
             Self::Local(service) => service.report(Request::new(req)).await?,
             Self::Grpc(client) => client.clone().report(req).await?,
+            Self::Replicas(_) => return Err(Status::internal("a report goes to one replica: use targets()")),
         };
         Ok(reply.into_inner())
     }
 
     /// The presence of each of `users`, in order (at most
-    /// [`MAX_USERS_PER_REQUEST`](crate::MAX_USERS_PER_REQUEST)).
+    /// [`MAX_USERS_PER_REQUEST`](crate::MAX_USERS_PER_REQUEST)), asking
+    /// each user's replica; fails if any replica does.
     pub async fn query(&self, users: Vec<String>) -> Result<Vec<pb::UserPresence>, Status> {
-        let req = pb::QueryRequest { users };
         let reply = match self {
-            Self::Local(service) => service.query(Request::new(req)).await?,
-            Self::Grpc(client) => client.clone().query(req).await?,
+            Self::Local(service) => service.query(Request::new(pb::QueryRequest { users })).await?,
+            Self::Grpc(client) => client.clone().query(pb::QueryRequest { users }).await?,
+            Self::Replicas(replicas) => return query_split(replicas, users).await,
         };
         Ok(reply.into_inner().users)
     }
 }
 
+/// The id of the target that owns `user` on `ring`: "" for the first
+/// contact (no ring, or an empty one).
+pub fn owner<'a>(ring: Option<&'a Ring>, user: &str) -> &'a str {
+    ring.and_then(|r| r.owner(user)).unwrap_or("")
+}
+
+/// Asks each replica about its users at once and puts the answers back in
+/// the order asked.
+async fn query_split(replicas: &Replicas, users: Vec<String>) -> Result<Vec<pb::UserPresence>, Status> {
+    let mut groups: HashMap<Arc<str>, (PresenceClient, Vec<usize>, Vec<String>)> = HashMap::new();
+    for (i, user) in users.iter().enumerate() {
+        let target = replicas.route(user);
+        let group = groups.entry(target.id).or_insert_with(|| (target.client, Vec::new(), Vec::new()));
+        group.1.push(i);
+        group.2.push(user.clone());
+    }
+    let asks = groups.into_values().map(|(client, at, users)| async move { (at, client.query(users).await) });
+    let mut answer = vec![pb::UserPresence::default(); users.len()];
+    for (at, part) in futures::future::join_all(asks).await {
+        for (i, user) in at.into_iter().zip(part?) {
+            answer[i] = user;
+        }
+    }
+    Ok(answer)
+}
+
 impl PresenceClient {
-    /// Keeps a direct message for a user who had no live connection.
+    /// Keeps a direct message for a user who had no live connection (at
+    /// the recipient's replica).
     pub async fn enqueue(&self, msg: pb::QueuedDirect) -> Result<pb::EnqueueReply, Status> {
         let reply = match self {
             Self::Local(service) => service.enqueue(Request::new(msg)).await?,
             Self::Grpc(client) => client.clone().enqueue(msg).await?,
+            Self::Replicas(replicas) => return Box::pin(replicas.route(&msg.to).client.enqueue(msg)).await,
         };
         Ok(reply.into_inner())
     }
@@ -81,6 +154,7 @@ impl PresenceClient {
         let reply = match self {
             Self::Local(service) => service.take_inbox(Request::new(req)).await?,
             Self::Grpc(client) => client.clone().take_inbox(req).await?,
+            Self::Replicas(replicas) => return Box::pin(replicas.route(user).client.take_inbox(user)).await,
         };
         Ok(reply.into_inner().messages)
     }
@@ -91,6 +165,7 @@ impl std::fmt::Debug for PresenceClient {
         match self {
             Self::Local(service) => f.debug_tuple("Local").field(&service.instance()).finish(),
             Self::Grpc(_) => f.debug_tuple("Grpc").finish(),
+            Self::Replicas(_) => f.debug_tuple("Replicas").finish(),
         }
     }
 }

@@ -15,6 +15,7 @@ pub mod inbox;
 mod inbox_jetstream;
 mod inbox_memory;
 pub mod metrics;
+mod replicas;
 mod reporter;
 mod service;
 mod store;
@@ -29,6 +30,7 @@ pub mod rpc {
 
 pub use client::PresenceClient;
 pub use inbox::{InboxConfig, InboxFlags, InboxStore, InboxStoreFlags};
+pub use replicas::{Replicas, Target};
 pub use reporter::{Reporter, ReporterConfig};
 pub use service::{PresenceService, MAX_REPORT_BYTES, MAX_USERS_PER_REQUEST};
 pub use store::{Change, Store, StoreConfig};

@@ -2,16 +2,21 @@
 //!
 //! Serves `Presence` (Report, Query, Watch) over gRPC to gateways and
 //! backends, and publishes every online/offline change on
-//! `sb.presence.<user>` for gateways whose clients watch that user.
+//! `sb.presence.<user>` for gateways whose clients watch that user. With
+//! `--advertise`, it is one of several replicas that split the users.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use bus::membership::{Membership, MembershipConfig};
 use bus::Bus;
 use clap::Parser;
 use presence::{PresenceService, StoreConfig};
+use prost::Message as _;
+use proto::{internal, subject};
 use shell::cli::{duration, node_id};
 
 /// Switchboard presence service: TTL-based online state.
@@ -33,6 +38,17 @@ struct Config {
     /// Node id ([A-Za-z0-9_-]); default: host name plus a random suffix.
     #[arg(long, env = "SB_ID", value_parser = node_id)]
     id: Option<String>,
+
+    /// host:port at which gateways and routers reach this replica's gRPC
+    /// listener. Given, it announces itself on sb.ctl.presence and the
+    /// replicas split the users between them; without it, it is the only one.
+    #[arg(long, env = "SB_ADVERTISE", value_parser = advertise)]
+    advertise: Option<String>,
+
+    /// On shutdown, how long a replica keeps answering after leaving the
+    /// ring, while gateways move its users to the others.
+    #[arg(long, env = "SB_DRAIN_WINDOW", default_value = "2s", value_parser = duration)]
+    drain_window: Duration,
 
     /// A gateway's sessions expire this long after its last report.
     #[arg(long, env = "SB_LEASE_TTL", default_value = "15s", value_parser = duration)]
@@ -70,17 +86,51 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let webhooks = shell::webhook::Webhooks::start(&config.webhooks, &id)?;
     let inbox = config.inbox_store.open(&config.nats_url, &id, store.inbox).await?;
     let service = PresenceService::start_with(bus.clone(), store, webhooks, inbox);
+    let draining = Arc::new(AtomicBool::new(false));
+    let announcer = match &config.advertise {
+        Some(addr) => {
+            let membership =
+                Membership::start(&bus, MembershipConfig::presence("switchboard_presence_ring_size")).await?;
+            service.join_ring(id.clone(), membership);
+            let (id, addr, draining) = (id.clone(), addr.clone(), draining.clone());
+            Some(bus::announce::spawn(bus.clone(), subject::PRESENCE_ANNOUNCE, ANNOUNCE_EVERY, move || {
+                let draining = draining.load(Ordering::Relaxed);
+                internal::PresenceAnnounce { id: id.clone(), addr: addr.clone(), draining }.encode_to_vec().into()
+            }))
+        }
+        None => None,
+    };
     let routes = tonic::transport::Server::builder().add_service(service.clone().into_server(auth));
     let grpc =
         shell::grpc::serve(config.listen, routes).await.with_context(|| format!("--listen {}", config.listen))?;
     let ready_bus = bus.clone();
-    let ready: shell::admin::ReadyCheck = Arc::new(move || vec![("nats", ready_bus.is_connected())]);
+    let ready: shell::admin::ReadyCheck = Arc::new(move || vec![("nats", ready_bus.is_connected().into())]);
     let admin = shell::admin::serve(config.admin_listen, metrics, ready)
         .await
         .with_context(|| format!("--admin-listen {}", config.admin_listen))?;
     println!("switchboard presence {id} (instance {})", service.instance());
     println!("  grpc       {grpc}");
     println!("  admin      http://{admin}/metrics");
+    if let Some(addr) = &config.advertise {
+        println!("  replica    {addr} (sb.ctl.presence)");
+    }
     shell::cli::shutdown_signal().await;
+    if announcer.is_some() {
+        // Out of the ring, still answering: gateways move our users away.
+        draining.store(true, Ordering::Relaxed);
+        tracing::info!(window = ?config.drain_window, "draining: leaving the presence ring");
+        tokio::time::sleep(config.drain_window).await;
+    }
     Ok(())
+}
+
+/// How often a replica announces itself (the ring's TTL is 2 s).
+const ANNOUNCE_EVERY: Duration = Duration::from_millis(500);
+
+/// `host:port`, as a URL authority: no scheme, path or user.
+fn advertise(s: &str) -> Result<String, String> {
+    let (host, port) = s.rsplit_once(':').ok_or("expected host:port")?;
+    port.parse::<u16>().map_err(|_| format!("bad port in {s:?}"))?;
+    let ok = !host.is_empty() && s.len() <= 255 && s.bytes().all(|b| b.is_ascii_graphic() && !b"/@?#".contains(&b));
+    ok.then(|| s.to_owned()).ok_or_else(|| format!("expected host:port, got {s:?}"))
 }

@@ -12,7 +12,15 @@ pub fn describe() {
     describe_counter!("switchboard_presence_reports_total", "Reports received from gateways.");
     describe_counter!("switchboard_presence_changes_total", "Online/offline changes, by new state.");
     describe_counter!("switchboard_presence_dropped_total", "Changes not published on the bus, by reason.");
-    describe_counter!("switchboard_presence_watch_lagged_total", "Changes skipped by gRPC watchers that fell behind.");
+    describe_counter!(
+        "switchboard_presence_handed_off_total",
+        "Users this replica dropped silently because the ring moved them to another replica."
+    );
+    describe_counter!(
+        "switchboard_presence_misrouted_total",
+        "Sessions in reports for users another replica owns (the gateway's ring was behind); ignored."
+    );
+    describe_gauge!("switchboard_presence_ring_size", "Presence replicas in this replica's ring (0: not replicated).");
     describe_gauge!("switchboard_presence_inbox_messages", "Direct messages waiting for users who were offline.");
     describe_gauge!("switchboard_presence_inbox_bytes", "Bytes of direct messages waiting (bounded by --inbox-bytes).");
     describe_counter!(
@@ -31,7 +39,10 @@ pub fn describe() {
     metrics::gauge!("switchboard_presence_users_online").set(0.0);
     metrics::gauge!("switchboard_presence_sessions").set(0.0);
     metrics::counter!("switchboard_presence_reports_total").absolute(0);
-    metrics::counter!("switchboard_presence_watch_lagged_total").absolute(0);
+    metrics::gauge!("switchboard_presence_ring_size").set(0.0);
+    for counter in ["switchboard_presence_handed_off_total", "switchboard_presence_misrouted_total"] {
+        metrics::counter!(counter).absolute(0);
+    }
     for online in ["true", "false"] {
         metrics::counter!("switchboard_presence_changes_total", "online" => online).absolute(0);
     }

@@ -12,6 +12,13 @@
 //! new instance id (presence restarted), after a failed report (the deltas
 //! may or may not have arrived), and when so much time passed since the last
 //! successful report that the lease may have lapsed.
+//!
+//! With presence replicas, the gateway holds one lease per replica (a
+//! [`Lane`]) and each replica hears only of its own users. When the ring
+//! changes every lane sends a snapshot: a replica that took users over
+//! learns their sessions within one batch, and one that gave them away has
+//! already dropped them silently, so nobody who stayed connected is ever
+//! reported offline.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -20,7 +27,7 @@ use std::time::{Duration, Instant};
 
 use proto::pb;
 
-use crate::client::PresenceClient;
+use crate::client::{owner, PresenceClient};
 
 /// How long [`Reporter::leave`] may take, waiting for an in-flight report
 /// included.
@@ -47,7 +54,7 @@ impl Default for ReporterConfig {
 
 /// Batches one gateway's session changes to the presence service.
 pub struct Reporter {
-    /// Where reports go.
+    /// Where reports go (one service, or replicas by user).
     client: PresenceClient,
     /// This gateway's node id: the key of its lease.
     gateway: String,
@@ -55,10 +62,10 @@ pub struct Reporter {
     config: ReporterConfig,
     /// Sessions and pending deltas; held only briefly, never across an await.
     state: Mutex<State>,
-    /// Held while a report is in flight, so reports arrive in order and the
+    /// Held while reports are in flight, so reports arrive in order and the
     /// final `leaving` report cannot be overtaken by a snapshot.
     sending: tokio::sync::Mutex<()>,
-    /// Whether the last report succeeded.
+    /// Whether the last report to every target succeeded.
     reachable: AtomicBool,
 }
 
@@ -84,8 +91,21 @@ enum Delta {
 struct State {
     /// Every live session on this gateway, by connection id.
     sessions: HashMap<String, Live>,
-    /// Changes since the last report that carried deltas.
+    /// Changes since the last reports that carried deltas.
     pending: HashMap<String, Delta>,
+    /// One lease per target, by target id ("" for a single service).
+    lanes: HashMap<Arc<str>, Lane>,
+    /// The ring version the lanes were last set up for.
+    ring: Option<u64>,
+    /// `leave` was called: report nothing more.
+    left: bool,
+}
+
+/// The lease this gateway holds at one target, and how reporting there goes.
+#[derive(Debug)]
+struct Lane {
+    /// Where this lane's reports go.
+    client: PresenceClient,
     /// The service instance that answered the last successful report.
     instance: Option<String>,
     /// The next report must be a snapshot.
@@ -101,8 +121,16 @@ struct State {
     backoff: Duration,
     /// No report before this, after a failure.
     retry_at: Option<Instant>,
-    /// `leave` was called: report nothing more.
-    left: bool,
+    /// Whether the last report succeeded.
+    ok: bool,
+}
+
+/// One report about to go out.
+struct Outgoing {
+    lane: Arc<str>,
+    client: PresenceClient,
+    req: pb::ReportRequest,
+    snapshot: bool,
 }
 
 impl Reporter {
@@ -121,13 +149,8 @@ impl Reporter {
             state: Mutex::new(State {
                 sessions: HashMap::new(),
                 pending: HashMap::new(),
-                instance: None,
-                resync: true,
-                last_attempt: None,
-                last_ok: None,
-                lease_ttl: DEFAULT_LEASE_TTL,
-                backoff: Duration::ZERO,
-                retry_at: None,
+                lanes: HashMap::new(),
+                ring: None,
                 left: false,
             }),
             sending: tokio::sync::Mutex::new(()),
@@ -166,7 +189,8 @@ impl Reporter {
         state.pending.insert(conn.to_owned(), Delta::Disconnected(user.to_owned()));
     }
 
-    /// Whether the last report succeeded (for `/readyz`).
+    /// Whether the last report to every target succeeded: false means
+    /// presence is degraded (some users' presence may be stale).
     pub fn reachable(&self) -> bool {
         self.reachable.load(Ordering::Relaxed)
     }
@@ -177,14 +201,17 @@ impl Reporter {
     }
 
     /// Deregisters this gateway on shutdown: stops reporting and sends a
-    /// final `leaving` report, so its users enter offline grace now rather
-    /// than when the lease runs out. Gives up after 2 s.
+    /// final `leaving` report to every target, so its users enter offline
+    /// grace now rather than when the lease runs out. Gives up after 2 s.
     pub async fn leave(&self) {
         self.state.lock().unwrap().left = true;
-        let req = pb::ReportRequest { gateway: self.gateway.clone(), leaving: true, ..Default::default() };
         let send = async {
             let _sending = self.sending.lock().await;
-            self.client.report(req).await
+            let leaving = self.client.targets().into_iter().map(|target| {
+                let req = pb::ReportRequest { gateway: self.gateway.clone(), leaving: true, ..Default::default() };
+                async move { target.client.report(req).await }
+            });
+            futures::future::join_all(leaving).await.into_iter().collect::<Result<Vec<_>, _>>()
         };
         match tokio::time::timeout(LEAVE_TIMEOUT, send).await {
             Ok(Ok(_)) => {
@@ -202,91 +229,169 @@ impl Reporter {
         }
     }
 
-    /// Sends a report if one is due; false once the reporter has left.
+    /// Sends the reports that are due; false once the reporter has left.
     async fn report_if_due(&self) -> bool {
         let _sending = self.sending.lock().await;
         let now = Instant::now();
-        let (req, snapshot) = {
+        let outgoing = {
             let mut state = self.state.lock().unwrap();
             if state.left {
                 return false;
             }
-            if !state.due(now, &self.config) {
-                return true;
-            }
-            state.take_request(now, &self.gateway)
+            state.follow_ring(&self.client);
+            state.take_requests(now, &self.gateway, &self.config, self.client.ring().as_deref())
         };
-        let result = self.client.report(req).await;
+        if outgoing.is_empty() {
+            return true;
+        }
+        let sends = outgoing.into_iter().map(|o| async move {
+            let result = o.client.report(o.req).await;
+            (o.lane, o.snapshot, result)
+        });
+        let results = futures::future::join_all(sends).await;
         let was_reachable = self.reachable();
         let mut state = self.state.lock().unwrap();
-        match result {
-            Ok(reply) => {
-                count("ok");
-                self.reachable.store(true, Ordering::Relaxed);
-                if !was_reachable {
-                    tracing::info!(instance = %reply.instance, "presence reachable");
+        for (id, snapshot, result) in results {
+            let Some(lane) = state.lanes.get_mut(&id) else { continue };
+            match result {
+                Ok(reply) => {
+                    count("ok");
+                    if !lane.ok {
+                        tracing::info!(replica = %id, instance = %reply.instance, "presence reachable");
+                    }
+                    lane.succeeded(now, snapshot, reply, &self.config);
                 }
-                state.succeeded(now, snapshot, reply, &self.config);
-            }
-            Err(status) => {
-                count("error");
-                self.reachable.store(false, Ordering::Relaxed);
-                // Once per outage at warn; the retries at debug.
-                if was_reachable {
-                    tracing::warn!(%status, "presence report failed");
-                } else {
-                    tracing::debug!(%status, "presence report failed");
+                Err(status) => {
+                    count("error");
+                    // Once per outage at warn; the retries at debug.
+                    if lane.ok {
+                        tracing::warn!(replica = %id, %status, "presence report failed");
+                    } else {
+                        tracing::debug!(replica = %id, %status, "presence report failed");
+                    }
+                    lane.failed(now, &self.config);
                 }
-                state.failed(now, &self.config);
             }
+        }
+        let reachable = state.lanes.values().all(|l| l.ok);
+        self.reachable.store(reachable, Ordering::Relaxed);
+        if reachable != was_reachable {
+            metrics::gauge!("switchboard_gateway_presence_degraded").set(if reachable { 0.0 } else { 1.0 });
         }
         true
     }
 }
 
 impl State {
+    /// Sets the lanes up for the current targets. When the ring changed,
+    /// users may have moved: every lane's next report is a snapshot.
+    fn follow_ring(&mut self, client: &PresenceClient) {
+        let version = client.ring().map_or(0, |r| r.version());
+        if self.ring == Some(version) {
+            return;
+        }
+        self.ring = Some(version);
+        let targets = client.targets();
+        self.lanes.retain(|id, _| targets.iter().any(|t| t.id == *id));
+        for target in targets {
+            let lane = self.lanes.entry(target.id).or_insert_with(|| Lane::new(target.client.clone()));
+            lane.client = target.client;
+            lane.resync = true;
+        }
+    }
+
+    /// The reports due now (one per lane at most); clears what they carry.
+    fn take_requests(
+        &mut self,
+        now: Instant,
+        gateway: &str,
+        config: &ReporterConfig,
+        ring: Option<&bus::ring::Ring>,
+    ) -> Vec<Outgoing> {
+        let mut deltas: HashMap<&str, Vec<(String, Delta)>> = HashMap::new();
+        let pending = std::mem::take(&mut self.pending);
+        for (conn, delta) in pending {
+            let user = match &delta {
+                Delta::Connected(live) => &live.user,
+                Delta::Disconnected(user) => user,
+            };
+            deltas.entry(owner(ring, user)).or_default().push((conn, delta));
+        }
+        let mut out = Vec::new();
+        for (id, lane) in &mut self.lanes {
+            let mine = deltas.remove(&**id).unwrap_or_default();
+            // A lane in backoff has resync set: its snapshot will carry these.
+            if !lane.due(now, config, !mine.is_empty()) {
+                continue;
+            }
+            lane.last_attempt = Some(now);
+            // Past half the lease since the last success, the lease may have
+            // lapsed on the service side (a paused process, a slow network):
+            // deltas alone would then leave the service missing sessions.
+            let stale = lane.last_ok.is_none_or(|at| now.duration_since(at) >= lane.lease_ttl / 2);
+            let mut req = pb::ReportRequest { gateway: gateway.to_owned(), ..Default::default() };
+            let snapshot = lane.resync || stale;
+            if snapshot {
+                req.snapshot = true;
+                req.connected = self
+                    .sessions
+                    .iter()
+                    .filter(|(_, live)| owner(ring, &live.user) == &**id)
+                    .map(|(conn, live)| session(live, conn))
+                    .collect();
+                lane.resync = false;
+            } else {
+                for (conn, delta) in mine {
+                    match delta {
+                        Delta::Connected(live) => req.connected.push(session(&live, &conn)),
+                        Delta::Disconnected(user) => {
+                            req.disconnected.push(pb::Session { user, conn, ..Default::default() })
+                        }
+                    }
+                }
+            }
+            out.push(Outgoing { lane: id.clone(), client: lane.client.clone(), req, snapshot });
+        }
+        out
+    }
+}
+
+impl Lane {
+    fn new(client: PresenceClient) -> Self {
+        Self {
+            client,
+            instance: None,
+            resync: true,
+            last_attempt: None,
+            last_ok: None,
+            lease_ttl: DEFAULT_LEASE_TTL,
+            backoff: Duration::ZERO,
+            retry_at: None,
+            ok: false,
+        }
+    }
+
     /// Whether a report should go out now.
-    fn due(&self, now: Instant, config: &ReporterConfig) -> bool {
+    fn due(&self, now: Instant, config: &ReporterConfig, has_deltas: bool) -> bool {
         if self.retry_at.is_some_and(|at| now < at) {
             return false;
         }
-        self.resync
-            || !self.pending.is_empty()
-            || self.last_attempt.is_none_or(|at| now.duration_since(at) >= config.lease_renewal)
-    }
-
-    /// The next report (and whether it is a snapshot); clears what it carries.
-    fn take_request(&mut self, now: Instant, gateway: &str) -> (pb::ReportRequest, bool) {
-        self.last_attempt = Some(now);
-        // Past half the lease since the last success, the lease may have
-        // lapsed on the service side (a paused process, a slow network):
-        // deltas alone would then leave the service missing sessions.
-        let stale = self.last_ok.is_none_or(|at| now.duration_since(at) >= self.lease_ttl / 2);
-        let mut req = pb::ReportRequest { gateway: gateway.to_owned(), ..Default::default() };
-        let pending = std::mem::take(&mut self.pending);
-        let snapshot = self.resync || stale;
-        if snapshot {
-            req.snapshot = true;
-            req.connected = self.sessions.iter().map(|(conn, live)| session(live, conn)).collect();
-            self.resync = false;
-            return (req, true);
-        }
-        for (conn, delta) in pending {
-            match delta {
-                Delta::Connected(live) => req.connected.push(session(&live, &conn)),
-                Delta::Disconnected(user) => req.disconnected.push(pb::Session { user, conn, ..Default::default() }),
-            }
-        }
-        (req, false)
+        self.resync || has_deltas || self.last_attempt.is_none_or(|at| now.duration_since(at) >= config.lease_renewal)
     }
 
     /// Records a successful report.
     fn succeeded(&mut self, now: Instant, snapshot: bool, reply: pb::ReportReply, config: &ReporterConfig) {
+        self.ok = true;
         self.last_ok = Some(now);
         self.backoff = Duration::ZERO;
         self.retry_at = None;
         if reply.lease_ttl_ms > 0 {
             self.lease_ttl = Duration::from_millis(reply.lease_ttl_ms.into());
+        }
+        if reply.misrouted > 0 {
+            // The replica's ring and ours differ for now: what it ignored
+            // belongs somewhere, so snapshot again until the rings agree.
+            self.resync = true;
         }
         if self.instance.as_deref() == Some(reply.instance.as_str()) {
             return;
@@ -313,6 +418,7 @@ impl State {
     /// Records a failed report: what it carried may be lost, so the next one
     /// is a snapshot, after a growing pause.
     fn failed(&mut self, now: Instant, config: &ReporterConfig) {
+        self.ok = false;
         self.resync = true;
         self.backoff = (self.backoff * 2).max(config.batch_interval).min(config.lease_renewal);
         self.retry_at = Some(now + self.backoff);

@@ -5,17 +5,27 @@
 //! tells gateways the service restarted, input validation, metrics, and the
 //! two ways changes leave the service — `sb.presence.<user>` on the bus for
 //! gateways, and the gRPC `Watch` stream for backends.
+//!
+//! As one of several replicas ([`PresenceService::join_ring`]) it keeps only
+//! the users the ring gives it: sessions of other users in a report are
+//! ignored (the gateway's view of the ring was behind), and users the ring
+//! moves elsewhere are dropped without an event, since their new replica
+//! announces them. A replica outside the ring (not yet heard, or draining)
+//! keeps everything it is told.
 
 use std::collections::HashSet;
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::{Duration, Instant};
 use tonic::service::interceptor::InterceptedService;
 
 use crate::rpc::presence_server::{Presence, PresenceServer};
+use bus::membership::Membership;
+use bus::ring::Ring;
 use bus::Bus;
 use proto::pb;
 use proto::subject;
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::mpsc;
 use tonic::{Request, Response, Status};
 
 use crate::inbox::{InboxStore, MemoryInbox};
@@ -33,9 +43,6 @@ pub const MAX_REPORT_BYTES: usize = 64 << 20;
 /// How often leases and grace periods are checked; the lag of an offline
 /// change behind its timestamp is at most this.
 const SWEEP_INTERVAL: Duration = Duration::from_millis(250);
-
-/// Changes a `Watch` stream may fall behind by before it skips ahead.
-const WATCH_BUFFER: usize = 4096;
 
 /// Changes waiting for the bus before new ones are dropped (the broker may be
 /// reconnecting; the store must not wait for it).
@@ -56,12 +63,29 @@ pub struct PresenceService {
     instance: String,
     /// The lease TTL as sent to gateways.
     lease_ttl_ms: u32,
-    /// Every change, for `Watch` streams.
-    changes: broadcast::Sender<pb::PresenceChange>,
+    /// Where changes go out, and `Watch` streams read them back.
+    bus: Bus,
     /// Every change, in order, for the bus publisher task.
     publish: mpsc::Sender<pb::PresenceChange>,
     /// `user_online` and `user_offline` for the application's backend.
     webhooks: Option<shell::webhook::Webhooks>,
+    /// This replica's place among others, when it has any.
+    replica: OnceLock<Replica>,
+}
+
+/// A replica's id and the ring it splits users by.
+struct Replica {
+    id: String,
+    membership: Membership,
+    /// The ring version whose foreign users were last dropped.
+    handed_off: AtomicU64,
+}
+
+impl Replica {
+    /// Whether this replica keeps `user` on `ring`.
+    fn owns(&self, ring: &Ring, user: &str) -> bool {
+        ring.is_empty() || !ring.contains(&self.id) || ring.owner(user) == Some(self.id.as_str())
+    }
 }
 
 impl PresenceService {
@@ -83,20 +107,51 @@ impl PresenceService {
         inbox: Arc<dyn InboxStore>,
     ) -> Arc<Self> {
         let (publish, queue) = mpsc::channel(PUBLISH_QUEUE);
-        let (changes, _) = broadcast::channel(WATCH_BUFFER);
         let service = Arc::new(Self {
             store: Mutex::new(Store::new(config)),
             inbox,
             instance: format!("{:016x}", rand::random::<u64>()),
             lease_ttl_ms: config.lease_ttl.as_millis().min(u32::MAX as u128) as u32,
-            changes,
+            bus: bus.clone(),
             publish,
             webhooks,
+            replica: OnceLock::new(),
         });
         tokio::spawn(publish_changes(bus, queue));
         tokio::spawn(sweep(Arc::downgrade(&service)));
         tracing::info!(instance = %service.instance, ?config, "presence service started");
         service
+    }
+
+    /// Makes this service replica `id` of the ring `membership` hears
+    /// (presence replicas on `sb.ctl.presence`), from now on. Once only.
+    pub fn join_ring(self: &Arc<Self>, id: String, mut membership: Membership) {
+        let replica = Replica { id, membership: membership.clone(), handed_off: AtomicU64::new(0) };
+        if self.replica.set(replica).is_err() {
+            return;
+        }
+        let service = Arc::downgrade(self);
+        tokio::spawn(async move {
+            while membership.next_change().await {
+                let Some(service) = service.upgrade() else { return };
+                service.follow_ring();
+            }
+        });
+    }
+
+    /// Drops the users the ring gave to another replica since the last call.
+    /// Returns the ring, when this is a replica.
+    fn follow_ring(&self) -> Option<(&Replica, Arc<Ring>)> {
+        let replica = self.replica.get()?;
+        let ring = replica.membership.ring();
+        if replica.handed_off.swap(ring.version(), Ordering::Relaxed) != ring.version() {
+            let moved = self.store.lock().unwrap().hand_off(|user| replica.owns(&ring, user));
+            if moved > 0 {
+                tracing::info!(moved, members = ?ring.members(), "users moved to other presence replicas");
+                metrics::counter!("switchboard_presence_handed_off_total").increment(moved as u64);
+            }
+        }
+        Some((replica, ring))
     }
 
     /// This start's instance id (16 hex digits).
@@ -144,8 +199,6 @@ impl PresenceService {
             metrics::counter!("switchboard_presence_changes_total", "online" => online).increment(1);
             let change =
                 pb::PresenceChange { user: change.user, online: change.online, ts: change.ts, status: change.status };
-            // No watchers is not an error.
-            let _ = self.changes.send(change.clone());
             if self.publish.try_send(change).is_err() {
                 metrics::counter!("switchboard_presence_dropped_total", "reason" => "publish_queue_full").increment(1);
             }
@@ -169,6 +222,14 @@ impl Presence for PresenceService {
         if dropped > 0 {
             tracing::warn!(gateway = %req.gateway, dropped, "ignoring sessions with invalid ids");
         }
+        let mut misrouted = 0;
+        if let Some((replica, ring)) = self.follow_ring() {
+            let before = req.connected.len() + req.disconnected.len();
+            req.connected.retain(|s| replica.owns(&ring, &s.user));
+            req.disconnected.retain(|s| replica.owns(&ring, &s.user));
+            misrouted = before - req.connected.len() - req.disconnected.len();
+            metrics::counter!("switchboard_presence_misrouted_total").increment(misrouted as u64);
+        }
         if req.leaving {
             tracing::info!(gateway = %req.gateway, "gateway left");
         } else if req.snapshot {
@@ -176,7 +237,11 @@ impl Presence for PresenceService {
         }
         metrics::counter!("switchboard_presence_reports_total").increment(1);
         self.update(|store, now, now_ms| store.report(now, now_ms, &req));
-        Ok(Response::new(pb::ReportReply { instance: self.instance.clone(), lease_ttl_ms: self.lease_ttl_ms }))
+        Ok(Response::new(pb::ReportReply {
+            instance: self.instance.clone(),
+            lease_ttl_ms: self.lease_ttl_ms,
+            misrouted: misrouted.min(u32::MAX as usize) as u32,
+        }))
     }
 
     async fn enqueue(&self, request: Request<pb::QueuedDirect>) -> Result<Response<pb::EnqueueReply>, Status> {
@@ -218,8 +283,9 @@ impl Presence for PresenceService {
             return Err(Status::invalid_argument("no users to watch"));
         }
         check_users(&users)?;
-        let changes = self.changes.subscribe();
-        Ok(Response::new(watch::watch(changes, users.into_iter().collect::<HashSet<_>>())))
+        let users: HashSet<String> = users.into_iter().collect();
+        let changes = watch::watch(&self.bus, users).await.map_err(|e| Status::unavailable(format!("bus: {e}")))?;
+        Ok(Response::new(changes))
     }
 }
 

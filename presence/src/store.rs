@@ -169,6 +169,16 @@ impl Store {
             .collect()
     }
 
+    /// Forgets, without a change, every user `keep` rejects, their sessions
+    /// on every gateway included: they moved to another presence replica,
+    /// which announces them from now on. Returns how many users went.
+    pub fn hand_off(&mut self, keep: impl Fn(&str) -> bool) -> usize {
+        for gateway in self.gateways.values_mut() {
+            gateway.sessions.retain(|_, user| keep(user));
+        }
+        self.users.forget(|user| !keep(user))
+    }
+
     /// Users currently shown online (including those in grace).
     pub fn online_users(&self) -> usize {
         self.users.online()

@@ -411,3 +411,28 @@ fn query_answers_in_request_order() {
     let summary: Vec<_> = got.iter().map(|p| (p.user.as_str(), p.online)).collect();
     assert_eq!(summary, [("alice", false), ("bob", true), ("alice", false)]);
 }
+
+#[test]
+fn users_handed_off_to_another_replica_leave_without_a_change() {
+    let mut h = Harness::new();
+    h.connect("g1", "alice", "c1");
+    h.connect("g2", "alice", "c2");
+    h.connect("g1", "bob", "c3");
+    h.connect("g1", "carol", "c4");
+    h.disconnect("g1", "carol", "c4"); // carol is in grace
+                                       // (users kept, users handed off, online after)
+    let moved = h.store.hand_off(|u| u == "bob");
+    assert_eq!(moved, 2, "alice and carol went");
+    assert_eq!(h.store.sessions(), 1, "only bob's session is left");
+    assert_eq!(h.store.online_users(), 1);
+    assert!(!h.online("alice") && !h.online("carol") && h.online("bob"));
+    // Carol's grace ends here without an offline: her new replica says so.
+    assert!(h.advance(GRACE * 2).is_empty());
+    // A user back on this replica is announced again.
+    assert_eq!(h.connect("g1", "alice", "c1"), vec![online_at("alice", h.now_ms())]);
+    // And leaves normally: the old grace deadline is skipped, the new one counts.
+    h.disconnect("g1", "alice", "c1");
+    assert!(h.advance(GRACE / 2).is_empty());
+    let ends = h.now_ms() + (GRACE / 2).as_millis() as i64;
+    assert_eq!(h.advance(GRACE / 2), vec![offline_at("alice", ends)]);
+}

@@ -173,6 +173,22 @@ impl Users {
         }
     }
 
+    /// Drops every user `gone` names, whatever their state, without a
+    /// change (their deadlines are skipped when popped). Returns how many.
+    pub(crate) fn forget(&mut self, gone: impl Fn(&str) -> bool) -> usize {
+        let before = self.users.len();
+        let mut online = 0;
+        self.users.retain(|user, state| {
+            let drop = gone(user);
+            if drop && matches!(state, State::Online { .. } | State::Grace { .. }) {
+                online += 1;
+            }
+            !drop
+        });
+        self.online -= online;
+        before - self.users.len()
+    }
+
     /// Whether `user` counts as online, when they were last seen (`now_ms`
     /// while online, 0 if never or long ago), and their status while online.
     pub(crate) fn get(&self, user: &str, now_ms: i64) -> (bool, i64, &str) {

@@ -16,6 +16,8 @@ pub const INVALID_ROOM: &str = "room ids are 1-128 characters of [A-Za-z0-9_:@-]
 
 /// Router announcements (`RouterAnnounce`), every 500 ms per router.
 pub const ROUTER_ANNOUNCE: &str = "sb.ctl.router";
+/// Presence replica announcements (`PresenceAnnounce`), every 500 ms per replica.
+pub const PRESENCE_ANNOUNCE: &str = "sb.ctl.presence";
 /// Gateway announcements (`GatewayAnnounce`), every 1 s per gateway.
 pub const GATEWAY_ANNOUNCE: &str = "sb.ctl.gateway";
 

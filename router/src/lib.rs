@@ -12,23 +12,22 @@
 //! inside `gateway --standalone` over the in-process broker and as the
 //! `router` binary over NATS.
 
-pub mod announce;
 pub mod api;
 pub mod batch;
 pub mod client;
 pub mod gateways;
 pub mod history;
-pub mod membership;
 pub mod metrics;
 pub mod namespace;
 pub mod node;
 pub mod owner;
 pub mod reads;
-pub mod ring;
 pub mod room;
 pub mod store;
 mod store_jetstream;
 mod store_memory;
+
+pub use bus::{announce, membership, ring};
 
 /// The generated `Rooms` gRPC service (server and client) over `proto`'s messages.
 pub mod rpc {

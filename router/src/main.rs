@@ -103,7 +103,8 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let presence = match &config.presence_url {
         Some(url) => {
             let token = config.presence_token.as_deref().unwrap_or(&config.api.api_token);
-            Some(presence::PresenceClient::connect_lazy(url, token).context("--presence-url")?)
+            let gauge = "switchboard_router_presence_ring_size";
+            Some(presence::PresenceClient::cluster(&bus, url, token, gauge).await.context("--presence-url")?)
         }
         None => None,
     };
@@ -120,9 +121,9 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let (ready_bus, ready_membership, ready_id) = (bus.clone(), node.membership.clone(), id.clone());
     let ready: shell::admin::ReadyCheck = Arc::new(move || {
         vec![
-            ("nats", ready_bus.is_connected()),
-            ("in_ring", ready_membership.ring().contains(&ready_id)),
-            ("settled", ready_membership.is_settled()),
+            ("nats", ready_bus.is_connected().into()),
+            ("in_ring", ready_membership.ring().contains(&ready_id).into()),
+            ("settled", ready_membership.is_settled().into()),
         ]
     });
     let admin = shell::admin::serve(config.admin_listen, metrics, ready)

@@ -10,6 +10,10 @@ pub fn describe() {
     describe_gauge!("switchboard_router_rooms", "Rooms this router owns.");
     describe_gauge!("switchboard_router_members", "Member connections over the rooms this router owns.");
     describe_gauge!("switchboard_router_ring_size", "Routers in this router's ring.");
+    describe_gauge!(
+        "switchboard_router_presence_ring_size",
+        "Presence replicas in this router's ring (0: one service at --presence-url)."
+    );
     describe_counter!("switchboard_router_publishes_total", "Messages sequenced by this router.");
     describe_counter!("switchboard_router_reads_total", "Read markers moved forward.");
     describe_counter!(
@@ -36,7 +40,12 @@ pub fn describe() {
         metrics::counter!("switchboard_router_members_changed_total", "truncated" => truncated).absolute(0);
     }
     metrics::counter!("switchboard_router_room_full_total").absolute(0);
-    for gauge in ["switchboard_router_rooms", "switchboard_router_members", "switchboard_router_ring_size"] {
+    for gauge in [
+        "switchboard_router_rooms",
+        "switchboard_router_members",
+        "switchboard_router_ring_size",
+        "switchboard_router_presence_ring_size",
+    ] {
         metrics::gauge!(gauge).set(0.0);
     }
     describe_gauge!(
@@ -94,14 +103,6 @@ pub fn describe() {
         metrics::counter!("switchboard_router_store_loads_total", "outcome" => outcome).absolute(0);
     }
     bus::metrics::describe("router");
-}
-
-/// The ring-size gauge of `service`: a router's ring, or a gateway's.
-pub fn ring_size(service: &str) -> &'static str {
-    match service {
-        "gateway" => "switchboard_gateway_ring_size",
-        _ => "switchboard_router_ring_size",
-    }
 }
 
 // Typed helpers: every metric is recorded through these.

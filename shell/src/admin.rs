@@ -2,7 +2,10 @@
 //!
 //! `/metrics` (Prometheus text), `/healthz` (the process is alive) and
 //! `/readyz` (it can do its job: each binary supplies its own checks, and a
-//! failing check is named in the 503 body so an operator sees why).
+//! failing check is named in the 503 body so an operator sees why). A
+//! check that only degrades the answers (presence, for a gateway) is named
+//! in a 200 body: taking every gateway out of a load balancer because a
+//! helper is down would turn a degraded cluster into a dead one.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -15,8 +18,30 @@ use hyper_util::rt::TokioIo;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
 
-/// Readiness checks: each a name and whether it currently passes.
-pub type ReadyCheck = Arc<dyn Fn() -> Vec<(&'static str, bool)> + Send + Sync>;
+/// Readiness checks: each a name and how it stands now.
+pub type ReadyCheck = Arc<dyn Fn() -> Vec<(&'static str, Readiness)> + Send + Sync>;
+
+/// How one readiness check stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Readiness {
+    /// Passing.
+    Ready,
+    /// Failing, but the process still does its job with poorer answers.
+    Degraded,
+    /// Failing: the process cannot do its job (503).
+    NotReady,
+}
+
+impl From<bool> for Readiness {
+    /// A required check: passing or not ready.
+    fn from(ok: bool) -> Self {
+        if ok {
+            Self::Ready
+        } else {
+            Self::NotReady
+        }
+    }
+}
 
 /// Binds `addr` and serves the admin endpoint until the process exits.
 /// Returns the bound address (useful with port 0).
@@ -50,11 +75,14 @@ fn route<B>(req: &Request<B>, metrics: &PrometheusHandle, ready: &ReadyCheck) ->
         "/healthz" => text(StatusCode::OK, "ok\n".into(), "text/plain"),
         "/readyz" => {
             let checks = ready();
-            let failing: Vec<_> = checks.iter().filter(|(_, ok)| !ok).map(|(n, _)| *n).collect();
+            let named = |r: Readiness| checks.iter().filter(|(_, c)| *c == r).map(|(n, _)| *n).collect::<Vec<_>>();
+            let (failing, degraded) = (named(Readiness::NotReady), named(Readiness::Degraded));
+            let degraded =
+                if degraded.is_empty() { String::new() } else { format!("degraded: {}\n", degraded.join(", ")) };
             if failing.is_empty() {
-                text(StatusCode::OK, "ready\n".into(), "text/plain")
+                text(StatusCode::OK, format!("ready\n{degraded}"), "text/plain")
             } else {
-                let body = format!("not ready: {}\n", failing.join(", "));
+                let body = format!("not ready: {}\n{degraded}", failing.join(", "));
                 text(StatusCode::SERVICE_UNAVAILABLE, body, "text/plain")
             }
         }

@@ -71,11 +71,16 @@ impl Backends {
         let bus = Bus::nats(nats, id, "gateway").await.context("--nats-url")?;
         let membership = Membership::start(
             &bus,
-            MembershipConfig { service: "gateway", vnodes: config.vnodes, ..MembershipConfig::default() },
+            MembershipConfig {
+                gauge: "switchboard_gateway_ring_size",
+                vnodes: config.vnodes,
+                ..MembershipConfig::default()
+            },
         )
         .await?;
         let token = config.presence_token.as_deref().unwrap_or(&config.api.api_token);
-        let presence = PresenceClient::connect_lazy(presence, token).context("--presence-url")?;
+        let gauge = "switchboard_gateway_presence_ring_size";
+        let presence = PresenceClient::cluster(&bus, presence, token, gauge).await.context("--presence-url")?;
         Ok(Self {
             router: RouterClient::new(bus.clone(), membership, CallConfig::default()),
             presence,

@@ -9,6 +9,7 @@ use presence::Reporter;
 use prost::Message as _;
 use proto::internal;
 use proto::subject;
+use shell::admin::Readiness;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -104,11 +105,13 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     };
     let ready_hub = hub.clone();
     let ready: shell::admin::ReadyCheck = Arc::new(move || {
+        // Presence down degrades answers (see ops/presence.rs), nothing more.
+        let presence = if ready_hub.reporter.reachable() { Readiness::Ready } else { Readiness::Degraded };
         vec![
-            ("broker", ready_hub.bus.is_connected()),
-            ("ring", !ready_hub.router.membership().ring().is_empty()),
-            ("presence", ready_hub.reporter.reachable()),
-            ("not_draining", !ready_hub.is_draining()),
+            ("broker", ready_hub.bus.is_connected().into()),
+            ("ring", (!ready_hub.router.membership().ring().is_empty()).into()),
+            ("presence", presence),
+            ("not_draining", (!ready_hub.is_draining()).into()),
         ]
     });
     let admin = shell::admin::serve(config.admin_listen, metrics, ready)

@@ -14,6 +14,7 @@ mod support;
 
 mod durable;
 mod gateways;
+mod presence;
 mod routers;
 mod services;
 mod storm;

@@ -25,8 +25,24 @@ async fn presence_killed_and_restarted_is_refilled_within_one_lease_interval() {
     for round in 0..rounds() {
         let before = instance(&cluster);
         cluster.presence.as_mut().unwrap().kill9();
-        let body = wait_readyz(&cluster.gateways[0].admin, 503, Duration::from_secs(8)).await;
-        assert!(body.contains("presence"), "/readyz names presence: {body}");
+        // Presence down degrades answers; the gateway stays ready.
+        let deadline = Instant::now() + Duration::from_secs(8);
+        loop {
+            let (status, body) = http_get(&format!("{}/readyz", cluster.gateways[0].admin)).await;
+            assert_eq!(status, 200, "presence down must not make a gateway unready: {body}");
+            if body.contains("degraded: presence") {
+                break;
+            }
+            assert!(Instant::now() < deadline, "/readyz never named presence as degraded: {body}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(metric(&cluster.gateways[0].metrics().await, "switchboard_gateway_presence_degraded"), 1.0);
+        // New connections are accepted; presence answers from the gateway's
+        // own connections and says so.
+        let mut late = cluster.gateways[0].json("late").await;
+        let r = late.request(json!({"op": "presence", "users": ["ann", "ben"]})).await.unwrap();
+        assert_eq!((r["ok"].as_bool(), r["degraded"].as_bool()), (Some(true), Some(true)), "{r}");
+        assert_eq!(online(&r), [true, false], "ann is connected here, ben only elsewhere: {r}");
         cluster.start_presence();
         let restarted = Instant::now();
         assert_ne!(instance(&cluster), before, "a fresh presence service, with none of the old state");

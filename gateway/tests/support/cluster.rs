@@ -152,6 +152,10 @@ pub struct Cluster {
     presence_extra: Vec<String>,
     /// Flags routers get besides `common`.
     router_extra: Vec<String>,
+    /// Presence replicas after the first (`presence-2`, …), when replicated.
+    pub replicas: Vec<Proc>,
+    /// Presence runs as replicas (`--advertise`); the first is the first contact.
+    replicated: bool,
 }
 
 impl Cluster {
@@ -224,30 +228,90 @@ impl Cluster {
             common: common.iter().map(|s| s.to_string()).collect(),
             presence_extra: presence.iter().map(|s| s.to_string()).collect(),
             router_extra: Vec::new(),
+            replicas: Vec::new(),
+            replicated: false,
+        }
+    }
+
+    /// [`Cluster::start`] with `replicas` presence replicas (`--advertise`);
+    /// waits until every gateway hears all of them.
+    pub async fn start_replicated(routers: usize, gateways: usize, replicas: usize) -> Self {
+        let mut c = Self::bare(Nats::start(), &[], &[]);
+        c.replicated = true;
+        c.start_services(routers);
+        for _ in 1..replicas {
+            c.start_replica();
+        }
+        for i in 1..=gateways {
+            c.start_gateway(&format!("gw-{i}"));
+        }
+        c.wait_ring(routers).await;
+        c.wait_gateways_ready().await;
+        c.wait_presence_ring(replicas).await;
+        c
+    }
+
+    /// Starts the next presence replica (`presence-2`, …); returns its index
+    /// in `replicas`.
+    pub fn start_replica(&mut self) -> usize {
+        let id = format!("presence-{}", self.replicas.len() + 2);
+        let (proc, _) = self.presence_proc(&id, 0);
+        self.replicas.push(proc);
+        self.replicas.len() - 1
+    }
+
+    /// Waits until every gateway's presence ring has `n` replicas.
+    pub async fn wait_presence_ring(&self, n: usize) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        for g in &self.gateways {
+            while super::metric(&g.metrics().await, "switchboard_gateway_presence_ring_size") != n as f64 {
+                assert!(std::time::Instant::now() < deadline, "{} never heard {n} presence replicas", g.ws);
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
         }
     }
 
     /// Starts presence: on a port of its choosing the first time, in place after.
     pub fn start_presence(&mut self) {
-        let mut args: Vec<String> = [
-            "--nats-url",
-            &self.nats.url,
-            "--id",
-            "presence-1",
-            "--listen",
-            &format!("127.0.0.1:{}", self.presence_port),
-            "--admin-listen",
-            "127.0.0.1:0",
-            "--api-token",
-            API_TOKEN,
-        ]
-        .map(str::to_owned)
-        .into();
-        args.extend(self.presence_extra.iter().cloned());
-        let proc = Proc::start("presence", &binary("presence"), &args, Some("admin"));
-        let grpc = proc.printed("grpc").expect("a grpc line");
-        self.presence_port = grpc.rsplit(':').next().unwrap().parse().unwrap();
+        let (proc, port) = self.presence_proc("presence-1", self.presence_port);
+        self.presence_port = port;
         self.presence = Some(proc);
+    }
+
+    /// Starts presence `id` on `port` (0: any); a replica advertises it.
+    fn presence_proc(&self, id: &str, port: u16) -> (Proc, u16) {
+        let start = |port: u16| {
+            let mut args: Vec<String> = [
+                "--nats-url",
+                &self.nats.url,
+                "--id",
+                id,
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--admin-listen",
+                "127.0.0.1:0",
+                "--api-token",
+                API_TOKEN,
+            ]
+            .map(str::to_owned)
+            .into();
+            if self.replicated {
+                args.extend(["--advertise".to_owned(), format!("127.0.0.1:{port}")]);
+            }
+            args.extend(self.presence_extra.iter().cloned());
+            Proc::start(id, &binary("presence"), &args, Some("admin"))
+        };
+        if !self.replicated {
+            let proc = start(port);
+            let grpc = proc.printed("grpc").expect("a grpc line");
+            let port = grpc.rsplit(':').next().unwrap().parse().unwrap();
+            return (proc, port);
+        }
+        // A replica advertises its port, so it picks one first.
+        match port {
+            0 => retry_on_port(start, |_| true),
+            port => (start(port), port),
+        }
     }
 
     /// Starts the next router (`r-1`, `r-2`, …); returns its index.

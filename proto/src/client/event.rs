@@ -61,8 +61,10 @@ pub enum ReplyBody {
     /// `members`: a list capped in entries and bytes, the exact count, and
     /// whether the list is shorter than the count.
     Members { members: Vec<pb::Member>, count: u32, truncated: bool },
-    /// `presence` and `watch`: the users' current state.
-    Presence { users: Vec<pb::UserPresence> },
+    /// `presence` and `watch`: the users' current state; `degraded` when
+    /// presence could not be asked and the gateway answered from its own
+    /// connections alone.
+    Presence { users: Vec<pb::UserPresence>, degraded: bool },
     /// `refresh`: the connection's new expiry (seconds since the Unix epoch).
     Refresh { exp: i64 },
     /// `send`: whether a connection of the user got it (else it waits).
@@ -299,7 +301,10 @@ fn body_json(o: &mut Obj, body: &ReplyBody) {
             });
             o.num("count", *count).bool("truncated", *truncated);
         }
-        ReplyBody::Presence { users } => {
+        ReplyBody::Presence { users, degraded } => {
+            if *degraded {
+                o.bool("degraded", true);
+            }
             o.with("users", |buf| {
                 json_array(buf, users, |u| {
                     let mut e = Obj::bare();
@@ -345,7 +350,9 @@ fn body_proto(body: &ReplyBody) -> Option<pb::reply::Result> {
         ReplyBody::Members { members, count, truncated } => {
             R::Members(pb::MembersResult { members: members.clone(), count: *count, truncated: *truncated })
         }
-        ReplyBody::Presence { users } => R::Presence(pb::PresenceResult { users: users.clone() }),
+        ReplyBody::Presence { users, degraded } => {
+            R::Presence(pb::PresenceResult { users: users.clone(), degraded: *degraded })
+        }
         ReplyBody::Refresh { exp } => R::Refresh(pb::RefreshResult { exp: *exp }),
         ReplyBody::Send { delivered } => R::Send(pb::SendResult { delivered: *delivered }),
     })

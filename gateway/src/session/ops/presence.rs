@@ -23,10 +23,7 @@ pub fn status(s: &mut Session, status: String) -> Answer {
 
 pub async fn query(s: &mut Session, users: Vec<String>) -> Answer {
     check_watch(s, &users)?;
-    match ask(s, users).await {
-        Some(users) => Ok(Some(ReplyBody::Presence { users })),
-        None => fail(ErrorCode::Unavailable, "presence unavailable; retry"),
-    }
+    Ok(Some(ask(s, users).await))
 }
 
 pub async fn watch(s: &mut Session, users: Vec<String>) -> Answer {
@@ -54,10 +51,7 @@ pub async fn watch(s: &mut Session, users: Vec<String>) -> Answer {
         s.watching.insert(user.clone());
     }
     // The current state, so the watcher needs no separate query.
-    match ask(s, users).await {
-        Some(users) => Ok(Some(ReplyBody::Presence { users })),
-        None => Ok(Some(ReplyBody::Empty)),
-    }
+    Ok(Some(ask(s, users).await))
 }
 
 pub fn unwatch(s: &mut Session, users: Vec<String>) -> Answer {
@@ -77,12 +71,22 @@ fn check_watch(s: &Session, users: &[String]) -> Result<(), Failure> {
 
 /// Asks presence, then corrects for users connected here: their reports may
 /// still be in the current batch, and a client asking about a user it can
-/// see on this gateway must not be told they are offline.
-async fn ask(s: &Session, users: Vec<String>) -> Option<Vec<pb::UserPresence>> {
-    let mut answer = s.hub.presence.query(users).await.ok()?;
+/// see on this gateway must not be told they are offline. Without presence
+/// (down, or a replica lost a moment ago) the answer degrades to this
+/// gateway's own connections, and says so.
+async fn ask(s: &Session, users: Vec<String>) -> ReplyBody {
+    let (mut answer, degraded) = match s.hub.presence.query(users.clone()).await {
+        Ok(answer) => (answer, false),
+        Err(status) => {
+            tracing::debug!(%status, "presence query failed: answering from this gateway");
+            metrics::counter!("switchboard_gateway_presence_degraded_answers_total").increment(1);
+            let unknown = users.into_iter().map(|user| pb::UserPresence { user, ..Default::default() });
+            (unknown.collect(), true)
+        }
+    };
     for u in answer.iter_mut().filter(|u| !u.online && s.hub.direct.contains(&u.user)) {
         u.online = true;
         u.last_seen_ms = proto::now_ms();
     }
-    Some(answer)
+    ReplyBody::Presence { users: answer, degraded }
 }
