@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # A Switchboard cluster on loopback, without Docker: nats-server (with
-# JetStream, its store in $LOGS/jetstream), presence, two routers and two
+# JetStream, its store in $LOGS/jetstream), two presence replicas, two routers and two
 # gateways. Routers keep rooms and presence the inbox in JetStream, so a
 # killed router costs a pause and nothing else. Ctrl-C stops everything.
 #
@@ -14,7 +14,7 @@
 # (CONFIG=… for another file).
 #
 # Ports: gateways ws 8081/8082 (admin 9191/9192, grpc 7171/7172), routers
-# admin 9291/9292 (grpc 7271/7272), presence grpc 7070 (admin 9092), NATS 4222.
+# admin 9291/9292 (grpc 7271/7272), presence grpc 7070/7073 (admin 9092/9093), NATS 4222.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -71,8 +71,12 @@ start() { # name, command...
 NATS_URL=nats://127.0.0.1:$NATS_PORT
 start nats "$NATS" -a 127.0.0.1 -p "$NATS_PORT" -js -sd "$LOGS/jetstream"
 sleep 0.5
-start presence "$BIN/presence" --nats-url "$NATS_URL" --id presence-1 --listen 127.0.0.1:7070 --admin-listen 127.0.0.1:9092 \
-  --inbox-store "$STORE"
+# Two presence replicas split the users; 7070 is everyone's first contact.
+for i in 1 2; do
+  port=$((7070 + (i - 1) * 3))
+  start "presence-$i" "$BIN/presence" --nats-url "$NATS_URL" --id "presence-$i" --listen "127.0.0.1:$port" \
+    --admin-listen "127.0.0.1:909$((i + 1))" --advertise "127.0.0.1:$port" --inbox-store "$STORE"
+done
 for i in 1 2; do
   start "router-$i" "$BIN/router" --nats-url "$NATS_URL" --id "router-$i" --config "$CONFIG" \
     --admin-listen "127.0.0.1:929$i" --grpc-listen "127.0.0.1:727$i" --api-listen "127.0.0.1:809$i" \
@@ -96,7 +100,7 @@ cat <<INFO
 
 Switchboard local cluster is up (JWT secret: $SECRET).
   gateways   ws://127.0.0.1:8081/ws  ws://127.0.0.1:8082/ws
-  metrics    http://127.0.0.1:9191/metrics (gateway-1), :9291 (router-1), :9092 (presence)
+  metrics    http://127.0.0.1:9191/metrics (gateway-1), :9291 (router-1), :9092 (presence-1)
   server API gRPC 127.0.0.1:7271 (router-1), 127.0.0.1:7272 (router-2)
              HTTP http://127.0.0.1:8091/api/ (router-1), http://127.0.0.1:8092/api/ (router-2)
   logs       $LOGS/

@@ -37,9 +37,18 @@ fn compose_file_is_valid_and_matches_the_binaries() {
     let config = compose_config(&compose, &file, Some(&env), &[]);
     let services = config["services"].as_object().expect("services");
     let names: BTreeSet<&str> = services.keys().map(String::as_str).collect();
-    for expected in
-        ["nats", "presence", "router-1", "router-2", "gateway-1", "gateway-2", "lb", "prometheus", "grafana"]
-    {
+    for expected in [
+        "nats",
+        "presence",
+        "presence-2",
+        "router-1",
+        "router-2",
+        "gateway-1",
+        "gateway-2",
+        "lb",
+        "prometheus",
+        "grafana",
+    ] {
         assert!(names.contains(expected), "no service {expected} in {names:?}");
     }
 
@@ -174,8 +183,10 @@ fn compose_file_is_valid_and_matches_the_binaries() {
                 "{name}"
             );
         }
-        if name == "presence" {
+        if name.starts_with("presence") {
             assert_eq!(env["SB_INBOX_STORE"].as_str(), Some("jetstream"), "{name}");
+            // Each replica advertises its own service name and gRPC port.
+            assert_eq!(env["SB_ADVERTISE"].as_str(), Some(format!("{name}:7070").as_str()), "{name}");
         }
     }
 
