@@ -102,7 +102,7 @@ describe('every API call', () => {
     assert.deepEqual(alice.rooms, ['api-room']);
 
     const ack = await alice.publish('api-room', { text: 'hi', n: 1 });
-    assert.deepEqual(ack, { room: 'api-room', seq: 1 });
+    assert.deepEqual(ack, { room: 'api-room', seq: 1, duplicate: false });
     await bob.publish('api-room', 'plain string');
     await until(() => a.messages.length === 2 && b.messages.length === 2, 'both see both messages');
     assert.deepEqual(a.data(), [{ text: 'hi', n: 1 }, 'plain string']);
