@@ -306,3 +306,12 @@ notes = os.path.join(here, "bench_notes.md")
 if os.path.exists(notes):
     print()
     print(open(notes).read().rstrip())
+
+# The Scale section belongs to loadtest/scale.sh: keep it as it was.
+sys.path.insert(0, here)
+from scale_report import kept  # noqa: E402
+
+scale = kept(os.path.join(here, "..", "docs", "benchmarks.md"))
+if scale:
+    print()
+    print(scale)

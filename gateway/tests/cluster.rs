@@ -292,3 +292,48 @@ async fn an_owner_answering_nonsense_gets_clients_internal_errors() {
     announcer.abort();
     answerer.abort();
 }
+
+/// `loadtest/scale.sh`, reduced to this suite's size: 5,000 connections in
+/// rooms of 100 over 3 gateways, 3 routers and 2 presence replicas, opened
+/// by 2 load workers, held through heartbeats, then a chat load and a last
+/// message per room. Every connection is held at once, every member ends
+/// with its room's last message, and nothing is lost, doubled or reordered.
+#[test]
+fn a_reduced_scale_run_holds_every_connection_and_loses_nothing() {
+    let out = support::process::TempDir::new("scale");
+    let gateway = support::process::binary("gateway");
+    let root = gateway.ancestors().find(|p| p.join("loadtest/scale.sh").exists()).expect("the workspace root");
+    let status = std::process::Command::new("bash")
+        .arg("loadtest/scale.sh")
+        .current_dir(root)
+        .envs([
+            ("CONNECTIONS", "5000"),
+            ("ROOMS", "50"),
+            ("GATEWAYS", "3"),
+            ("WORKERS", "2"),
+            ("HOLD", "4s"),
+            ("HEARTBEAT", "1s"),
+            ("DURATION", "5s"),
+            ("RATE", "0.1"),
+            ("CONNECT_RATE", "1500"),
+            ("BUILD", "0"),
+            ("WRITE", "0"),
+        ])
+        .env("BIN", gateway.parent().unwrap())
+        .env("NATS_SERVER", support::process::nats_server())
+        .env("OUT", &out.path)
+        .status()
+        .expect("bash runs loadtest/scale.sh");
+    let log = std::fs::read_to_string(out.path.join("loadtest.log")).unwrap_or_default();
+    assert!(status.success(), "scale.sh failed ({status}); loadtest said:\n{log}");
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.path.join("scale.json")).unwrap()).unwrap();
+    let figure = |name: &str| report["figures"][name]["value"].as_f64().unwrap_or(-1.0);
+    assert_eq!(figure("members held"), 5000.0, "{report}");
+    assert_eq!(figure("members at the end"), 5000.0, "{report}");
+    let c = &report["continuity"];
+    assert_eq!((c["lost"].as_u64(), c["duplicated"].as_u64(), c["resyncs"].as_u64()), (Some(0), Some(0), Some(0)));
+    assert!(figure("acknowledged") > 0.0 && report["correct"] == true, "{report}");
+    let section = std::fs::read_to_string(out.path.join("scale.md")).unwrap();
+    assert!(section.contains("| gateway | 3 |") && section.contains("| correct | yes |"), "{section}");
+}

@@ -18,3 +18,4 @@ pub mod scan;
 pub mod scenario;
 pub mod stats;
 pub mod token;
+pub mod workers;

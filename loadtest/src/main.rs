@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand};
 use loadtest::scenario::{api, broadcast, chat, connect, presence, reconnect, seat, slow, Protocol, Target};
 use loadtest::stats::Stats;
 use loadtest::token::SigningKey;
+use loadtest::workers::{self, Shard};
 
 /// Switchboard load generator.
 #[derive(Parser, Debug)]
@@ -46,6 +47,12 @@ struct Cli {
     #[arg(long, global = true, default_value_t = 1)]
     sources: u8,
 
+    /// Run the scenario in this many worker processes at once (each with the
+    /// sizes given, its own names and source addresses from 127.0.0.2) and
+    /// merge their figures: for runs past one process's descriptor limit.
+    #[arg(long, global = true, default_value_t = 1)]
+    workers: usize,
+
     /// Write every figure to this JSON file.
     #[arg(long, global = true)]
     json: Option<PathBuf>,
@@ -80,6 +87,13 @@ fn main() {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
+    let shard = Shard::from_env();
+    if shard.is_none() && cli.workers > 1 {
+        let dir = std::env::temp_dir().join(format!("loadtest-workers-{}", std::process::id()));
+        eprintln!("{} workers; their output in {}", cli.workers, dir.display());
+        let report = workers::coordinate(cli.workers, &dir).await?;
+        return finish(&cli, report);
+    }
     if let Scenario::Api(s) = &cli.scenario {
         let stats = Arc::new(Stats::new());
         let progress = loadtest::progress::start("api", stats.clone());
@@ -108,11 +122,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         (None, None) if cli.protocol == Protocol::Peer => None,
         (None, None) => anyhow::bail!("--secret or --token-key is required to mint tokens"),
     };
+    let sources = cli.sources.max(1);
     let target = Target {
         urls: cli.url.clone(),
         protocol: cli.protocol,
         key,
-        sources: cli.sources.max(1),
+        sources,
+        first_source: shard.map_or(1, |s| s.first_source(sources)),
+        prefix: shard.map(|s| s.prefix()).unwrap_or_default(),
         connect_rate: cli.connect_rate,
     };
     let stats = Arc::new(Stats::new());
@@ -147,10 +164,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     finish(&cli, report)
 }
 
-/// Prints the report, writes its files, and fails on correctness errors.
+/// Prints the report, writes its files (a worker: its report for the
+/// coordinator), and fails on correctness errors.
 fn finish(cli: &Cli, report: loadtest::report::Report) -> anyhow::Result<()> {
     print!("{}", report.table());
-    if let Some(path) = &cli.json {
+    if let Some(path) = workers::output() {
+        std::fs::write(path, serde_json::to_string(&report.worker_json())?)?;
+    } else if let Some(path) = &cli.json {
         std::fs::write(path, serde_json::to_string_pretty(&report.json())?)?;
     }
     if let Some(path) = &cli.plot {

@@ -211,6 +211,110 @@ impl Report {
         s.push_str("</svg>\n");
         s
     }
+
+    /// [`Report::json`] plus what a coordinator needs to merge it exactly:
+    /// every recorded latency value with its count, the errors, and whether
+    /// resyncs were expected.
+    pub fn worker_json(&self) -> Value {
+        let mut v = self.json();
+        let recorded: serde_json::Map<String, Value> = self
+            .histograms
+            .iter()
+            .map(|(name, h)| {
+                let pairs: Vec<Value> =
+                    h.iter_recorded().map(|r| json!([r.value_iterated_to(), r.count_at_value()])).collect();
+                (name.clone(), Value::Array(pairs))
+            })
+            .collect();
+        v["recorded"] = Value::Object(recorded);
+        v["errors"] = json!(self.errors);
+        v["resync_ok"] = json!(self.resync_ok);
+        v
+    }
+
+    /// One report from the workers' [`Report::worker_json`]s: counts and
+    /// rates add up (a figure "per" something is averaged, a time or a size
+    /// is the largest), histograms and continuity merge, timelines add up
+    /// second by second, and every worker's errors count.
+    pub fn merge(workers: &[Value]) -> Self {
+        let first = workers.first().cloned().unwrap_or_default();
+        let mut figures: Vec<(String, f64, String)> = Vec::new();
+        let mut histograms: Vec<(String, Histogram<u64>)> = Vec::new();
+        let mut failures: std::collections::BTreeMap<String, u64> = Default::default();
+        let (mut continuity, mut errors, mut resync_ok) = (RoomView::default(), Vec::new(), false);
+        let mut timeline: Vec<Tick> = Vec::new();
+        for (i, w) in workers.iter().enumerate() {
+            for (name, f) in w["figures"].as_object().into_iter().flatten() {
+                let (value, unit) = (f["value"].as_f64().unwrap_or(0.0), f["unit"].as_str().unwrap_or("").to_owned());
+                match figures.iter_mut().find(|(n, _, _)| n == name) {
+                    Some((_, v, u)) => *v = merge_figure(name, u, *v, value, i),
+                    None => figures.push((name.clone(), value, unit)),
+                }
+            }
+            for (name, pairs) in w["recorded"].as_object().into_iter().flatten() {
+                let h = match histograms.iter_mut().find(|(n, _)| n == name) {
+                    Some((_, h)) => h,
+                    None => {
+                        histograms.push((name.clone(), crate::stats::histogram()));
+                        &mut histograms.last_mut().expect("just pushed").1
+                    }
+                };
+                for pair in pairs.as_array().into_iter().flatten() {
+                    if let (Some(v), Some(n)) = (pair[0].as_u64(), pair[1].as_u64()) {
+                        let _ = h.record_n(v, n);
+                    }
+                }
+            }
+            for (kind, n) in w["failures"].as_object().into_iter().flatten() {
+                *failures.entry(kind.clone()).or_default() += n.as_u64().unwrap_or(0);
+            }
+            let c = &w["continuity"];
+            let n = |k: &str| c[k].as_u64().unwrap_or(0);
+            continuity.received += n("received");
+            continuity.lost += n("lost");
+            continuity.duplicated += n("duplicated");
+            continuity.silent_epoch_changes += n("silent_epoch_changes");
+            continuity.resyncs += n("resyncs");
+            errors.extend(
+                w["errors"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|e| Some(format!("worker {i}: {}", e.as_str()?))),
+            );
+            resync_ok |= w["resync_ok"] == true;
+            for (t, tick) in w["timeline"].as_array().into_iter().flatten().enumerate() {
+                if timeline.len() <= t {
+                    timeline.push(Tick {
+                        at: tick["at"].as_f64().unwrap_or(t as f64),
+                        sent: 0,
+                        delivered: 0,
+                        connections: 0,
+                    });
+                }
+                let n = |k: &str| tick[k].as_u64().unwrap_or(0);
+                timeline[t].sent += n("sent");
+                timeline[t].delivered += n("delivered");
+                timeline[t].connections += n("connections");
+            }
+        }
+        let params = first["params"].as_object().into_iter().flatten();
+        let mut params: Vec<(String, String)> =
+            params.map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_owned())).collect();
+        params.push(("workers".into(), workers.len().to_string()));
+        Self {
+            scenario: first["scenario"].as_str().unwrap_or_default().to_owned(),
+            target: first["target"].as_str().unwrap_or_default().to_owned(),
+            params,
+            figures,
+            histograms,
+            failures: failures.into_iter().collect(),
+            errors,
+            continuity,
+            resync_ok,
+            timeline,
+        }
+    }
 }
 
 fn axes(s: &mut String, pad: f64, top: f64, w: f64, h: f64) {
@@ -223,6 +327,19 @@ fn axes(s: &mut String, pad: f64, top: f64, w: f64, h: f64) {
         top + pad,
         top + h - pad
     );
+}
+
+/// Two workers' values of one figure: counts and rates add up, a figure
+/// "per" something is averaged over the workers so far (`seen` of them
+/// before this one), times and sizes keep the largest.
+fn merge_figure(name: &str, unit: &str, so_far: f64, next: f64, seen: usize) -> f64 {
+    if name.contains(" per ") {
+        (so_far * seen as f64 + next) / (seen + 1) as f64
+    } else if matches!(unit, "" | "msgs" | "msgs/s" | "/s") {
+        so_far + next
+    } else {
+        so_far.max(next)
+    }
 }
 
 fn escape(s: &str) -> String {

@@ -17,6 +17,8 @@ async fn a_reconnect_storm_is_held_off_with_1013_and_everyone_comes_back() {
         protocol: Protocol::Switchboard,
         key: Some(SigningKey::hs256(cluster.secret.as_bytes().to_vec())),
         sources: 1,
+        first_source: 1,
+        prefix: String::new(),
         connect_rate: 100.0,
     };
     let storm = Reconnect {

@@ -39,6 +39,8 @@ impl Broadcast {
             pace: Pace { rate: self.rate, window: self.window, size: self.size },
             room_prefix: "broadcast-".into(),
             slow_share: 0.0,
+            hold: Duration::ZERO,
+            final_broadcast: false,
         };
         let outcome = rooms::run(&spec, target, duration, stats.clone()).await;
         let params = vec![

@@ -24,6 +24,14 @@ pub struct Chat {
     /// Payload bytes.
     #[arg(long, default_value_t = 100)]
     pub size: usize,
+    /// Members sit joined and idle this long before anyone publishes (to
+    /// hold connections through heartbeats).
+    #[arg(long, default_value = "0s", value_parser = shell::cli::duration)]
+    pub hold: Duration,
+    /// After the load, one more message per room, which every member must
+    /// end with.
+    #[arg(long)]
+    pub final_broadcast: bool,
 }
 
 impl Chat {
@@ -35,6 +43,8 @@ impl Chat {
             pace: Pace { rate: self.rate, window: 16, size: self.size },
             room_prefix: "chat-".into(),
             slow_share: 0.0,
+            hold: self.hold,
+            final_broadcast: self.final_broadcast,
         };
         let outcome = rooms::run(&spec, target, duration, stats.clone()).await;
         let params = vec![
@@ -42,6 +52,8 @@ impl Chat {
             ("members".into(), self.members.to_string()),
             ("rate".into(), self.rate.to_string()),
             ("size".into(), self.size.to_string()),
+            ("hold".into(), format!("{:?}", self.hold)),
+            ("final broadcast".into(), self.final_broadcast.to_string()),
             ("duration".into(), format!("{duration:?}")),
         ];
         let mut report = Report::new("chat", &target.urls.join(","), params, &stats);

@@ -36,8 +36,13 @@ pub struct Target {
     pub urls: Vec<String>,
     pub protocol: Protocol,
     pub key: Option<SigningKey>,
-    /// Spread client sockets over this many loopback addresses (127.0.0.1…).
+    /// Spread client sockets over this many loopback addresses, from
+    /// 127.0.0.`first_source` on.
     pub sources: u8,
+    /// The last octet of the first source address (1 unless a worker).
+    pub first_source: u8,
+    /// Prefix of every user and room name (a worker's `w<i>-`).
+    pub prefix: String,
     /// Handshakes started per second, across the scenario.
     pub connect_rate: f64,
 }
@@ -52,15 +57,17 @@ impl Target {
     /// Connection `i`'s URL and local address.
     fn place(&self, i: usize) -> (&str, Option<IpAddr>) {
         let url = &self.urls[i % self.urls.len()];
-        let source =
-            (self.sources > 1).then(|| IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1 + (i % self.sources as usize) as u8)));
+        let spread = self.sources > 1 || self.first_source != 1;
+        let octet = usize::from(self.first_source) + i % usize::from(self.sources.max(1));
+        let source = spread.then(|| IpAddr::V4(Ipv4Addr::new(127, 0, 0, octet.min(254) as u8)));
         (url, source)
     }
 
-    /// Opens connection `i` as `user` and waits for `hello`.
+    /// Opens connection `i` as `user` (with this target's prefix) and waits
+    /// for `hello`.
     pub async fn open(&self, i: usize, user: &str) -> Result<Conn, ClientError> {
         let (url, source) = self.place(i);
-        let token = self.token(user);
+        let token = self.token(&format!("{}{user}", self.prefix));
         let mut conn = Conn::open(url, token.as_deref(), source, Duration::from_secs(10)).await?;
         match tokio::time::timeout(Duration::from_secs(10), conn.recv()).await {
             Ok(Received::Text(t)) if Frame::parse(&t).is_some_and(|f| f.ty == "hello") => Ok(conn),

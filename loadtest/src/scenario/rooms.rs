@@ -23,6 +23,12 @@ pub struct Spec {
     pub room_prefix: String,
     /// Share of non-publishing members that never read.
     pub slow_share: f64,
+    /// How long members sit joined and idle before anyone publishes (held
+    /// through heartbeats: a connection lost meanwhile is counted).
+    pub hold: Duration,
+    /// After the load, one more message per room from its first member,
+    /// which every member must end with.
+    pub final_broadcast: bool,
 }
 
 /// What the engine measured besides the shared stats.
@@ -32,6 +38,10 @@ pub struct Outcome {
     pub active_secs: f64,
     /// Close codes seen by the members that never read.
     pub slow_closes: Vec<Option<u16>>,
+    /// Members still connected after the hold (all of them without one).
+    pub held: usize,
+    /// Members whose last message was their room's last (the tail check).
+    pub at_end: usize,
 }
 
 pub async fn run(spec: &Spec, target: &Target, duration: Duration, stats: Arc<Stats>) -> Outcome {
@@ -40,10 +50,13 @@ pub async fn run(spec: &Spec, target: &Target, duration: Duration, stats: Arc<St
     let total = spec.rooms * spec.members_per_room;
     let mut joining = Vec::with_capacity(total);
     for i in 0..total {
-        let (target, stats, room) = (target.clone(), stats.clone(), format!("{}{}", spec.room_prefix, i % spec.rooms));
+        let room = format!("{}{}{}", target.prefix, spec.room_prefix, i % spec.rooms);
+        let (target, stats) = (target.clone(), stats.clone());
         joining.push(tokio::spawn(async move {
             target.pace(started, i).await;
+            let opened = std::time::Instant::now();
             let conn = target.open(i, &format!("u{i}")).await?;
+            stats.record("handshake", opened.elapsed().as_micros() as u64);
             let mut m = Member::new(conn);
             m.join(&room, &stats).await?;
             stats.connections.fetch_add(1, Ordering::Relaxed);
@@ -58,22 +71,17 @@ pub async fn run(spec: &Spec, target: &Target, duration: Duration, stats: Arc<St
         }
     }
     let joined = members.len();
-    let publish_started = stats.elapsed();
-    let (mut readers, mut senders, mut slow) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut readers, mut senders, mut slow, mut publishers, mut firsts) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let slow_every = if spec.slow_share > 0.0 { (1.0 / spec.slow_share).round().max(1.0) as usize } else { 0 };
     for (i, room, mut m) in members {
         let sender = m.conn.sender();
         let rank = i / spec.rooms;
+        if rank == 0 {
+            firsts.push((room.clone(), sender.clone()));
+        }
         if rank < spec.publishers_per_room {
-            tokio::spawn(member::publish(
-                sender.clone(),
-                room,
-                format!("p{i}"),
-                spec.pace,
-                m.window.clone(),
-                stats.clone(),
-                stopped.clone(),
-            ));
+            publishers.push((sender.clone(), room, format!("p{i}"), m.window.clone()));
         } else if slow_every > 0 && rank.is_multiple_of(slow_every) {
             slow.push(m);
             continue;
@@ -85,9 +93,25 @@ pub async fn run(spec: &Spec, target: &Target, duration: Duration, stats: Arc<St
             m
         }));
     }
+    // Everyone reads (and answers pings) while held; nobody publishes yet.
+    tokio::time::sleep(spec.hold).await;
+    let held = readers.iter().filter(|r| !r.is_finished()).count() + slow.len();
+    let publish_started = stats.elapsed();
+    for (sender, room, name, window) in publishers {
+        tokio::spawn(member::publish(sender, room, name, spec.pace, window, stats.clone(), stopped.clone()));
+    }
     tokio::time::sleep(duration).await;
     let _ = stop.send(true);
     let publish_ended = stats.elapsed();
+    if spec.final_broadcast {
+        for (room, sender) in &firsts {
+            let data = crate::scan::payload(stats.now_ns(), &format!("final-{room}"), 1, spec.pace.size);
+            let op = format!(r#"{{"op":"publish","room":"{room}","id":{FINAL_ID},"data":{data}}}"#);
+            if sender.send(op).await.is_ok() {
+                stats.sent.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
     // Let deliveries drain: stop after a quiet 500 ms (at most 10 s).
     let mut last = stats.delivered.load(Ordering::Relaxed);
     for _ in 0..20 {
@@ -102,11 +126,14 @@ pub async fn run(spec: &Spec, target: &Target, duration: Duration, stats: Arc<St
     for s in &senders {
         member::close(s).await;
     }
+    let mut read = Vec::new();
     for r in readers {
         if let Ok(Ok(m)) = tokio::time::timeout(Duration::from_secs(5), r).await {
             m.settle(&stats);
+            read.push(m);
         }
     }
+    let at_end = tail_check(&read, &stats);
     // The members that never read now read what is left: the gateway should
     // have closed them as slow consumers (4000).
     let mut slow_closes = Vec::new();
@@ -119,7 +146,36 @@ pub async fn run(spec: &Spec, target: &Target, duration: Duration, stats: Arc<St
         publish_secs: (publish_ended - publish_started).as_secs_f64().max(1e-3),
         active_secs: (drained - publish_started).as_secs_f64().max(1e-3),
         slow_closes,
+        held,
+        at_end,
     }
+}
+
+/// Request id of the final broadcast's publish (publishes count from 1000).
+const FINAL_ID: u64 = 1 << 40;
+
+/// Every member of a room must end on the room's last seq: a gap shows in
+/// continuity, a lost tail only here. Counts each member behind its room's
+/// last message as lost (by how far), and returns how many were not.
+fn tail_check(members: &[Member], stats: &Stats) -> usize {
+    let mut last: std::collections::HashMap<(&str, &str), u64> = Default::default();
+    for m in members {
+        for (room, v) in &m.continuity.rooms {
+            let top = last.entry((room.as_str(), v.epoch.as_str())).or_default();
+            *top = (*top).max(v.last);
+        }
+    }
+    let mut at_end = 0;
+    for m in members {
+        let behind: u64 =
+            m.continuity.rooms.iter().map(|(room, v)| last[&(room.as_str(), v.epoch.as_str())] - v.last).sum();
+        if behind == 0 {
+            at_end += 1;
+        } else {
+            stats.add_continuity(&crate::check::RoomView { lost: behind, ..Default::default() });
+        }
+    }
+    at_end
 }
 
 /// The figures every room load reports.
@@ -127,6 +183,8 @@ pub fn figures(report: &mut Report, stats: &Stats, outcome: &Outcome) {
     let sent = stats.sent.load(Ordering::Relaxed) as f64;
     let delivered = stats.delivered.load(Ordering::Relaxed) as f64;
     report.figure("members joined", outcome.joined as f64, "");
+    report.figure("members held", outcome.held as f64, "");
+    report.figure("members at the end", outcome.at_end as f64, "");
     report.figure("published", sent, "msgs");
     report.figure("acknowledged", stats.acked.load(Ordering::Relaxed) as f64, "msgs");
     report.figure("publish rate", sent / outcome.publish_secs, "msgs/s");

@@ -36,6 +36,8 @@ impl Slow {
             pace: Pace { rate: self.rate, window: 64, size: self.size },
             room_prefix: "slow-".into(),
             slow_share: self.slow_share,
+            hold: Duration::ZERO,
+            final_broadcast: false,
         };
         let outcome = rooms::run(&spec, target, duration, stats.clone()).await;
         let params = vec![

@@ -1,0 +1,133 @@
+#!/usr/bin/env python3
+"""The "Scale" section of docs/benchmarks.md, from a loadtest/scale.sh run.
+
+    scale_report.py OUT CONNECTIONS CLK_TCK GATEWAYS ROUTERS REPLICAS WORKERS > section.md
+    scale_report.py --into docs/benchmarks.md section.md
+
+The section sits between two markers, so loadtest/bench.sh (which rewrites
+the rest of the file) keeps it, and a new scale run replaces only it.
+"""
+
+import datetime
+import json
+import re
+import subprocess
+import sys
+from collections import defaultdict
+
+BEGIN = "<!-- scale:begin -->"
+END = "<!-- scale:end -->"
+
+
+def into(path, section_path):
+    section = open(section_path).read().strip()
+    try:
+        text = open(path).read()
+    except FileNotFoundError:
+        text = "# Benchmarks\n"
+    block = f"{BEGIN}\n{section}\n{END}"
+    if BEGIN in text and END in text:
+        text = text[: text.index(BEGIN)] + block + text[text.index(END) + len(END) :]
+    else:
+        text = text.rstrip("\n") + "\n\n" + block + "\n"
+    open(path, "w").write(text)
+
+
+def kept(path):
+    """The scale block of an existing file, markers included ("" if none)."""
+    try:
+        text = open(path).read()
+    except FileNotFoundError:
+        return ""
+    if BEGIN in text and END in text:
+        return text[text.index(BEGIN) : text.index(END) + len(END)]
+    return ""
+
+
+def single_gateway_kib(path="docs/benchmarks.md"):
+    """The idle connection's RSS of one standalone gateway, from bench.sh's table."""
+    try:
+        for line in open(path):
+            if line.startswith("| connect: RSS per idle connection (KiB)"):
+                return float(line.split("|")[2].replace(",", ""))
+    except (FileNotFoundError, ValueError):
+        pass
+    return None
+
+
+def num(v, digits=0):
+    return f"{v:,.{digits}f}"
+
+
+def main(out, connections, ticks, gateways, routers, replicas, workers):
+    connections, ticks = int(connections), float(ticks)
+    samples = defaultdict(dict)  # label -> name -> (kind, rss KiB, cpu ticks)
+    for line in open(f"{out}/process.samples"):
+        label, kind, name, _pid, rss, cpu = line.split()
+        samples[label][name] = (kind, int(rss), int(cpu))
+    report = json.load(open(f"{out}/scale.json"))
+    fig = {k: v["value"] for k, v in report["figures"].items()}
+    hist = report["histograms"]
+    cont = report["continuity"]
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+
+    print("## Scale: connections across the cluster")
+    print()
+    print(
+        f"Produced by `loadtest/scale.sh` on {datetime.date.today()} at commit `{commit}`: "
+        f"nats-server, {routers} routers, {replicas} presence replicas and {gateways} gateways on this "
+        f"machine's loopback, and {workers} load workers (`loadtest --workers`, each from its own source "
+        f"address) opening {num(connections)} connections straight to the gateways, in rooms of "
+        f"{report['params'].get('members', '?')} members; held idle through "
+        f"{report['params'].get('hold', '?')} of heartbeats, then a chat load and one last message per "
+        "room that every member must end with. Everything, load included, shares the two cores."
+    )
+    print()
+    print("| process kind | processes | RSS idle (MiB) | RSS holding every connection (MiB) | per connection (KiB) | CPU over the run (s) |")
+    print("|---|---|---|---|---|---|")
+    kinds = defaultdict(lambda: [0, 0, 0, 0])
+    for name, (kind, rss, cpu) in samples["held"].items():
+        idle = samples["idle"].get(name, (kind, 0, 0))
+        done = samples["done"].get(name, (kind, rss, cpu))
+        k = kinds[kind]
+        k[0] += 1
+        k[1] += idle[1]
+        k[2] += rss
+        k[3] += done[2] - idle[2]
+    per_conn = {}
+    for kind in ["gateway", "router", "presence", "nats"]:
+        if kind not in kinds:
+            continue
+        n, idle, held, cpu = kinds[kind]
+        per = (held - idle) / connections
+        per_conn[kind] = per
+        print(f"| {kind} | {n} | {num(idle / 1024, 1)} | {num(held / 1024, 1)} | {num(per, 2)} | {num(cpu / ticks, 1)} |")
+    print()
+    lat, hs = hist.get("latency", {}), hist.get("handshake", {})
+    print("| figure | value |")
+    print("|---|---|")
+    print(f"| connections held at once | {num(fig.get('members held', 0))} of {num(connections)} |")
+    print(f"| handshake p50 / p99 (ms) | {num(hs.get('p50_us', 0) / 1000, 2)} / {num(hs.get('p99_us', 0) / 1000, 2)} |")
+    print(f"| published / acknowledged | {num(fig.get('published', 0))} / {num(fig.get('acknowledged', 0))} |")
+    print(f"| deliveries (deliveries/s) | {num(fig.get('deliveries', 0))} ({num(fig.get('deliveries/s', 0))}) |")
+    print(
+        f"| publish → deliver p50 / p99 / p99.9 (ms) | {num(lat.get('p50_us', 0) / 1000, 2)} / "
+        f"{num(lat.get('p99_us', 0) / 1000, 2)} / {num(lat.get('p99.9_us', 0) / 1000, 2)} |"
+    )
+    print(f"| members that got their room's last message | {num(fig.get('members at the end', 0))} of {num(connections)} |")
+    print(f"| lost / duplicated or out of order / resyncs | {cont['lost']} / {cont['duplicated']} / {cont['resyncs']} |")
+    print(f"| correct | {'yes' if report['correct'] else 'NO'} |")
+    single = single_gateway_kib()
+    if single and "gateway" in per_conn:
+        print()
+        print(
+            f"Each connection is held by one gateway: the gateways grew by {num(per_conn['gateway'], 2)} KiB "
+            f"per connection; one standalone gateway in the benchmark above holds an idle connection in "
+            f"{num(single, 2)} KiB ({num(per_conn['gateway'] / single, 2)}×)."
+        )
+
+if __name__ == "__main__":
+    if sys.argv[1] == "--into":
+        into(sys.argv[2], sys.argv[3])
+    else:
+        main(*sys.argv[1:8])
