@@ -11,6 +11,7 @@ pub mod chat;
 pub mod check;
 pub mod client;
 pub mod conn;
+pub mod http;
 pub mod procfs;
 pub mod progress;
 pub mod report;

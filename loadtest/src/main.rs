@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use loadtest::scenario::{api, broadcast, chat, connect, presence, reconnect, seat, slow, Protocol, Target};
+use loadtest::scenario::{api, broadcast, chat, connect, presence, reconnect, seat, slow, soak, Protocol, Target};
 use loadtest::stats::Stats;
 use loadtest::token::SigningKey;
 use loadtest::workers::{self, Shard};
@@ -53,6 +53,11 @@ struct Cli {
     #[arg(long, global = true, default_value_t = 1)]
     workers: usize,
 
+    /// Server processes whose CPU the run reports, in total and per unit of
+    /// work (delivery, handshake, call): repeat or separate with commas.
+    #[arg(long, global = true, value_delimiter = ',')]
+    server_pid: Vec<u32>,
+
     /// Write every figure to this JSON file.
     #[arg(long, global = true)]
     json: Option<PathBuf>,
@@ -78,6 +83,9 @@ enum Scenario {
     Slow(slow::Slow),
     /// Distinct users join one room at once; time to seat them and the cost of announcing joins.
     Seat(seat::Seat),
+    /// Connections come and go, join, leave and publish, some never read;
+    /// nothing may leak (server RSS, gauges back to idle).
+    Soak(soak::Soak),
     /// The server API's publish over HTTP/JSON or gRPC: calls/s and latency (no --url).
     Api(api::Api),
 }
@@ -88,18 +96,51 @@ fn main() {
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let shard = Shard::from_env();
-    if shard.is_none() && cli.workers > 1 {
+    // The coordinator measures the servers: workers would each count all of it.
+    let cpu_before = if shard.is_none() { server_cpu(&cli.server_pid) } else { None };
+    let mut report = if shard.is_none() && cli.workers > 1 {
         let dir = std::env::temp_dir().join(format!("loadtest-workers-{}", std::process::id()));
         eprintln!("{} workers; their output in {}", cli.workers, dir.display());
-        let report = workers::coordinate(cli.workers, &dir).await?;
-        return finish(&cli, report);
+        workers::coordinate(cli.workers, &dir).await?
+    } else {
+        scenario(&cli, shard).await?
+    };
+    if let (Some(before), Some(after)) = (cpu_before, server_cpu(&cli.server_pid)) {
+        cpu_figures(&mut report, after - before);
     }
+    finish(&cli, report)
+}
+
+/// CPU seconds the `--server-pid` processes have used so far.
+fn server_cpu(pids: &[u32]) -> Option<f64> {
+    if pids.is_empty() {
+        return None;
+    }
+    pids.iter().map(|pid| loadtest::procfs::cpu_secs(*pid)).sum()
+}
+
+/// The servers' CPU over the run, and per unit of the work the scenario
+/// counts: what a throughput figure measured at the client hides.
+fn cpu_figures(report: &mut loadtest::report::Report, secs: f64) {
+    report.figure("servers' CPU", secs, "s");
+    let units = [("deliveries", "delivery"), ("connected", "handshake"), ("calls", "call"), ("seated", "join")];
+    let found = units.iter().find_map(|(figure, unit)| {
+        let n = report.figures.iter().find(|(name, _, _)| name == figure)?.1;
+        (n > 0.0).then_some((n, *unit))
+    });
+    if let Some((n, unit)) = found {
+        report.figure(&format!("servers' CPU per {unit}"), secs * 1e6 / n, "µs");
+    }
+}
+
+/// Runs the scenario in this process.
+async fn scenario(cli: &Cli, shard: Option<Shard>) -> anyhow::Result<loadtest::report::Report> {
     if let Scenario::Api(s) = &cli.scenario {
         let stats = Arc::new(Stats::new());
         let progress = loadtest::progress::start("api", stats.clone());
         let report = s.run(cli.duration, stats).await;
         progress.abort();
-        return finish(&cli, report?);
+        return report;
     }
     if cli.url.is_empty() {
         anyhow::bail!("--url is required (e.g. --url ws://127.0.0.1:8080/ws)");
@@ -141,6 +182,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Scenario::Reconnect(_) => "reconnect",
         Scenario::Slow(_) => "slow",
         Scenario::Seat(_) => "seat",
+        Scenario::Soak(_) => "soak",
         Scenario::Api(_) => unreachable!("run above"),
     };
     let progress = loadtest::progress::start(name, stats.clone());
@@ -158,10 +200,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Scenario::Reconnect(s) => s.run(&target, d, stats.clone()).await,
         Scenario::Slow(s) => s.run(&target, d, stats.clone()).await,
         Scenario::Seat(s) => s.run(&target, stats.clone()).await,
+        Scenario::Soak(s) => s.run(&target, d, stats.clone()).await,
         Scenario::Api(_) => unreachable!("run above"),
     };
     progress.abort();
-    finish(&cli, report)
+    Ok(report)
 }
 
 /// Prints the report, writes its files (a worker: its report for the

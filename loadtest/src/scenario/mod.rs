@@ -11,6 +11,7 @@ pub mod reconnect;
 pub mod rooms;
 pub mod seat;
 pub mod slow;
+pub mod soak;
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
