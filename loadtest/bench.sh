@@ -2,7 +2,7 @@
 # Benchmarks Switchboard against the `ws` peer and a local cluster in one run
 # on this machine, and writes docs/benchmarks.md.
 #
-#   loadtest/bench.sh            # about 5 minutes after the release build
+#   loadtest/bench.sh            # about 25 minutes after the release build
 #   DURATION=20s loadtest/bench.sh
 #
 # Everything runs on loopback. Figures are compared as ratios against the peer
@@ -11,6 +11,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 DURATION=${DURATION:-10s}
+# Rounds of each side-by-side comparison (the report shows medians).
+ROUNDS=${ROUNDS:-3}
 OUT=target/bench
 mkdir -p "$OUT"
 rm -f "$OUT"/*.json
@@ -67,19 +69,30 @@ run() { # name, url, protocol, scenario args...
   echo "$LT $* --url <$protocol> --protocol $protocol --duration $DURATION" >"$OUT/$name.cmd"
 }
 
-# Fresh servers for each scenario, so one run's leftovers cannot slow the next.
-for side in gateway peer; do
-  for scenario in broadcast chat connect; do
-    if [ "$side" = gateway ]; then start_gateway; url=$GATEWAY; protocol=switchboard; pid=$GATEWAY_PID
-    else start_peer; url=$PEER; protocol=peer; pid=$PEER_PID; fi
-    case $scenario in
-      broadcast) run "$side-broadcast" "$url" "$protocol" broadcast --members 1000 --publishers 2 --rate 0 --window 64 ;;
-      chat) run "$side-chat" "$url" "$protocol" chat --rooms 200 --members 5 --rate 4 ;;
-      connect) run "$side-connect" "$url" "$protocol" connect --connections "$CONNECTIONS" --connect-rate 2000 \
-        --hold 3s --gateway-pid "$pid" ;;
-    esac
-    kill -TERM "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
+# Fresh servers for each scenario, so one run's leftovers cannot slow the
+# next. Three rounds, each side's run right after the other's, the side that
+# goes first alternating: the report shows every figure's median with the
+# min–max beside it, so one noisy run cannot make a headline. The servers'
+# own CPU (--server-pid) gives the cost per delivery and per handshake.
+for round in $(seq "$ROUNDS"); do
+  sides="gateway peer"; [ $((round % 2)) = 0 ] && sides="peer gateway"
+  for scenario in broadcast broadcast5000 chat connect; do
+    for side in $sides; do
+      if [ "$side" = gateway ]; then start_gateway; url=$GATEWAY; protocol=switchboard; pid=$GATEWAY_PID
+      else start_peer; url=$PEER; protocol=peer; pid=$PEER_PID; fi
+      name="$side-$scenario-r$round"
+      case $scenario in
+        broadcast) run "$name" "$url" "$protocol" broadcast --members 1000 --publishers 2 --rate 0 --window 64 \
+          --server-pid "$pid" ;;
+        broadcast5000) DURATION=20s run "$name" "$url" "$protocol" broadcast --members 5000 --publishers 2 --rate 0 \
+          --window 64 --connect-rate 3000 --server-pid "$pid" ;;
+        chat) run "$name" "$url" "$protocol" chat --rooms 200 --members 5 --rate 4 --server-pid "$pid" ;;
+        connect) run "$name" "$url" "$protocol" connect --connections "$CONNECTIONS" --connect-rate 2000 \
+          --hold 3s --gateway-pid "$pid" --server-pid "$pid" ;;
+      esac
+      kill -TERM "$pid" 2>/dev/null || true
+      wait "$pid" 2>/dev/null || true
+    done
   done
 done
 
@@ -92,12 +105,15 @@ node loadtest/peers/hook-backend/server.js --listen 127.0.0.1:0 >"$OUT/hook.out"
 pids+=("$!")
 HOOKS=$(wait_line "$OUT/hook.out" hooks)
 printf '[[namespace]]\nprefix = "chat-"\nhooks = ["publish"]\n' >"$OUT/hooked.toml"
-for hooked in no yes; do
-  if [ "$hooked" = yes ]; then start_gateway --config "$OUT/hooked.toml" --hook-url "$HOOKS"; name=gateway-chat-hooked
-  else start_gateway; name=gateway-chat-unhooked; fi
-  run "$name" "$GATEWAY" switchboard chat --rooms 200 --members 5 --rate 2
-  kill -TERM "$GATEWAY_PID" 2>/dev/null || true
-  wait "$GATEWAY_PID" 2>/dev/null || true
+for round in $(seq "$ROUNDS"); do
+  order="no yes"; [ $((round % 2)) = 0 ] && order="yes no"
+  for hooked in $order; do
+    if [ "$hooked" = yes ]; then start_gateway --config "$OUT/hooked.toml" --hook-url "$HOOKS"; name=gateway-chat-hooked
+    else start_gateway; name=gateway-chat-unhooked; fi
+    run "$name-r$round" "$GATEWAY" switchboard chat --rooms 200 --members 5 --rate 2
+    kill -TERM "$GATEWAY_PID" 2>/dev/null || true
+    wait "$GATEWAY_PID" 2>/dev/null || true
+  done
 done
 
 # The server API's publish: HTTP/JSON beside gRPC Rooms, the same calls on
@@ -105,9 +121,12 @@ done
 start_gateway
 API=$(wait_line "$OUT/gateway.out" api)
 GRPC=$(wait_line "$OUT/gateway.out" grpc)
-for transport in http grpc; do
-  run "gateway-api-$transport" "$GATEWAY" switchboard api --api "$API" --grpc "$GRPC" --transport "$transport" \
-    --concurrency 32 --rooms 4
+for round in $(seq "$ROUNDS"); do
+  order="http grpc"; [ $((round % 2)) = 0 ] && order="grpc http"
+  for transport in $order; do
+    run "gateway-api-$transport-r$round" "$GATEWAY" switchboard api --api "$API" --grpc "$GRPC" \
+      --transport "$transport" --concurrency 32 --rooms 4
+  done
 done
 kill -TERM "$GATEWAY_PID" 2>/dev/null || true
 wait "$GATEWAY_PID" 2>/dev/null || true

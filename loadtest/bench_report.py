@@ -4,6 +4,7 @@
 import json
 import os
 import platform
+import statistics
 import subprocess
 import sys
 from datetime import datetime, timezone
@@ -50,6 +51,52 @@ def ratio(a, b, better="higher"):
     return f"{r:.2f}×"
 
 
+ROUNDS = 3
+
+
+def runs(name):
+    """The rounds of a side-by-side run (name-r1, -r2, …), or its one run."""
+    found = [r for r in (load(f"{name}-r{i}") for i in range(1, 10)) if r is not None]
+    if found:
+        return found
+    one = load(name)
+    return [one] if one is not None else []
+
+
+def spread(values, digits=0):
+    """The median, and the min–max beside it when there are several runs."""
+    vals = [v for v in values if v is not None]
+    if not vals:
+        return "–"
+    if len(vals) == 1:
+        return num(vals[0], digits)
+    return f"{num(statistics.median(vals), digits)} ({num(min(vals), digits)}–{num(max(vals), digits)})"
+
+
+def mfig(rs, name, scale=1.0):
+    return [None if fig(r, name) is None else fig(r, name) * scale for r in rs]
+
+
+def mpct(rs, p, hist="latency"):
+    return [pct(r, p, hist) for r in rs]
+
+
+def mratio(a, b, better="higher"):
+    """Round by round a/b (or b/a when lower is better): median (min–max)."""
+    rs = [(x / y if better == "higher" else y / x) for x, y in zip(a, b) if x and y]
+    if not rs:
+        return "–"
+    if len(rs) == 1:
+        return f"{rs[0]:.2f}×"
+    return f"{statistics.median(rs):.2f}× ({min(rs):.2f}–{max(rs):.2f})"
+
+
+def mcorrect(rs):
+    if not rs:
+        return "not run"
+    return "yes" if all(r["correct"] for r in rs) else "NO"
+
+
 def correct(run):
     if run is None:
         return "not run"
@@ -77,9 +124,10 @@ def machine():
     return cpu, os.cpu_count(), mem, platform.release(), commit, nofile
 
 
-gb, pb = load("gateway-broadcast"), load("peer-broadcast")
-gc, pc = load("gateway-chat"), load("peer-chat")
-gn, pn = load("gateway-connect"), load("peer-connect")
+gb, pb = runs("gateway-broadcast"), runs("peer-broadcast")
+g5, p5 = runs("gateway-broadcast5000"), runs("peer-broadcast5000")
+gc, pc = runs("gateway-chat"), runs("peer-chat")
+gn, pn = runs("gateway-connect"), runs("peer-connect")
 cpu, cores, mem, kernel, commit, nofile = machine()
 
 print(f"""# Benchmarks
@@ -104,17 +152,29 @@ rooms in memory), which a team would otherwise write.
 
 | figure | gateway | peer | gateway/peer |
 |---|---|---|---|
-| broadcast: fanout deliveries/s | {num(fig(gb, "deliveries/s"))} | {num(fig(pb, "deliveries/s"))} | **{ratio(fig(gb, "deliveries/s"), fig(pb, "deliveries/s"))}** |
-| broadcast: publishes/s accepted | {num(fig(gb, "publish rate"))} | {num(fig(pb, "publish rate"))} | {ratio(fig(gb, "publish rate"), fig(pb, "publish rate"))} |
-| broadcast: latency p50 / p99 (ms) | {num(pct(gb, 50), 1)} / {num(pct(gb, 99), 1)} | {num(pct(pb, 50), 1)} / {num(pct(pb, 99), 1)} | |
-| chat: deliveries/s (fixed offered load) | {num(fig(gc, "deliveries/s"))} | {num(fig(pc, "deliveries/s"))} | |
-| chat: latency p50 / p99 (ms) | {num(pct(gc, 50), 2)} / {num(pct(gc, 99), 2)} | {num(pct(pc, 50), 2)} / {num(pct(pc, 99), 2)} | {ratio(pct(gc, 99), pct(pc, 99), "lower")} (p99) |
-| connect: connections held | {num(fig(gn, "held"))} | {num(fig(pn, "held"))} | |
-| connect: handshake p99 (ms) | {num(pct(gn, 99, "handshake"), 2)} | {num(pct(pn, 99, "handshake"), 2)} | {ratio(pct(gn, 99, "handshake"), pct(pn, 99, "handshake"), "lower")} |
-| connect: RSS per idle connection (KiB) | {num(fig(gn, "server RSS per connection"), 2)} | {num(fig(pn, "server RSS per connection"), 2)} | {ratio(fig(gn, "server RSS per connection"), fig(pn, "server RSS per connection"), "lower")} smaller |
-| every message delivered once, in order | {correct(gb)}, {correct(gc)} | {correct(pb)}, {correct(pc)} | |
+| broadcast: fanout deliveries/s | {spread(mfig(gb, "deliveries/s"))} | {spread(mfig(pb, "deliveries/s"))} | **{mratio(mfig(gb, "deliveries/s"), mfig(pb, "deliveries/s"))}** |
+| broadcast: publishes/s accepted | {spread(mfig(gb, "publish rate"))} | {spread(mfig(pb, "publish rate"))} | {mratio(mfig(gb, "publish rate"), mfig(pb, "publish rate"))} |
+| broadcast: latency p50 / p99 (ms) | {spread(mpct(gb, 50), 1)} / {spread(mpct(gb, 99), 1)} | {spread(mpct(pb, 50), 1)} / {spread(mpct(pb, 99), 1)} | |
+| broadcast: server CPU per delivery (µs) | {spread(mfig(gb, "servers' CPU per delivery"), 3)} | {spread(mfig(pb, "servers' CPU per delivery"), 3)} | {mratio(mfig(gb, "servers' CPU per delivery"), mfig(pb, "servers' CPU per delivery"), "lower")} less |
+| broadcast at 5,000 members: deliveries/s | {spread(mfig(g5, "deliveries/s"))} | {spread(mfig(p5, "deliveries/s"))} | {mratio(mfig(g5, "deliveries/s"), mfig(p5, "deliveries/s"))} |
+| broadcast at 5,000 members: server CPU per delivery (µs) | {spread(mfig(g5, "servers' CPU per delivery"), 3)} | {spread(mfig(p5, "servers' CPU per delivery"), 3)} | **{mratio(mfig(g5, "servers' CPU per delivery"), mfig(p5, "servers' CPU per delivery"), "lower")} less** |
+| chat: deliveries/s (fixed offered load) | {spread(mfig(gc, "deliveries/s"))} | {spread(mfig(pc, "deliveries/s"))} | |
+| chat: latency p50 / p99 (ms) | {spread(mpct(gc, 50), 2)} / {spread(mpct(gc, 99), 2)} | {spread(mpct(pc, 50), 2)} / {spread(mpct(pc, 99), 2)} | {mratio(mpct(gc, 99), mpct(pc, 99), "lower")} (p99) |
+| chat: server CPU per delivery (µs) | {spread(mfig(gc, "servers' CPU per delivery"), 2)} | {spread(mfig(pc, "servers' CPU per delivery"), 2)} | {mratio(mfig(gc, "servers' CPU per delivery"), mfig(pc, "servers' CPU per delivery"), "lower")} less |
+| connect: connections held | {spread(mfig(gn, "held"))} | {spread(mfig(pn, "held"))} | |
+| connect: handshake p99 (ms) | {spread(mpct(gn, 99, "handshake"), 2)} | {spread(mpct(pn, 99, "handshake"), 2)} | {mratio(mpct(gn, 99, "handshake"), mpct(pn, 99, "handshake"), "lower")} |
+| connect: server CPU per handshake (µs) | {spread(mfig(gn, "servers' CPU per handshake"))} | {spread(mfig(pn, "servers' CPU per handshake"))} | {mratio(mfig(gn, "servers' CPU per handshake"), mfig(pn, "servers' CPU per handshake"), "lower")} less |
+| connect: RSS per idle connection (KiB) | {spread(mfig(gn, "server RSS per connection"), 2)} | {spread(mfig(pn, "server RSS per connection"), 2)} | {mratio(mfig(gn, "server RSS per connection"), mfig(pn, "server RSS per connection"), "lower")} smaller |
+| every message delivered once, in order | {mcorrect(gb + g5)}, {mcorrect(gc)} | {mcorrect(pb + p5)}, {mcorrect(pc)} | |
 
-Broadcast: 1000 members in one room, two of them publishing as fast as a
+Each figure is the median of {max(len(gb), 1)} runs per side, with the min–max beside it; the
+two sides ran one right after the other in each round, the side that went first
+alternating. A ratio is taken round by round and its median shown with its range.
+Server CPU is the server process's own user + system time over the run
+(`/proc/<pid>/stat`, `--server-pid`), divided by what it delivered or accepted:
+the cost a client-side throughput figure hides.
+
+Broadcast: 1000 (and 5,000, for 20 s) members in one room, two of them publishing as fast as a
 window of 64 unacknowledged publishes allows. Chat: 200 rooms of 5 members,
 each member publishing 4 messages per second (4,000 messages/s in all,
 below what either side saturates at). Connect: connections opened at
@@ -236,7 +296,7 @@ With `batched`, CPU per join at 10,000 members is {growth} of what it is at
 1,000 (the target: within 2×), and seating 10,000 members took
 {num(fig(b10, "server CPU"), 2)} s of gateway CPU (the target: under 2 s).""")
 
-hu, hh = load("gateway-chat-unhooked"), load("gateway-chat-hooked")
+hu, hh = runs("gateway-chat-unhooked"), runs("gateway-chat-hooked")
 print(f"""
 ## Publishing through a publish hook
 
@@ -244,14 +304,14 @@ The chat load above at half its rate (200 rooms of 5, 2,000 publishes/s)
 against a standalone gateway whose rooms call a `publish` hook before every
 message (a Node.js backend on loopback that approves each at once,
 `loadtest/peers/hook-backend`), beside the same load without the hook, run
-one after the other.
+one after the other (three rounds, medians with min–max).
 
 | figure | without hook | with publish hook | with/without |
 |---|---|---|---|
-| deliveries/s | {num(fig(hu, "deliveries/s"))} | {num(fig(hh, "deliveries/s"))} | |
-| latency p50 (ms) | {num(pct(hu, 50), 2)} | {num(pct(hh, 50), 2)} | {ratio(pct(hh, 50), pct(hu, 50))} |
-| latency p99 (ms) | {num(pct(hu, 99), 2)} | {num(pct(hh, 99), 2)} | {ratio(pct(hh, 99), pct(hu, 99))} |
-| every message delivered once, in order | {correct(hu)} | {correct(hh)} | |
+| deliveries/s | {spread(mfig(hu, "deliveries/s"))} | {spread(mfig(hh, "deliveries/s"))} | |
+| latency p50 (ms) | {spread(mpct(hu, 50), 2)} | {spread(mpct(hh, 50), 2)} | {mratio(mpct(hh, 50), mpct(hu, 50))} |
+| latency p99 (ms) | {spread(mpct(hu, 99), 2)} | {spread(mpct(hh, 99), 2)} | {mratio(mpct(hh, 99), mpct(hu, 99))} |
+| every message delivered once, in order | {mcorrect(hu)} | {mcorrect(hh)} | |
 
 The hook adds one HTTP round trip (pooled connection) to each publish before
 the room's owner sees it; "with/without" is how many times longer a
@@ -261,7 +321,7 @@ publishes/s of the chat load the three together saturate both cores, and the
 hooked side's latency then grows with its queue (p99 of 0.3–1.4 s in four
 runs), which says more about this machine than about the hook.""")
 
-ah, ag = load("gateway-api-http"), load("gateway-api-grpc")
+ah, ag = runs("gateway-api-http"), runs("gateway-api-grpc")
 print(f"""
 ## The server API: HTTP/JSON and gRPC
 
@@ -269,16 +329,16 @@ print(f"""
 each with rooms of its own and one call in flight: over HTTP/JSON
 (`POST /api/publish`, a keep-alive connection per caller) and over gRPC
 `Rooms.Publish` (one HTTP/2 channel, as a backend would share it), run one
-after the other. Each call is sequenced by the room's owner and answered
+after the other (three rounds, medians). Each call is sequenced by the room's owner and answered
 with its seq; every room's seqs must come back 1, 2, 3, … for the run to
 count as correct.
 
 | figure | HTTP/JSON | gRPC | HTTP/gRPC |
 |---|---|---|---|
-| calls/s | {num(fig(ah, "calls/s"))} | {num(fig(ag, "calls/s"))} | {ratio(fig(ah, "calls/s"), fig(ag, "calls/s"))} |
-| latency p50 (ms) | {num(pct(ah, 50), 2)} | {num(pct(ag, 50), 2)} | {ratio(pct(ah, 50), pct(ag, 50), 'lower')} |
-| latency p99 (ms) | {num(pct(ah, 99), 2)} | {num(pct(ag, 99), 2)} | {ratio(pct(ah, 99), pct(ag, 99), 'lower')} |
-| every call answered, seqs in order | {correct(ah)} | {correct(ag)} | |
+| calls/s | {spread(mfig(ah, "calls/s"))} | {spread(mfig(ag, "calls/s"))} | {mratio(mfig(ah, "calls/s"), mfig(ag, "calls/s"))} |
+| latency p50 (ms) | {spread(mpct(ah, 50), 2)} | {spread(mpct(ag, 50), 2)} | {mratio(mpct(ah, 50), mpct(ag, 50), 'lower')} |
+| latency p99 (ms) | {spread(mpct(ah, 99), 2)} | {spread(mpct(ag, 99), 2)} | {mratio(mpct(ah, 99), mpct(ag, 99), 'lower')} |
+| every call answered, seqs in order | {mcorrect(ah)} | {mcorrect(ag)} | |
 
 Ratios above 1× favour HTTP/JSON. The load generator runs on the same two
 cores as the gateway; with bodies this small, HTTP/2's framing and flow
@@ -289,13 +349,15 @@ print("""
 ## Commands
 
 Every run writes its table (`.txt`), figures (`.json`) and plot (`.svg`) to
-`target/bench/`.
+`target/bench/`; a side-by-side run's rounds are `-r1`, `-r2`, `-r3` (the
+first is listed).
 
 ```""")
-for name in ("gateway-broadcast", "peer-broadcast", "gateway-chat", "peer-chat", "gateway-connect", "peer-connect",
+for name in (*(f"{side}-{what}-r1" for what in ("broadcast", "broadcast5000", "chat", "connect")
+               for side in ("gateway", "peer")),
              *(f"cluster-{store}-{what}" for store in ("memory", "jetstream")
                for what in ("chat-1000", "chat-5000", "chat-10000", "chat-20000", "room", "kill")),
-             "gateway-chat-unhooked", "gateway-chat-hooked", "gateway-api-http", "gateway-api-grpc",
+             "gateway-chat-unhooked-r1", "gateway-chat-hooked-r1", "gateway-api-http-r1", "gateway-api-grpc-r1",
              *(f"{side}-seat-{mode}-{n}" for n in SEAT_SIZES for side, mode in
                (("gateway", "batched"), ("gateway", "off"), ("gateway", "all"), ("peer", "off"), ("peer", "all")))):
     print(f"{name}: {cmd(name)}")
