@@ -96,8 +96,9 @@ start() { # kind, name, command...
 
 : >"$OUT/processes"
 NATS_PORT=$(free_port)
+NATS_MONITOR=$(free_port)
 NATS_URL=nats://127.0.0.1:$NATS_PORT
-start nats nats "$NATS" -a 127.0.0.1 -p "$NATS_PORT"
+start nats nats "$NATS" -a 127.0.0.1 -p "$NATS_PORT" -m "$NATS_MONITOR"
 sleep 0.5
 FIRST=""
 for i in $(seq "$REPLICAS"); do
@@ -127,8 +128,10 @@ for admin in "${ADMINS[@]}"; do
   curl -fs "$admin/readyz" >/dev/null || fail "$admin never became ready"
 done
 
-# Samples of every process: kind name pid rss_kib cpu_ticks.
+# Samples of every process: kind name pid rss_kib cpu_ticks; and NATS's
+# message and byte counters.
 sample() { # label
+  curl -fs "http://127.0.0.1:$NATS_MONITOR/varz" >"$OUT/varz-$1.json" || true
   while read -r kind name pid; do
     [ -r "/proc/$pid/stat" ] || continue
     rss=$(awk '/VmRSS/ {print $2}' "/proc/$pid/status")

@@ -83,9 +83,12 @@ def main(out, connections, ticks, gateways, routers, replicas, workers):
         "room that every member must end with. Everything, load included, shares the two cores."
     )
     print()
-    print("| process kind | processes | RSS idle (MiB) | RSS holding every connection (MiB) | per connection (KiB) | CPU over the run (s) |")
-    print("|---|---|---|---|---|---|")
-    kinds = defaultdict(lambda: [0, 0, 0, 0])
+    print(
+        "| process kind | processes | RSS idle (MiB) | RSS holding every connection (MiB) | per connection (KiB) "
+        "| CPU connecting (s) | CPU holding and messaging (s) |"
+    )
+    print("|---|---|---|---|---|---|---|")
+    kinds = defaultdict(lambda: [0, 0, 0, 0, 0])
     for name, (kind, rss, cpu) in samples["held"].items():
         idle = samples["idle"].get(name, (kind, 0, 0))
         done = samples["done"].get(name, (kind, rss, cpu))
@@ -93,15 +96,46 @@ def main(out, connections, ticks, gateways, routers, replicas, workers):
         k[0] += 1
         k[1] += idle[1]
         k[2] += rss
-        k[3] += done[2] - idle[2]
+        k[3] += (cpu - idle[2]) / ticks
+        k[4] += (done[2] - cpu) / ticks
     per_conn = {}
     for kind in ["gateway", "router", "presence", "nats"]:
         if kind not in kinds:
             continue
-        n, idle, held, cpu = kinds[kind]
+        n, idle, held, connecting, messaging = kinds[kind]
         per = (held - idle) / connections
         per_conn[kind] = per
-        print(f"| {kind} | {n} | {num(idle / 1024, 1)} | {num(held / 1024, 1)} | {num(per, 2)} | {num(cpu / ticks, 1)} |")
+        print(
+            f"| {kind} | {n} | {num(idle / 1024, 1)} | {num(held / 1024, 1)} | {num(per, 2)} "
+            f"| {num(connecting, 1)} | {num(messaging, 1)} |"
+        )
+    print()
+    deliveries, published = fig.get("deliveries", 0), fig.get("published", 0)
+    varz = {}
+    for label in ("held", "done"):
+        try:
+            varz[label] = json.load(open(f"{out}/varz-{label}.json"))
+        except (OSError, ValueError):
+            pass
+    print("Unit costs, from the same run (CPU while holding and messaging includes the idle hold's heartbeats):")
+    print()
+    print("| unit cost | value |")
+    print("|---|---|")
+    if "gateway" in kinds:
+        print(f"| gateway CPU per handshake (µs) | {num(kinds['gateway'][3] * 1e6 / connections)} |")
+        if deliveries:
+            print(f"| gateway CPU per delivery (µs) | {num(kinds['gateway'][4] * 1e6 / deliveries, 2)} |")
+    if "router" in kinds and published:
+        print(f"| router CPU per publish (µs) | {num(kinds['router'][4] * 1e6 / published)} |")
+    if "nats" in kinds and published:
+        print(f"| nats-server CPU per publish (µs) | {num(kinds['nats'][4] * 1e6 / published)} |")
+    if "presence" in kinds:
+        print(f"| presence memory per connected user (bytes) | {num(per_conn['presence'] * 1024)} |")
+    if len(varz) == 2 and published:
+        out_msgs = varz["done"]["out_msgs"] - varz["held"]["out_msgs"]
+        out_bytes = varz["done"]["out_bytes"] - varz["held"]["out_bytes"]
+        print(f"| NATS messages out per publish (to gateways and services) | {num(out_msgs / published, 1)} |")
+        print(f"| NATS bytes out per publish | {num(out_bytes / published)} |")
     print()
     lat, hs = hist.get("latency", {}), hist.get("handshake", {})
     print("| figure | value |")
