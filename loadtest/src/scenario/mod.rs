@@ -87,6 +87,16 @@ impl Target {
 }
 
 /// The name of a failed connection attempt, for the failures table.
+/// Whether the server asked for a retry: 1013 (try again later), a reply
+/// `unavailable`, or no answer in time.
+pub fn retryable(e: &ClientError) -> bool {
+    match e {
+        ClientError::Closed(Some(1013)) | ClientError::Timeout => true,
+        ClientError::Unexpected(_) => failure_kind(e) == "refused unavailable",
+        _ => false,
+    }
+}
+
 pub fn failure_kind(e: &ClientError) -> String {
     match e {
         ClientError::Closed(Some(code)) => format!("close {code}"),
@@ -98,6 +108,12 @@ pub fn failure_kind(e: &ClientError) -> String {
             "out of local ports".into()
         }
         ClientError::Connect(_) => "connect error".into(),
-        ClientError::Unexpected(_) => "unexpected frame".into(),
+        // A refused request names its error code; anything else is a frame
+        // the scenario did not expect.
+        ClientError::Unexpected(text) => match crate::scan::Frame::parse(text.as_bytes()) {
+            Some(f) if f.ty == "reply" => format!("refused {}", f.error.as_ref().map_or("?", |e| e.code)),
+            Some(f) => format!("unexpected {}", f.ty),
+            None => "unexpected frame".into(),
+        },
     }
 }

@@ -48,51 +48,78 @@ pub async fn run(spec: &Spec, target: &Target, duration: Duration, stats: Arc<St
     let (stop, stopped) = watch::channel(false);
     let started = tokio::time::Instant::now();
     let total = spec.rooms * spec.members_per_room;
+    let slow_every = if spec.slow_share > 0.0 { (1.0 / spec.slow_share).round().max(1.0) as usize } else { 0 };
     let mut joining = Vec::with_capacity(total);
     for i in 0..total {
         let room = format!("{}{}{}", target.prefix, spec.room_prefix, i % spec.rooms);
         let (target, stats) = (target.clone(), stats.clone());
+        let rank = i / spec.rooms;
+        let publishes = rank < spec.publishers_per_room;
+        let slow = !publishes && slow_every > 0 && rank.is_multiple_of(slow_every);
         joining.push(tokio::spawn(async move {
             target.pace(started, i).await;
-            let opened = std::time::Instant::now();
-            let conn = target.open(i, &format!("u{i}")).await?;
-            stats.record("handshake", opened.elapsed().as_micros() as u64);
-            let mut m = Member::new(conn);
-            m.join(&room, &stats).await?;
+            // As a client does: a connect or join the server asks to retry
+            // (1013, `unavailable`, no answer in time) is tried again.
+            let mut attempt = 0;
+            let mut m = loop {
+                attempt += 1;
+                let opened = std::time::Instant::now();
+                let joined = async {
+                    let conn = target.open(i, &format!("u{i}")).await?;
+                    stats.record("handshake", opened.elapsed().as_micros() as u64);
+                    let mut m = Member::new(conn);
+                    m.join(&room, &stats).await?;
+                    Ok::<_, ClientError>(m)
+                };
+                match joined.await {
+                    Ok(m) => break m,
+                    Err(e) if attempt < JOIN_ATTEMPTS && super::retryable(&e) => {
+                        stats.fail(format!("retried after {}", failure_kind(&e)));
+                        tokio::time::sleep(Duration::from_millis(250 << attempt.min(4))).await;
+                    }
+                    Err(e) => return Err(e),
+                }
+            };
             stats.connections.fetch_add(1, Ordering::Relaxed);
-            Ok::<_, ClientError>((i, room, m))
+            let (sender, window) = (m.conn.sender(), m.window.clone());
+            // A member reads (and answers pings) from the moment it joined:
+            // a ramp of 100,000 takes longer than a heartbeat.
+            let reading = if slow {
+                Reading::Never(m)
+            } else {
+                Reading::Now(tokio::spawn(async move {
+                    m.read(&stats).await;
+                    m
+                }))
+            };
+            Ok::<_, ClientError>((i, room, sender, window, publishes, reading))
         }));
     }
-    let mut members = Vec::new();
-    for j in joining {
-        match j.await.expect("join task") {
-            Ok(m) => members.push(m),
-            Err(e) => stats.fail(failure_kind(&e)),
-        }
-    }
-    let joined = members.len();
     let (mut readers, mut senders, mut slow, mut publishers, mut firsts) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    let slow_every = if spec.slow_share > 0.0 { (1.0 / spec.slow_share).round().max(1.0) as usize } else { 0 };
-    for (i, room, mut m) in members {
-        let sender = m.conn.sender();
-        let rank = i / spec.rooms;
-        if rank == 0 {
+    for j in joining {
+        let (i, room, sender, window, publishes, reading) = match j.await.expect("join task") {
+            Ok(m) => m,
+            Err(e) => {
+                stats.fail(failure_kind(&e));
+                continue;
+            }
+        };
+        if i < spec.rooms {
             firsts.push((room.clone(), sender.clone()));
         }
-        if rank < spec.publishers_per_room {
-            publishers.push((sender.clone(), room, format!("p{i}"), m.window.clone()));
-        } else if slow_every > 0 && rank.is_multiple_of(slow_every) {
-            slow.push(m);
-            continue;
+        if publishes {
+            publishers.push((sender.clone(), room, format!("p{i}"), window));
         }
-        senders.push(sender);
-        let stats = stats.clone();
-        readers.push(tokio::spawn(async move {
-            m.read(&stats).await;
-            m
-        }));
+        match reading {
+            Reading::Never(m) => slow.push(m),
+            Reading::Now(reader) => {
+                senders.push(sender);
+                readers.push(reader);
+            }
+        }
     }
+    let joined = readers.len() + slow.len();
     // Everyone reads (and answers pings) while held; nobody publishes yet.
     tokio::time::sleep(spec.hold).await;
     let held = readers.iter().filter(|r| !r.is_finished()).count() + slow.len();
@@ -149,6 +176,17 @@ pub async fn run(spec: &Spec, target: &Target, duration: Duration, stats: Arc<St
         held,
         at_end,
     }
+}
+
+/// Connects and joins a member tries before giving up.
+const JOIN_ATTEMPTS: u32 = 5;
+
+/// How a joined member reads.
+enum Reading {
+    /// Its reader runs; the member comes back when its connection closes.
+    Now(tokio::task::JoinHandle<Member>),
+    /// It never reads (a slow consumer).
+    Never(Member),
 }
 
 /// Request id of the final broadcast's publish (publishes count from 1000).
