@@ -85,7 +85,7 @@ pub async fn run(spec: &Spec, target: &Target, duration: Duration, stats: Arc<St
             // A member reads (and answers pings) from the moment it joined:
             // a ramp of 100,000 takes longer than a heartbeat.
             let reading = if slow {
-                Reading::Never(m)
+                Reading::Never(Box::new(m))
             } else {
                 Reading::Now(tokio::spawn(async move {
                     m.read(&stats).await;
@@ -112,7 +112,7 @@ pub async fn run(spec: &Spec, target: &Target, duration: Duration, stats: Arc<St
             publishers.push((sender.clone(), room, format!("p{i}"), window));
         }
         match reading {
-            Reading::Never(m) => slow.push(m),
+            Reading::Never(m) => slow.push(*m),
             Reading::Now(reader) => {
                 senders.push(sender);
                 readers.push(reader);
@@ -186,7 +186,7 @@ enum Reading {
     /// Its reader runs; the member comes back when its connection closes.
     Now(tokio::task::JoinHandle<Member>),
     /// It never reads (a slow consumer).
-    Never(Member),
+    Never(Box<Member>),
 }
 
 /// Request id of the final broadcast's publish (publishes count from 1000).
