@@ -160,6 +160,13 @@ while kill -0 "$LT" 2>/dev/null; do
   if [ "$(connections)" -ge "$CONNECTIONS" ]; then held=1; sleep 2; sample held; break; fi
   sleep 1
 done
+# Just before the chat load ends (and before 100,000 connections close,
+# which costs its own messages): what holding and messaging cost.
+secs() { case $1 in *ms) echo 0 ;; *m) echo $(( ${1%m} * 60 )) ;; *s) echo "${1%s}" ;; *) echo "$1" ;; esac; }
+if [ "$held" = 1 ]; then
+  sleep $(( $(secs "$HOLD") + $(secs "$DURATION") - 4 > 0 ? $(secs "$HOLD") + $(secs "$DURATION") - 4 : 0 ))
+  kill -0 "$LT" 2>/dev/null && sample messaging
+fi
 rc=0
 wait "$LT" || rc=$?
 sample done

@@ -89,9 +89,12 @@ def main(out, connections, ticks, gateways, routers, replicas, workers):
     )
     print("|---|---|---|---|---|---|---|")
     kinds = defaultdict(lambda: [0, 0, 0, 0, 0])
+    # Messaging ends at the "messaging" sample when there is one: the
+    # connections' teardown after it is not messaging.
+    end_label = "messaging" if samples.get("messaging") else "done"
     for name, (kind, rss, cpu) in samples["held"].items():
         idle = samples["idle"].get(name, (kind, 0, 0))
-        done = samples["done"].get(name, (kind, rss, cpu))
+        done = samples[end_label].get(name, (kind, rss, cpu))
         k = kinds[kind]
         k[0] += 1
         k[1] += idle[1]
@@ -112,12 +115,15 @@ def main(out, connections, ticks, gateways, routers, replicas, workers):
     print()
     deliveries, published = fig.get("deliveries", 0), fig.get("published", 0)
     varz = {}
-    for label in ("held", "done"):
+    for label in ("held", end_label):
         try:
             varz[label] = json.load(open(f"{out}/varz-{label}.json"))
         except (OSError, ValueError):
             pass
-    print("Unit costs, from the same run (CPU while holding and messaging includes the idle hold's heartbeats):")
+    print(
+        "Unit costs, from the same run, over the hold and the chat load (their heartbeats included; "
+        "the teardown of every connection after it is not):"
+    )
     print()
     print("| unit cost | value |")
     print("|---|---|")
@@ -131,9 +137,12 @@ def main(out, connections, ticks, gateways, routers, replicas, workers):
         print(f"| nats-server CPU per publish (µs) | {num(kinds['nats'][4] * 1e6 / published)} |")
     if "presence" in kinds:
         print(f"| presence memory per connected user (bytes) | {num(per_conn['presence'] * 1024)} |")
+    if "held" in varz:
+        subs = varz["held"].get("subscriptions", 0)
+        print(f"| NATS subscriptions while holding every connection (per connection) | {num(subs)} ({num(subs / connections, 2)}) |")
     if len(varz) == 2 and published:
-        out_msgs = varz["done"]["out_msgs"] - varz["held"]["out_msgs"]
-        out_bytes = varz["done"]["out_bytes"] - varz["held"]["out_bytes"]
+        out_msgs = varz[end_label]["out_msgs"] - varz["held"]["out_msgs"]
+        out_bytes = varz[end_label]["out_bytes"] - varz["held"]["out_bytes"]
         print(f"| NATS messages out per publish (to gateways and services) | {num(out_msgs / published, 1)} |")
         print(f"| NATS bytes out per publish | {num(out_bytes / published)} |")
     print()
