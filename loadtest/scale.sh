@@ -14,7 +14,7 @@
 #
 # Sizes: CONNECTIONS (100000), ROOMS (CONNECTIONS/100), GATEWAYS (6),
 # ROUTERS (3), REPLICAS (2), WORKERS (8), RATE (messages/s per member,
-# 0.005), HOLD (35s), HEARTBEAT (10s), CONNECT_RATE (handshakes/s, 1000),
+# 0.005), HOLD (35s), HEARTBEAT (10s), CONNECT_RATE (handshakes/s, 800),
 # DURATION (chat, 15s). The test suite runs a small one with BUILD=0
 # WRITE=0 (no build, no docs) and BIN (where the binaries are) and OUT set.
 # Everything it starts is stopped on exit.
@@ -30,7 +30,7 @@ WORKERS=${WORKERS:-8}
 RATE=${RATE:-0.005}
 HOLD=${HOLD:-35s}
 HEARTBEAT=${HEARTBEAT:-10s}
-CONNECT_RATE=${CONNECT_RATE:-1000}
+CONNECT_RATE=${CONNECT_RATE:-800}
 DURATION=${DURATION:-15s}
 PROFILE=${PROFILE:-release}
 BUILD=${BUILD:-1}

@@ -87,11 +87,13 @@ impl Target {
 }
 
 /// The name of a failed connection attempt, for the failures table.
-/// Whether the server asked for a retry: 1013 (try again later), a reply
-/// `unavailable`, or no answer in time.
+/// Whether a client would try again: the server asked for it (1013, a
+/// reply `unavailable`), or did not answer in time, or refused the TCP
+/// connection (a full accept queue under a connect storm).
 pub fn retryable(e: &ClientError) -> bool {
     match e {
         ClientError::Closed(Some(1013)) | ClientError::Timeout => true,
+        ClientError::Connect(_) => failure_kind(e) == "connect error",
         ClientError::Unexpected(_) => failure_kind(e) == "refused unavailable",
         _ => false,
     }

@@ -42,6 +42,8 @@ pub struct Outcome {
     pub held: usize,
     /// Members whose last message was their room's last (the tail check).
     pub at_end: usize,
+    /// Members the tail check saw (their reader stopped in time).
+    pub checked: usize,
 }
 
 pub async fn run(spec: &Spec, target: &Target, duration: Duration, stats: Arc<Stats>) -> Outcome {
@@ -160,7 +162,7 @@ pub async fn run(spec: &Spec, target: &Target, duration: Duration, stats: Arc<St
             read.push(m);
         }
     }
-    let at_end = tail_check(&read, &stats);
+    let (at_end, checked) = (tail_check(&read, &stats), read.len());
     // The members that never read now read what is left: the gateway should
     // have closed them as slow consumers (4000).
     let mut slow_closes = Vec::new();
@@ -175,6 +177,7 @@ pub async fn run(spec: &Spec, target: &Target, duration: Duration, stats: Arc<St
         slow_closes,
         held,
         at_end,
+        checked,
     }
 }
 
@@ -223,6 +226,7 @@ pub fn figures(report: &mut Report, stats: &Stats, outcome: &Outcome) {
     report.figure("members joined", outcome.joined as f64, "");
     report.figure("members held", outcome.held as f64, "");
     report.figure("members at the end", outcome.at_end as f64, "");
+    report.figure("members checked at the end", outcome.checked as f64, "");
     report.figure("published", sent, "msgs");
     report.figure("acknowledged", stats.acked.load(Ordering::Relaxed) as f64, "msgs");
     report.figure("publish rate", sent / outcome.publish_secs, "msgs/s");

@@ -181,32 +181,30 @@ async fn churn(soak: Soak, target: Target, slot: usize, stats: Arc<Stats>, stopp
             stats.clone(),
             quitting,
         ));
-        // Half way, leave the last room for another: join/leave churn.
-        let mut stop = stopped.clone();
-        let half = tokio::time::timeout(life / 2, async {
-            tokio::select! {
-                _ = m.read(&stats) => {}
-                _ = stop.changed() => {}
-            }
-        })
-        .await;
-        if half.is_err() && joined.len() > 1 {
+        // Half way, leave the last room: join/leave churn.
+        if read_for(&mut m, life / 2, &stats, &stopped).await && joined.len() > 1 {
             let last = joined.pop().expect("more than one");
             let _ = sender.send(format!(r#"{{"op":"leave","room":"{last}","id":2}}"#)).await;
         }
-        let mut stop = stopped.clone();
-        let _ = tokio::time::timeout(life / 2, async {
-            tokio::select! {
-                _ = m.read(&stats) => {}
-                _ = stop.changed() => {}
-            }
-        })
-        .await;
+        read_for(&mut m, life / 2, &stats, &stopped).await;
         let _ = quit.send(true);
         member::close(&sender).await;
         let _ = tokio::time::timeout(Duration::from_secs(2), m.read(&stats)).await;
         m.settle(&stats);
     }
+}
+
+/// Reads for `time`; false when the run stopped or the connection closed first.
+async fn read_for(m: &mut Member, time: Duration, stats: &Stats, stopped: &watch::Receiver<bool>) -> bool {
+    let mut stop = stopped.clone();
+    tokio::time::timeout(time, async {
+        tokio::select! {
+            _ = m.read(stats) => {}
+            _ = stop.changed() => {}
+        }
+    })
+    .await
+    .is_err()
 }
 
 /// The gauges that hold connections, sessions, members or queued bytes,
