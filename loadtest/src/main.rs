@@ -95,6 +95,8 @@ fn main() {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
+    // Before any worker starts: N copies of one mistake say less than one.
+    check_urls(&cli.url)?;
     let shard = Shard::from_env();
     // The coordinator measures the servers: workers would each count all of it.
     let cpu_before = if shard.is_none() { server_cpu(&cli.server_pid) } else { None };
@@ -109,6 +111,17 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         cpu_figures(&mut report, after - before);
     }
     finish(&cli, report)
+}
+
+/// Every target is on loopback: load never leaves this machine.
+fn check_urls(urls: &[String]) -> anyhow::Result<()> {
+    for url in urls {
+        let host = url.strip_prefix("ws://").and_then(|r| r.split(['/', ':']).next()).unwrap_or_default();
+        if !host.starts_with("127.") && host != "localhost" {
+            anyhow::bail!("--url {url}: loadtest only targets loopback addresses (127.0.0.0/8)");
+        }
+    }
+    Ok(())
 }
 
 /// CPU seconds the `--server-pid` processes have used so far.
@@ -145,12 +158,7 @@ async fn scenario(cli: &Cli, shard: Option<Shard>) -> anyhow::Result<loadtest::r
     if cli.url.is_empty() {
         anyhow::bail!("--url is required (e.g. --url ws://127.0.0.1:8080/ws)");
     }
-    for url in &cli.url {
-        let host = url.strip_prefix("ws://").and_then(|r| r.split(['/', ':']).next()).unwrap_or_default();
-        if !host.starts_with("127.") && host != "localhost" {
-            anyhow::bail!("--url {url}: loadtest only targets loopback addresses (127.0.0.0/8)");
-        }
-    }
+    check_urls(&cli.url)?;
     let key = match (&cli.secret, &cli.token_key) {
         (Some(s), _) => Some(SigningKey::hs256(s.as_bytes().to_vec())),
         (None, Some(path)) => {

@@ -83,12 +83,11 @@ pub async fn coordinate(count: usize, dir: &Path) -> anyhow::Result<Report> {
     let mut reports = Vec::new();
     for (index, out, mut child) in children {
         let status = child.wait().await?;
-        let text = std::fs::read_to_string(&out).with_context(|| {
-            format!(
-                "worker {index} ({status}) wrote no report: see {}",
-                dir.join(format!("worker-{index}.txt")).display()
-            )
-        })?;
+        let Ok(text) = std::fs::read_to_string(&out) else {
+            let log = std::fs::read_to_string(dir.join(format!("worker-{index}.txt"))).unwrap_or_default();
+            let last: Vec<&str> = log.lines().rev().take(5).collect::<Vec<_>>().into_iter().rev().collect();
+            anyhow::bail!("worker {index} ({status}) wrote no report; it said:\n{}", last.join("\n"));
+        };
         reports.push(serde_json::from_str::<Value>(&text).with_context(|| format!("{}", out.display()))?);
     }
     Ok(Report::merge(&reports))
