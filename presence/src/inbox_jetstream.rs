@@ -4,9 +4,10 @@
 //! as max age, `--inbox-bytes` over the stream (the oldest of all go). So
 //! JetStream drops without telling us: only refusals are counted here.
 //!
-//! A take reads the user's messages and deletes each by its sequence; a
+//! A take reads the user's messages, then deletes each by its sequence; a
 //! message goes to the take whose delete succeeded, so two connections of
-//! one user opening together (on any presence replica) never both get it.
+//! one user opening together (on any presence replica) never both get it,
+//! and once a delete succeeded the take cannot fail.
 //! Reads and deletes go to the stream leader (`STREAM.MSG.GET`/`DELETE`).
 
 use std::time::Duration;
@@ -79,24 +80,37 @@ impl JetStreamInbox {
 
     async fn take_all(&self, user: &str) -> Result<Vec<pb::QueuedDirect>, String> {
         let subject = format!("sb.inbox.{user}");
-        let mut out = Vec::new();
+        // Read first: a failure here has taken nothing.
+        let mut read = Vec::new();
         let mut next = 0;
-        for _ in 0..self.size {
-            let m = match self.stream.get_first_raw_message_by_subject(&subject, next).await {
-                Ok(m) => m,
+        while read.len() < self.size {
+            match self.stream.get_first_raw_message_by_subject(&subject, next).await {
+                Ok(m) => {
+                    next = m.sequence + 1;
+                    read.push(m);
+                }
                 Err(e) if e.kind() == stream::LastRawMessageErrorKind::NoMessageFound => break,
                 Err(e) => return Err(e.to_string()),
-            };
-            next = m.sequence + 1;
-            // Whoever deletes it delivers it.
-            match self.stream.delete_message(m.sequence).await {
+            }
+        }
+        // Then delete them all at once; whoever deletes a message delivers
+        // it. A failed delete (a concurrent take got there first, the
+        // message aged out, or JetStream refused) skips the message: if it
+        // is still stored, a later take gets it. Never an error from here
+        // on, or what this take already deleted would be lost.
+        let deletes = read.iter().map(|m| self.stream.delete_message(m.sequence));
+        let deleted = futures::future::join_all(deletes).await;
+        let mut out = Vec::with_capacity(read.len());
+        for (m, deleted) in read.into_iter().zip(deleted) {
+            match deleted {
                 Ok(true) => {}
                 Ok(false) => continue,
-                // Deleted by a concurrent take (or aged out) meanwhile.
-                Err(e) if matches!(e.kind(), DeleteMessageErrorKind::JetStream(j) if j.error_code() == ErrorCode::NO_MESSAGE_FOUND) => {
-                    continue
+                Err(e) => {
+                    if !matches!(e.kind(), DeleteMessageErrorKind::JetStream(j) if lost_race(j.error_code())) {
+                        tracing::warn!(user, seq = m.sequence, error = %e, "could not delete from {STREAM}: left for the next take");
+                    }
+                    continue;
                 }
-                Err(e) => return Err(e.to_string()),
             }
             match pb::QueuedDirect::decode(m.payload) {
                 Ok(msg) => out.push(msg),
@@ -106,6 +120,13 @@ impl JetStreamInbox {
         metrics::counter!("switchboard_presence_inbox_taken_total").increment(out.len() as u64);
         Ok(out)
     }
+}
+
+/// Whether a delete failed because the message was already gone: JetStream
+/// answers "no message found" (10037), or "delete failed" (10057) when a
+/// concurrent delete won.
+fn lost_race(code: ErrorCode) -> bool {
+    code == ErrorCode::NO_MESSAGE_FOUND || code == ErrorCode::STREAM_MESSAGE_DELETE_FAILED
 }
 
 impl InboxStore for JetStreamInbox {

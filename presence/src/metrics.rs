@@ -25,7 +25,11 @@ pub fn describe() {
     describe_gauge!("switchboard_presence_inbox_bytes", "Bytes of direct messages waiting (bounded by --inbox-bytes).");
     describe_counter!(
         "switchboard_presence_inbox_dropped_total",
-        "Waiting direct messages dropped undelivered, by reason: full (the user's --inbox-size), expired (--inbox-ttl), budget (--inbox-bytes)."
+        "Waiting direct messages dropped undelivered, by reason: full (the user's --inbox-size), expired (--inbox-ttl), budget (--inbox-bytes), unavailable (taken for a caller that gave up, and the store refused them back)."
+    );
+    describe_counter!(
+        "switchboard_presence_inbox_returned_total",
+        "Direct messages taken for a gateway that gave up waiting (its deadline), put back in the inbox."
     );
     describe_counter!(
         "switchboard_presence_inbox_taken_total",
@@ -33,7 +37,8 @@ pub fn describe() {
     );
     metrics::gauge!("switchboard_presence_inbox_messages").set(0.0);
     metrics::gauge!("switchboard_presence_inbox_bytes").set(0.0);
-    for reason in ["full", "expired", "budget"] {
+    metrics::counter!("switchboard_presence_inbox_returned_total").absolute(0);
+    for reason in ["full", "expired", "budget", "unavailable"] {
         metrics::counter!("switchboard_presence_inbox_dropped_total", "reason" => reason).absolute(0);
     }
     metrics::gauge!("switchboard_presence_users_online").set(0.0);

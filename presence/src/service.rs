@@ -264,7 +264,28 @@ impl Presence for PresenceService {
     async fn take_inbox(&self, request: Request<pb::TakeInboxRequest>) -> Result<Response<pb::TakeInboxReply>, Status> {
         let user = request.into_inner().user;
         check_users(std::slice::from_ref(&user))?;
-        let messages = self.inbox.take(user).await.map_err(|e| Status::unavailable(format!("inbox: {e}")))?;
+        // Taken in a task of its own: a caller that gives up mid-take (its
+        // deadline) would otherwise drop messages already taken; they go
+        // back to the inbox for the user's next connection instead.
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let inbox = self.inbox.clone();
+        tokio::spawn(async move {
+            let taken = inbox.take(user).await;
+            if let Err(Ok(messages)) = tx.send(taken) {
+                metrics::counter!("switchboard_presence_inbox_returned_total").increment(messages.len() as u64);
+                for m in messages {
+                    if let Err(e) = inbox.put(m).await {
+                        metrics::counter!("switchboard_presence_inbox_dropped_total", "reason" => "unavailable")
+                            .increment(1);
+                        tracing::warn!(error = %e, "could not return a taken direct message to the inbox");
+                    }
+                }
+            }
+        });
+        let messages = rx
+            .await
+            .map_err(|_| Status::internal("inbox take failed"))?
+            .map_err(|e| Status::unavailable(format!("inbox: {e}")))?;
         Ok(Response::new(pb::TakeInboxReply { messages }))
     }
 

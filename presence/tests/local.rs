@@ -296,3 +296,54 @@ async fn dropping_the_service_stops_its_tasks() {
     // The sweeper only ever holds it for one sweep.
     wait_for("service freed", || async { weak.upgrade().is_none() }).await;
 }
+
+/// The memory inbox, each take held up by `delay`: a store slower than
+/// the caller's patience.
+struct SlowInbox {
+    inner: presence::inbox::MemoryInbox,
+    delay: Duration,
+}
+
+impl presence::InboxStore for SlowInbox {
+    fn put(&self, msg: pb::QueuedDirect) -> bus::BoxFuture<'_, Result<(Vec<presence::inbox::Dropped>, bool), String>> {
+        self.inner.put(msg)
+    }
+
+    fn take(&self, user: String) -> bus::BoxFuture<'_, Result<Vec<pb::QueuedDirect>, String>> {
+        Box::pin(async move {
+            let taken = self.inner.take(user).await;
+            tokio::time::sleep(self.delay).await;
+            taken
+        })
+    }
+
+    fn sweep(&self) -> usize {
+        self.inner.sweep()
+    }
+}
+
+#[tokio::test]
+async fn a_take_whose_caller_gave_up_returns_the_messages_to_the_inbox() {
+    let inbox = Arc::new(SlowInbox {
+        inner: presence::inbox::MemoryInbox::new(presence::InboxConfig::DEFAULT),
+        delay: Duration::from_millis(300),
+    });
+    let service = PresenceService::start_with(Bus::local("t", "test"), CONFIG, None, inbox);
+    let client = PresenceClient::local(service.clone());
+    for n in 0..3u8 {
+        let msg = pb::QueuedDirect { to: "bob".into(), from: "ann".into(), data: vec![n].into(), ts: 1 };
+        client.enqueue(msg).await.unwrap();
+    }
+    // The caller's deadline passes while the store is taking.
+    let gave_up = tokio::time::timeout(Duration::from_millis(50), client.take_inbox("bob")).await;
+    assert!(gave_up.is_err(), "the take outlasted the caller");
+    let mut back = Vec::new();
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    while back.len() < 3 {
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for the messages back: {back:?}");
+        back.extend(client.take_inbox("bob").await.unwrap());
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let data: Vec<Vec<u8>> = back.iter().map(|m| m.data.to_vec()).collect();
+    assert_eq!(data, [[0], [1], [2]], "each message back, once, in order");
+}
