@@ -22,43 +22,12 @@ cargo build --release --bins
 LT=target/release/loadtest
 SECRET=bench-secret-of-at-least-32-bytes
 
-pids=()
-cleanup() {
-  for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-}
-trap cleanup EXIT
+source loadtest/lib.sh
 
 # A connection cap of 20000 file descriptors per process is common on shared
 # machines; use what this one allows.
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 CONNECTIONS=${CONNECTIONS:-$(( $(ulimit -n) - 2000 < 10000 ? $(ulimit -n) - 2000 : 10000 ))}
-
-wait_line() { # file, prefix → second word of the line
-  for _ in $(seq 200); do
-    line=$(grep -m1 "^ *$2" "$1" 2>/dev/null || true)
-    if [ -n "$line" ]; then echo "$line" | awk '{print $2}'; return; fi
-    sleep 0.05
-  done
-  echo "timed out waiting for '$2' in $1" >&2; exit 1
-}
-
-start_gateway() { # extra gateway flags...
-  target/release/gateway --standalone "$@" --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 --grpc-listen 127.0.0.1:0 --api-listen 127.0.0.1:0 \
-    --jwt-secret "$SECRET" --rate-per-sec 1000000 --rate-burst 1000000 \
-    --max-connections-per-ip 1000000 --handshake-rate 1000000 --handshake-burst 1000000 \
-    >"$OUT/gateway.out" 2>"$OUT/gateway.log" &
-  GATEWAY_PID=$!
-  pids+=("$GATEWAY_PID")
-  GATEWAY=$(wait_line "$OUT/gateway.out" websocket)
-}
-
-start_peer() { # extra peer flags...
-  node loadtest/peers/ws-rooms/server.js --listen 127.0.0.1:0 "$@" >"$OUT/peer.out" 2>"$OUT/peer.log" &
-  PEER_PID=$!
-  pids+=("$PEER_PID")
-  PEER=$(wait_line "$OUT/peer.out" websocket)
-}
 
 run() { # name, url, protocol, scenario args...
   local name=$1 url=$2 protocol=$3; shift 3

@@ -69,23 +69,9 @@ BIN=${BIN:-target/$PROFILE}
 mkdir -p "$OUT"
 rm -f "$OUT"/*.out "$OUT"/*.log "$OUT"/*.json "$OUT"/*.samples
 
-pids=()
-cleanup() {
-  for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-}
-trap cleanup EXIT
+source loadtest/lib.sh
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
-
-wait_line() { # file, prefix → second word of the line
-  for _ in $(seq 400); do
-    line=$(grep -m1 "^ *$2" "$1" 2>/dev/null || true)
-    if [ -n "$line" ]; then echo "$line" | awk '{print $2}'; return; fi
-    sleep 0.05
-  done
-  fail "timed out waiting for '$2' in $1"
-}
 
 start() { # kind, name, command...
   local kind=$1 name=$2; shift 2

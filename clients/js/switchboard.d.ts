@@ -145,6 +145,11 @@ export interface PresenceState {
   last_seen_ms?: number;
   /** While online: the user's status (`online` unless they set another). */
   status?: string;
+  /**
+   * The presence service could not be asked: the answering gateway's own
+   * view (online only if connected to that gateway).
+   */
+  degraded?: boolean;
 }
 
 export interface PresenceEvent {

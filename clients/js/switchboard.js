@@ -317,16 +317,20 @@ export class Client {
     }));
   }
 
-  /** Resolves with `[{user, online, last_seen_ms}]`. */
+  /**
+   * Resolves with `[{user, online, last_seen_ms, status}]`; each state has
+   * `degraded: true` when the presence service could not be asked and the
+   * gateway answered from its own connections alone.
+   */
   presence(users, { timeout } = {}) {
-    return this.#request('presence', { users: [...users] }, timeout).then((r) => r.users ?? []);
+    return this.#request('presence', { users: [...users] }, timeout).then(states);
   }
 
   /**
    * Calls `onPresence({user, online, ts})` whenever one of `users` goes
    * online or offline, across reconnects (changes missed while disconnected
    * are reported after reconnecting). Resolves with their current state,
-   * `[{user, online, last_seen_ms}]`.
+   * as `presence` does (`degraded` included).
    */
   async watch(users, onPresence) {
     users = [...users];
@@ -340,12 +344,12 @@ export class Client {
       }
     }
     try {
-      const states = (await this.#request('watch', { users })).users ?? [];
-      for (const s of states) {
+      const current = states(await this.#request('watch', { users }));
+      for (const s of current) {
         const w = this.#watches.get(s.user);
         if (w) w.online = s.online;
       }
-      return states;
+      return current;
     } catch (e) {
       for (const user of added) this.#forgetWatch(user, onPresence);
       throw e;
@@ -952,6 +956,12 @@ export class Client {
 }
 
 /** 128 random bits as 32 hex digits (an idempotency key). */
+/** A `presence` or `watch` reply's states, each marked when the reply was degraded. */
+function states(reply) {
+  const users = reply.users ?? [];
+  return reply.degraded ? users.map((u) => ({ ...u, degraded: true })) : users;
+}
+
 function randomKey() {
   if (globalThis.crypto?.randomUUID) return globalThis.crypto.randomUUID().replaceAll('-', '');
   let key = '';

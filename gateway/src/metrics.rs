@@ -29,6 +29,10 @@ pub fn describe(standalone: bool) {
     describe_counter!("switchboard_gateway_frames_in_total", "Client requests, by op (invalid: undecodable).");
     describe_counter!("switchboard_gateway_frames_out_total", "Frames written to clients.");
     describe_counter!(
+        "switchboard_gateway_writes_total",
+        "Socket writes to clients (frames_out / writes: frames per write; --write-delay raises it)."
+    );
+    describe_counter!(
         "switchboard_gateway_messages_delivered_total",
         "Events queued to clients (room messages, joined/left, direct, presence)."
     );
@@ -87,6 +91,7 @@ pub fn describe(standalone: bool) {
     for name in [
         "switchboard_gateway_connections_accepted_total",
         "switchboard_gateway_frames_out_total",
+        "switchboard_gateway_writes_total",
         "switchboard_gateway_messages_delivered_total",
         "switchboard_gateway_resyncs_total",
         "switchboard_gateway_gap_fills_total",
@@ -135,14 +140,25 @@ pub fn op_duration(op: &'static str, took: std::time::Duration) {
     metrics::histogram!("switchboard_gateway_op_duration_seconds", "op" => op).record(took.as_secs_f64());
 }
 
-/// Data frames written to a client.
+/// A label-free counter of the delivery path, looked up once: the
+/// registry hashes the name on every lookup, which showed in the broadcast
+/// profile. The recorder is installed before any connection is served.
+macro_rules! hot_counter {
+    ($name:literal) => {{
+        static COUNTER: std::sync::OnceLock<metrics::Counter> = std::sync::OnceLock::new();
+        COUNTER.get_or_init(|| metrics::counter!($name))
+    }};
+}
+
+/// One write to a client that carried `n` data frames.
 pub fn frames_out(n: usize) {
-    metrics::counter!("switchboard_gateway_frames_out_total").increment(n as u64);
+    hot_counter!("switchboard_gateway_writes_total").increment(1);
+    hot_counter!("switchboard_gateway_frames_out_total").increment(n as u64);
 }
 
 /// Events queued to clients.
 pub fn delivered(n: u64) {
-    metrics::counter!("switchboard_gateway_messages_delivered_total").increment(n);
+    hot_counter!("switchboard_gateway_messages_delivered_total").increment(n);
 }
 
 /// Continuity lost in a room, for its members or one of them.

@@ -117,6 +117,35 @@ async fn a_client_that_never_reads_is_dropped_and_others_are_unaffected() {
 }
 
 #[tokio::test]
+async fn a_write_delay_batches_deliveries_and_never_holds_replies() {
+    const DELAY: Duration = Duration::from_millis(1500);
+    let gw = Gateway::start(&["--write-delay", "1500ms"]);
+    let mut member = gw.json("member").await;
+    let mut publisher = gw.json("publisher").await;
+    join(&mut member, "batched").await;
+    join(&mut publisher, "batched").await;
+    let before = gw.metrics().await;
+    let started = Instant::now();
+    for i in 0..5 {
+        // Acked one by one: each reply came before the delay was up.
+        let r = publisher.request(json!({"op": "publish", "room": "batched", "data": i})).await.unwrap();
+        assert_eq!(r["ok"], true, "{r}");
+    }
+    assert!(started.elapsed() < DELAY, "replies are written at once: {:?}", started.elapsed());
+    for i in 0..5 {
+        let m = member.next_of_type("message", T).await.unwrap();
+        assert_eq!(m["data"], i);
+    }
+    assert!(started.elapsed() >= DELAY - Duration::from_millis(100), "deliveries waited for company");
+    let after = gw.metrics().await;
+    let delta = |name| metric(&after, name) - metric(&before, name);
+    // The member's five in one write (the publisher's echoes ride with its
+    // replies).
+    let (frames, writes) = (delta("switchboard_gateway_frames_out_total"), delta("switchboard_gateway_writes_total"));
+    assert!(frames - writes >= 4.0, "{frames} frames in {writes} writes");
+}
+
+#[tokio::test]
 async fn connection_caps_and_handshake_admission_answer_1013() {
     let gw = Gateway::start(&["--max-connections", "2"]);
     let _a = gw.json("a").await;

@@ -1,6 +1,7 @@
 // The client against real `gateway --standalone` processes: every API call,
 // resume after the gateway drops the connection or restarts, the backoff's
-// bounds, and the close codes that stop reconnection.
+// bounds, and the close codes that stop reconnection; and against a cluster
+// whose presence service is down.
 
 import assert from 'node:assert/strict';
 import { after, afterEach, before, describe, it } from 'node:test';
@@ -12,7 +13,18 @@ import { join } from 'node:path';
 import WebSocket from 'ws';
 
 import { backoffBound, decodeToken, SwitchboardError } from '../switchboard.js';
-import { adminDisconnect, apiCall, client, mintToken, next, serverPublish, startGateway, until } from './support.js';
+import {
+  adminDisconnect,
+  apiCall,
+  client,
+  Cluster,
+  clusterMissing,
+  mintToken,
+  next,
+  serverPublish,
+  startGateway,
+  until,
+} from './support.js';
 
 const SECRET = `js-test-secret-of-32-bytes-or-more-${process.pid}`;
 const T = { timeout: 30_000 };
@@ -254,6 +266,36 @@ describe('every API call', () => {
     assert.equal(alice.state, 'disconnected');
     await assert.rejects(alice.publish('close-room', 1), (e) => e instanceof SwitchboardError && e.code === 'closed');
     await assert.rejects(alice.ready(), { code: 'closed' });
+  });
+});
+
+describe('presence down in a cluster', () => {
+  let cluster;
+  before(async () => {
+    // Never skipped: a missing nats-server or binary fails the run loudly.
+    const missing = clusterMissing();
+    if (missing) throw new Error(`cannot start the cluster: ${missing} (run make deps)`);
+    cluster = await Cluster.start({ gateways: 1, secret: SECRET });
+  });
+  after(() => cluster?.stop());
+
+  it('presence and watch mark their states degraded', T, async () => {
+    const [gw] = cluster.gateways;
+    const alice = await user(gw, 'alice');
+    await user(gw, 'bob');
+    assert.equal((await alice.presence(['bob']))[0].degraded, undefined, 'not while presence answers');
+    await cluster.presence.stop();
+    const states = await until(async () => {
+      const s = await alice.presence(['bob', 'carol']);
+      return s[0].degraded && s;
+    }, 'a degraded answer');
+    assert.deepEqual(
+      states.map((u) => [u.user, u.online, u.degraded]),
+      [['bob', true, true], ['carol', false, true]],
+      "the gateway's own view",
+    );
+    const watched = await alice.watch(['bob']);
+    assert.deepEqual(watched.map((u) => [u.user, u.online, u.degraded]), [['bob', true, true]]);
   });
 });
 

@@ -66,6 +66,7 @@ impl Connection {
             heartbeat: hub.limits.heartbeat,
             pong_timeout: hub.limits.pong_timeout,
             write_timeout: hub.limits.write_timeout,
+            write_delay: hub.limits.write_delay,
         };
         let session = Session::new(hub, outbox.clone(), &accepted);
         Self {

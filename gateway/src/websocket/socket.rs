@@ -8,7 +8,10 @@
 //! the connection. While a request is being handled, [`Socket::tend`] keeps
 //! writing and the clocks going, so a request that waits on a slow owner
 //! never stalls the connection's other rooms. The backend's orders wait in
-//! the outbox until [`Socket::next`] hands them to the session.
+//! the outbox until [`Socket::next`] hands them to the session. With a
+//! write delay, frames queued together wait up to that long so that one
+//! write carries them all; replies to the client's requests, pings and the
+//! close go out at once.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -35,6 +38,8 @@ pub struct SocketConfig {
     pub heartbeat: Duration,
     pub pong_timeout: Duration,
     pub write_timeout: Duration,
+    /// How long queued frames wait for company before a write (0: none).
+    pub write_delay: Duration,
 }
 
 /// The connection's reading and writing halves and its clocks.
@@ -43,6 +48,9 @@ pub struct Socket {
     writer: Writer,
     pub clocks: Clocks,
     outbox: Arc<Outbox>,
+    write_delay: Duration,
+    /// When the frames queued now are written (with a write delay).
+    flush_at: Option<Instant>,
     /// A message read while the session was busy, for [`Socket::next`].
     /// Boxed: most connections never hold one.
     held: Option<Box<Result<Incoming, ReadError>>>,
@@ -67,6 +75,8 @@ impl Socket {
             writer: Writer::new(wr, config.binary, config.write_timeout),
             clocks: Clocks::new(config.heartbeat, config.pong_timeout, Instant::now()),
             outbox,
+            write_delay: config.write_delay,
+            flush_at: None,
             held: None,
         }
     }
@@ -77,6 +87,10 @@ impl Socket {
     pub async fn next(&mut self) -> Result<Incoming, ReadError> {
         if let Some(m) = self.held.take() {
             return *m;
+        }
+        if !self.write_delay.is_zero() {
+            // The reply to the request just handled: the client waits on it.
+            self.flush(false).await;
         }
         loop {
             if self.writer.is_done() {
@@ -125,10 +139,11 @@ impl Socket {
     /// Waits for the next thing to do. Cancel-safe: the reader is, and a
     /// dropped wait loses no wake-up.
     async fn wait(&mut self, read: bool) -> Wake {
+        let wake_at = self.wake_at();
         tokio::select! {
             m = self.reader.next(), if read => Wake::Read(m),
             _ = self.outbox.ready() => Wake::Write,
-            _ = tokio::time::sleep_until(self.clocks.wake_at()) => Wake::Alarm,
+            _ = tokio::time::sleep_until(wake_at) => Wake::Alarm,
         }
     }
 
@@ -139,7 +154,11 @@ impl Socket {
                 self.clocks.heard();
                 return Some(m);
             }
-            Wake::Write => self.flush(false).await,
+            Wake::Write if self.write_delay.is_zero() || self.outbox.closing().is_some() => self.flush(false).await,
+            Wake::Write => {
+                self.flush_at.get_or_insert_with(|| Instant::now() + self.write_delay);
+            }
+            Wake::Alarm if self.flush_at.is_some_and(|at| at <= Instant::now()) => self.flush(false).await,
             Wake::Alarm => match self.clocks.fire(Instant::now()) {
                 Some(Alarm::Ping) => self.flush(true).await,
                 Some(Alarm::Close(c)) => self.outbox.close(c),
@@ -150,9 +169,16 @@ impl Socket {
         None
     }
 
+    /// The next clock, or the delayed write if sooner.
+    fn wake_at(&self) -> Instant {
+        let clocks = self.clocks.wake_at();
+        self.flush_at.map_or(clocks, |at| at.min(clocks))
+    }
+
     /// Writes what is queued. Boxed, in its own statement: an idle
     /// connection's task then holds no write state between writes.
     async fn flush(&mut self, ping: bool) {
+        self.flush_at = None;
         let flush = Box::pin(self.writer.flush(&self.outbox, ping));
         flush.await
     }
