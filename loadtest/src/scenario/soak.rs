@@ -24,6 +24,9 @@ use crate::procfs::rss_kib;
 use crate::report::Report;
 use crate::stats::Stats;
 
+/// Distinct users each connection slot cycles through.
+const USERS_PER_SLOT: usize = 4;
+
 /// Parameters of a soak run.
 #[derive(Debug, Clone, clap::Args)]
 pub struct Soak {
@@ -137,7 +140,11 @@ async fn churn(soak: Soak, target: Target, slot: usize, stats: Arc<Stats>, stopp
             rooms.dedup();
             (life, rooms, rng.random_bool(soak.slow_share.clamp(0.0, 1.0)))
         };
-        let user = format!("s{slot}-{generation}");
+        // A bounded population, as in a real application: users come back.
+        // With a new user per connection, presence's last-seen memory
+        // (kept an hour per offline user, by design) would grow for the
+        // whole run and read as a leak.
+        let user = format!("s{slot}-{}", generation % USERS_PER_SLOT);
         let conn = match target.open(slot, &user).await {
             Ok(conn) => conn,
             Err(e) => {
