@@ -253,11 +253,8 @@ impl Presence for PresenceService {
         if msg.data.len() > proto::client::MAX_DATA_BYTES {
             return Err(Status::invalid_argument("data is over 64 KiB"));
         }
-        let (drops, refused) = self.inbox.put(msg).await.map_err(|e| Status::unavailable(format!("inbox: {e}")))?;
-        for d in &drops {
-            metrics::counter!("switchboard_presence_inbox_dropped_total", "reason" => d.as_str()).increment(1);
-        }
-        let dropped = drops.len() as u32 - u32::from(refused);
+        let (drops, refused) = put(&*self.inbox, msg).await.map_err(|e| Status::unavailable(format!("inbox: {e}")))?;
+        let dropped = drops as u32 - u32::from(refused);
         Ok(Response::new(pb::EnqueueReply { dropped, refused }))
     }
 
@@ -274,7 +271,7 @@ impl Presence for PresenceService {
             if let Err(Ok(messages)) = tx.send(taken) {
                 metrics::counter!("switchboard_presence_inbox_returned_total").increment(messages.len() as u64);
                 for m in messages {
-                    if let Err(e) = inbox.put(m).await {
+                    if let Err(e) = put(&*inbox, m).await {
                         metrics::counter!("switchboard_presence_inbox_dropped_total", "reason" => "unavailable")
                             .increment(1);
                         tracing::warn!(error = %e, "could not return a taken direct message to the inbox");
@@ -308,6 +305,16 @@ impl Presence for PresenceService {
         let changes = watch::watch(&self.bus, users).await.map_err(|e| Status::unavailable(format!("bus: {e}")))?;
         Ok(Response::new(changes))
     }
+}
+
+/// Puts `msg` in `inbox`, counting what the inbox dropped to make room:
+/// how many went (`msg` itself included when refused), and whether it was.
+async fn put(inbox: &dyn InboxStore, msg: pb::QueuedDirect) -> Result<(usize, bool), String> {
+    let (drops, refused) = inbox.put(msg).await?;
+    for d in &drops {
+        metrics::counter!("switchboard_presence_inbox_dropped_total", "reason" => d.as_str()).increment(1);
+    }
+    Ok((drops.len(), refused))
 }
 
 /// Rejects more than [`MAX_USERS_PER_REQUEST`] users or an invalid user id.

@@ -291,7 +291,7 @@ export function natsServer() {
 }
 
 /** Why the cluster cannot be started here, or null when it can. */
-export function clusterMissing() {
+function clusterMissing() {
   if (!natsServer()) return 'nats-server not found (make deps-py installs it)';
   for (const name of ['gateway', 'router', 'presence']) {
     try {
@@ -318,6 +318,9 @@ export async function waitHttp(url, what, timeout = 20_000) {
 /** A cluster on loopback: nats-server, presence, one router, gateways on fixed ports (so they can restart in place). */
 export class Cluster {
   static async start({ gateways = 2, secret }) {
+    // Never skipped: a missing nats-server or binary fails the run loudly.
+    const missing = clusterMissing();
+    if (missing) throw new Error(`cannot start the cluster: ${missing} (run make deps)`);
     const c = new Cluster();
     c.secret = secret;
     // Ports of their own choosing: a port found free may be taken before use.
