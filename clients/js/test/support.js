@@ -359,6 +359,8 @@ export class Cluster {
       '127.0.0.1:0',
       '--grpc-listen',
       '127.0.0.1:0',
+      '--api-listen',
+      '127.0.0.1:0',
     ]);
     await c.router.waitLine('admin');
     c.ports = [];
