@@ -72,7 +72,7 @@ async fn a_gateway_cut_off_from_nats_heals_and_its_members_miss_nothing_silently
         wait_readyz(&cluster.gateways[0].admin, 200, Duration::from_secs(10)).await;
         eprintln!("round {round}: gw-1 ready {:?} after the cut", cut_at.elapsed());
         wait_members_listed(&cluster, 4, Duration::from_secs(5)).await;
-        outages.push(cut_at..Instant::now() + Duration::from_secs(1));
+        outages.push(outage(cut_at, Instant::now() + Duration::from_secs(1)));
         tokio::time::sleep(Duration::from_secs(3)).await;
     }
     let report = load.stop(Duration::from_secs(2)).await;

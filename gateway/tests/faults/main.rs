@@ -30,7 +30,7 @@ use loadtest::token::SigningKey;
 use proto::pb;
 use serde_json::json;
 use support::cluster::Cluster;
-use support::load::{assert_flawless, assert_nothing_lost_outside, chat, wait_rooms_serve, ROOMS};
+use support::load::{assert_flawless, assert_nothing_lost_outside, chat, outage, wait_rooms_serve, ROOMS};
 use support::partition::Partition;
 use support::*;
 

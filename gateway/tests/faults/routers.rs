@@ -16,7 +16,7 @@ pub(super) async fn router_out_and_back(out: fn(&mut Cluster), back: fn(&mut Clu
         out(&mut cluster);
         // The survivor is asked (wait_rooms_serve uses the last router).
         let took = wait_rooms_serve(&cluster, limit).await;
-        outages.push(at..Instant::now());
+        outages.push(outage(at, Instant::now()));
         eprintln!("round {round}: rooms serve again {took:?} after the fault");
         tokio::time::sleep(Duration::from_secs(2)).await;
         let resyncs = gateway_resyncs(&cluster).await;

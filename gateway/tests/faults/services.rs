@@ -81,7 +81,7 @@ async fn nats_killed_and_restarted_everyone_reconnects_and_nothing_is_lost_silen
         eprintln!("round {round}: rooms serve {took:?} after NATS came back");
         // Events in flight when NATS went down may be lost; a second
         // covers the deliveries after the rooms serve again.
-        outages.push(killed_at..Instant::now() + Duration::from_secs(1));
+        outages.push(outage(killed_at, Instant::now() + Duration::from_secs(1)));
         cluster.wait_gateways_ready().await;
         tokio::time::sleep(Duration::from_secs(3)).await;
     }
