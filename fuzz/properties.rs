@@ -14,7 +14,6 @@ use std::task::{Context, Poll, Waker};
 
 use bytes::Bytes;
 use gateway::delivery::fanout::Encoded;
-use gateway::delivery::topics::{Frame, Topic};
 use gateway::session::auth::{token_from_request, Verifier};
 use gateway::websocket::reader::{FrameReader, Incoming};
 use hyper::header::{HeaderMap, HeaderValue, AUTHORIZATION};
@@ -22,6 +21,7 @@ use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use prost::Message as _;
 use proto::client::{Encoding, Event, Op, Request};
 use proto::internal::{self, room_event};
+use proto::pb;
 use serde_json::value::RawValue;
 
 /// The HS256 secret of the token target's verifier.
@@ -138,8 +138,8 @@ pub fn frame_reader(data: &[u8]) {
 ///   fanout makes of it, in both encodings;
 /// - 3: `RouterAnnounce` on `sb.ctl.router` (ring membership);
 /// - 4: `GatewayAnnounce` on `sb.ctl.gateway` (owners);
-/// - 5, 6: `DirectMessage` on `sb.user.<user>` and `PresenceChange` on
-///   `sb.presence.<user>`, then their client frames.
+/// - 5, 6: `DirectMessage` on `sb.gateway.<id>.direct` and
+///   `PresenceChange` on `sb.presence.<user>`, then their client frames.
 pub fn bus_message(data: &[u8]) {
     let Some((&kind, payload)) = data.split_first() else { return };
     match kind % 7 {
@@ -184,12 +184,17 @@ pub fn bus_message(data: &[u8]) {
         4 => {
             let _ = internal::GatewayAnnounce::decode(payload);
         }
-        topic => {
-            let topic = if topic == 5 { Topic::Direct } else { Topic::Presence };
-            if let Some(frame) = Frame::decode(topic, &Bytes::copy_from_slice(payload)) {
-                for encoding in ENCODINGS {
-                    let _ = frame.encode(encoding);
-                }
+        5 => {
+            let Ok(d) = internal::DirectMessage::decode(payload) else { return };
+            for encoding in ENCODINGS {
+                let _ = Event::Direct { from: &d.from, data: &d.data, ts: d.ts, queued: false }.encode(encoding);
+            }
+        }
+        _ => {
+            let Ok(p) = pb::PresenceChange::decode(payload) else { return };
+            for encoding in ENCODINGS {
+                let _ =
+                    Event::Presence { user: &p.user, online: p.online, ts: p.ts, status: &p.status }.encode(encoding);
             }
         }
     }

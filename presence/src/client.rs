@@ -148,6 +148,17 @@ impl PresenceClient {
         Ok(reply.into_inner())
     }
 
+    /// The gateways holding a live session of `user` (at the user's replica).
+    pub async fn locate(&self, user: &str) -> Result<Vec<String>, Status> {
+        let req = pb::LocateRequest { user: user.to_owned() };
+        let reply = match self {
+            Self::Local(service) => service.locate(Request::new(req)).await?,
+            Self::Grpc(client) => client.clone().locate(req).await?,
+            Self::Replicas(replicas) => return Box::pin(replicas.route(user).client.locate(user)).await,
+        };
+        Ok(reply.into_inner().gateways)
+    }
+
     /// Takes `user`'s waiting direct messages, oldest first.
     pub async fn take_inbox(&self, user: &str) -> Result<Vec<pb::QueuedDirect>, Status> {
         let req = pb::TakeInboxRequest { user: user.to_owned() };

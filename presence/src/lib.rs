@@ -14,6 +14,7 @@ pub mod direct;
 pub mod inbox;
 mod inbox_jetstream;
 mod inbox_memory;
+mod located;
 pub mod metrics;
 mod replicas;
 mod reporter;

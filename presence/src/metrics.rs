@@ -11,7 +11,14 @@ pub fn describe() {
     describe_gauge!("switchboard_presence_sessions", "Live sessions reported by gateways.");
     describe_counter!("switchboard_presence_reports_total", "Reports received from gateways.");
     describe_counter!("switchboard_presence_changes_total", "Online/offline changes, by new state.");
-    describe_counter!("switchboard_presence_dropped_total", "Changes not published on the bus, by reason.");
+    describe_counter!(
+        "switchboard_presence_dropped_total",
+        "Presence changes and inbox notices not published on the bus, by reason."
+    );
+    describe_gauge!(
+        "switchboard_presence_inbox_waiting_users",
+        "Users with a direct message queued in the last 30 s, whose new sessions make their gateway take the inbox (at most 65,536)."
+    );
     describe_counter!(
         "switchboard_presence_handed_off_total",
         "Users this replica dropped silently because the ring moved them to another replica."
@@ -43,6 +50,7 @@ pub fn describe() {
     }
     metrics::gauge!("switchboard_presence_users_online").set(0.0);
     metrics::gauge!("switchboard_presence_sessions").set(0.0);
+    metrics::gauge!("switchboard_presence_inbox_waiting_users").set(0.0);
     metrics::counter!("switchboard_presence_reports_total").absolute(0);
     metrics::gauge!("switchboard_presence_ring_size").set(0.0);
     for counter in ["switchboard_presence_handed_off_total", "switchboard_presence_misrouted_total"] {
@@ -51,7 +59,7 @@ pub fn describe() {
     for online in ["true", "false"] {
         metrics::counter!("switchboard_presence_changes_total", "online" => online).absolute(0);
     }
-    for reason in ["publish_queue_full", "publish_failed"] {
+    for reason in ["publish_queue_full", "notice_queue_full", "publish_failed"] {
         metrics::counter!("switchboard_presence_dropped_total", "reason" => reason).absolute(0);
     }
     bus::metrics::describe("presence");

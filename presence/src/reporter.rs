@@ -6,6 +6,15 @@
 //! `batch_interval` (100 ms) in one `Report`, and an empty one every
 //! `lease_renewal` (5 s) to keep the gateway's lease.
 //!
+//! Direct messages find a user's gateways through presence, so a connection
+//! should be known there before its `hello`: a message sent to a user who
+//! has seen `hello` then arrives live, never by way of the inbox. A connect
+//! therefore wakes the loop at once (at most one report per [`EAGER_GAP`]),
+//! and [`Reporter::reported`] lets the gateway wait for that report, bounded
+//! by [`REPORTED_WAIT`] so a slow or absent presence never holds a
+//! handshake up for long. Under a connect storm the reports still batch:
+//! what arrives while one is in flight or within the gap goes out together.
+//!
 //! Deltas alone cannot heal lost state, so the reporter also keeps the
 //! gateway's full session set and sends it as a snapshot whenever the service
 //! may have lost track of it: on the first report, when the reply carries a
@@ -32,6 +41,12 @@ use crate::client::{owner, PresenceClient};
 /// How long [`Reporter::leave`] may take, waiting for an in-flight report
 /// included.
 const LEAVE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The least time between two reports a connect woke the loop for.
+pub const EAGER_GAP: Duration = Duration::from_millis(5);
+
+/// The longest [`Reporter::reported`] waits.
+pub const REPORTED_WAIT: Duration = Duration::from_secs(1);
 
 /// The lease TTL assumed until the service states its own.
 const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(15);
@@ -67,6 +82,10 @@ pub struct Reporter {
     sending: tokio::sync::Mutex<()>,
     /// Whether the last report to every target succeeded.
     reachable: AtomicBool,
+    /// Wakes the loop for a connect.
+    wake: tokio::sync::Notify,
+    /// The connects the last finished report round took (sent or failed).
+    reported: tokio::sync::watch::Sender<u64>,
 }
 
 /// A live session: its user and the status last set on it (text, ms).
@@ -99,6 +118,9 @@ struct State {
     ring: Option<u64>,
     /// `leave` was called: report nothing more.
     left: bool,
+    /// Counts connects; the report round that takes connect `n` ends with
+    /// `reported >= n`.
+    connects: u64,
 }
 
 /// The lease this gateway holds at one target, and how reporting there goes.
@@ -152,20 +174,36 @@ impl Reporter {
                 lanes: HashMap::new(),
                 ring: None,
                 left: false,
+                connects: 0,
             }),
             sending: tokio::sync::Mutex::new(()),
             reachable: AtomicBool::new(false),
+            wake: tokio::sync::Notify::new(),
+            reported: tokio::sync::watch::Sender::new(0),
         });
         tokio::spawn(run(Arc::downgrade(&reporter), config.batch_interval));
         reporter
     }
 
-    /// Notes that `conn` of `user` opened; reported within one batch.
-    pub fn connected(&self, user: &str, conn: &str) {
+    /// Notes that `conn` of `user` opened and has it reported at once;
+    /// returns what to pass to [`reported`](Self::reported).
+    pub fn connected(&self, user: &str, conn: &str) -> u64 {
         let mut state = self.state.lock().unwrap();
         let live = Live { user: user.to_owned(), status: String::new(), status_ms: 0 };
         state.sessions.insert(conn.to_owned(), live.clone());
         state.pending.insert(conn.to_owned(), Delta::Connected(live));
+        state.connects += 1;
+        let connect = state.connects;
+        drop(state);
+        self.wake.notify_one();
+        connect
+    }
+
+    /// Waits until the report carrying `connect` went out and was answered
+    /// (or failed: presence is degraded), at most [`REPORTED_WAIT`].
+    pub async fn reported(&self, connect: u64) {
+        let mut reported = self.reported.subscribe();
+        let _ = tokio::time::timeout(REPORTED_WAIT, reported.wait_for(|n| *n >= connect)).await;
     }
 
     /// Notes that `conn` set its user's status at `at_ms` (ms since the Unix
@@ -239,9 +277,12 @@ impl Reporter {
                 return false;
             }
             state.follow_ring(&self.client);
-            state.take_requests(now, &self.gateway, &self.config, self.client.ring().as_deref())
+            let outgoing = state.take_requests(now, &self.gateway, &self.config, self.client.ring().as_deref());
+            (outgoing, state.connects)
         };
+        let (outgoing, connects) = outgoing;
         if outgoing.is_empty() {
+            self.reported.send_replace(connects);
             return true;
         }
         let sends = outgoing.into_iter().map(|o| async move {
@@ -274,6 +315,7 @@ impl Reporter {
             }
         }
         let reachable = state.lanes.values().all(|l| l.ok);
+        self.reported.send_replace(connects);
         self.reachable.store(reachable, Ordering::Relaxed);
         if reachable != was_reachable {
             metrics::gauge!("switchboard_gateway_presence_degraded").set(if reachable { 0.0 } else { 1.0 });
@@ -430,13 +472,20 @@ async fn run(reporter: Weak<Reporter>, batch_interval: Duration) {
     let mut tick = tokio::time::interval(batch_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        tick.tick().await;
+        let Some(woken) = reporter.upgrade() else { return };
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = woken.wake.notified() => {}
+        }
+        drop(woken);
         let Some(reporter) = reporter.upgrade() else {
             return;
         };
         if !reporter.report_if_due().await {
             return;
         }
+        drop(reporter);
+        tokio::time::sleep(EAGER_GAP).await;
     }
 }
 

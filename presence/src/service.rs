@@ -4,7 +4,9 @@
 //! sweep that expires leases and ends offline grace, the instance id that
 //! tells gateways the service restarted, input validation, metrics, and the
 //! two ways changes leave the service — `sb.presence.<user>` on the bus for
-//! gateways, and the gRPC `Watch` stream for backends.
+//! gateways, and the gRPC `Watch` stream for backends — and the notices that
+//! make a gateway take a user's inbox (`sb.gateway.<id>.direct`, see
+//! [`crate::located`]).
 //!
 //! As one of several replicas ([`PresenceService::join_ring`]) it keeps only
 //! the users the ring gives it: sessions of other users in a report are
@@ -67,6 +69,8 @@ pub struct PresenceService {
     bus: Bus,
     /// Every change, in order, for the bus publisher task.
     publish: mpsc::Sender<pb::PresenceChange>,
+    /// (gateway, user): notices for the bus publisher task.
+    notices: mpsc::Sender<(Arc<str>, String)>,
     /// `user_online` and `user_offline` for the application's backend.
     webhooks: Option<shell::webhook::Webhooks>,
     /// This replica's place among others, when it has any.
@@ -107,6 +111,7 @@ impl PresenceService {
         inbox: Arc<dyn InboxStore>,
     ) -> Arc<Self> {
         let (publish, queue) = mpsc::channel(PUBLISH_QUEUE);
+        let (notices, notice_queue) = mpsc::channel(PUBLISH_QUEUE);
         let service = Arc::new(Self {
             store: Mutex::new(Store::new(config)),
             inbox,
@@ -114,9 +119,11 @@ impl PresenceService {
             lease_ttl_ms: config.lease_ttl.as_millis().min(u32::MAX as u128) as u32,
             bus: bus.clone(),
             publish,
+            notices,
             webhooks,
             replica: OnceLock::new(),
         });
+        tokio::spawn(publish_notices(bus.clone(), notice_queue));
         tokio::spawn(publish_changes(bus, queue));
         tokio::spawn(sweep(Arc::downgrade(&service)));
         tracing::info!(instance = %service.instance, ?config, "presence service started");
@@ -188,6 +195,12 @@ impl PresenceService {
         let changes = f(&mut store, Instant::now(), proto::now_ms());
         metrics::gauge!("switchboard_presence_users_online").set(store.online_users() as f64);
         metrics::gauge!("switchboard_presence_sessions").set(store.sessions() as f64);
+        metrics::gauge!("switchboard_presence_inbox_waiting_users").set(store.waiting_users() as f64);
+        for notice in store.take_notices() {
+            if self.notices.try_send(notice).is_err() {
+                metrics::counter!("switchboard_presence_dropped_total", "reason" => "notice_queue_full").increment(1);
+            }
+        }
         for change in changes {
             let online = if change.online { "true" } else { "false" };
             // A status change is news to watchers, not to the backend.
@@ -253,7 +266,14 @@ impl Presence for PresenceService {
         if msg.data.len() > proto::client::MAX_DATA_BYTES {
             return Err(Status::invalid_argument("data is over 64 KiB"));
         }
+        let to = msg.to.clone();
         let (drops, refused) = put(&*self.inbox, msg).await.map_err(|e| Status::unavailable(format!("inbox: {e}")))?;
+        if !refused {
+            self.update(|store, now, _| {
+                store.enqueued(&to, now);
+                Vec::new()
+            });
+        }
         let dropped = drops as u32 - u32::from(refused);
         Ok(Response::new(pb::EnqueueReply { dropped, refused }))
     }
@@ -284,6 +304,13 @@ impl Presence for PresenceService {
             .map_err(|_| Status::internal("inbox take failed"))?
             .map_err(|e| Status::unavailable(format!("inbox: {e}")))?;
         Ok(Response::new(pb::TakeInboxReply { messages }))
+    }
+
+    async fn locate(&self, request: Request<pb::LocateRequest>) -> Result<Response<pb::LocateReply>, Status> {
+        let user = request.into_inner().user;
+        check_users(std::slice::from_ref(&user))?;
+        let gateways = self.store.lock().unwrap().locate(&user);
+        Ok(Response::new(pb::LocateReply { gateways }))
     }
 
     async fn query(&self, request: Request<pb::QueryRequest>) -> Result<Response<pb::QueryReply>, Status> {
@@ -346,6 +373,18 @@ async fn sweep(service: Weak<PresenceService>) {
         service.update(|store, now, now_ms| store.sweep(now, now_ms));
         let expired = service.inbox.sweep();
         metrics::counter!("switchboard_presence_inbox_dropped_total", "reason" => "expired").increment(expired as u64);
+    }
+}
+
+/// Tells gateways to take a user's inbox (a `notice` on
+/// `sb.gateway.<id>.direct`); ends when the service is dropped.
+async fn publish_notices(bus: Bus, mut queue: mpsc::Receiver<(Arc<str>, String)>) {
+    while let Some((gateway, user)) = queue.recv().await {
+        let notice = proto::internal::DirectMessage { to: user, notice: true, ..Default::default() };
+        if let Err(err) = bus.publish_msg(subject::gateway_direct(&gateway), &notice).await {
+            metrics::counter!("switchboard_presence_dropped_total", "reason" => "publish_failed").increment(1);
+            tracing::warn!(%err, "could not tell a gateway to take an inbox");
+        }
     }
 }
 

@@ -9,10 +9,12 @@
 //! locking.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use proto::pb;
 
+use crate::located::Located;
 use crate::users::{Status, Users};
 
 /// Timing of the presence rules.
@@ -55,6 +57,8 @@ pub struct Change {
 /// One gateway's lease and the sessions it holds.
 #[derive(Debug)]
 struct Gateway {
+    /// Its id, shared by the [`Located`] entries of its users.
+    id: Arc<str>,
     /// When the sessions expire unless the gateway reports again.
     expires: Instant,
     /// Live sessions: connection id → user id.
@@ -70,12 +74,14 @@ pub struct Store {
     gateways: HashMap<String, Gateway>,
     /// What users see: online, in grace, or offline since when.
     users: Users,
+    /// Which gateways hold each user's sessions.
+    located: Located,
 }
 
 impl Store {
     /// An empty store.
     pub fn new(config: StoreConfig) -> Self {
-        Self { config, gateways: HashMap::new(), users: Users::new(config.offline_grace) }
+        Self { config, gateways: HashMap::new(), users: Users::new(config.offline_grace), located: Located::default() }
     }
 
     /// The timing this store applies.
@@ -96,11 +102,13 @@ impl Store {
             self.drop_gateway(&req.gateway, now, now_ms);
             return changes;
         }
-        let gateway = self
-            .gateways
-            .entry(req.gateway.clone())
-            .or_insert_with(|| Gateway { expires: now, sessions: HashMap::new() });
+        let gateway = self.gateways.entry(req.gateway.clone()).or_insert_with(|| Gateway {
+            id: req.gateway.as_str().into(),
+            expires: now,
+            sessions: HashMap::new(),
+        });
         gateway.expires = now + self.config.lease_ttl;
+        let id = gateway.id.clone();
 
         if req.snapshot {
             let new: HashMap<String, String> = req.connected.iter().map(|s| (s.conn.clone(), s.user.clone())).collect();
@@ -109,6 +117,7 @@ impl Store {
             for s in &req.connected {
                 if gateway.sessions.get(&s.conn) != Some(&s.user) {
                     self.users.connect(&s.user, now_ms, status(s), &mut changes);
+                    self.located.connect(&id, &s.user);
                 } else {
                     self.users.set_status(&s.user, status(s), now_ms, &mut changes);
                 }
@@ -116,6 +125,7 @@ impl Store {
             for (conn, user) in &gateway.sessions {
                 if new.get(conn) != Some(user) {
                     self.users.disconnect(user, now, now_ms);
+                    self.located.disconnect(&id, user);
                 }
             }
             gateway.sessions = new;
@@ -129,15 +139,21 @@ impl Store {
                 Some(previous) => {
                     // A reused connection id now belongs to someone else.
                     self.users.connect(&s.user, now_ms, status(s), &mut changes);
+                    self.located.connect(&id, &s.user);
                     self.users.disconnect(&previous, now, now_ms);
+                    self.located.disconnect(&id, &previous);
                 }
-                None => self.users.connect(&s.user, now_ms, status(s), &mut changes),
+                None => {
+                    self.users.connect(&s.user, now_ms, status(s), &mut changes);
+                    self.located.connect(&id, &s.user);
+                }
             }
         }
         for s in &req.disconnected {
             if gateway.sessions.get(&s.conn) == Some(&s.user) {
                 gateway.sessions.remove(&s.conn);
                 self.users.disconnect(&s.user, now, now_ms);
+                self.located.disconnect(&id, &s.user);
             }
         }
         changes
@@ -155,6 +171,7 @@ impl Store {
         }
         let mut changes = Vec::new();
         self.users.sweep(now, &mut changes);
+        self.located.sweep(now);
         changes
     }
 
@@ -176,6 +193,7 @@ impl Store {
         for gateway in self.gateways.values_mut() {
             gateway.sessions.retain(|_, user| keep(user));
         }
+        self.located.retain(&keep);
         self.users.forget(|user| !keep(user))
     }
 
@@ -189,6 +207,29 @@ impl Store {
         self.gateways.values().map(|g| g.sessions.len()).sum()
     }
 
+    /// The gateways holding a live session of `user`.
+    pub fn locate(&self, user: &str) -> Vec<String> {
+        self.located.gateways(user)
+    }
+
+    /// A message for `user` is now in the inbox: the gateways holding the
+    /// user's sessions, now or within a while, must take it
+    /// ([`take_notices`](Self::take_notices)).
+    pub fn enqueued(&mut self, user: &str, now: Instant) {
+        self.located.enqueued(user, now);
+    }
+
+    /// (gateway, user) pairs whose gateway should take the user's inbox,
+    /// noted since the last call.
+    pub fn take_notices(&mut self) -> Vec<(Arc<str>, String)> {
+        self.located.take_notices()
+    }
+
+    /// Users remembered as having a message queued lately.
+    pub fn waiting_users(&self) -> usize {
+        self.located.waiting()
+    }
+
     /// Gateways holding a live lease.
     pub fn gateways(&self) -> usize {
         self.gateways.len()
@@ -199,6 +240,7 @@ impl Store {
         if let Some(gateway) = self.gateways.remove(id) {
             for user in gateway.sessions.values() {
                 self.users.disconnect(user, now, now_ms);
+                self.located.disconnect(id, user);
             }
         }
     }

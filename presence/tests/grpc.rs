@@ -70,6 +70,10 @@ impl Presence for Swappable {
     async fn take_inbox(&self, request: Request<pb::TakeInboxRequest>) -> Result<Response<pb::TakeInboxReply>, Status> {
         self.current().take_inbox(request).await
     }
+
+    async fn locate(&self, request: Request<pb::LocateRequest>) -> Result<Response<pb::LocateReply>, Status> {
+        self.current().locate(request).await
+    }
 }
 
 /// Serves `router` on a loopback port for the rest of the test.

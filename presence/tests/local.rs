@@ -347,3 +347,47 @@ async fn a_take_whose_caller_gave_up_returns_the_messages_to_the_inbox() {
     let data: Vec<Vec<u8>> = back.iter().map(|m| m.data.to_vec()).collect();
     assert_eq!(data, [[0], [1], [2]], "each message back, once, in order");
 }
+
+#[tokio::test]
+async fn a_connect_is_known_to_presence_when_reported_returns() {
+    let bus = Bus::local("t", "test");
+    let service = PresenceService::start(bus.clone(), CONFIG);
+    let client = PresenceClient::local(service.clone());
+    // Batches far apart: only the connect's own wake-up can report it.
+    let slow = ReporterConfig { batch_interval: Duration::from_secs(60), lease_renewal: Duration::from_secs(60) };
+    let reporter = Reporter::start_with_config(client.clone(), "gw1".into(), slow);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let connect = reporter.connected("alice", "c1");
+    tokio::time::timeout(Duration::from_millis(900), reporter.reported(connect)).await.expect("reported at once");
+    assert_eq!(client.locate("alice").await.unwrap(), ["gw1"]);
+    assert!(client.locate("bob").await.unwrap().is_empty());
+}
+
+/// What presence tells `gw1` on its direct subject, within `wait`.
+async fn notice(sub: &mut Subscription, wait: Duration) -> Option<proto::internal::DirectMessage> {
+    let msg = tokio::time::timeout(wait, sub.next()).await.ok()??;
+    Some(proto::internal::DirectMessage::decode(msg.payload).unwrap())
+}
+
+#[tokio::test]
+async fn a_message_queued_around_a_connect_makes_the_gateway_take_the_inbox() {
+    let (bus, _service, client, reporter) = setup(CONFIG);
+    let mut direct = bus.subscribe(proto::subject::gateway_direct("gw1")).await.unwrap();
+    let queued = |to: &str| pb::QueuedDirect { to: to.into(), from: "x".into(), data: b"1".to_vec().into(), ts: 1 };
+
+    // Queued first, the session reported after: the report brings the notice.
+    client.enqueue(queued("alice")).await.unwrap();
+    assert!(notice(&mut direct, Duration::from_millis(200)).await.is_none(), "nobody to tell yet");
+    let connect = reporter.connected("alice", "c1");
+    reporter.reported(connect).await;
+    let n = notice(&mut direct, DEADLINE).await.expect("a notice");
+    assert_eq!((n.to.as_str(), n.notice), ("alice", true));
+
+    // Session first, queued after: the enqueue brings it.
+    let connect = reporter.connected("bob", "c2");
+    reporter.reported(connect).await;
+    assert!(notice(&mut direct, Duration::from_millis(200)).await.is_none(), "bob has nothing queued");
+    client.enqueue(queued("bob")).await.unwrap();
+    let n = notice(&mut direct, DEADLINE).await.expect("a notice");
+    assert_eq!((n.to.as_str(), n.notice), ("bob", true));
+}

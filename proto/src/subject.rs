@@ -51,11 +51,16 @@ pub fn presence(user: &str) -> String {
     format!("sb.presence.{user}")
 }
 
-/// Direct messages to a user: `sb.user.<user>`.
-pub fn user(user: &str) -> String {
-    debug_assert!(valid_id(user));
-    format!("sb.user.{user}")
+/// Direct messages for users connected to one gateway:
+/// `sb.gateway.<id>.direct`.
+pub fn gateway_direct(id: &str) -> String {
+    debug_assert!(valid_node_id(id));
+    format!("sb.gateway.{id}.direct")
 }
+
+/// Direct messages asked of every gateway, while presence cannot say where
+/// a user is connected.
+pub const GATEWAYS_DIRECT: &str = "sb.gateways.direct";
 
 /// The server API's orders to one gateway: `sb.gateway.<id>`.
 pub fn gateway(id: &str) -> String {

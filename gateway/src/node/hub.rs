@@ -9,9 +9,10 @@ use presence::{PresenceClient, Reporter};
 use router::client::RouterClient;
 
 use crate::config::Limits;
+use crate::delivery::direct::Directs;
 use crate::delivery::outbox::Outbox;
 use crate::delivery::rooms::Rooms;
-use crate::delivery::topics::{Topic, Topics};
+use crate::delivery::topics::Topics;
 use crate::edge::admission::Admission;
 use crate::session::auth::Verifier;
 use crate::session::grants::{Defaults, Grants};
@@ -27,8 +28,8 @@ pub struct Hub {
     pub router: RouterClient,
     /// Rooms with local members.
     pub rooms: Arc<Rooms>,
-    /// `sb.user.<user>` for users connected here.
-    pub direct: Topics,
+    /// The connections of each user connected here, for direct messages.
+    pub direct: Directs,
     /// `sb.presence.<user>` for users watched from here.
     pub watches: Topics,
     pub presence: PresenceClient,
@@ -82,8 +83,8 @@ impl Hub {
     pub fn new(p: Parts) -> Arc<Self> {
         Arc::new(Self {
             rooms: Rooms::new(&p.id, p.bus.clone(), p.router.clone()),
-            direct: Topics::new(Topic::Direct, p.bus.clone(), Some(p.presence.clone())),
-            watches: Topics::new(Topic::Presence, p.bus.clone(), None),
+            direct: Directs::default(),
+            watches: Topics::new(p.bus.clone()),
             admission: Admission::new(&p.limits),
             id: p.id,
             limits: p.limits,

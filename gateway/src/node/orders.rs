@@ -1,8 +1,8 @@
 //! The server API's orders to this gateway on `sb.gateway.<id>`: close a
 //! user's connections, or subscribe them to a room or unsubscribe them.
 //!
-//! A user's connections here are the listeners of their direct-message
-//! topic. A disconnect closes them at once; a subscription order goes to
+//! A user's connections here are those of their direct-message
+//! table. A disconnect closes them at once; a subscription order goes to
 //! each connection's own task ([`crate::session::orders`]) and is answered
 //! when all of them are done (or [`ORDER_TIMEOUT`] passes), so the API's
 //! caller knows the joins happened. At most [`MAX_IN_FLIGHT`] orders are

@@ -74,6 +74,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         conformance_echo: config.conformance_echo,
     });
     crate::node::orders::spawn(hub.clone()).await.context("orders subject")?;
+    crate::delivery::direct::spawn(hub.clone()).await.context("direct message subjects")?;
     let api = match &backends.node {
         Some(node) => Some(Arc::new(
             router::api::Api::new(

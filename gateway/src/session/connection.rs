@@ -226,10 +226,11 @@ impl Connection {
             self.session.conn.clone(),
             Conn { user: self.session.user.clone(), outbox: self.session.outbox.clone() },
         );
-        if let Err(e) = hub.direct.add(&self.session.user, self.session.conn.clone(), listener.clone()).await {
-            tracing::warn!(error = %e, "direct messages unavailable for this connection");
-        }
-        hub.reporter.connected(&self.session.user, &self.session.conn);
+        hub.direct.add(&self.session.user, self.session.conn.clone(), listener.clone());
+        // Known to presence before the hello: a direct message sent to a
+        // user who saw it finds this connection.
+        let connect = hub.reporter.connected(&self.session.user, &self.session.conn);
+        hub.reporter.reported(connect).await;
         self.session.exp = claims.exp;
         self.sync_expiry();
         crate::metrics::accepted();
@@ -240,8 +241,8 @@ impl Connection {
             heartbeat_ms: hub.limits.heartbeat.as_millis() as u32,
         });
         // Direct messages that waited for this user follow the hello.
-        let (user, presence) = (self.session.user.clone(), hub.presence.clone());
-        tokio::spawn(async move { crate::delivery::topics::hand_over(&presence, &user, Some(listener)).await });
+        let user = self.session.user.clone();
+        tokio::spawn(async move { crate::delivery::direct::hand_over(&hub, &user, Some(listener)).await });
     }
 
     /// Moves the socket's expiry clock to the session's token expiry (and,

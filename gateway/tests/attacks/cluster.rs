@@ -85,7 +85,7 @@ async fn user_input_never_widens_a_nats_subject() {
         ..Default::default()
     };
     observer.publish_msg("sb.presence.zz9victim".into(), &presence("zz9victim")).await.unwrap();
-    observer.publish_msg("sb.user.zz9victim".into(), &dm).await.unwrap();
+    observer.publish_msg("sb.gateway.gw-1.direct".to_string(), &dm).await.unwrap();
     let event = internal::RoomEvent { room: "zz9victim".into(), epoch: "e".into(), ..Default::default() };
     observer.publish_msg("sb.room.zz9victim".into(), &event).await.unwrap();
     let stray = mallory.wait_json(Duration::from_millis(500), |v| v["user"] != "zz9friend").await;
@@ -98,16 +98,22 @@ async fn user_input_never_widens_a_nats_subject() {
     join(&mut mallory, "zz9room").await;
     publish(&mut mallory, "zz9room", json!(1)).await;
     // The observer sees direct messages and room events.
-    wait_seen(&seen, "sb.user.bob").await;
+    wait_seen(&seen, "sb.gateway.gw-1.direct").await;
     wait_seen(&seen, "sb.room.zz9room").await;
     recorder.abort();
 
     let seen = seen.lock().unwrap().clone();
     for s in &seen {
         assert!(s.split('.').all(|t| !t.is_empty() && t != "*" && t != ">"), "{s}");
-        for prefix in ["sb.room.", "sb.user.", "sb.presence.", "sb.router.", "sb.handoff."] {
+        for prefix in ["sb.room.", "sb.presence."] {
             if let Some(rest) = s.strip_prefix(prefix) {
                 assert!(proto::subject::valid_id(rest), "a subject built from a bad id: {s}");
+            }
+        }
+        for prefix in ["sb.router.", "sb.handoff.", "sb.gateway."] {
+            if let Some(rest) = s.strip_prefix(prefix) {
+                let id = rest.strip_suffix(".direct").unwrap_or(rest);
+                assert!(proto::subject::valid_node_id(id), "a subject built from a bad id: {s}");
             }
         }
     }

@@ -7,7 +7,7 @@ async fn presence_killed_and_restarted_is_refilled_within_one_lease_interval() {
     let mut cluster = Cluster::start(1, 2).await;
     let load = chat(&cluster).await;
     let _a = cluster.gateways[0].json("ann").await;
-    let _b = cluster.gateways[1].json("ben").await;
+    let mut ben = cluster.gateways[1].json("ben").await;
     let mut asker = cluster.gateways[0].json("asker").await;
     let online = |r: &serde_json::Value| -> Vec<bool> {
         r["users"].as_array().unwrap().iter().map(|u| u["online"].as_bool().unwrap()).collect()
@@ -43,6 +43,14 @@ async fn presence_killed_and_restarted_is_refilled_within_one_lease_interval() {
         let r = late.request(json!({"op": "presence", "users": ["ann", "ben"]})).await.unwrap();
         assert_eq!((r["ok"].as_bool(), r["degraded"].as_bool()), (Some(true), Some(true)), "{r}");
         assert_eq!(online(&r), [true, false], "ann is connected here, ben only elsewhere: {r}");
+        // Direct messages still reach connected users, wherever they are
+        // (every gateway is asked); an offline user's cannot be kept.
+        let r = late.request(json!({"op": "send", "user": "ben", "data": round})).await.unwrap();
+        assert_eq!((r["ok"].as_bool(), r["delivered"].as_bool()), (Some(true), Some(true)), "{r}");
+        let dm = ben.next_of_type("direct", T).await.unwrap();
+        assert_eq!((dm["from"].as_str(), dm["data"].as_u64()), (Some("late"), Some(round as u64)), "{dm}");
+        let r = late.request(json!({"op": "send", "user": "nobody", "data": 1})).await.unwrap();
+        assert_eq!(r["error"]["code"], "unavailable", "{r}");
         cluster.start_presence();
         let restarted = Instant::now();
         assert_ne!(instance(&cluster), before, "a fresh presence service, with none of the old state");

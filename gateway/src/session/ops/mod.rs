@@ -4,7 +4,7 @@
 //!
 //! Room operations go to the room's owner through the router client
 //! ([`join`], [`leave`], [`publish`], [`members`], [`signal`], [`read`]); direct messages go
-//! straight onto `sb.user.<user>` ([`send`]); presence goes to the presence
+//! to the gateways presence locates the user on ([`send`]); presence goes to the presence
 //! service ([`presence`]); [`refresh`] renews the token. A policy check on an
 //! op belongs in that op's module. The backend's orders reuse them: its
 //! `subscribe` joins as [`join`] does, its `unsubscribe` leaves as [`leave`].
