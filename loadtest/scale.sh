@@ -160,7 +160,7 @@ cat "$OUT/loadtest.txt"
 [ "$held" = 1 ] || { echo "scale.sh: the gateways never held all $CONNECTIONS connections at once" >&2; rc=1; }
 [ "$rc" = 0 ] || { echo "scale.sh: the load failed (see $OUT/loadtest.log)" >&2; exit "$rc"; }
 TICKS=$(getconf CLK_TCK)
-python3 loadtest/scale_report.py "$OUT" "$CONNECTIONS" "$TICKS" "$GATEWAYS" "$ROUTERS" "$REPLICAS" "$WORKERS" >"$OUT/scale.md"
+python3 loadtest/scale_report.py "$OUT" "$CONNECTIONS" "$TICKS" "$GATEWAYS" "$ROUTERS" "$REPLICAS" "$WORKERS" "$CONNECT_RATE" >"$OUT/scale.md"
 cat "$OUT/scale.md"
 if [ "$WRITE" = 1 ]; then
   python3 loadtest/scale_report.py --into docs/benchmarks.md "$OUT/scale.md"

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """The "Scale" section of docs/benchmarks.md, from a loadtest/scale.sh run.
 
-    scale_report.py OUT CONNECTIONS CLK_TCK GATEWAYS ROUTERS REPLICAS WORKERS > section.md
+    scale_report.py OUT CONNECTIONS CLK_TCK GATEWAYS ROUTERS REPLICAS WORKERS CONNECT_RATE > section.md
     scale_report.py --into docs/benchmarks.md section.md
 
 The section sits between two markers, so loadtest/bench.sh (which rewrites
@@ -59,7 +59,7 @@ def num(v, digits=0):
     return f"{v:,.{digits}f}"
 
 
-def main(out, connections, ticks, gateways, routers, replicas, workers):
+def main(out, connections, ticks, gateways, routers, replicas, workers, connect_rate):
     connections, ticks = int(connections), float(ticks)
     samples = defaultdict(dict)  # label -> name -> (kind, rss KiB, cpu ticks)
     for line in open(f"{out}/process.samples"):
@@ -77,7 +77,8 @@ def main(out, connections, ticks, gateways, routers, replicas, workers):
         f"Produced by `loadtest/scale.sh` on {datetime.date.today()} at commit `{commit}`: "
         f"nats-server, {routers} routers, {replicas} presence replicas and {gateways} gateways on this "
         f"machine's loopback, and {workers} load workers (`loadtest --workers`, each from its own source "
-        f"address) opening {num(connections)} connections straight to the gateways, in rooms of "
+        f"address) opening {num(connections)} connections straight to the gateways at "
+        f"{num(int(connect_rate))} handshakes/s, in rooms of "
         f"{report['params'].get('members', '?')} members; held idle through "
         f"{report['params'].get('hold', '?')} of heartbeats, then a chat load and one last message per "
         "room that every member must end with. Everything, load included, shares the two cores."
@@ -179,4 +180,4 @@ if __name__ == "__main__":
     if sys.argv[1] == "--into":
         into(sys.argv[2], sys.argv[3])
     else:
-        main(*sys.argv[1:8])
+        main(*sys.argv[1:9])
