@@ -43,13 +43,8 @@ pub struct Config {
     #[arg(long, env = "SB_PRESENCE_URL")]
     pub presence_url: Option<String>,
 
-    /// HS256 secret for client tokens (generated in standalone mode when no key is set).
-    #[arg(long, env = "SB_JWT_SECRET", hide_env_values = true)]
-    pub jwt_secret: Option<String>,
-
-    /// PEM public key file for RS256 or ES256 client tokens.
-    #[arg(long, env = "SB_JWT_PUBLIC_KEY", conflicts_with = "jwt_secret")]
-    pub jwt_public_key: Option<PathBuf>,
+    #[command(flatten)]
+    pub tokens: Tokens,
 
     /// Room globs for tokens without a `rooms` claim (comma-separated).
     #[arg(long, env = "SB_DEFAULT_ROOMS", default_value = "*")]
@@ -96,6 +91,42 @@ pub struct Config {
 
     #[command(flatten)]
     pub hooks: crate::hooks::HookFlags,
+}
+
+/// The keys client tokens are checked with, and what their claims must say.
+/// Several keys may be given at once, of any kinds: a rotation keeps the old
+/// key beside the new one until tokens signed with it have expired.
+#[derive(clap::Args, Debug, Clone)]
+pub struct Tokens {
+    /// HS256 secret for client tokens; repeat for several (generated in
+    /// standalone mode when no key is set). SB_JWT_SECRET_FILE: one per line.
+    #[arg(long = "jwt-secret", env = "SB_JWT_SECRET", hide_env_values = true)]
+    pub jwt_secrets: Vec<String>,
+
+    /// PEM public key file for RS256 or ES256 client tokens; repeat (or
+    /// separate with commas) for several.
+    #[arg(long = "jwt-public-key", env = "SB_JWT_PUBLIC_KEY", value_delimiter = ',')]
+    pub jwt_public_keys: Vec<PathBuf>,
+
+    /// URL of the token issuer's JSON Web Key Set (RS256/ES256 keys by `kid`).
+    #[arg(long, env = "SB_JWKS_URL")]
+    pub jwks_url: Option<String>,
+
+    /// How often the JWKS is fetched again.
+    #[arg(long, env = "SB_JWKS_REFRESH", default_value = "5m", value_parser = duration)]
+    pub jwks_refresh: Duration,
+
+    /// Least time between two fetches of the JWKS caused by tokens with an unknown `kid`.
+    #[arg(long, env = "SB_JWKS_MIN_INTERVAL", default_value = "30s", value_parser = duration)]
+    pub jwks_min_interval: Duration,
+
+    /// Audiences a token's `aud` must name one of (comma-separated); empty: `aud` is not checked.
+    #[arg(long, env = "SB_JWT_AUDIENCE", value_delimiter = ',')]
+    pub jwt_audience: Vec<String>,
+
+    /// Issuers a token's `iss` must be one of (comma-separated); empty: `iss` is not checked.
+    #[arg(long, env = "SB_JWT_ISSUER", value_delimiter = ',')]
+    pub jwt_issuer: Vec<String>,
 }
 
 /// Per-connection and per-gateway limits.

@@ -3,7 +3,9 @@
 //! Each flag has an `SB_…` environment twin and a default shown by `--help`;
 //! a bad value exits non-zero with one line naming the flag; durations read
 //! like `500ms`, `10s`, `2m`; node ids are `[A-Za-z0-9_-]`; SIGTERM and
-//! Ctrl-C both mean "drain and exit 0".
+//! Ctrl-C both mean "drain and exit 0". A secret flag (one whose env value
+//! `--help` hides) may also be read from the file `SB_…_FILE` names, one
+//! secret per line, the way container platforms mount secrets.
 
 use std::time::Duration;
 
@@ -25,10 +27,47 @@ where
 /// Parses flags and environment; on a bad value prints one line naming the
 /// flag and exits 2 (help and version print as usual).
 pub fn parse<T: clap::Parser>() -> T {
-    match T::try_parse() {
+    let args = with_secret_files(&T::command(), std::env::args_os().collect(), |k| std::env::var_os(k))
+        .unwrap_or_else(|e| exit_on(e));
+    match T::try_parse_from(args) {
         Ok(c) => c,
         Err(e) => exit_on(e),
     }
+}
+
+/// `args` with each secret read from a `SB_…_FILE` put after the program
+/// name as `--flag=secret` (in memory: it never shows in the process list).
+/// A file that is missing, empty, holds several lines for a one-value flag,
+/// or is set beside the variable itself is an error naming the variable.
+pub fn with_secret_files(
+    cmd: &clap::Command,
+    mut args: Vec<std::ffi::OsString>,
+    env: impl Fn(&str) -> Option<std::ffi::OsString>,
+) -> Result<Vec<std::ffi::OsString>, clap::Error> {
+    let bad = |msg: String| cmd.clone().error(clap::error::ErrorKind::ValueValidation, msg);
+    let mut at = 1.min(args.len());
+    for arg in cmd.get_arguments().filter(|a| a.is_hide_env_values_set()) {
+        let (Some(var), Some(long)) = (arg.get_env(), arg.get_long()) else { continue };
+        let var = var.to_string_lossy();
+        let file_var = format!("{var}_FILE");
+        let Some(path) = env(&file_var) else { continue };
+        if env(&var).is_some() {
+            return Err(bad(format!("set {var} or {file_var}, not both")));
+        }
+        let text = std::fs::read_to_string(&path)
+            .map_err(|e| bad(format!("{file_var} {}: {e}", std::path::Path::new(&path).display())))?;
+        let lines: Vec<&str> = text.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+        let many = matches!(arg.get_action(), clap::ArgAction::Append);
+        if lines.is_empty() || (lines.len() > 1 && !many) {
+            let want = if many { "one or more lines" } else { "exactly one line" };
+            return Err(bad(format!("{file_var} {}: expected {want}", std::path::Path::new(&path).display())));
+        }
+        for line in lines {
+            args.insert(at, format!("--{long}={line}").into());
+            at += 1;
+        }
+    }
+    Ok(args)
 }
 
 /// Exits for a clap error the way the design asks: one clear line.
@@ -112,5 +151,54 @@ mod tests {
     #[test]
     fn default_ids_are_node_ids() {
         assert!(proto::subject::valid_node_id(&default_id("x")));
+    }
+
+    #[derive(clap::Parser, Debug)]
+    struct Secrets {
+        #[arg(long, env = "T_ONE", hide_env_values = true)]
+        one: Option<String>,
+        #[arg(long = "many", env = "T_MANY", hide_env_values = true)]
+        many: Vec<String>,
+        #[arg(long, env = "T_PLAIN")]
+        plain: Option<String>,
+    }
+
+    #[test]
+    fn secrets_come_from_files() {
+        use clap::{CommandFactory, Parser};
+        let dir = std::env::temp_dir().join(format!("sb-cli-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = |name: &str, text: &str| {
+            let p = dir.join(name);
+            std::fs::write(&p, text).unwrap();
+            p.into_os_string()
+        };
+        let (one, two, empty) = (file("one", "s3cret,x\n"), file("two", " a \n\n-b\n"), file("empty", "\n"));
+        let parse = |vars: &[(&str, &std::ffi::OsString)]| {
+            let env = |k: &str| vars.iter().find(|(n, _)| *n == k).map(|(_, v)| (*v).clone());
+            with_secret_files(&Secrets::command(), vec!["bin".into(), "--plain=p".into()], env)
+                .map(|args| Secrets::try_parse_from(args).unwrap())
+                .map_err(|e| e.to_string())
+        };
+        // (variables, one, many) or the error's words.
+        let ok = parse(&[("T_ONE_FILE", &one), ("T_MANY_FILE", &two)]).unwrap();
+        assert_eq!(
+            (ok.one.as_deref(), ok.many.clone(), ok.plain.as_deref()),
+            (Some("s3cret,x"), vec!["a".into(), "-b".into()], Some("p"))
+        );
+        for (vars, words) in [
+            (vec![("T_ONE_FILE", &two)], "exactly one line"),
+            (vec![("T_MANY_FILE", &empty)], "one or more lines"),
+            (vec![("T_ONE_FILE", &one), ("T_ONE", &one)], "not both"),
+            (vec![("T_ONE_FILE", &dir.join("missing").into_os_string())], "T_ONE_FILE"),
+        ] {
+            let err = parse(&vars).unwrap_err();
+            assert!(err.contains(words), "{vars:?}: {err}");
+            assert!(!err.contains("s3cret"), "{err}");
+        }
+        // Only secret flags read files.
+        let plain = file("plain", "q");
+        assert_eq!(parse(&[("T_PLAIN_FILE", &plain)]).unwrap().plain.as_deref(), Some("p"));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

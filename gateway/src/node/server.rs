@@ -20,7 +20,7 @@ use crate::node::backends::Backends;
 use crate::node::control::Control;
 use crate::node::drain;
 use crate::node::hub::{Hub, Parts};
-use crate::session::auth::Verifier;
+use crate::session::auth::{Jwks, Key, Verifier};
 use crate::session::glob::Globs;
 use crate::session::grants::Defaults;
 
@@ -44,7 +44,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     }
     let id = config.id.clone().unwrap_or_else(|| shell::cli::default_id("gateway"));
 
-    let (verifier, secret) = verifier(&config)?;
+    let (verifier, generated) = verifier(&config).await?;
     let verifier = verifier.with_max_info_bytes(config.limits.max_info_bytes);
     // Standalone without --config: a built-in example with a read-only news: namespace.
     let builtin = config.standalone.then_some(router::namespace::STANDALONE_EXAMPLE);
@@ -124,8 +124,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     // Only a secret the gateway generated may mint or print tokens: a
     // configured one belongs to an application that decides who is who, and
     // a token printed with it would end up in container logs.
-    let generated = config.jwt_secret.is_none() && config.jwt_public_key.is_none();
-    let minter = secret.as_deref().filter(|_| generated).map(|s| Minter::new(s.as_bytes()));
+    let minter = generated.as_deref().map(|s| Minter::new(s.as_bytes()));
     let printed_token = minter.as_ref().map(|m| m.demo_token().to_owned());
     let demo = Arc::new(Demo::new(minter));
 
@@ -174,28 +173,45 @@ async fn serve_grpc(
         .with_context(|| format!("--grpc-listen {}", config.grpc_listen))
 }
 
-/// The token verifier, and the HS256 secret when it is known (to mint the
-/// demo token).
-fn verifier(config: &Config) -> anyhow::Result<(Verifier, Option<String>)> {
-    if let Some(path) = &config.jwt_public_key {
-        let pem = std::fs::read(path).with_context(|| format!("--jwt-public-key {}", path.display()))?;
-        let v = Verifier::from_public_key_pem(&pem).with_context(|| format!("--jwt-public-key {}", path.display()))?;
-        return Ok((v, None));
-    }
-    if let Some(secret) = &config.jwt_secret {
+/// The token verifier, and the HS256 secret when the gateway generated it
+/// (to mint the demo token).
+async fn verifier(config: &Config) -> anyhow::Result<(Verifier, Option<String>)> {
+    let t = &config.tokens;
+    let mut keys = Vec::new();
+    for secret in &t.jwt_secrets {
         if secret.len() < MIN_SECRET_BYTES {
             anyhow::bail!(
                 "--jwt-secret is {} bytes; HS256 secrets must be at least {MIN_SECRET_BYTES} (e.g. `openssl rand -hex 32`)",
                 secret.len()
             );
         }
-        return Ok((Verifier::hs256(secret.as_bytes()), Some(secret.clone())));
+        keys.push(Key::hs256(secret.as_bytes()));
     }
-    if config.standalone {
+    for path in &t.jwt_public_keys {
+        let pem = std::fs::read(path).with_context(|| format!("--jwt-public-key {}", path.display()))?;
+        keys.push(Key::from_public_key_pem(&pem).with_context(|| format!("--jwt-public-key {}", path.display()))?);
+    }
+    let mut generated = None;
+    if keys.is_empty() && t.jwks_url.is_none() {
+        if !config.standalone {
+            anyhow::bail!("--jwt-secret, --jwt-public-key or --jwks-url is required outside --standalone");
+        }
         let secret: String = (0..32).map(|_| format!("{:02x}", rand::random::<u8>())).collect();
-        return Ok((Verifier::hs256(secret.as_bytes()), Some(secret)));
+        keys.push(Key::hs256(secret.as_bytes()));
+        generated = Some(secret);
     }
-    anyhow::bail!("--jwt-secret or --jwt-public-key is required outside --standalone")
+    let mut verifier = Verifier::new(keys).with_claims(&t.jwt_audience, &t.jwt_issuer);
+    if let Some(url) = &t.jwks_url {
+        let jwks = Jwks::new(url, t.jwks_min_interval)?;
+        // Start even if the issuer is down: the configured keys work, and
+        // the JWKS is fetched again on the first token that needs it.
+        if !jwks.refresh().await {
+            tracing::warn!(%url, "starting without JWKS keys");
+        }
+        jwks.spawn_refresh(t.jwks_refresh);
+        verifier = verifier.with_jwks(jwks);
+    }
+    Ok((verifier, generated))
 }
 
 fn list(s: &str) -> Vec<String> {

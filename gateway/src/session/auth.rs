@@ -7,31 +7,44 @@
 //! the rooms the user can join (`rooms`) and carry what other members see of
 //! them (`info`).
 //!
-//! A [`Verifier`] accepts exactly one algorithm, the one its key is for.
-//! Letting the token's header choose is how JWT libraries got broken: `alg:
-//! none`, or an HS256 token "signed" with the RSA public key as the HMAC
-//! secret. Failures come back as [`AuthError`], which knows its WebSocket
-//! close code and never contains the token: tokens are credentials and must
-//! stay out of logs.
+//! A [`Verifier`] holds several keys at once (a rotation, even from HS256 to
+//! RS256, keeps the old key beside the new one for a while), each bound to
+//! its own algorithm ([`Key`]): a token is checked only against the keys of
+//! the algorithm it names, the ones with its `kid` first, and a bad signature
+//! under one key moves on to the next. Keys from a JWKS ([`Jwks`]) join the
+//! configured ones; a `kid` nobody knows makes [`Verifier::check`] refresh
+//! the set (at most once per interval) before giving up. `aud` and `iss` are
+//! compared only when the gateway is told what to expect. Failures come back
+//! as [`AuthError`], which knows its WebSocket close code and metric reason
+//! and never contains the token: tokens are credentials and must stay out of
+//! logs.
 
 use bytes::Bytes;
 use hyper::header::AUTHORIZATION;
 use hyper::HeaderMap;
+use std::sync::Arc;
+
 use jsonwebtoken::errors::ErrorKind;
-use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk};
-use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use jsonwebtoken::{Algorithm, Validation};
 use proto::client::close::{self, Close};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-/// Shortest RSA modulus accepted, in bytes (2048 bits).
-const MIN_RSA_MODULUS_BYTES: usize = 256;
+pub use super::jwks::Jwks;
+pub use super::key::{Key, KeyError};
 
-/// Checks tokens against one key, for one algorithm.
+/// The algorithms a key can be for.
+const ALGORITHMS: [Algorithm; 3] = [Algorithm::HS256, Algorithm::RS256, Algorithm::ES256];
+
+/// Checks tokens against a set of keys.
 #[derive(Clone, Debug)]
 pub struct Verifier {
-    key: DecodingKey,
-    validation: Validation,
+    /// Keys given on the command line.
+    keys: Arc<[Key]>,
+    /// Keys published by the issuer, when `--jwks-url` is set.
+    jwks: Option<Arc<Jwks>>,
+    /// One per entry of [`ALGORITHMS`], with the `aud`/`iss` rules.
+    validations: Arc<[Validation; 3]>,
     /// Largest `info` claim accepted: every room member receives it with
     /// every `joined` and `members`, so it is bounded like a message.
     max_info_bytes: usize,
@@ -76,29 +89,13 @@ pub enum AuthError {
     /// A genuine token whose `info` claim is over the gateway's bound (4500).
     #[error("claim `info` is over {limit} bytes")]
     InfoTooLarge { limit: usize },
-}
-
-/// Why a public key file cannot be used.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum KeyError {
-    /// No `-----BEGIN …-----` line.
-    #[error("not a PEM file")]
-    NotPem,
-    /// A PEM file, but not a public key; the label is included.
-    #[error(
-        "expected a public key (-----BEGIN PUBLIC KEY-----), found -----BEGIN {0}-----; \
-         `openssl pkey -in private.pem -pubout` extracts the public key"
-    )]
-    NotPublicKey(String),
-    /// An RSA key that does not parse or is too short.
-    #[error("unusable RSA public key: {0}")]
-    InvalidRsa(String),
-    /// An EC key on a curve other than P-256.
-    #[error("EC public key on curve {0} is not supported; only P-256 (ES256) is")]
-    UnsupportedCurve(String),
-    /// Neither RSA nor EC.
-    #[error("unsupported public key type; only RSA (RS256) and EC P-256 (ES256) are accepted")]
-    Unsupported,
+    /// A genuine token for another audience or from another issuer than
+    /// `--jwt-audience`/`--jwt-issuer` name, or without the claim (4500).
+    #[error("claim `{0}` is missing or not one this server accepts")]
+    Claim(&'static str),
+    /// A `kid` that no key has, even after asking the JWKS again (4500).
+    #[error("no key with this token's `kid`")]
+    UnknownKey,
 }
 
 /// The claims as they appear on the wire. Everything is optional here so
@@ -134,69 +131,38 @@ fn globs(claim: &str, value: Option<serde_json::Value>) -> Result<Option<Vec<Str
 }
 
 impl Verifier {
+    /// A verifier for `keys` (at least one, or a JWKS added with
+    /// [`Verifier::with_jwks`]).
+    pub fn new(keys: Vec<Key>) -> Verifier {
+        Verifier {
+            keys: keys.into(),
+            jwks: None,
+            validations: Arc::new(ALGORITHMS.map(|alg| validation(alg, &[], &[]))),
+            max_info_bytes: MAX_INFO_BYTES,
+        }
+    }
+
     /// A verifier for HS256 tokens signed with `secret`.
-    ///
-    /// The caller should refuse an empty or short secret at configuration
-    /// time; this function accepts whatever it is given.
     pub fn hs256(secret: &[u8]) -> Verifier {
-        Verifier::new(DecodingKey::from_secret(secret), Algorithm::HS256)
+        Verifier::new(vec![Key::hs256(secret)])
     }
 
-    /// A verifier for the public key in `pem`: RS256 for an RSA key, ES256 for
-    /// an EC P-256 key. Anything else, private keys included, is refused.
+    /// A verifier for the public key in `pem` (see [`Key::from_public_key_pem`]).
     pub fn from_public_key_pem(pem: &[u8]) -> Result<Verifier, KeyError> {
-        let label = pem_label(pem).ok_or(KeyError::NotPem)?;
-        if label != "PUBLIC KEY" && label != "RSA PUBLIC KEY" {
-            return Err(KeyError::NotPublicKey(label.to_owned()));
-        }
-
-        if let Ok(key) = DecodingKey::from_rsa_pem(pem) {
-            // `from_rsa_pem` only slices the DER out of the file; parse it now
-            // so that a bad key fails at startup rather than on every token.
-            let jwk = Jwk::from_decoding_key(&key, Some(Algorithm::RS256))
-                .map_err(|e| KeyError::InvalidRsa(e.to_string()))?;
-            let AlgorithmParameters::RSA(rsa) = jwk.algorithm else {
-                return Err(KeyError::Unsupported);
-            };
-            // `n` is unpadded base64url: 4 characters per 3 bytes.
-            let modulus_bytes = rsa.n.len() * 3 / 4;
-            if modulus_bytes < MIN_RSA_MODULUS_BYTES {
-                return Err(KeyError::InvalidRsa(format!(
-                    "{}-bit modulus, at least 2048 bits required",
-                    modulus_bytes * 8
-                )));
-            }
-            return Ok(Verifier::new(key, Algorithm::RS256));
-        }
-
-        if let Ok(key) = DecodingKey::from_ec_pem(pem) {
-            // The key alone does not say which ES* algorithm it is for; the
-            // curve does, and ES256 means P-256.
-            let curve = match Jwk::from_decoding_key(&key, Some(Algorithm::ES256)) {
-                Ok(Jwk { algorithm: AlgorithmParameters::EllipticCurve(ec), .. }) => ec.curve,
-                _ => return Err(KeyError::UnsupportedCurve("unknown".into())),
-            };
-            if curve != EllipticCurve::P256 {
-                return Err(KeyError::UnsupportedCurve(format!("{curve:?}")));
-            }
-            return Ok(Verifier::new(key, Algorithm::ES256));
-        }
-
-        Err(KeyError::Unsupported)
+        Ok(Verifier::new(vec![Key::from_public_key_pem(pem)?]))
     }
 
-    fn new(key: DecodingKey, alg: Algorithm) -> Verifier {
-        let mut validation = Validation::new(alg);
-        validation.set_required_spec_claims(&["exp", "sub"]);
-        // A token is expired the second its `exp` is reached; clock skew is
-        // the issuer's business (it can mint tokens that live a bit longer).
-        validation.leeway = 0;
-        validation.validate_exp = true;
-        validation.validate_nbf = true;
-        // The gateway has no audience of its own to compare against, so an
-        // `aud` claim is ignored rather than rejected.
-        validation.validate_aud = false;
-        Verifier { key, validation, max_info_bytes: MAX_INFO_BYTES }
+    /// The same verifier, also trusting the keys `jwks` publishes.
+    pub fn with_jwks(mut self, jwks: Arc<Jwks>) -> Self {
+        self.jwks = Some(jwks);
+        self
+    }
+
+    /// The same verifier, requiring `aud` to be one of `audiences` and `iss`
+    /// one of `issuers` (each check only when its list is not empty).
+    pub fn with_claims(mut self, audiences: &[String], issuers: &[String]) -> Self {
+        self.validations = Arc::new(ALGORITHMS.map(|alg| validation(alg, audiences, issuers)));
+        self
     }
 
     /// The same verifier with another bound on the `info` claim.
@@ -205,16 +171,62 @@ impl Verifier {
         self
     }
 
-    /// The one algorithm this verifier accepts.
-    pub fn algorithm(&self) -> Algorithm {
-        self.validation.algorithms[0]
+    /// The algorithms some key is for, in [`ALGORITHMS`] order.
+    pub fn algorithms(&self) -> Vec<Algorithm> {
+        let jwks = self.jwks.as_ref().map(|j| j.keys()).unwrap_or_default();
+        ALGORITHMS.into_iter().filter(|a| self.keys.iter().chain(jwks.iter()).any(|k| k.alg == *a)).collect()
     }
 
-    /// Verifies `token` and returns its claims.
+    /// Verifies `token`; a `kid` no key has makes the JWKS (if any) be
+    /// fetched again, at most once per its interval, before the answer.
+    pub async fn check(&self, token: &str) -> Result<Claims, AuthError> {
+        match (self.verify(token), &self.jwks) {
+            (Err(AuthError::UnknownKey), Some(jwks)) => {
+                jwks.refresh().await;
+                self.verify(token)
+            }
+            (result, _) => result,
+        }
+    }
+
+    /// Verifies `token` against the keys known now and returns its claims.
     pub fn verify(&self, token: &str) -> Result<Claims, AuthError> {
-        let wire = jsonwebtoken::decode::<WireClaims>(token, &self.key, &self.validation)
-            .map_err(|e| self.classify(e.kind()))?
-            .claims;
+        let header = jsonwebtoken::decode_header(token).map_err(|e| self.classify(e.kind()))?;
+        let Some(slot) = ALGORITHMS.iter().position(|a| *a == header.alg) else {
+            return Err(self.classify(&ErrorKind::InvalidAlgorithm));
+        };
+        let jwks = self.jwks.as_ref().map(|j| j.keys()).unwrap_or_default();
+        let of_alg = || self.keys.iter().chain(jwks.iter()).filter(|k| k.alg == header.alg);
+        // A JWKS may publish a key of a new algorithm with a new `kid`.
+        if of_alg().next().is_none() && (self.jwks.is_none() || header.kid.is_none()) {
+            return Err(self.classify(&ErrorKind::InvalidAlgorithm));
+        }
+        // A token with a `kid`: the keys with that `kid`, then those without
+        // one (configured keys). Without: every key of its algorithm.
+        let fits = |k: &&Key| header.kid.is_none() || k.kid == header.kid;
+        let named = of_alg().filter(|k| k.kid.is_some()).filter(fits);
+        let mut candidates = named.chain(of_alg().filter(|k| k.kid.is_none())).peekable();
+        if candidates.peek().is_none() {
+            return Err(AuthError::UnknownKey);
+        }
+        let mut last = ErrorKind::InvalidSignature;
+        let mut wire = None;
+        for key in candidates {
+            match jsonwebtoken::decode::<WireClaims>(token, &key.key, &self.validations[slot]) {
+                Ok(data) => {
+                    wire = Some(data.claims);
+                    break;
+                }
+                // Not this key's signature: maybe the next one's.
+                Err(e) if matches!(e.kind(), ErrorKind::InvalidSignature) => {}
+                // Signed by this key but unacceptable: that is the answer.
+                Err(e) => {
+                    last = e.into_kind();
+                    break;
+                }
+            }
+        }
+        let wire = wire.ok_or_else(|| self.classify(&last))?;
 
         // `required_spec_claims` has already checked both are present; these
         // are belt and braces, not a second source of truth.
@@ -256,8 +268,13 @@ impl Verifier {
             ErrorKind::ExpiredSignature => AuthError::Expired,
             ErrorKind::InvalidSignature => invalid("bad signature"),
             ErrorKind::InvalidAlgorithm => {
-                AuthError::Invalid(format!("wrong algorithm, this server accepts only {:?}", self.algorithm()))
+                let algs: Vec<String> = self.algorithms().iter().map(|a| format!("{a:?}")).collect();
+                AuthError::Invalid(format!("wrong algorithm, this server accepts only {}", algs.join(", ")))
             }
+            ErrorKind::InvalidAudience => AuthError::Claim("aud"),
+            ErrorKind::InvalidIssuer => AuthError::Claim("iss"),
+            ErrorKind::MissingRequiredClaim(claim) if claim == "aud" => AuthError::Claim("aud"),
+            ErrorKind::MissingRequiredClaim(claim) if claim == "iss" => AuthError::Claim("iss"),
             ErrorKind::MissingRequiredClaim(claim) => AuthError::Invalid(format!("missing claim `{claim}`")),
             ErrorKind::InvalidClaimFormat(claim) => AuthError::Invalid(format!("malformed claim `{claim}`")),
             ErrorKind::ImmatureSignature => invalid("not valid yet (`nbf` is in the future)"),
@@ -266,6 +283,30 @@ impl Verifier {
             _ => invalid("malformed token"),
         }
     }
+}
+
+/// What a token of `alg` must satisfy besides its signature.
+fn validation(alg: Algorithm, audiences: &[String], issuers: &[String]) -> Validation {
+    let mut v = Validation::new(alg);
+    let mut required = vec!["exp", "sub"];
+    // A token is expired the second its `exp` is reached; clock skew is
+    // the issuer's business (it can mint tokens that live a bit longer).
+    v.leeway = 0;
+    v.validate_exp = true;
+    v.validate_nbf = true;
+    // Without `--jwt-audience` the gateway has no audience of its own to
+    // compare against, so an `aud` claim is ignored rather than rejected.
+    v.validate_aud = !audiences.is_empty();
+    if v.validate_aud {
+        v.set_audience(audiences);
+        required.push("aud");
+    }
+    if !issuers.is_empty() {
+        v.set_issuer(issuers);
+        required.push("iss");
+    }
+    v.set_required_spec_claims(&required);
+    v
 }
 
 impl Claims {
@@ -285,6 +326,17 @@ impl AuthError {
             AuthError::Expired => Close::TOKEN_EXPIRED,
             AuthError::Invalid(_) => Close::new(close::UNAUTHORIZED, "unauthorized"),
             AuthError::InfoTooLarge { .. } => Close::new(close::UNAUTHORIZED, "info claim too large"),
+            AuthError::Claim(_) | AuthError::UnknownKey => Close::new(close::UNAUTHORIZED, "unauthorized"),
+        }
+    }
+
+    /// The `reason` label of `switchboard_gateway_connections_rejected_total`.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            AuthError::Claim("aud") => "wrong_audience",
+            AuthError::Claim(_) => "wrong_issuer",
+            AuthError::UnknownKey => "unknown_key",
+            AuthError::Expired | AuthError::Invalid(_) | AuthError::InfoTooLarge { .. } => "unauthorized",
         }
     }
 }
@@ -319,14 +371,6 @@ pub fn token_from_request(headers: &HeaderMap, query: Option<&str>) -> Option<St
 /// mangled token is reported as invalid rather than as missing.
 fn percent_decode(s: &str) -> String {
     percent_encoding::percent_decode_str(s).decode_utf8_lossy().into_owned()
-}
-
-/// The label of the first PEM block, e.g. `PUBLIC KEY`.
-fn pem_label(pem: &[u8]) -> Option<&str> {
-    const BEGIN: &str = "-----BEGIN ";
-    let text = std::str::from_utf8(pem).ok()?;
-    let rest = &text[text.find(BEGIN)? + BEGIN.len()..];
-    Some(&rest[..rest.find("-----")?])
 }
 
 fn invalid(why: &str) -> AuthError {

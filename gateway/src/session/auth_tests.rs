@@ -201,7 +201,7 @@ fn malformed_tokens() {
 fn valid_rs256() {
     let key = EncodingKey::from_rsa_pem(RSA_PRIVATE).unwrap();
     let verifier = rsa();
-    assert_eq!(verifier.algorithm(), Algorithm::RS256);
+    assert_eq!(verifier.algorithms(), [Algorithm::RS256]);
     let token = sign(Algorithm::RS256, &key, &claims("u", 60));
     assert_eq!(verifier.verify(&token).unwrap().sub, "u");
     // RS256-family siblings are not accepted either.
@@ -213,7 +213,7 @@ fn valid_rs256() {
 fn valid_es256() {
     let key = EncodingKey::from_ec_pem(EC_PRIVATE).unwrap();
     let verifier = ec();
-    assert_eq!(verifier.algorithm(), Algorithm::ES256);
+    assert_eq!(verifier.algorithms(), [Algorithm::ES256]);
     let token = sign(Algorithm::ES256, &key, &claims("u", 60));
     assert_eq!(verifier.verify(&token).unwrap().sub, "u");
 }
@@ -320,4 +320,137 @@ fn token_from_query() {
     assert_eq!(get("xtoken=abc&tokens=def"), None);
     assert_eq!(get(""), None);
     assert_eq!(token_from_request(&none, None), None);
+}
+
+fn rsa_key() -> EncodingKey {
+    EncodingKey::from_rsa_pem(RSA_PRIVATE).unwrap()
+}
+
+/// A JWK of `public` (PEM) with `kid`.
+fn jwk(public: &[u8], alg: Algorithm, kid: &str) -> jsonwebtoken::jwk::Jwk {
+    let key = Key::from_public_key_pem(public).unwrap();
+    let mut jwk = jsonwebtoken::jwk::Jwk::from_decoding_key(&key.key, Some(alg)).unwrap();
+    jwk.common.key_id = Some(kid.into());
+    jwk
+}
+
+fn with_kid(alg: Algorithm, key: &EncodingKey, kid: &str, claims: &Value) -> String {
+    let mut header = Header::new(alg);
+    header.kid = Some(kid.into());
+    jsonwebtoken::encode(&header, claims, key).unwrap()
+}
+
+#[test]
+fn several_keys_of_several_kinds() {
+    // A rotation from one secret to another and from HS256 to RS256: every
+    // configured key verifies its own tokens, whatever the order.
+    let other = b"another-secret-of-a-reasonable-length";
+    let verifier = Verifier::new(vec![
+        Key::hs256(other),
+        Key::from_public_key_pem(RSA_PUBLIC).unwrap(),
+        Key::hs256(SECRET),
+        Key::from_public_key_pem(EC_PUBLIC).unwrap(),
+    ]);
+    assert_eq!(verifier.algorithms(), [Algorithm::HS256, Algorithm::RS256, Algorithm::ES256]);
+    let ec_key = EncodingKey::from_ec_pem(EC_PRIVATE).unwrap();
+    for token in [
+        hs(&claims("u", 60)),
+        sign(Algorithm::HS256, &EncodingKey::from_secret(other), &claims("u", 60)),
+        sign(Algorithm::RS256, &rsa_key(), &claims("u", 60)),
+        sign(Algorithm::ES256, &ec_key, &claims("u", 60)),
+    ] {
+        assert_eq!(verifier.verify(&token).unwrap().sub, "u");
+    }
+    // A signature no key makes is still a bad signature; a genuine token's
+    // own fault (expired) is reported even when another key came first.
+    assert!(refused(&verifier, &sign(Algorithm::HS256, &EncodingKey::from_secret(b"x"), &claims("u", 60)))
+        .contains("bad signature"));
+    assert_eq!(verifier.verify(&hs(&claims("u", -5))).unwrap_err(), AuthError::Expired);
+    // Still no algorithm crossing: an HS256 token made with a public key's
+    // text is tried only against the secrets.
+    refused(&verifier, &sign(Algorithm::HS256, &EncodingKey::from_secret(RSA_PUBLIC), &claims("admin", 60)));
+    // With only an RS256 key left (the secret removed), HS256 tokens fail.
+    let rs_only = Verifier::new(vec![Key::from_public_key_pem(RSA_PUBLIC).unwrap()]);
+    assert!(refused(&rs_only, &hs(&claims("u", 60))).contains("accepts only RS256"));
+}
+
+#[test]
+fn keys_are_chosen_by_kid() {
+    let keys = vec![
+        Key::from_jwk(&jwk(RSA_PUBLIC, Algorithm::RS256, "rsa-1")).unwrap(),
+        Key::from_jwk(&jwk(EC_PUBLIC, Algorithm::ES256, "ec-1")).unwrap(),
+    ];
+    let verifier = Verifier::new(keys);
+    let token = |kid| with_kid(Algorithm::RS256, &rsa_key(), kid, &claims("u", 60));
+    assert_eq!(verifier.verify(&token("rsa-1")).unwrap().sub, "u");
+    // A kid nobody has: the JWKS may know it (Verifier::check asks again).
+    assert_eq!(verifier.verify(&token("rsa-2")).unwrap_err(), AuthError::UnknownKey);
+    // The kid of a key of another algorithm is no help either.
+    assert_eq!(verifier.verify(&token("ec-1")).unwrap_err(), AuthError::UnknownKey);
+    assert_eq!(AuthError::UnknownKey.reason(), "unknown_key");
+    assert_eq!(AuthError::UnknownKey.close().code, 4500);
+    // A token without a kid is tried against every key of its algorithm.
+    assert_eq!(verifier.verify(&sign(Algorithm::RS256, &rsa_key(), &claims("u", 60))).unwrap().sub, "u");
+    // Configured keys (no kid) are tried for tokens with any kid.
+    let configured = Verifier::new(vec![Key::hs256(SECRET)]);
+    let hs_kid = with_kid(Algorithm::HS256, &EncodingKey::from_secret(SECRET), "whatever", &claims("u", 60));
+    assert_eq!(configured.verify(&hs_kid).unwrap().sub, "u");
+}
+
+#[test]
+fn audience_and_issuer() {
+    let verifier =
+        Verifier::hs256(SECRET).with_claims(&["chat".into(), "games".into()], &["https://id.example".into()]);
+    let token = |extra: Value| {
+        let mut c = claims("u", 60);
+        c.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+        hs(&c)
+    };
+    // (claims, the error or None for accepted)
+    let cases: Vec<(Value, Option<AuthError>)> = vec![
+        (json!({"aud": "chat", "iss": "https://id.example"}), None),
+        (json!({"aud": ["other", "games"], "iss": "https://id.example"}), None),
+        (json!({"aud": "other", "iss": "https://id.example"}), Some(AuthError::Claim("aud"))),
+        (json!({"iss": "https://id.example"}), Some(AuthError::Claim("aud"))),
+        (json!({"aud": "chat", "iss": "https://evil.example"}), Some(AuthError::Claim("iss"))),
+        (json!({"aud": "chat"}), Some(AuthError::Claim("iss"))),
+    ];
+    for (extra, want) in cases {
+        let got = verifier.verify(&token(extra.clone()));
+        match want {
+            None => assert_eq!(got.unwrap().sub, "u", "{extra}"),
+            Some(want) => assert_eq!(got.unwrap_err(), want, "{extra}"),
+        }
+    }
+    assert_eq!(AuthError::Claim("aud").reason(), "wrong_audience");
+    assert_eq!(AuthError::Claim("iss").reason(), "wrong_issuer");
+    assert_eq!(AuthError::Claim("aud").close().code, 4500);
+    // Without --jwt-audience an `aud` claim is ignored, as before.
+    assert!(Verifier::hs256(SECRET).verify(&token(json!({"aud": "anything"}))).is_ok());
+}
+
+#[test]
+fn jwks_bodies() {
+    use jsonwebtoken::jwk::{Jwk, JwkSet};
+    let rsa = jwk(RSA_PUBLIC, Algorithm::RS256, "r");
+    let ec = jwk(EC_PUBLIC, Algorithm::ES256, "e");
+    let mut enc = rsa.clone();
+    enc.common.public_key_use = Some(jsonwebtoken::jwk::PublicKeyUse::Encryption);
+    let mut mislabeled = rsa.clone();
+    mislabeled.common.key_algorithm = Some(jsonwebtoken::jwk::KeyAlgorithm::HS256);
+    let oct: Jwk = serde_json::from_value(json!({"kty": "oct", "k": "c2VjcmV0", "kid": "o"})).unwrap();
+    let set = |keys: Vec<Jwk>| serde_json::to_vec(&JwkSet { keys }).unwrap();
+    let kids = |body: &[u8]| {
+        super::super::jwks::parse(body).map(|ks| ks.iter().map(|k| k.kid.clone().unwrap()).collect::<Vec<_>>())
+    };
+    assert_eq!(kids(&set(vec![rsa.clone(), ec.clone()])).unwrap(), ["r", "e"]);
+    // Keys it cannot use are skipped, not fatal.
+    assert_eq!(kids(&set(vec![oct.clone(), enc.clone(), mislabeled.clone(), ec])).unwrap(), ["e"]);
+    let mut unknown_kty = serde_json::to_value(JwkSet { keys: vec![rsa] }).unwrap();
+    unknown_kty["keys"].as_array_mut().unwrap().push(json!({"kty": "PQC", "kid": "q"}));
+    assert_eq!(kids(&serde_json::to_vec(&unknown_kty).unwrap()).unwrap(), ["r"]);
+    // No usable key, or not a JWKS at all: an error (the cached keys stay).
+    for body in [set(vec![oct, enc, mislabeled]), b"{}".to_vec(), b"<html>".to_vec(), b"{\"keys\": 5}".to_vec()] {
+        assert!(kids(&body).is_err(), "{}", String::from_utf8_lossy(&body));
+    }
 }

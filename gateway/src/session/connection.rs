@@ -154,7 +154,7 @@ impl Connection {
             };
         }
         if let Some(token) = token {
-            return match self.session.hub.verifier.verify(&token) {
+            return match self.session.hub.verifier.check(&token).await {
                 Ok(claims) => Some((claims, RequestId::None)),
                 Err(e) => {
                     reject_token(&self.session, &e, peer);
@@ -197,7 +197,7 @@ impl Connection {
             match decode(self.session.encoding, &msg) {
                 Err(c) => self.session.outbox.close(c),
                 Ok(Some(Ok(Request { id, op: proto::client::Op::Auth { token } }))) => {
-                    match self.session.hub.verifier.verify(&token) {
+                    match self.session.hub.verifier.check(&token).await {
                         Ok(claims) => return Some((claims, id)),
                         Err(e) => {
                             self.session.fail(&id, ErrorCode::Unauthorized, &e.to_string());
@@ -325,15 +325,20 @@ impl Connection {
 
 fn reject_token(s: &Session, e: &AuthError, peer: SocketAddr) {
     tracing::debug!(%peer, error = %e, "token rejected");
-    refuse_auth(s, e.close(), peer);
+    refuse_auth_for(s, e.close(), e.reason(), peer);
 }
 
 /// Closes a connection that failed to authenticate: with its code while
 /// failures are within their budget, else with 1013.
 fn refuse_auth(s: &Session, close: Close, peer: SocketAddr) {
+    refuse_auth_for(s, close, "unauthorized", peer)
+}
+
+/// [`refuse_auth`], counted under `reason`.
+fn refuse_auth_for(s: &Session, close: Close, reason: &'static str, peer: SocketAddr) {
     match s.hub.admission.failure(peer.ip()) {
         Ok(()) => {
-            crate::metrics::rejected("unauthorized");
+            crate::metrics::rejected(reason);
             s.outbox.close(close);
         }
         Err(refusal) => {

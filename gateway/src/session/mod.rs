@@ -11,6 +11,8 @@ pub mod auth;
 mod connection;
 pub mod glob;
 pub mod grants;
+pub mod jwks;
+pub mod key;
 pub mod ops;
 pub mod orders;
 

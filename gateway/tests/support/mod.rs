@@ -53,7 +53,7 @@ impl Gateway {
         Self::start_raw_env(args, secret, &[])
     }
 
-    fn start_raw_env(args: &[&str], secret: String, env: &[(&str, &str)]) -> Self {
+    pub fn start_raw_env(args: &[&str], secret: String, env: &[(&str, &str)]) -> Self {
         let mut all: Vec<String> = [
             "--standalone",
             "--listen",

@@ -9,7 +9,7 @@ use crate::session::grants::Grants;
 use crate::session::Session;
 
 pub async fn refresh(s: &mut Session, token: String) -> Answer {
-    match s.hub.verifier.verify(&token) {
+    match s.hub.verifier.check(&token).await {
         Ok(claims) if *claims.sub == *s.user => {
             s.exp = claims.exp;
             s.grants = Grants::of(&claims, &s.hub.defaults, &s.hub.default_grants);
@@ -18,7 +18,7 @@ pub async fn refresh(s: &mut Session, token: String) -> Answer {
         }
         Ok(_) => fail(ErrorCode::Forbidden, "token is for another user"),
         Err(AuthError::Expired) => fail(ErrorCode::Unauthorized, "token expired"),
-        Err(AuthError::Invalid(_)) => fail(ErrorCode::Unauthorized, "invalid token"),
-        Err(e @ AuthError::InfoTooLarge { .. }) => fail(ErrorCode::Unauthorized, e.to_string()),
+        Err(AuthError::Invalid(_) | AuthError::UnknownKey) => fail(ErrorCode::Unauthorized, "invalid token"),
+        Err(e @ (AuthError::InfoTooLarge { .. } | AuthError::Claim(_))) => fail(ErrorCode::Unauthorized, e.to_string()),
     }
 }
