@@ -15,33 +15,7 @@ import subprocess
 import sys
 from collections import defaultdict
 
-BEGIN = "<!-- scale:begin -->"
-END = "<!-- scale:end -->"
-
-
-def into(path, section_path):
-    section = open(section_path).read().strip()
-    try:
-        text = open(path).read()
-    except FileNotFoundError:
-        text = "# Benchmarks\n"
-    block = f"{BEGIN}\n{section}\n{END}"
-    if BEGIN in text and END in text:
-        text = text[: text.index(BEGIN)] + block + text[text.index(END) + len(END) :]
-    else:
-        text = text.rstrip("\n") + "\n\n" + block + "\n"
-    open(path, "w").write(text)
-
-
-def kept(path):
-    """The scale block of an existing file, markers included ("" if none)."""
-    try:
-        text = open(path).read()
-    except FileNotFoundError:
-        return ""
-    if BEGIN in text and END in text:
-        return text[text.index(BEGIN) : text.index(END) + len(END)]
-    return ""
+from sections import into
 
 
 def single_gateway_kib(path="docs/benchmarks.md"):
@@ -178,6 +152,6 @@ def main(out, connections, ticks, gateways, routers, replicas, workers, connect_
 
 if __name__ == "__main__":
     if sys.argv[1] == "--into":
-        into(sys.argv[2], sys.argv[3])
+        into(sys.argv[2], "scale", sys.argv[3])
     else:
         main(*sys.argv[1:9])

@@ -4,6 +4,12 @@
 //! what it does not do is bound a publish while disconnected (it waits once
 //! its queue is full), so [`crate::Bus::publish`] puts a timeout around every
 //! publish. Reconnects are counted in `switchboard_<service>_nats_reconnects_total`.
+//!
+//! NATS that refuses the credentials is fatal at start (the process exits
+//! with one line) rather than retried forever; NATS that is not up yet is
+//! retried. A publish or subscribe the server's permissions refuse comes
+//! back only as an asynchronous error: it is logged and counted in
+//! `switchboard_<service>_nats_permission_denied_total`.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -12,7 +18,11 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::StreamExt;
 
-use crate::{BoxFuture, Broker, BusError, Message, Subscription};
+use crate::{BoxFuture, Broker, BusError, Message, NatsFlags, Subscription};
+
+/// How long the start waits to learn whether NATS accepts the credentials;
+/// past it (NATS not up yet) connecting goes on in the background.
+const VERDICT_WAIT: Duration = Duration::from_secs(3);
 
 /// A broker backed by one NATS connection.
 pub struct NatsBroker {
@@ -23,13 +33,19 @@ pub struct NatsBroker {
 impl NatsBroker {
     /// Connects to `url`, retrying in the background if NATS is not up yet.
     /// `service` names the binary in metrics (`gateway`, `router`, `presence`).
-    pub async fn connect(url: &str, name: &str, service: &'static str) -> Result<Self, BusError> {
+    pub async fn connect(url: &str, security: &NatsFlags, name: &str, service: &'static str) -> Result<Self, BusError> {
         let connected = Arc::new(AtomicBool::new(false));
         let flag = connected.clone();
         let reconnects = crate::metrics::name(service, "nats_reconnects_total");
         let dropped = crate::metrics::name(service, "bus_dropped_total");
+        let denied = crate::metrics::name(service, "nats_permission_denied_total");
         let seen_connect = Arc::new(AtomicBool::new(false));
-        let client = async_nats::ConnectOptions::new()
+        // The first connect's outcome: true connected, false refused.
+        let (verdict_tx, mut verdict) = tokio::sync::watch::channel(None::<bool>);
+        let verdict_tx = Arc::new(verdict_tx);
+        let options =
+            security.apply(async_nats::ConnectOptions::new()).await.map_err(|e| BusError::Broker(format!("{e:#}")))?;
+        let client = options
             .name(name)
             .retry_on_initial_connect()
             .max_reconnects(None)
@@ -41,9 +57,11 @@ impl NatsBroker {
             .event_callback(move |event| {
                 let flag = flag.clone();
                 let seen_connect = seen_connect.clone();
+                let verdict_tx = verdict_tx.clone();
                 async move {
                     match event {
                         async_nats::Event::Connected => {
+                            verdict_tx.send_replace(Some(true));
                             flag.store(true, Ordering::Relaxed);
                             if seen_connect.swap(true, Ordering::Relaxed) {
                                 metrics::counter!(reconnects).increment(1);
@@ -58,6 +76,22 @@ impl NatsBroker {
                             metrics::counter!(dropped).increment(1);
                             tracing::warn!(sid, "nats slow consumer: messages dropped");
                         }
+                        // The connector reports a refused CONNECT as a client error.
+                        async_nats::Event::ServerError(async_nats::ServerError::AuthorizationViolation)
+                        | async_nats::Event::ClientError(async_nats::ClientError::Other(_))
+                            if event.to_string().contains("authorization violation") =>
+                        {
+                            if verdict_tx.borrow().is_none() {
+                                verdict_tx.send_replace(Some(false));
+                            }
+                            tracing::error!("nats refused this process's credentials");
+                        }
+                        async_nats::Event::ServerError(async_nats::ServerError::Other(e))
+                            if e.to_ascii_lowercase().contains("permissions violation") =>
+                        {
+                            metrics::counter!(denied).increment(1);
+                            tracing::error!(error = %e, "nats refused a publish or subscribe");
+                        }
                         other => tracing::info!(event = %other, "nats event"),
                     }
                 }
@@ -65,6 +99,12 @@ impl NatsBroker {
             .connect(url)
             .await
             .map_err(|e| BusError::Broker(e.to_string()))?;
+        let _ = tokio::time::timeout(VERDICT_WAIT, verdict.wait_for(Option::is_some)).await;
+        if *verdict.borrow() == Some(false) {
+            return Err(BusError::Broker(
+                "NATS refused the credentials (authorization violation): check --nats-creds, --nats-user/--nats-password or the URL".into(),
+            ));
+        }
         if client.connection_state() == async_nats::connection::State::Connected {
             connected.store(true, Ordering::Relaxed);
         }

@@ -14,6 +14,7 @@ pub mod broker_memory;
 pub mod broker_nats;
 pub mod membership;
 pub mod metrics;
+mod nats_auth;
 mod requests;
 pub mod ring;
 
@@ -23,6 +24,7 @@ use std::time::Duration;
 use bytes::Bytes;
 
 pub use broker::{BoxFuture, Broker, BusError, Message, Subscription};
+pub use nats_auth::NatsFlags;
 use requests::Requests;
 
 /// How long a publish on a hot path may wait for the broker before the
@@ -43,9 +45,10 @@ impl Bus {
         Self { broker, requests }
     }
 
-    /// A bus over NATS at `url`; `service` names the binary in metrics.
-    pub async fn nats(url: &str, node: &str, service: &'static str) -> Result<Self, BusError> {
-        let broker = broker_nats::NatsBroker::connect(url, node, service).await?;
+    /// A bus over NATS at `url`, authenticated as `security` says;
+    /// `service` names the binary in metrics.
+    pub async fn nats(url: &str, security: &NatsFlags, node: &str, service: &'static str) -> Result<Self, BusError> {
+        let broker = broker_nats::NatsBroker::connect(url, security, node, service).await?;
         Ok(Self::new(Arc::new(broker), node))
     }
 

@@ -65,6 +65,12 @@ pub struct Config {
     #[command(flatten)]
     pub api: shell::grpc::ApiAccess,
 
+    #[command(flatten)]
+    pub tls: shell::tls::TlsFlags,
+
+    #[command(flatten)]
+    pub nats: bus::NatsFlags,
+
     /// Bearer token for calls to presence (cluster mode); default: --api-token.
     #[arg(long, env = "SB_PRESENCE_TOKEN", hide_env_values = true)]
     pub presence_token: Option<String>,

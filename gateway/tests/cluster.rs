@@ -258,7 +258,7 @@ async fn presence_hears_of_a_connect_within_the_batch_interval() {
 async fn an_owner_answering_nonsense_gets_clients_internal_errors() {
     use prost::Message as _;
     let mut cluster = Cluster::without_gateways(0);
-    let bus = bus::Bus::nats(&cluster.nats.url, "fake-router", "test").await.unwrap();
+    let bus = bus::Bus::nats(&cluster.nats.url, &Default::default(), "fake-router", "test").await.unwrap();
     let mut requests = bus.subscribe(proto::subject::router("fake")).await.unwrap();
     let announcer = {
         let bus = bus.clone();

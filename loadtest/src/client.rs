@@ -31,8 +31,10 @@ type Writer = Arc<Mutex<WebSocketWrite<WriteHalf<Io>>>>;
 /// How to connect.
 #[derive(Debug, Clone)]
 pub struct ConnectOptions {
-    /// `ws://host:port/path?query` (plain WebSocket only).
+    /// `ws://host:port/path?query`, or `wss://…` with [`tls`](Self::tls).
     pub url: String,
+    /// The TLS settings (trusted CAs) for a `wss://` URL.
+    pub tls: Option<Arc<rustls::ClientConfig>>,
     /// Sent as `Authorization: Bearer …`.
     pub bearer: Option<String>,
     /// Offered subprotocols, in order of preference.
@@ -58,6 +60,7 @@ impl ConnectOptions {
     pub fn new(url: impl Into<String>) -> Self {
         Self {
             url: url.into(),
+            tls: None,
             bearer: None,
             protocols: Vec::new(),
             origin: None,
@@ -138,14 +141,54 @@ where
     }
 }
 
-/// Splits `ws://host:port/rest` into the address and the request target.
-fn parse_url(url: &str) -> Result<(String, String), ClientError> {
-    let rest = url.strip_prefix("ws://").ok_or_else(|| ClientError::Connect(format!("not a ws:// URL: {url}")))?;
+/// Splits `ws://host:port/rest` (or `wss://`) into the address, the
+/// request target and whether it is TLS.
+fn parse_url(url: &str) -> Result<(String, String, bool), ClientError> {
+    let (rest, tls) = match (url.strip_prefix("ws://"), url.strip_prefix("wss://")) {
+        (Some(rest), _) => (rest, false),
+        (_, Some(rest)) => (rest, true),
+        _ => return Err(ClientError::Connect(format!("not a ws:// or wss:// URL: {url}"))),
+    };
     let (host, path) = match rest.find('/') {
         Some(i) => (&rest[..i], &rest[i..]),
         None => (rest, "/"),
     };
-    Ok((host.to_owned(), path.to_owned()))
+    Ok((host.to_owned(), path.to_owned(), tls))
+}
+
+/// The TLS handshake with `host` (`name:port`, the name checked against
+/// the server's certificate) over a connected `stream`.
+pub(crate) async fn tls_connect(
+    config: &Arc<rustls::ClientConfig>,
+    host: &str,
+    stream: tokio::net::TcpStream,
+) -> Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>, ClientError> {
+    let name = host.rsplit_once(':').map_or(host, |(h, _)| h).trim_matches(['[', ']']);
+    let name = rustls::pki_types::ServerName::try_from(name.to_owned())
+        .map_err(|e| ClientError::Connect(format!("server name {name}: {e}")))?;
+    tokio_rustls::TlsConnector::from(config.clone())
+        .connect(name, stream)
+        .await
+        .map_err(|e| ClientError::Connect(format!("TLS: {e}")))
+}
+
+/// A TLS client configuration trusting the CA certificates in `pem`.
+pub fn tls_trusting(pem: &[u8]) -> Result<Arc<rustls::ClientConfig>, String> {
+    use rustls::pki_types::{pem::PemObject, CertificateDer};
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(pem) {
+        roots.add(cert.map_err(|e| e.to_string())?).map_err(|e| e.to_string())?;
+    }
+    if roots.is_empty() {
+        return Err("no PEM certificate".into());
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Arc::new(config))
 }
 
 impl Client {
@@ -155,7 +198,7 @@ impl Client {
     }
 
     async fn connect_inner(opts: &ConnectOptions) -> Result<Self, ClientError> {
-        let (host, target) = parse_url(&opts.url)?;
+        let (host, target, tls) = parse_url(&opts.url)?;
         let addr: SocketAddr = tokio::net::lookup_host(&host)
             .await
             .map_err(|e| ClientError::Connect(e.to_string()))?
@@ -171,10 +214,23 @@ impl Client {
         }
         let stream = socket.connect(addr).await.map_err(|e| ClientError::Connect(e.to_string()))?;
         let _ = stream.set_nodelay(true);
+        if tls {
+            let config = opts.tls.as_ref().ok_or_else(|| ClientError::Connect("wss:// needs a CA (tls)".into()))?;
+            let stream = tls_connect(config, &host, stream).await?;
+            return Self::upgrade(opts, &host, &target, stream).await;
+        }
+        Self::upgrade(opts, &host, &target, stream).await
+    }
+
+    /// The WebSocket handshake over a connected `stream`.
+    async fn upgrade<S>(opts: &ConnectOptions, host: &str, target: &str, stream: S) -> Result<Self, ClientError>
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
         let mut req = hyper::Request::builder()
             .method("GET")
-            .uri(&target)
-            .header("Host", &host)
+            .uri(target)
+            .header("Host", host)
             .header("Upgrade", "websocket")
             .header("Connection", "upgrade")
             .header("Sec-WebSocket-Key", fastwebsockets::handshake::generate_key())

@@ -59,13 +59,25 @@ impl Conn {
         url: &str,
         token: Option<&str>,
         source: Option<IpAddr>,
+        tls: Option<&Arc<rustls::ClientConfig>>,
         timeout: Duration,
     ) -> Result<Self, ClientError> {
-        tokio::time::timeout(timeout, Self::open_inner(url, token, source)).await.map_err(|_| ClientError::Timeout)?
+        tokio::time::timeout(timeout, Self::open_inner(url, token, source, tls))
+            .await
+            .map_err(|_| ClientError::Timeout)?
     }
 
-    async fn open_inner(url: &str, token: Option<&str>, source: Option<IpAddr>) -> Result<Self, ClientError> {
-        let rest = url.strip_prefix("ws://").ok_or_else(|| ClientError::Connect(format!("not a ws:// URL: {url}")))?;
+    async fn open_inner(
+        url: &str,
+        token: Option<&str>,
+        source: Option<IpAddr>,
+        tls: Option<&Arc<rustls::ClientConfig>>,
+    ) -> Result<Self, ClientError> {
+        let (rest, secure) = match (url.strip_prefix("ws://"), url.strip_prefix("wss://")) {
+            (Some(rest), _) => (rest, false),
+            (_, Some(rest)) => (rest, true),
+            _ => return Err(ClientError::Connect(format!("not a ws:// or wss:// URL: {url}"))),
+        };
         let (host, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
         let addr: SocketAddr = host.parse().map_err(|_| ClientError::Connect(format!("{host}: use IP:PORT")))?;
         let socket = TcpSocket::new_v4().map_err(|e| ClientError::Connect(e.to_string()))?;
@@ -74,8 +86,21 @@ impl Conn {
         }
         let stream = socket.connect(addr).await.map_err(|e| ClientError::Connect(e.to_string()))?;
         let _ = stream.set_nodelay(true);
+        let path = if path.is_empty() { "/" } else { path };
+        if secure {
+            let tls = tls.ok_or_else(|| ClientError::Connect("wss:// needs --ca".into()))?;
+            let stream = crate::client::tls_connect(tls, host, stream).await?;
+            return Self::upgrade(host, path, token, stream).await;
+        }
+        Self::upgrade(host, path, token, stream).await
+    }
+
+    async fn upgrade<S>(host: &str, path: &str, token: Option<&str>, stream: S) -> Result<Self, ClientError>
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
         let mut req = hyper::Request::builder()
-            .uri(if path.is_empty() { "/" } else { path })
+            .uri(path)
             .header("Host", host)
             .header("Upgrade", "websocket")
             .header("Connection", "upgrade")

@@ -31,6 +31,10 @@ struct Cli {
     #[arg(long, global = true, env = "SB_TOKEN_KEY")]
     token_key: Option<PathBuf>,
 
+    /// PEM CA certificates to trust for wss:// URLs.
+    #[arg(long, global = true, env = "SB_LOADTEST_CA")]
+    ca: Option<PathBuf>,
+
     /// What the server speaks.
     #[arg(long, global = true, value_enum, default_value_t = Protocol::Switchboard)]
     protocol: Protocol,
@@ -180,6 +184,16 @@ async fn scenario(cli: &Cli, shard: Option<Shard>) -> anyhow::Result<loadtest::r
         first_source: shard.map_or(1, |s| s.first_source(sources)),
         prefix: shard.map(|s| s.prefix()).unwrap_or_default(),
         connect_rate: cli.connect_rate,
+        tls: match &cli.ca {
+            Some(path) => {
+                let pem = std::fs::read(path).map_err(|e| anyhow::anyhow!("--ca {}: {e}", path.display()))?;
+                Some(
+                    loadtest::client::tls_trusting(&pem)
+                        .map_err(|e| anyhow::anyhow!("--ca {}: {e}", path.display()))?,
+                )
+            }
+            None => None,
+        },
     };
     let stats = Arc::new(Stats::new());
     let name = match &cli.scenario {

@@ -13,7 +13,7 @@ use crate::rpc::presence_server::Presence as _;
 use proto::pb;
 use shell::grpc::BearerToken;
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 use tonic::{Request, Status};
 
 use crate::replicas::{Replicas, Target};
@@ -23,6 +23,29 @@ use bus::ring::Ring;
 /// Bound on connecting and on each call, so a dead presence service costs a
 /// gateway a short wait, never a hang.
 const TIMEOUT: Duration = Duration::from_secs(2);
+
+/// How a gRPC client calls presence: the bearer token it presents (none
+/// when empty) and, with `--tls-ca`, TLS (then `http://` URLs and replica
+/// addresses are called as `https://`).
+#[derive(Clone, Debug, Default)]
+pub struct Dial {
+    pub token: String,
+    pub tls: Option<ClientTlsConfig>,
+}
+
+impl Dial {
+    /// A dial with `token` and no TLS.
+    pub fn token(token: &str) -> Self {
+        Self { token: token.to_owned(), tls: None }
+    }
+
+    /// `url` (or a bare `host:port`) with the scheme this dial speaks.
+    pub fn url(&self, url: &str) -> String {
+        let rest = url.strip_prefix("http://").or_else(|| url.strip_prefix("https://")).unwrap_or(url);
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://{rest}")
+    }
+}
 
 /// A handle to the presence service; cheap to clone.
 #[derive(Clone)]
@@ -41,21 +64,24 @@ impl PresenceClient {
         Self::Local(service)
     }
 
-    /// A gRPC client for `url` (e.g. `http://127.0.0.1:7070`) that presents
-    /// `token` (none when empty). Connects on first use and reconnects by
-    /// itself, so a gateway can start before presence does.
-    pub fn connect_lazy(url: &str, token: &str) -> anyhow::Result<Self> {
-        let channel = Endpoint::from_shared(url.to_owned())?.connect_timeout(TIMEOUT).timeout(TIMEOUT).connect_lazy();
-        let token = BearerToken::new(token).map_err(|e| anyhow::anyhow!("--presence-token: {e}"))?;
-        Ok(Self::Grpc(crate::rpc::presence_client::PresenceClient::with_interceptor(channel, token)))
+    /// A gRPC client for `url` (e.g. `http://127.0.0.1:7070`) called as
+    /// `dial` says. Connects on first use and reconnects by itself, so a
+    /// gateway can start before presence does.
+    pub fn connect_lazy(url: &str, dial: &Dial) -> anyhow::Result<Self> {
+        let mut endpoint = Endpoint::from_shared(dial.url(url))?.connect_timeout(TIMEOUT).timeout(TIMEOUT);
+        if let Some(tls) = &dial.tls {
+            endpoint = endpoint.tls_config(tls.clone())?;
+        }
+        let token = BearerToken::new(&dial.token).map_err(|e| anyhow::anyhow!("--presence-token: {e}"))?;
+        Ok(Self::Grpc(crate::rpc::presence_client::PresenceClient::with_interceptor(endpoint.connect_lazy(), token)))
     }
 
     /// A client for presence in a cluster: `url` (`--presence-url`) is the
     /// first contact, and replicas heard on `bus` take over by user (the
-    /// ring's size shown in the gauge `gauge`). Every call presents `token`.
-    pub async fn cluster(bus: &bus::Bus, url: &str, token: &str, gauge: &'static str) -> anyhow::Result<Self> {
-        let first = Self::connect_lazy(url, token)?;
-        Ok(Self::Replicas(Arc::new(Replicas::start(bus, first, token, gauge).await?)))
+    /// ring's size shown in the gauge `gauge`), all called as `dial` says.
+    pub async fn cluster(bus: &bus::Bus, url: &str, dial: Dial, gauge: &'static str) -> anyhow::Result<Self> {
+        let first = Self::connect_lazy(url, &dial)?;
+        Ok(Self::Replicas(Arc::new(Replicas::start(bus, first, dial, gauge).await?)))
     }
 
     /// Where reports go: every replica (each gets its users' sessions), or

@@ -54,10 +54,18 @@ pub struct InboxStoreFlags {
 
 impl InboxStoreFlags {
     /// Opens the configured store with `config`'s bounds.
-    pub async fn open(&self, nats_url: &str, id: &str, config: InboxConfig) -> anyhow::Result<Arc<dyn InboxStore>> {
+    pub async fn open(
+        &self,
+        nats_url: &str,
+        security: &bus::NatsFlags,
+        id: &str,
+        config: InboxConfig,
+    ) -> anyhow::Result<Arc<dyn InboxStore>> {
         Ok(match self.inbox_store {
             InboxKind::Memory => Arc::new(MemoryInbox::new(config)),
-            InboxKind::Jetstream => Arc::new(JetStreamInbox::open(nats_url, id, self.inbox_replicas, config).await?),
+            InboxKind::Jetstream => {
+                Arc::new(JetStreamInbox::open(nats_url, security, id, self.inbox_replicas, config).await?)
+            }
         })
     }
 }

@@ -34,14 +34,14 @@ pub struct JetStreamInbox {
 impl JetStreamInbox {
     /// Connects and creates `SB_INBOX` if absent (an existing one gets the
     /// current bounds).
-    pub async fn open(url: &str, id: &str, replicas: usize, config: InboxConfig) -> anyhow::Result<Self> {
-        let client = async_nats::ConnectOptions::new()
-            .name(format!("{id}-inbox"))
-            .retry_on_initial_connect()
-            .max_reconnects(None)
-            .connect(url)
-            .await
-            .context("--nats-url (inbox store)")?;
+    pub async fn open(
+        url: &str,
+        security: &bus::NatsFlags,
+        id: &str,
+        replicas: usize,
+        config: InboxConfig,
+    ) -> anyhow::Result<Self> {
+        let client = security.connect(url, format!("{id}-inbox")).await.context("--nats-url (inbox store)")?;
         let js = jetstream::ContextBuilder::new().timeout(CALL_TIMEOUT).build(client);
         let stream_config = stream::Config {
             name: STREAM.into(),

@@ -29,7 +29,7 @@ pub mod rpc {
     tonic::include_proto!("switchboard.v1");
 }
 
-pub use client::PresenceClient;
+pub use client::{Dial, PresenceClient};
 pub use inbox::{InboxConfig, InboxFlags, InboxStore, InboxStoreFlags};
 pub use replicas::{Replicas, Target};
 pub use reporter::{Reporter, ReporterConfig};

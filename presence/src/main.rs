@@ -69,6 +69,12 @@ struct Config {
 
     #[command(flatten)]
     api: shell::grpc::ApiAccess,
+
+    #[command(flatten)]
+    tls: shell::tls::TlsFlags,
+
+    #[command(flatten)]
+    nats: bus::NatsFlags,
 }
 
 fn main() {
@@ -78,13 +84,15 @@ fn main() {
 async fn run(config: Config) -> anyhow::Result<()> {
     let metrics = shell::telemetry::init();
     let auth = config.api.guard("--listen", config.listen)?;
+    let (tls, admin_tls) = (config.tls.server()?, config.tls.admin()?);
+    let admin_scheme = shell::tls::scheme(&admin_tls);
     presence::metrics::describe();
     let id = config.id.clone().unwrap_or_else(|| shell::cli::default_id("presence"));
-    let bus = Bus::nats(&config.nats_url, &id, "presence").await.context("--nats-url")?;
+    let bus = Bus::nats(&config.nats_url, &config.nats, &id, "presence").await.context("--nats-url")?;
     let store =
         StoreConfig { lease_ttl: config.lease_ttl, offline_grace: config.offline_grace, inbox: config.inbox.config() };
     let webhooks = shell::webhook::Webhooks::start(&config.webhooks, &id)?;
-    let inbox = config.inbox_store.open(&config.nats_url, &id, store.inbox).await?;
+    let inbox = config.inbox_store.open(&config.nats_url, &config.nats, &id, store.inbox).await?;
     let service = PresenceService::start_with(bus.clone(), store, webhooks, inbox);
     let draining = Arc::new(AtomicBool::new(false));
     let announcer = match &config.advertise {
@@ -102,15 +110,15 @@ async fn run(config: Config) -> anyhow::Result<()> {
     };
     let routes = tonic::transport::Server::builder().add_service(service.clone().into_server(auth));
     let grpc =
-        shell::grpc::serve(config.listen, routes).await.with_context(|| format!("--listen {}", config.listen))?;
+        shell::grpc::serve(config.listen, routes, tls).await.with_context(|| format!("--listen {}", config.listen))?;
     let ready_bus = bus.clone();
     let ready: shell::admin::ReadyCheck = Arc::new(move || vec![("nats", ready_bus.is_connected().into())]);
-    let admin = shell::admin::serve(config.admin_listen, metrics, ready)
+    let admin = shell::admin::serve(config.admin_listen, metrics, ready, admin_tls)
         .await
         .with_context(|| format!("--admin-listen {}", config.admin_listen))?;
     println!("switchboard presence {id} (instance {})", service.instance());
     println!("  grpc       {grpc}");
-    println!("  admin      http://{admin}/metrics");
+    println!("  admin      {admin_scheme}://{admin}/metrics");
     if let Some(addr) = &config.advertise {
         println!("  replica    {addr} (sb.ctl.presence)");
     }

@@ -17,7 +17,7 @@ use bus::membership::{Membership, MembershipConfig};
 use bus::ring::Ring;
 use bus::Bus;
 
-use crate::client::PresenceClient;
+use crate::client::{Dial, PresenceClient};
 
 /// Where one user's calls go: a replica (or the first contact, id `""`).
 #[derive(Clone, Debug)]
@@ -34,8 +34,8 @@ pub struct Replicas {
     first: PresenceClient,
     /// The replicas heard on `sb.ctl.presence`.
     membership: Membership,
-    /// What each replica is called with (`--presence-token`).
-    token: String,
+    /// How each replica is called (`--presence-token`, `--tls-ca`).
+    dial: Dial,
     /// Clients by address; only addresses in the current view are kept.
     clients: Mutex<HashMap<String, PresenceClient>>,
 }
@@ -43,9 +43,9 @@ pub struct Replicas {
 impl Replicas {
     /// Listens for replicas on `bus` (the ring's size in the gauge `gauge`),
     /// with `first` as the first contact.
-    pub async fn start(bus: &Bus, first: PresenceClient, token: &str, gauge: &'static str) -> anyhow::Result<Self> {
+    pub async fn start(bus: &Bus, first: PresenceClient, dial: Dial, gauge: &'static str) -> anyhow::Result<Self> {
         let membership = Membership::start(bus, MembershipConfig::presence(gauge)).await?;
-        Ok(Self { first, membership, token: token.to_owned(), clients: Mutex::default() })
+        Ok(Self { first, membership, dial, clients: Mutex::default() })
     }
 
     /// The replicas' ring now.
@@ -91,7 +91,7 @@ impl Replicas {
             return client.clone();
         }
         // The address was checked when heard (host:port, no path).
-        let client = PresenceClient::connect_lazy(&format!("http://{addr}"), &self.token).unwrap_or_else(|e| {
+        let client = PresenceClient::connect_lazy(addr, &self.dial).unwrap_or_else(|e| {
             tracing::warn!(addr, error = %e, "unusable presence replica address; using --presence-url");
             self.first.clone()
         });

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use bus::Bus;
 use presence::rpc::presence_server::{Presence, PresenceServer};
-use presence::{PresenceClient, PresenceService, Reporter, ReporterConfig, StoreConfig};
+use presence::{Dial, PresenceClient, PresenceService, Reporter, ReporterConfig, StoreConfig};
 use proto::pb;
 use tonic::transport::server::{Router, TcpIncoming};
 use tonic::transport::Server;
@@ -91,7 +91,7 @@ async fn setup() -> (Arc<Swappable>, Arc<Reporter>) {
         fail: AtomicBool::new(false),
     });
     let addr = serve(Server::builder().add_service(PresenceServer::from_arc(swappable.clone()))).await;
-    let client = PresenceClient::connect_lazy(&format!("http://{addr}"), "").unwrap();
+    let client = PresenceClient::connect_lazy(&format!("http://{addr}"), &Dial::default()).unwrap();
     let reporter = Reporter::start_with_config(client, "gw1".into(), FAST);
     (swappable, reporter)
 }
@@ -159,8 +159,8 @@ async fn grpc_client_answers_like_the_local_one() {
     let (swappable, reporter) = setup().await;
     let auth = shell::grpc::BearerAuth::new("presence-token");
     let addr = serve(Server::builder().add_service(swappable.current().into_server(auth))).await;
-    let grpc = PresenceClient::connect_lazy(&format!("http://{addr}"), "presence-token").unwrap();
-    let wrong = PresenceClient::connect_lazy(&format!("http://{addr}"), "wrong").unwrap();
+    let grpc = PresenceClient::connect_lazy(&format!("http://{addr}"), &Dial::token("presence-token")).unwrap();
+    let wrong = PresenceClient::connect_lazy(&format!("http://{addr}"), &Dial::token("wrong")).unwrap();
     assert_eq!(wrong.query(vec!["alice".into()]).await.unwrap_err().code(), tonic::Code::Unauthenticated);
     let local = PresenceClient::local(swappable.current());
     reporter.connected("alice", "c1");

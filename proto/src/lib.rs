@@ -11,6 +11,7 @@
 //! by the crate that serves it.
 
 pub mod client;
+pub mod permissions;
 pub mod subject;
 
 /// Messages of package `switchboard.v1` (`proto/switchboard/v1/*.proto`):

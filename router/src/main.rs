@@ -57,6 +57,12 @@ struct Config {
     api: shell::grpc::ApiAccess,
 
     #[command(flatten)]
+    tls: shell::tls::TlsFlags,
+
+    #[command(flatten)]
+    nats: bus::NatsFlags,
+
+    #[command(flatten)]
     policy: PolicyFlags,
 
     #[command(flatten)]
@@ -82,12 +88,14 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let metrics = shell::telemetry::init();
     let auth = config.api.guard("--grpc-listen", config.grpc_listen)?;
     let http_auth = config.api.guard("--api-listen", config.api_listen)?;
+    let (tls, admin_tls) = (config.tls.server()?, config.tls.admin()?);
+    let (api_scheme, admin_scheme) = (shell::tls::scheme(&tls), shell::tls::scheme(&admin_tls));
     router::metrics::describe();
     let id = config.id.clone().unwrap_or_else(|| shell::cli::default_id("router"));
     // Before any connection: a bad file stops the router at once.
     let namespaces = Arc::new(config.policy.namespaces(None)?);
-    let bus = Bus::nats(&config.nats_url, &id, "router").await.context("--nats-url")?;
-    let store = config.store.open(&config.nats_url, &id, namespaces.largest_history()).await?;
+    let bus = Bus::nats(&config.nats_url, &config.nats, &id, "router").await.context("--nats-url")?;
+    let store = config.store.open(&config.nats_url, &config.nats, &id, namespaces.largest_history()).await?;
     let membership = MembershipConfig { vnodes: config.vnodes, ..MembershipConfig::default() };
     let owner = OwnerConfig {
         namespaces,
@@ -103,18 +111,19 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let presence = match &config.presence_url {
         Some(url) => {
             let token = config.presence_token.as_deref().unwrap_or(&config.api.api_token);
+            let dial = presence::Dial { token: token.to_owned(), tls: config.tls.client()? };
             let gauge = "switchboard_router_presence_ring_size";
-            Some(presence::PresenceClient::cluster(&bus, url, token, gauge).await.context("--presence-url")?)
+            Some(presence::PresenceClient::cluster(&bus, url, dial, gauge).await.context("--presence-url")?)
         }
         None => None,
     };
     let api = Arc::new(Api::new(id.clone(), client, bus.clone(), presence, node.stats.clone()).await?);
-    let http = router::api::http::serve(config.api_listen, api.clone(), http_auth)
+    let http = router::api::http::serve(config.api_listen, api.clone(), http_auth, tls.clone())
         .await
         .with_context(|| format!("--api-listen {}", config.api_listen))?;
     let routes = tonic::transport::Server::builder()
         .add_service(router::rpc::rooms_server::RoomsServer::with_interceptor(RoomsApi::new(api), auth));
-    let grpc = shell::grpc::serve(config.grpc_listen, routes)
+    let grpc = shell::grpc::serve(config.grpc_listen, routes, tls)
         .await
         .with_context(|| format!("--grpc-listen {}", config.grpc_listen))?;
 
@@ -126,13 +135,13 @@ async fn run(config: Config) -> anyhow::Result<()> {
             ("settled", ready_membership.is_settled().into()),
         ]
     });
-    let admin = shell::admin::serve(config.admin_listen, metrics, ready)
+    let admin = shell::admin::serve(config.admin_listen, metrics, ready, admin_tls)
         .await
         .with_context(|| format!("--admin-listen {}", config.admin_listen))?;
     println!("switchboard router {id}");
     println!("  grpc       {grpc}");
-    println!("  api        http://{http}/api/");
-    println!("  admin      http://{admin}/metrics");
+    println!("  api        {api_scheme}://{http}/api/");
+    println!("  admin      {admin_scheme}://{admin}/metrics");
 
     shell::cli::shutdown_signal().await;
     tracing::info!("draining: handing rooms to their new owners");

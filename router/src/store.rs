@@ -116,10 +116,16 @@ pub struct StoreFlags {
 impl StoreFlags {
     /// Opens the configured store; `limits` is the largest history any
     /// namespace keeps (the stream's per-subject bounds).
-    pub async fn open(&self, nats_url: &str, id: &str, limits: HistoryConfig) -> anyhow::Result<Arc<dyn Store>> {
+    pub async fn open(
+        &self,
+        nats_url: &str,
+        security: &bus::NatsFlags,
+        id: &str,
+        limits: HistoryConfig,
+    ) -> anyhow::Result<Arc<dyn Store>> {
         Ok(match self.history_store {
             StoreKind::Memory => Arc::new(MemoryStore),
-            StoreKind::Jetstream => Arc::new(JetStreamStore::open(nats_url, id, self, limits).await?),
+            StoreKind::Jetstream => Arc::new(JetStreamStore::open(nats_url, security, id, self, limits).await?),
         })
     }
 }

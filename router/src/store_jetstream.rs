@@ -78,14 +78,14 @@ fn unavailable(e: impl std::fmt::Display) -> StoreError {
 impl JetStreamStore {
     /// Connects to NATS and creates the stream and bucket if absent (with
     /// `--history-replicas`); an existing stream gets the current limits.
-    pub async fn open(url: &str, id: &str, flags: &StoreFlags, limits: HistoryConfig) -> anyhow::Result<Self> {
-        let client = async_nats::ConnectOptions::new()
-            .name(format!("{id}-store"))
-            .retry_on_initial_connect()
-            .max_reconnects(None)
-            .connect(url)
-            .await
-            .context("--nats-url (history store)")?;
+    pub async fn open(
+        url: &str,
+        security: &bus::NatsFlags,
+        id: &str,
+        flags: &StoreFlags,
+        limits: HistoryConfig,
+    ) -> anyhow::Result<Self> {
+        let client = security.connect(url, format!("{id}-store")).await.context("--nats-url (history store)")?;
         let js = jetstream::ContextBuilder::new().timeout(CALL_TIMEOUT).build(client);
         let config = stream::Config {
             name: STREAM.into(),

@@ -18,6 +18,8 @@ use hyper_util::rt::TokioIo;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
 
+use crate::tls::{Certificate, Stream};
+
 /// Readiness checks: each a name and how it stands now.
 pub type ReadyCheck = Arc<dyn Fn() -> Vec<(&'static str, Readiness)> + Send + Sync>;
 
@@ -45,9 +47,16 @@ impl From<bool> for Readiness {
 
 /// Binds `addr` and serves the admin endpoint until the process exits.
 /// Returns the bound address (useful with port 0).
-pub async fn serve(addr: SocketAddr, metrics: PrometheusHandle, ready: ReadyCheck) -> std::io::Result<SocketAddr> {
+/// With `tls` (`--admin-tls-cert`), over TLS.
+pub async fn serve(
+    addr: SocketAddr,
+    metrics: PrometheusHandle,
+    ready: ReadyCheck,
+    tls: Option<Arc<Certificate>>,
+) -> std::io::Result<SocketAddr> {
     let listener = TcpListener::bind(addr).await?;
     let local = listener.local_addr()?;
+    let acceptor = tls.map(|c| c.acceptor(&[b"http/1.1"]));
     tokio::spawn(async move {
         loop {
             let Ok((stream, _)) = listener.accept().await else {
@@ -55,7 +64,9 @@ pub async fn serve(addr: SocketAddr, metrics: PrometheusHandle, ready: ReadyChec
             };
             let metrics = metrics.clone();
             let ready = ready.clone();
+            let acceptor = acceptor.clone();
             tokio::spawn(async move {
+                let Some(stream) = Stream::accept(stream, acceptor.as_ref(), "admin").await else { return };
                 let service = hyper::service::service_fn(move |req| {
                     let metrics = metrics.clone();
                     let ready = ready.clone();

@@ -9,12 +9,15 @@
 //! `--api-insecure` says so, and then every start logs a warning.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use anyhow::bail;
 
 use tonic::service::Interceptor;
 use tonic::transport::server::TcpIncoming;
 use tonic::{Request, Status};
+
+use crate::tls::Certificate;
 
 /// The API's credentials: `--api-token` and its escape hatch.
 #[derive(clap::Args, Debug, Clone)]
@@ -118,18 +121,49 @@ pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 
 /// Binds `addr` and serves `router` on it in the background; returns the
 /// bound address (useful with port 0).
-pub async fn serve(addr: SocketAddr, router: tonic::transport::server::Router) -> std::io::Result<SocketAddr> {
+pub async fn serve(
+    addr: SocketAddr,
+    router: tonic::transport::server::Router,
+    tls: Option<Arc<Certificate>>,
+) -> std::io::Result<SocketAddr> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let local = listener.local_addr()?;
     tokio::spawn(async move {
         // Without TCP_NODELAY a small answer waits for the peer's delayed
         // ACK: 40 ms at p99 in `loadtest api --transport grpc`.
         let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
-        if let Err(e) = router.serve_with_incoming(incoming).await {
+        let served = match tls {
+            None => router.serve_with_incoming(incoming).await,
+            Some(cert) => router.serve_with_incoming(handshakes(incoming, cert.acceptor(&[b"h2"]))).await,
+        };
+        if let Err(e) = served {
             tracing::error!(error = %e, "gRPC server stopped");
         }
     });
     Ok(local)
+}
+
+/// The TLS connections of `incoming`, each handshake in its own task so a
+/// slow one never holds up the others; failed handshakes are dropped.
+fn handshakes(
+    mut incoming: TcpIncoming,
+    acceptor: tokio_rustls::TlsAcceptor,
+) -> impl futures::Stream<Item = std::io::Result<tokio_rustls::server::TlsStream<tokio::net::TcpStream>>> {
+    // Bounded: a burst of handshakes waits in the listen backlog.
+    let (tx, mut rx) = tokio::sync::mpsc::channel(64);
+    tokio::spawn(async move {
+        use futures::StreamExt;
+        while let Some(accepted) = incoming.next().await {
+            let Ok(stream) = accepted else { continue };
+            let (acceptor, tx) = (acceptor.clone(), tx.clone());
+            tokio::spawn(async move {
+                if let Some(tls) = crate::tls::accept(&acceptor, stream, "grpc").await {
+                    let _ = tx.send(Ok(tls)).await;
+                }
+            });
+        }
+    });
+    futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
 }
 
 #[cfg(test)]

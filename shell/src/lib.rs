@@ -14,4 +14,5 @@ pub mod grpc;
 pub mod http;
 pub mod signature;
 pub mod telemetry;
+pub mod tls;
 pub mod webhook;

@@ -17,7 +17,9 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
+use shell::tls::Stream;
 use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
 use crate::edge::admission::{Refusal, Ticket};
@@ -29,7 +31,15 @@ use crate::websocket::handshake::{self, Upgrade};
 const MAX_HEAD_BYTES: usize = 16 * 1024;
 
 /// Accepts connections until `stop` fires.
-pub async fn serve(hub: Arc<Hub>, demo: Arc<Demo>, listener: TcpListener, stop: CancellationToken) {
+/// With `tls` (`--tls-cert`), each connection's TLS handshake comes first,
+/// in its task and within the header timeout.
+pub async fn serve(
+    hub: Arc<Hub>,
+    demo: Arc<Demo>,
+    listener: TcpListener,
+    tls: Option<TlsAcceptor>,
+    stop: CancellationToken,
+) {
     loop {
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -56,7 +66,7 @@ pub async fn serve(hub: Arc<Hub>, demo: Arc<Demo>, listener: TcpListener, stop: 
             }
         };
         let _ = stream.set_nodelay(true);
-        tokio::spawn(connection(hub.clone(), demo.clone(), stream, peer, ticket, refused));
+        tokio::spawn(connection(hub.clone(), demo.clone(), stream, tls.clone(), peer, ticket, refused));
     }
 }
 
@@ -66,10 +76,13 @@ async fn connection(
     hub: Arc<Hub>,
     demo: Arc<Demo>,
     stream: TcpStream,
+    tls: Option<TlsAcceptor>,
     peer: SocketAddr,
     _ticket: Ticket,
     refused: Option<Refusal>,
 ) {
+    let handshake = Stream::accept(stream, tls.as_ref(), "client");
+    let Ok(Some(stream)) = tokio::time::timeout(hub.limits.header_timeout, handshake).await else { return };
     let upgrade: Arc<Mutex<Option<Upgrade>>> = Arc::default();
     let slot = upgrade.clone();
     let service_hub = hub.clone();

@@ -68,7 +68,7 @@ impl Backends {
         let (Some(nats), Some(presence)) = (&config.nats_url, &config.presence_url) else {
             anyhow::bail!("--nats-url and --presence-url are required without --standalone");
         };
-        let bus = Bus::nats(nats, id, "gateway").await.context("--nats-url")?;
+        let bus = Bus::nats(nats, &config.nats, id, "gateway").await.context("--nats-url")?;
         let membership = Membership::start(
             &bus,
             MembershipConfig {
@@ -79,8 +79,9 @@ impl Backends {
         )
         .await?;
         let token = config.presence_token.as_deref().unwrap_or(&config.api.api_token);
+        let dial = presence::Dial { token: token.to_owned(), tls: config.tls.client()? };
         let gauge = "switchboard_gateway_presence_ring_size";
-        let presence = PresenceClient::cluster(&bus, presence, token, gauge).await.context("--presence-url")?;
+        let presence = PresenceClient::cluster(&bus, presence, dial, gauge).await.context("--presence-url")?;
         Ok(Self {
             router: RouterClient::new(bus.clone(), membership, CallConfig::default()),
             presence,

@@ -94,12 +94,16 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         Bytes::from(internal::GatewayAnnounce { id: announce_id.clone() }.encode_to_vec())
     });
 
-    let grpc = serve_grpc(&config, api_auth, &hub, api.clone()).await?;
+    let (tls, admin_tls) = (config.tls.server()?, config.tls.admin()?);
+    let (scheme, admin_scheme) = (shell::tls::scheme(&tls), shell::tls::scheme(&admin_tls));
+    let ws_scheme = if tls.is_some() { "wss" } else { "ws" };
+    let grpc = serve_grpc(&config, api_auth, &hub, api.clone(), tls.clone()).await?;
     let http_api = match (api, http_auth) {
         (Some(api), Some(auth)) => {
             let addr = config.embedded.api_listen;
-            let bound =
-                router::api::http::serve(addr, api, auth).await.with_context(|| format!("--api-listen {addr}"))?;
+            let bound = router::api::http::serve(addr, api, auth, tls.clone())
+                .await
+                .with_context(|| format!("--api-listen {addr}"))?;
             Some(bound)
         }
         _ => None,
@@ -115,7 +119,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             ("not_draining", (!ready_hub.is_draining()).into()),
         ]
     });
-    let admin = shell::admin::serve(config.admin_listen, metrics, ready)
+    let admin = shell::admin::serve(config.admin_listen, metrics, ready, admin_tls)
         .await
         .with_context(|| format!("--admin-listen {}", config.admin_listen))?;
     let listener = TcpListener::bind(config.listen).await.with_context(|| format!("--listen {}", config.listen))?;
@@ -131,20 +135,21 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     // Tools and tests read these lines; `admin` comes last.
     println!("switchboard gateway {id} ({})", if config.standalone { "standalone" } else { "cluster" });
     if let Some(token) = &printed_token {
-        println!("  connect    ws://{addr}/ws?token={token}   (user \"demo\", valid 24 h)");
-        println!("  demo       http://{addr}/?token={token}");
+        println!("  connect    {ws_scheme}://{addr}/ws?token={token}   (user \"demo\", valid 24 h)");
+        println!("  demo       {scheme}://{addr}/?token={token}");
     } else {
-        println!("  demo       http://{addr}/");
+        println!("  demo       {scheme}://{addr}/");
     }
-    println!("  websocket  ws://{addr}/ws");
+    println!("  websocket  {ws_scheme}://{addr}/ws");
     println!("  grpc       {grpc}");
     if let Some(http_api) = http_api {
-        println!("  api        http://{http_api}/api/");
+        println!("  api        {scheme}://{http_api}/api/");
     }
-    println!("  admin      http://{admin}/metrics");
+    println!("  admin      {admin_scheme}://{admin}/metrics");
 
     let stop = CancellationToken::new();
-    let serving = tokio::spawn(http::serve(hub.clone(), demo, listener, stop.clone()));
+    let acceptor = tls.map(|c| c.acceptor(&[b"http/1.1"]));
+    let serving = tokio::spawn(http::serve(hub.clone(), demo, listener, acceptor, stop.clone()));
     shell::cli::shutdown_signal().await;
     tracing::info!("shutting down");
     stop.cancel();
@@ -160,6 +165,7 @@ async fn serve_grpc(
     auth: shell::grpc::BearerAuth,
     hub: &Arc<Hub>,
     api: Option<Arc<router::api::Api>>,
+    tls: Option<Arc<shell::tls::Certificate>>,
 ) -> anyhow::Result<std::net::SocketAddr> {
     let control = Control::new(hub.clone(), config.limits.drain_window);
     let mut routes = tonic::transport::Server::builder()
@@ -168,7 +174,7 @@ async fn serve_grpc(
         let api = router::api::grpc::RoomsApi::new(api);
         routes = routes.add_service(router::rpc::rooms_server::RoomsServer::with_interceptor(api, auth));
     }
-    shell::grpc::serve(config.grpc_listen, routes)
+    shell::grpc::serve(config.grpc_listen, routes, tls)
         .await
         .with_context(|| format!("--grpc-listen {}", config.grpc_listen))
 }

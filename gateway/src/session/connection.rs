@@ -16,7 +16,7 @@ use proto::client::{
     close::{self, Close},
     ErrorCode, Event, Request, RequestId,
 };
-use tokio::net::TcpStream;
+use shell::tls::Stream;
 
 use super::auth::{AuthError, Claims};
 use super::grants::Grants;
@@ -36,7 +36,7 @@ use crate::websocket::socket::{Socket, SocketConfig};
 /// hold a second copy of it (its argument and its binding).
 pub fn run(
     hub: Arc<Hub>,
-    stream: TcpStream,
+    stream: Stream,
     prefix: Bytes,
     accepted: Accepted,
 ) -> impl std::future::Future<Output = ()> + Send {
@@ -58,7 +58,7 @@ struct Connection {
 }
 
 impl Connection {
-    fn new(hub: Arc<Hub>, stream: TcpStream, prefix: Bytes, accepted: Accepted) -> Self {
+    fn new(hub: Arc<Hub>, stream: Stream, prefix: Bytes, accepted: Accepted) -> Self {
         let outbox = Arc::new(crate::delivery::outbox::Outbox::new(hub.limits.queue_bytes));
         let config = SocketConfig {
             binary: accepted.encoding.is_binary(),

@@ -19,6 +19,7 @@ use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use proto::client::close::Close;
 use proto::client::Encoding;
+use shell::tls::Stream;
 use tokio::net::TcpStream;
 
 use crate::edge::admission::Refusal;
@@ -36,16 +37,19 @@ pub struct Upgrade {
 impl Upgrade {
     /// Takes the socket back from hyper once the 101 is out: the stream, the
     /// bytes hyper read past the request, and what the handshake decided.
-    pub async fn into_socket(self) -> Option<(TcpStream, Bytes, Accepted)> {
+    pub async fn into_socket(self) -> Option<(Stream, Bytes, Accepted)> {
         let ws = self.fut.await.ok()?;
         let upgraded = ws.into_inner().into_inner();
-        let Ok(parts) = upgraded.downcast::<TokioIo<TcpStream>>() else {
-            tracing::error!("upgraded connection is not a TCP stream");
+        let Ok(parts) = upgraded.downcast::<TokioIo<Stream>>() else {
+            tracing::error!("upgraded connection is not the accepted stream");
             return None;
         };
-        // Re-register the socket: its readiness slots still hold wakers from
-        // hyper's part of the task, which would keep stale state alive.
-        let stream = parts.io.into_inner().into_std().and_then(TcpStream::from_std).ok()?;
+        let stream = match parts.io.into_inner() {
+            // Re-register the socket: its readiness slots still hold wakers
+            // from hyper's part of the task, which would keep stale state alive.
+            Stream::Plain(tcp) => Stream::Plain(tcp.into_std().and_then(TcpStream::from_std).ok()?),
+            tls => tls,
+        };
         Some((stream, parts.read_buf, self.accepted))
     }
 }

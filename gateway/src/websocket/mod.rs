@@ -4,12 +4,13 @@
 //! [`handshake`] upgrades a request (fastwebsockets checks the key and
 //! version, the rest is checked here), [`reader`] reads frames into
 //! messages, [`writer`] writes batches, [`socket`] drives both with the
-//! heartbeat [`clock`]s in one task, and [`echo`] is the conformance test
-//! mode built from the same parts.
+//! heartbeat [`clock`]s in one task over a [`stream`] (plain TCP or TLS),
+//! and [`echo`] is the conformance test mode built from the same parts.
 
 pub mod clock;
 pub mod echo;
 pub mod handshake;
 pub mod reader;
 pub mod socket;
+pub mod stream;
 pub mod writer;

@@ -16,7 +16,8 @@ use std::task::{ready, Context, Poll};
 use bytes::{Buf, Bytes, BytesMut};
 use proto::client::close::{self, Close};
 use tokio::io::{AsyncRead, ReadBuf};
-use tokio::net::tcp::OwnedReadHalf;
+
+use crate::websocket::stream::ReadHalf;
 
 /// Most fragments one message may arrive in at the default message cap.
 pub const MAX_FRAGMENTS: usize = 1024;
@@ -84,7 +85,7 @@ struct Partial {
 
 /// Reads client messages from the read half of an upgraded TCP stream (or,
 /// for tests and fuzzing, from any byte stream).
-pub struct FrameReader<R = OwnedReadHalf> {
+pub struct FrameReader<R = ReadHalf> {
     io: R,
     buf: BytesMut,
     max_message: usize,
@@ -277,7 +278,7 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
     }
 }
 
-impl FrameReader<OwnedReadHalf> {
+impl FrameReader<ReadHalf> {
     /// Reads and drops whatever the client still sends, until it closes its
     /// side. Closing a socket with unread input makes the kernel send a
     /// reset, which can destroy our close frame before the client reads it.
@@ -285,18 +286,7 @@ impl FrameReader<OwnedReadHalf> {
         self.buf = BytesMut::new();
         self.partial = None;
         self.early = (0, 0);
-        let mut scratch = [0u8; 4096];
-        loop {
-            if self.io.readable().await.is_err() {
-                return;
-            }
-            match self.io.try_read(&mut scratch) {
-                Ok(0) => return,
-                Ok(_) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-                Err(_) => return,
-            }
-        }
+        self.io.discard_until_eof().await
     }
 }
 

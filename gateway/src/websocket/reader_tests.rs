@@ -42,7 +42,7 @@ async fn reader_for_chunks(chunks: Vec<Vec<u8>>, max: usize) -> FrameReader {
         tokio::time::sleep(std::time::Duration::from_secs(2)).await;
     });
     let (s, _) = listener.accept().await.unwrap();
-    FrameReader::new(s.into_split().0, Bytes::new(), max)
+    FrameReader::new(crate::websocket::stream::ReadHalf::Tcp(s.into_split().0), Bytes::new(), max)
 }
 
 #[tokio::test]

@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use proto::client::close::Close;
-use tokio::net::TcpStream;
+use shell::tls::Stream;
 use tokio::time::Instant;
 
 use crate::delivery::outbox::Outbox;
@@ -68,8 +68,8 @@ enum Wake {
 
 impl Socket {
     /// `prefix` holds bytes read past the HTTP upgrade.
-    pub fn new(stream: TcpStream, prefix: Bytes, outbox: Arc<Outbox>, config: SocketConfig) -> Self {
-        let (rd, wr) = stream.into_split();
+    pub fn new(stream: Stream, prefix: Bytes, outbox: Arc<Outbox>, config: SocketConfig) -> Self {
+        let (rd, wr) = crate::websocket::stream::split(stream);
         Self {
             reader: FrameReader::new(rd, prefix, config.max_message),
             writer: Writer::new(wr, config.binary, config.write_timeout),

@@ -9,10 +9,10 @@ use std::time::Duration;
 
 use proto::client::close::{self, Close};
 use tokio::io::AsyncWriteExt;
-use tokio::net::tcp::OwnedWriteHalf;
 use tokio::time::timeout;
 
 use crate::delivery::outbox::{Out, Outbox};
+use crate::websocket::stream::WriteHalf;
 
 const OP_TEXT: u8 = 1;
 const OP_BINARY: u8 = 2;
@@ -22,7 +22,7 @@ const OP_PONG: u8 = 10;
 
 /// The write half of a connection.
 pub struct Writer {
-    io: OwnedWriteHalf,
+    io: WriteHalf,
     /// Data frames are binary (protobuf) rather than text (JSON).
     binary: bool,
     /// Longest one batch may take to write.
@@ -32,7 +32,7 @@ pub struct Writer {
 }
 
 impl Writer {
-    pub fn new(io: OwnedWriteHalf, binary: bool, write_timeout: Duration) -> Self {
+    pub fn new(io: WriteHalf, binary: bool, write_timeout: Duration) -> Self {
         Self { io, binary, write_timeout, done: false }
     }
 

@@ -15,7 +15,7 @@ async fn user_input_never_widens_a_nats_subject() {
     cluster.wait_gateways_ready().await;
     let gw = &cluster.gateways[0];
     // A raw NATS client that sees everything published on the server.
-    let observer = bus::Bus::nats(&cluster.nats.url, "attack-observer", "test").await.unwrap();
+    let observer = bus::Bus::nats(&cluster.nats.url, &Default::default(), "attack-observer", "test").await.unwrap();
     let mut everything = observer.subscribe(">".into()).await.unwrap();
     let seen: Arc<Mutex<Vec<String>>> = Arc::default();
     let recorder = {

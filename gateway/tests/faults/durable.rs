@@ -132,8 +132,10 @@ async fn two_owners_of_one_room_the_one_behind_is_refused_and_nothing_forks() {
     let nats = support::cluster::Nats::start_js();
     let flags = StoreFlags { history_store: StoreKind::Jetstream, history_replicas: 1, history_store_bytes: 1 << 20 };
     let limits = router::history::HistoryConfig::default();
-    let (a, b) =
-        (flags.open(&nats.url, "r-a", limits).await.unwrap(), flags.open(&nats.url, "r-b", limits).await.unwrap());
+    let (a, b) = (
+        flags.open(&nats.url, &Default::default(), "r-a", limits).await.unwrap(),
+        flags.open(&nats.url, &Default::default(), "r-b", limits).await.unwrap(),
+    );
     let loaded_a = a.load("split".into(), "ea".into(), limits).await.unwrap();
     let loaded_b = b.load("split".into(), "eb".into(), limits).await.unwrap();
     assert_eq!(loaded_b.epoch, "ea", "the first load made the epoch; the second continues it");

@@ -20,6 +20,7 @@ async fn a_reconnect_storm_is_held_off_with_1013_and_everyone_comes_back() {
         first_source: 1,
         prefix: String::new(),
         connect_rate: 100.0,
+        tls: None,
     };
     let storm = Reconnect {
         connections: 500,

@@ -6,11 +6,14 @@
 mod support;
 
 mod keys;
+mod nats;
+mod tls;
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use loadtest::client::Client;
+use proto::pb;
 use serde_json::{json, Value};
 use support::*;
 

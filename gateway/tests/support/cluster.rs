@@ -26,12 +26,17 @@ pub struct Nats {
     /// JetStream's store directory (`-js -sd`), kept across restarts and
     /// removed on drop.
     store: Option<std::path::PathBuf>,
+    /// A configuration file (`-c`) and its directory, removed on drop.
+    conf: Option<std::path::PathBuf>,
 }
 
 impl Drop for Nats {
     fn drop(&mut self) {
         self.kill9();
         if let Some(dir) = &self.store {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+        if let Some(dir) = self.conf.as_ref().and_then(|c| c.parent()) {
             let _ = std::fs::remove_dir_all(dir);
         }
     }
@@ -54,8 +59,27 @@ impl Nats {
         Self::start_in(Some(dir))
     }
 
+    /// Starts nats-server with the configuration `conf`, written to a fresh
+    /// directory together with `files` (name, text) it may include.
+    pub fn start_conf(conf: &str, files: &[(&str, &str)]) -> Self {
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("sb-nats-conf-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        for (name, text) in files {
+            std::fs::write(dir.join(name), text).unwrap();
+        }
+        std::fs::write(dir.join("nats.conf"), conf).unwrap();
+        Self::launch(None, Some(dir.join("nats.conf")))
+    }
+
     fn start_in(store: Option<std::path::PathBuf>) -> Self {
-        let proc = Proc::start("nats", &nats_server(), &Self::args(-1, store.as_deref()), None);
+        Self::launch(store, None)
+    }
+
+    fn launch(store: Option<std::path::PathBuf>, conf: Option<std::path::PathBuf>) -> Self {
+        let proc = Proc::start("nats", &nats_server(), &Self::args(-1, store.as_deref(), conf.as_deref()), None);
         let deadline = Instant::now() + Duration::from_secs(10);
         let port = loop {
             // "[INF] Listening for client connections on 127.0.0.1:PORT"
@@ -69,13 +93,17 @@ impl Nats {
             assert!(Instant::now() < deadline, "nats-server never said its port: {log}");
             std::thread::sleep(Duration::from_millis(20));
         };
-        let n = Self { proc: Some(proc), port, url: format!("nats://127.0.0.1:{port}"), store };
+        let n = Self { proc: Some(proc), port, url: format!("nats://127.0.0.1:{port}"), store, conf };
         n.wait_accepting();
         n
     }
 
-    fn args(port: i32, store: Option<&std::path::Path>) -> Vec<String> {
-        let mut args: Vec<String> = ["-a", "127.0.0.1", "-p", &port.to_string()].map(str::to_owned).into();
+    fn args(port: i32, store: Option<&std::path::Path>, conf: Option<&std::path::Path>) -> Vec<String> {
+        let mut args: Vec<String> = Vec::new();
+        if let Some(conf) = conf {
+            args.extend(["-c".to_owned(), conf.display().to_string()]);
+        }
+        args.extend(["-a", "127.0.0.1", "-p", &port.to_string()].map(str::to_owned));
         if let Some(dir) = store {
             args.extend(["-js".to_owned(), "-sd".to_owned(), dir.display().to_string()]);
         }
@@ -84,7 +112,7 @@ impl Nats {
 
     /// Starts the server again in place, on its port.
     pub fn restart(&mut self) {
-        let args = Self::args(self.port as i32, self.store.as_deref());
+        let args = Self::args(self.port as i32, self.store.as_deref(), self.conf.as_deref());
         self.proc = Some(Proc::start("nats", &nats_server(), &args, None));
         self.wait_accepting();
     }
@@ -152,6 +180,8 @@ pub struct Cluster {
     presence_extra: Vec<String>,
     /// Flags routers get besides `common`.
     router_extra: Vec<String>,
+    /// Flags gateways get besides `common`.
+    gateway_extra: Vec<String>,
     /// Presence replicas after the first (`presence-2`, …), when replicated.
     pub replicas: Vec<Proc>,
     /// Presence runs as replicas (`--advertise`); the first is the first contact.
@@ -173,6 +203,23 @@ impl Cluster {
     /// [`Cluster::start_with`], and `presence` flags for presence.
     pub async fn start_full(routers: usize, gateways: usize, common: &[&str], presence: &[&str]) -> Self {
         let mut c = Self::without_gateways_with(routers, common, presence);
+        for i in 1..=gateways {
+            c.start_gateway(&format!("gw-{i}"));
+        }
+        c.wait_ring(routers).await;
+        c.wait_gateways_ready().await;
+        c
+    }
+
+    /// A cluster on `nats` (a secured one, say) where each kind gets its own
+    /// flags (its NATS credentials): `kinds` is (gateway, router, presence).
+    pub async fn start_on(nats: Nats, routers: usize, gateways: usize, kinds: [Vec<String>; 3]) -> Self {
+        let [gateway, router, presence] = kinds;
+        let mut c = Self::bare(nats, &[], &[]);
+        c.presence_extra = presence;
+        c.router_extra = router;
+        c.gateway_extra = gateway;
+        c.start_services(routers);
         for i in 1..=gateways {
             c.start_gateway(&format!("gw-{i}"));
         }
@@ -228,6 +275,7 @@ impl Cluster {
             common: common.iter().map(|s| s.to_string()).collect(),
             presence_extra: presence.iter().map(|s| s.to_string()).collect(),
             router_extra: Vec::new(),
+            gateway_extra: Vec::new(),
             replicas: Vec::new(),
             replicated: false,
         }
@@ -388,6 +436,7 @@ impl Cluster {
         .map(str::to_owned)
         .into();
         args.extend(self.common.iter().cloned());
+        args.extend(self.gateway_extra.iter().cloned());
         args.extend(extra.iter().map(|s| s.to_string()));
         let proc = Proc::start(id, &binary("gateway"), &args, Some("admin"));
         let gateway = Gateway::from_proc(proc, self.secret.clone());
@@ -412,16 +461,24 @@ impl Cluster {
         self.gateways.iter().map(|g| g.ws.clone()).collect()
     }
 
+    /// A gRPC channel to `addr`, over TLS when the cluster runs with `--tls-ca`.
+    async fn grpc_channel(&self, addr: &str) -> Channel {
+        let Some(i) = self.common.iter().position(|a| a == "--tls-ca") else { return channel(addr).await };
+        let ca = std::fs::read(&self.common[i + 1]).unwrap();
+        let tls = tonic::transport::ClientTlsConfig::new().ca_certificate(tonic::transport::Certificate::from_pem(ca));
+        Channel::from_shared(format!("https://{addr}")).unwrap().tls_config(tls).unwrap().connect().await.unwrap()
+    }
+
     pub async fn rooms_api(&self, router: usize) -> RoomsClient {
         router::rpc::rooms_client::RoomsClient::with_interceptor(
-            channel(&self.routers[router].grpc).await,
+            self.grpc_channel(&self.routers[router].grpc).await,
             Bearer(API_TOKEN.into()),
         )
     }
 
     pub async fn admin_api(&self, gateway: usize) -> AdminClient {
         gateway::rpc::gateway_admin_client::GatewayAdminClient::with_interceptor(
-            channel(&self.gateways[gateway].grpc).await,
+            self.grpc_channel(&self.gateways[gateway].grpc).await,
             Bearer(API_TOKEN.into()),
         )
     }

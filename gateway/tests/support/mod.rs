@@ -13,7 +13,9 @@ pub const T: Duration = Duration::from_secs(5);
 pub mod backend;
 pub mod cluster;
 pub mod load;
+pub mod nats_auth;
 pub mod partition;
+pub mod pki;
 pub mod process;
 pub mod target;
 

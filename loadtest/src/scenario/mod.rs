@@ -46,6 +46,8 @@ pub struct Target {
     pub prefix: String,
     /// Handshakes started per second, across the scenario.
     pub connect_rate: f64,
+    /// Trusted CAs for `wss://` URLs (`--ca`).
+    pub tls: Option<std::sync::Arc<rustls::ClientConfig>>,
 }
 
 impl Target {
@@ -69,7 +71,7 @@ impl Target {
     pub async fn open(&self, i: usize, user: &str) -> Result<Conn, ClientError> {
         let (url, source) = self.place(i);
         let token = self.token(&format!("{}{user}", self.prefix));
-        let mut conn = Conn::open(url, token.as_deref(), source, Duration::from_secs(10)).await?;
+        let mut conn = Conn::open(url, token.as_deref(), source, self.tls.as_ref(), Duration::from_secs(10)).await?;
         match tokio::time::timeout(Duration::from_secs(10), conn.recv()).await {
             Ok(Received::Text(t)) if Frame::parse(&t).is_some_and(|f| f.ty == "hello") => Ok(conn),
             Ok(Received::Text(t)) => Err(ClientError::Unexpected(String::from_utf8_lossy(&t).into_owned())),

@@ -32,17 +32,25 @@ const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Binds `addr` and serves the API on it in the background; returns the
 /// bound address (useful with port 0).
-pub async fn serve(addr: SocketAddr, api: Arc<Api>, auth: BearerAuth) -> std::io::Result<SocketAddr> {
+/// With `tls` (`--tls-cert`), over TLS.
+pub async fn serve(
+    addr: SocketAddr,
+    api: Arc<Api>,
+    auth: BearerAuth,
+    tls: Option<Arc<shell::tls::Certificate>>,
+) -> std::io::Result<SocketAddr> {
     let listener = TcpListener::bind(addr).await?;
     let local = listener.local_addr()?;
     let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    let acceptor = tls.map(|c| c.acceptor(&[b"http/1.1"]));
     tokio::spawn(async move {
         loop {
             let Ok(slot) = slots.clone().acquire_owned().await else { return };
             let Ok((stream, peer)) = listener.accept().await else { continue };
             let _ = stream.set_nodelay(true);
-            let (api, auth) = (api.clone(), auth.clone());
+            let (api, auth, acceptor) = (api.clone(), auth.clone(), acceptor.clone());
             tokio::spawn(async move {
+                let Some(stream) = shell::tls::Stream::accept(stream, acceptor.as_ref(), "api").await else { return };
                 let service = hyper::service::service_fn(move |req| {
                     let (api, auth) = (api.clone(), auth.clone());
                     async move { Ok::<_, Infallible>(handle(req, peer, &api, &auth).await) }
