@@ -82,7 +82,18 @@ async fn presence_replicas_split_users_and_move_them_without_a_flap_when_one_die
     }
     let took = all_online(&mut asker, &users, Duration::from_secs(6)).await;
     eprintln!("replica killed: every user online again after {:?}", killed.elapsed().max(took));
-    assert_eq!(sessions(cluster.presence.as_ref().unwrap()).await, 1002.0, "the survivor holds every session");
+    // Online answers can come before the last snapshot report lands (a query
+    // whose replica call fails is answered from the gateway's own view): the
+    // sessions themselves must be on the survivor within one lease interval.
+    let survivor = cluster.presence.as_ref().unwrap();
+    while sessions(survivor).await != 1002.0 {
+        assert!(
+            killed.elapsed() < Duration::from_secs(6),
+            "the survivor holds {} of 1002 sessions",
+            sessions(survivor).await
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 
     // A replica joins: users move to it; the one that gave them away drops
     // them silently.
