@@ -46,29 +46,14 @@ async fn a_cluster_on_nats_with_tls_and_service_users_stays_within_its_permissio
     join(&mut ann, "secure").await;
     join(&mut ben, "secure").await;
     let seq = publish(&mut ann, "secure", json!("hi")).await;
-    loop {
-        let m = ben.next_json(T).await.unwrap();
-        if m["type"] == "message" {
-            assert_eq!(m["seq"].as_u64(), Some(seq), "{m}");
-            break;
-        }
-    }
+    let m = ben.next_of_type("message", T).await.unwrap();
+    assert_eq!(m["seq"].as_u64(), Some(seq), "{m}");
     ann.send_json(&json!({"op": "send", "user": "ben", "data": "psst", "id": 5})).await.unwrap();
-    let direct = loop {
-        let m = ben.next_json(T).await.unwrap();
-        if m["type"] == "direct" {
-            break m;
-        }
-    };
+    let direct = ben.next_of_type("direct", T).await.unwrap();
     assert_eq!(direct["data"], "psst", "{direct}");
     ann.send_json(&json!({"op": "presence", "users": ["ben"], "id": 6})).await.unwrap();
-    loop {
-        let r = ann.next_json(T).await.unwrap();
-        if r["id"] == 6 {
-            assert_eq!(r["users"][0]["online"], true, "{r}");
-            break;
-        }
-    }
+    let r = ann.wait_json(T, |v| v["id"] == 6).await.unwrap();
+    assert_eq!(r["users"][0]["online"], true, "{r}");
     let mut api = cluster.rooms_api(0).await;
     let call = pb::SubscriptionCall { user: "ann".into(), room: "ordered".into() };
     api.subscribe(call).await.expect("an order reaches the gateway");
@@ -102,26 +87,7 @@ async fn a_cluster_on_nats_with_tls_and_service_users_stays_within_its_permissio
 
     // A gateway started with presence's credentials: NATS refuses its
     // announcement; it logs and counts that.
-    let mut args: Vec<String> = [
-        "--nats-url",
-        &cluster.nats.url,
-        "--presence-url",
-        &format!("http://127.0.0.1:{}", cluster.presence_port),
-        "--id",
-        "gw-wrong",
-        "--jwt-secret",
-        &cluster.secret,
-        "--api-token",
-        support::cluster::API_TOKEN,
-        "--listen",
-        "127.0.0.1:0",
-        "--admin-listen",
-        "127.0.0.1:0",
-        "--grpc-listen",
-        "127.0.0.1:0",
-    ]
-    .map(str::to_owned)
-    .into();
+    let mut args = cluster.gateway_args("gw-wrong", &cluster.nats.url);
     args.extend(user_args("presence", &ca));
     let wrong = Gateway::from_proc(
         process::Proc::start("gw-wrong", &process::binary("gateway"), &args, Some("admin")),
@@ -184,13 +150,7 @@ async fn creds_files_from_an_operator_account_and_users_work() {
     join(&mut a, "creds").await;
     join(&mut b, "creds").await;
     let seq = publish(&mut a, "creds", json!(1)).await;
-    loop {
-        let m = b.next_json(T).await.unwrap();
-        if m["type"] == "message" {
-            assert_eq!(m["seq"].as_u64(), Some(seq));
-            break;
-        }
-    }
+    assert_eq!(b.next_of_type("message", T).await.unwrap()["seq"].as_u64(), Some(seq));
     assert_eq!(denied(&gw.admin, "gateway").await, 0.0);
 
     // A user JWT signed by a key the operator never vouched for.

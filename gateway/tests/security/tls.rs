@@ -158,11 +158,5 @@ async fn a_cluster_speaks_tls_on_grpc_and_websockets() {
     join(&mut ann, "tls-room").await;
     join(&mut ben, "tls-room").await;
     let seq = publish(&mut ann, "tls-room", json!("across")).await;
-    loop {
-        let m = ben.next_json(T).await.unwrap();
-        if m["type"] == "message" {
-            assert_eq!(m["seq"].as_u64(), Some(seq));
-            break;
-        }
-    }
+    assert_eq!(ben.next_of_type("message", T).await.unwrap()["seq"].as_u64(), Some(seq));
 }

@@ -413,7 +413,32 @@ impl Cluster {
     /// Starts a gateway that reaches NATS at `nats_url` (a proxy, say), with
     /// `extra` flags; a restart keeps its WebSocket port.
     pub fn start_gateway_with(&mut self, id: &str, nats_url: &str, extra: &[&str]) {
-        let mut args: Vec<String> = [
+        let mut args = self.gateway_args(id, nats_url);
+        args.extend(self.common.iter().cloned());
+        args.extend(self.gateway_extra.iter().cloned());
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let proc = Proc::start(id, &binary("gateway"), &args, Some("admin"));
+        let gateway = Gateway::from_proc(proc, self.secret.clone());
+        // A restart in place takes the port it got.
+        let listen = args.iter().position(|a| a == "--listen").unwrap() + 1;
+        args[listen] = gateway.ws.trim_start_matches("ws://").trim_end_matches("/ws").to_owned();
+        self.gateways.push(gateway);
+        self.gateway_args.push(args);
+    }
+
+    /// Kills gateway `i` (if it still runs) and starts it again with the same
+    /// id and WebSocket port.
+    pub fn restart_gateway(&mut self, i: usize) {
+        self.gateways[i].proc.kill9();
+        let id = self.gateways[i].proc.name.clone();
+        let proc = Proc::start(&id, &binary("gateway"), &self.gateway_args[i], Some("admin"));
+        self.gateways[i] = Gateway::from_proc(proc, self.secret.clone());
+    }
+
+    /// A gateway's flags before `common` and its own: this cluster's NATS
+    /// (at `nats_url`), presence, secret and API token, free ports.
+    pub fn gateway_args(&self, id: &str, nats_url: &str) -> Vec<String> {
+        [
             "--nats-url",
             nats_url,
             "--presence-url",
@@ -434,26 +459,7 @@ impl Cluster {
             "1s",
         ]
         .map(str::to_owned)
-        .into();
-        args.extend(self.common.iter().cloned());
-        args.extend(self.gateway_extra.iter().cloned());
-        args.extend(extra.iter().map(|s| s.to_string()));
-        let proc = Proc::start(id, &binary("gateway"), &args, Some("admin"));
-        let gateway = Gateway::from_proc(proc, self.secret.clone());
-        // A restart in place takes the port it got.
-        let listen = args.iter().position(|a| a == "--listen").unwrap() + 1;
-        args[listen] = gateway.ws.trim_start_matches("ws://").trim_end_matches("/ws").to_owned();
-        self.gateways.push(gateway);
-        self.gateway_args.push(args);
-    }
-
-    /// Kills gateway `i` (if it still runs) and starts it again with the same
-    /// id and WebSocket port.
-    pub fn restart_gateway(&mut self, i: usize) {
-        self.gateways[i].proc.kill9();
-        let id = self.gateways[i].proc.name.clone();
-        let proc = Proc::start(&id, &binary("gateway"), &self.gateway_args[i], Some("admin"));
-        self.gateways[i] = Gateway::from_proc(proc, self.secret.clone());
+        .into()
     }
 
     /// The gateways' WebSocket URLs.
