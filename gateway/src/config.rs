@@ -69,6 +69,9 @@ pub struct Config {
     pub tls: shell::tls::TlsFlags,
 
     #[command(flatten)]
+    pub proxies: crate::edge::client_ip::Proxies,
+
+    #[command(flatten)]
     pub nats: bus::NatsFlags,
 
     /// Bearer token for calls to presence (cluster mode); default: --api-token.

@@ -21,7 +21,7 @@ use hyper_util::rt::TokioIo;
 use prost::Message as _;
 use proto::pb;
 use serde_json::Value;
-use tokio::io::{ReadHalf, WriteHalf};
+use tokio::io::{AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::net::TcpSocket;
 use tokio::sync::{mpsc, Mutex};
 
@@ -49,6 +49,9 @@ pub struct ConnectOptions {
     pub read: bool,
     /// Local address to connect from (spreads load over 127.0.0.x).
     pub source: Option<IpAddr>,
+    /// Bytes sent first on the TCP connection, before TLS (a PROXY
+    /// protocol header, as a load balancer would send).
+    pub preface: Option<Vec<u8>>,
     /// The socket's receive buffer (SO_RCVBUF), to play a client on a slow link.
     pub recv_buffer: Option<u32>,
     /// Bound on TCP connect plus handshake.
@@ -68,6 +71,7 @@ impl ConnectOptions {
             auto_pong: true,
             read: true,
             source: None,
+            preface: None,
             recv_buffer: None,
             timeout: Duration::from_secs(10),
         }
@@ -212,8 +216,11 @@ impl Client {
         if let Some(size) = opts.recv_buffer {
             socket.set_recv_buffer_size(size).map_err(|e| ClientError::Connect(e.to_string()))?;
         }
-        let stream = socket.connect(addr).await.map_err(|e| ClientError::Connect(e.to_string()))?;
+        let mut stream = socket.connect(addr).await.map_err(|e| ClientError::Connect(e.to_string()))?;
         let _ = stream.set_nodelay(true);
+        if let Some(preface) = &opts.preface {
+            stream.write_all(preface).await.map_err(|e| ClientError::Connect(e.to_string()))?;
+        }
         if tls {
             let config = opts.tls.as_ref().ok_or_else(|| ClientError::Connect("wss:// needs a CA (tls)".into()))?;
             let stream = tls_connect(config, &host, stream).await?;

@@ -110,28 +110,43 @@ impl Admission {
 
     /// Counts a connection from `ip` as it is accepted, or says why not;
     /// with the refusal comes a ticket to serve it anyway (to tell it
-    /// 1013), when few enough are being told.
-    pub fn accept(self: &Arc<Self>, ip: IpAddr) -> Result<Ticket, (Refusal, Option<Ticket>)> {
+    /// 1013), when few enough are being told. `None`: a trusted proxy's
+    /// connection, counted in total now and per client IP once
+    /// [`Ticket::bind`] learns it.
+    pub fn accept(self: &Arc<Self>, ip: Option<IpAddr>) -> Result<Ticket, (Refusal, Option<Ticket>)> {
         let refused = |refusal| {
             if self.refusing.fetch_add(1, Ordering::AcqRel) >= REFUSING_MAX {
                 self.refusing.fetch_sub(1, Ordering::AcqRel);
                 return Err((refusal, None));
             }
-            Err((refusal, Some(Ticket { admission: self.clone(), ip: None })))
+            Err((refusal, Some(Ticket { admission: self.clone(), place: Place::Refusing })))
         };
         if self.total.fetch_add(1, Ordering::AcqRel) >= self.max_total {
             self.total.fetch_sub(1, Ordering::AcqRel);
             return refused(Refusal::Capacity);
         }
+        let mut ticket = Ticket { admission: self.clone(), place: Place::Counted(None) };
+        match ip.map(|ip| ticket.bind(ip)) {
+            Some(Err(refusal)) => {
+                drop(ticket);
+                refused(refusal)
+            }
+            _ => Ok(ticket),
+        }
+    }
+
+    /// Counts one more connection for `ip` unless it holds its cap.
+    fn count(&self, ip: IpAddr) -> bool {
         let mut per_ip = self.per_ip.lock().unwrap();
         let held = per_ip.entry(ip).or_default();
         if held.conns >= self.max_per_ip {
-            drop(per_ip);
-            self.total.fetch_sub(1, Ordering::AcqRel);
-            return refused(Refusal::PerIp);
+            if held.conns == 0 && held.bytes == 0 {
+                per_ip.remove(&ip);
+            }
+            return false;
         }
         held.conns += 1;
-        Ok(Ticket { admission: self.clone(), ip: Some(ip) })
+        true
     }
 
     /// Charges `bytes` of state (a membership, a watch) to `ip`; false when
@@ -190,23 +205,50 @@ impl Admission {
 /// released on drop.
 pub struct Ticket {
     admission: Arc<Admission>,
-    /// `None` for a connection being refused.
-    ip: Option<IpAddr>,
+    place: Place,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Place {
+    /// Among the connections being told 1013.
+    Refusing,
+    /// Counted in total, and per client IP once it is known.
+    Counted(Option<IpAddr>),
+}
+
+impl Ticket {
+    /// Counts the connection for client `ip` (learnt from a trusted proxy);
+    /// past `--max-connections-per-ip` it stays counted in total only, to
+    /// be refused. Once counted (or when refusing) it changes nothing.
+    pub fn bind(&mut self, ip: IpAddr) -> Result<(), Refusal> {
+        if self.place != Place::Counted(None) {
+            return Ok(());
+        }
+        if !self.admission.count(ip) {
+            return Err(Refusal::PerIp);
+        }
+        self.place = Place::Counted(Some(ip));
+        Ok(())
+    }
 }
 
 impl std::fmt::Debug for Ticket {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Ticket").field("ip", &self.ip).finish()
+        f.debug_struct("Ticket").field("place", &self.place).finish()
     }
 }
 
 impl Drop for Ticket {
     fn drop(&mut self) {
-        let Some(ip) = self.ip else {
-            self.admission.refusing.fetch_sub(1, Ordering::AcqRel);
-            return;
+        let ip = match self.place {
+            Place::Refusing => {
+                self.admission.refusing.fetch_sub(1, Ordering::AcqRel);
+                return;
+            }
+            Place::Counted(ip) => ip,
         };
         self.admission.total.fetch_sub(1, Ordering::AcqRel);
+        let Some(ip) = ip else { return };
         let mut per_ip = self.admission.per_ip.lock().unwrap();
         if let Some(held) = per_ip.get_mut(&ip) {
             held.conns -= 1;
@@ -234,20 +276,38 @@ mod tests {
         let ip1: IpAddr = "127.0.0.1".parse().unwrap();
         let ip2: IpAddr = "127.0.0.2".parse().unwrap();
         let refusal = |r: Result<Ticket, (Refusal, Option<Ticket>)>| r.err().map(|(r, _)| r);
-        let t1 = a.accept(ip1).unwrap();
-        assert_eq!(refusal(a.accept(ip1)), Some(Refusal::PerIp));
-        let _t2 = a.accept(ip2).unwrap();
-        assert_eq!(refusal(a.accept("127.0.0.3".parse().unwrap())), Some(Refusal::Capacity));
+        let t1 = a.accept(Some(ip1)).unwrap();
+        assert_eq!(refusal(a.accept(Some(ip1))), Some(Refusal::PerIp));
+        let _t2 = a.accept(Some(ip2)).unwrap();
+        assert_eq!(refusal(a.accept("127.0.0.3".parse().ok())), Some(Refusal::Capacity));
         drop(t1);
         assert_eq!(a.connections(), 1);
-        assert!(a.accept(ip1).is_ok());
+        assert!(a.accept(Some(ip1)).is_ok());
+    }
+
+    #[test]
+    fn a_proxied_connection_counts_per_ip_once_its_client_is_known() {
+        let a = Admission::new(&limits(&["--max-connections", "3", "--max-connections-per-ip", "1"]));
+        let client: IpAddr = "203.0.113.7".parse().unwrap();
+        let mut t1 = a.accept(None).unwrap();
+        let mut t2 = a.accept(None).unwrap();
+        assert_eq!(a.per_ip.lock().unwrap().len(), 0, "the proxy's address is not charged");
+        assert_eq!(t1.bind(client), Ok(()));
+        assert_eq!(t1.bind(client), Ok(()), "binding twice counts once");
+        assert_eq!(t2.bind(client), Err(Refusal::PerIp));
+        assert_eq!(a.connections(), 2, "the refused one stays counted in total until it closes");
+        drop(t2);
+        drop(t1);
+        assert_eq!(a.connections(), 0);
+        assert!(a.per_ip.lock().unwrap().is_empty());
+        assert_eq!(a.accept(None).unwrap().bind(client), Ok(()), "released");
     }
 
     #[test]
     fn state_held_per_ip_is_bounded_in_bytes() {
         let a = Admission::new(&limits(&["--max-bytes-per-ip", "1000"]));
         let (ip1, ip2): (IpAddr, IpAddr) = ("127.0.0.1".parse().unwrap(), "127.0.0.2".parse().unwrap());
-        let t = a.accept(ip1).unwrap();
+        let t = a.accept(Some(ip1)).unwrap();
         assert!(a.hold(ip1, 600) && !a.hold(ip1, 600), "over the bound");
         assert!(a.hold(ip2, 600), "another IP has its own");
         a.release(ip1, 600);
@@ -261,10 +321,10 @@ mod tests {
     fn only_a_few_refused_connections_are_served_at_once() {
         let a = Admission::new(&limits(&["--max-connections", "0"]));
         let ip: IpAddr = "127.0.0.1".parse().unwrap();
-        let served: Vec<Ticket> = (0..100).filter_map(|_| a.accept(ip).err().and_then(|(_, t)| t)).collect();
+        let served: Vec<Ticket> = (0..100).filter_map(|_| a.accept(Some(ip)).err().and_then(|(_, t)| t)).collect();
         assert_eq!(served.len(), REFUSING_MAX);
         drop(served);
-        assert!(a.accept(ip).err().and_then(|(_, t)| t).is_some(), "released");
+        assert!(a.accept(Some(ip)).err().and_then(|(_, t)| t).is_some(), "released");
     }
 
     #[test]

@@ -3,7 +3,10 @@
 //! One hyper HTTP/1 connection per TCP connection, counted by
 //! [`admission`](crate::edge::admission) from accept to close, with a header read
 //! timeout (`--header-timeout`, against slowloris) and a small header buffer
-//! (oversized headers are refused by hyper with 431). `/ws` upgrades; the
+//! (oversized headers are refused by hyper with 431). A trusted proxy's
+//! connection may open with a PROXY header and may name its client in
+//! `X-Forwarded-For` ([`client_ip`](crate::edge::client_ip)); that client
+//! is who per-IP caps and the session see. `/ws` upgrades; the
 //! [`demo`](crate::edge::demo) answers the rest (its page, the JavaScript client,
 //! demo tokens), or 404.
 
@@ -23,23 +26,26 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
 use crate::edge::admission::{Refusal, Ticket};
+use crate::edge::client_ip::Proxies;
 use crate::edge::demo::Demo;
+use crate::edge::proxy_protocol;
 use crate::node::hub::Hub;
 use crate::websocket::handshake::{self, Upgrade};
 
 /// Request head buffer: headers larger than this are refused.
 const MAX_HEAD_BYTES: usize = 16 * 1024;
 
+/// What every connection of the listener shares.
+pub struct Edge {
+    pub hub: Arc<Hub>,
+    pub demo: Arc<Demo>,
+    /// `--tls-cert`: each connection's TLS handshake comes first.
+    pub tls: Option<TlsAcceptor>,
+    pub proxies: Proxies,
+}
+
 /// Accepts connections until `stop` fires.
-/// With `tls` (`--tls-cert`), each connection's TLS handshake comes first,
-/// in its task and within the header timeout.
-pub async fn serve(
-    hub: Arc<Hub>,
-    demo: Arc<Demo>,
-    listener: TcpListener,
-    tls: Option<TlsAcceptor>,
-    stop: CancellationToken,
-) {
+pub async fn serve(edge: Arc<Edge>, listener: TcpListener, stop: CancellationToken) {
     loop {
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -54,8 +60,10 @@ pub async fn serve(
             _ = stop.cancelled() => return,
         };
         // Counted from here, handshake or not; past a cap, served only to
-        // be told 1013 while few are, else dropped at once.
-        let (ticket, refused) = match hub.admission.accept(peer.ip()) {
+        // be told 1013 while few are, else dropped at once. A trusted
+        // proxy's connection counts per IP once its client is known.
+        let ip = (!edge.proxies.trusts(peer.ip())).then_some(peer.ip());
+        let (ticket, refused) = match edge.hub.admission.accept(ip) {
             Ok(ticket) => (ticket, None),
             Err((refusal, ticket)) => {
                 refusal.count();
@@ -66,28 +74,24 @@ pub async fn serve(
             }
         };
         let _ = stream.set_nodelay(true);
-        tokio::spawn(connection(hub.clone(), demo.clone(), stream, tls.clone(), peer, ticket, refused));
+        tokio::spawn(connection(edge.clone(), stream, peer, ticket, refused));
     }
 }
 
 /// One TCP connection: HTTP until (and unless) it upgrades, then the
 /// WebSocket session, in the same task — one task per client, not two.
-async fn connection(
-    hub: Arc<Hub>,
-    demo: Arc<Demo>,
-    stream: TcpStream,
-    tls: Option<TlsAcceptor>,
-    peer: SocketAddr,
-    _ticket: Ticket,
-    refused: Option<Refusal>,
-) {
-    let handshake = Stream::accept(stream, tls.as_ref(), "client");
-    let Ok(Some(stream)) = tokio::time::timeout(hub.limits.header_timeout, handshake).await else { return };
+async fn connection(edge: Arc<Edge>, stream: TcpStream, peer: SocketAddr, ticket: Ticket, refused: Option<Refusal>) {
+    let hub = edge.hub.clone();
+    // The PROXY header (from trusted proxies with --proxy-protocol) and
+    // the TLS handshake share the header timeout.
+    let opening = open(&edge, stream, peer);
+    let Ok(Some((stream, peer))) = tokio::time::timeout(hub.limits.header_timeout, opening).await else { return };
+    let ticket = Arc::new(Mutex::new(ticket));
     let upgrade: Arc<Mutex<Option<Upgrade>>> = Arc::default();
-    let slot = upgrade.clone();
-    let service_hub = hub.clone();
+    let (slot, held) = (upgrade.clone(), ticket.clone());
+    let service_edge = edge.clone();
     let service = hyper::service::service_fn(move |req| {
-        let response = route(&service_hub, &demo, peer, req, refused, &slot);
+        let response = route(&service_edge, peer, req, refused, &held, &slot);
         async move { Ok::<_, Infallible>(response) }
     });
     // Boxed in their own statements: the task keeps neither hyper's nor the
@@ -109,16 +113,37 @@ async fn connection(
     session.await
 }
 
+/// The PROXY header when one is due, then TLS when configured: the stream
+/// to speak HTTP on and the client's address, or `None` to close.
+async fn open(edge: &Edge, mut stream: TcpStream, peer: SocketAddr) -> Option<(Stream, SocketAddr)> {
+    let mut client = peer;
+    if edge.proxies.expects_header(peer.ip()) {
+        match proxy_protocol::read(&mut stream, peer).await {
+            Ok(named) => client = named,
+            Err(e) => {
+                tracing::debug!(%peer, error = %e, "PROXY header refused");
+                crate::metrics::rejected("proxy_header");
+                return None;
+            }
+        }
+    }
+    let stream = Stream::accept(stream, edge.tls.as_ref(), "client").await?;
+    Some((stream, client))
+}
+
 fn route(
-    hub: &Arc<Hub>,
-    demo: &Demo,
+    edge: &Edge,
     peer: SocketAddr,
     req: Request<Incoming>,
     refused: Option<Refusal>,
+    ticket: &Mutex<Ticket>,
     upgrade: &Mutex<Option<Upgrade>>,
 ) -> Response<Full<Bytes>> {
     if req.uri().path() == "/ws" {
-        let (response, accepted) = handshake::upgrade(hub, peer, req, refused);
+        // From here on the client is who the trusted proxy says.
+        let client = edge.proxies.client(peer, req.headers());
+        let refused = refused.or_else(|| ticket.lock().unwrap().bind(client.ip()).err().inspect(|r| r.count()));
+        let (response, accepted) = handshake::upgrade(&edge.hub, client, req, refused);
         *upgrade.lock().unwrap() = accepted;
         return response;
     }
@@ -130,7 +155,7 @@ fn route(
             .body(Full::new(Bytes::from_static(b"try again later\n")))
             .expect("static response parts are valid");
     }
-    demo.respond(&req).unwrap_or_else(|| {
+    edge.demo.respond(&req).unwrap_or_else(|| {
         Response::builder()
             .status(StatusCode::NOT_FOUND)
             .header("content-type", "text/plain")

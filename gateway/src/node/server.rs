@@ -148,8 +148,13 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     println!("  admin      {admin_scheme}://{admin}/metrics");
 
     let stop = CancellationToken::new();
-    let acceptor = tls.map(|c| c.acceptor(&[b"http/1.1"]));
-    let serving = tokio::spawn(http::serve(hub.clone(), demo, listener, acceptor, stop.clone()));
+    let edge = Arc::new(http::Edge {
+        hub: hub.clone(),
+        demo,
+        tls: tls.map(|c| c.acceptor(&[b"http/1.1"])),
+        proxies: config.proxies.clone(),
+    });
+    let serving = tokio::spawn(http::serve(edge, listener, stop.clone()));
     shell::cli::shutdown_signal().await;
     tracing::info!("shutting down");
     stop.cancel();

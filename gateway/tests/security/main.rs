@@ -7,6 +7,7 @@ mod support;
 
 mod keys;
 mod nats;
+mod proxies;
 mod tls;
 
 use std::time::{SystemTime, UNIX_EPOCH};
