@@ -40,7 +40,7 @@ run() { # name, url, scenario args...
   local name=$1 url=$2; shift 2
   echo "== $name: loadtest $* --url $url" >&2
   "$LT" "$@" --url "$url" --ca "$OUT/ca.pem" --secret "$SECRET" --duration "$DURATION" \
-    --json "$OUT/$name.json" >"$OUT/$name.txt" 2>/dev/null || true
+    --json "$OUT/$name.json" >"$OUT/$name.txt" 2>"$OUT/$name.err" || { echo "$name failed:"; tail -5 "$OUT/$name.err"; } >&2
   cat "$OUT/$name.txt" >&2
 }
 

@@ -120,7 +120,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 /// Every target is on loopback: load never leaves this machine.
 fn check_urls(urls: &[String]) -> anyhow::Result<()> {
     for url in urls {
-        let host = url.strip_prefix("ws://").and_then(|r| r.split(['/', ':']).next()).unwrap_or_default();
+        let rest = url.strip_prefix("ws://").or_else(|| url.strip_prefix("wss://"));
+        let host = rest.and_then(|r| r.split(['/', ':']).next()).unwrap_or_default();
         if !host.starts_with("127.") && host != "localhost" {
             anyhow::bail!("--url {url}: loadtest only targets loopback addresses (127.0.0.0/8)");
         }
@@ -246,4 +247,21 @@ fn finish(cli: &Cli, report: loadtest::report::Report) -> anyhow::Result<()> {
         anyhow::bail!("correctness errors: {}", errors.join("; "));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn only_loopback_targets_are_accepted() {
+        for (url, ok) in [
+            ("ws://127.0.0.1:8080/ws", true),
+            ("wss://127.0.0.2:8443/ws", true),
+            ("wss://localhost:8443/ws", true),
+            ("ws://10.0.0.1:8080/ws", false),
+            ("wss://example.com/ws", false),
+            ("http://127.0.0.1/ws", false),
+        ] {
+            assert_eq!(super::check_urls(&[url.to_owned()]).is_ok(), ok, "{url}");
+        }
+    }
 }

@@ -4,7 +4,7 @@
 //! A process that can reach NATS can otherwise say anything on the bus: a
 //! compromised gateway could announce itself as a router (and be handed
 //! rooms) or publish fake presence. With these lists as the NATS users'
-//! permissions (`deploy/nats/permissions.conf`, rendered from here by
+//! permissions (`deploy/nats/permissions.conf` and its Kubernetes copy, rendered from here by
 //! [`nats_conf`] and checked against it by the security tests), each kind
 //! can only say what it says in the code. A new subject goes here first.
 

@@ -7,6 +7,9 @@ use super::*;
 pub(super) struct Help {
     pub(super) flags: BTreeSet<String>,
     pub(super) vars: BTreeSet<String>,
+    /// Variables whose values `--help` hides: secrets, which also read a
+    /// file named by `<VAR>_FILE`.
+    pub(super) secrets: BTreeSet<String>,
 }
 
 /// `--help` of each binary, run once.
@@ -32,7 +35,13 @@ impl Clis {
                     .map(|w| format!("--{w}"))
                     .collect();
                 let vars = help.split("[env: ").skip(1).map(word).collect();
-                Help { flags, vars }
+                let secrets = help
+                    .split("[env: ")
+                    .skip(1)
+                    .filter(|rest| rest[word(rest).len()..].starts_with(']'))
+                    .map(word)
+                    .collect();
+                Help { flags, vars, secrets }
             })
             .clone()
     }
@@ -53,7 +62,8 @@ impl Invocation {
         Self { what: what.to_owned(), binary, args: argv.iter().skip(1).cloned().collect(), env }
     }
 
-    /// The value given by `--flag v`, `--flag=v` or the variable.
+    /// The value given by `--flag v`, `--flag=v` or the variable (`None`
+    /// when it is in a file, `<VAR>_FILE`).
     pub(super) fn setting(&self, flag: &str, var: &str) -> Option<Option<String>> {
         for (i, a) in self.args.iter().enumerate() {
             if a == flag {
@@ -63,7 +73,7 @@ impl Invocation {
                 return Some(Some(v.to_owned()));
             }
         }
-        self.env.get(var).cloned()
+        self.env.get(var).cloned().or_else(|| self.env.get(&format!("{var}_FILE")).map(|_| None))
     }
 
     pub(super) fn port(&self, flag: &str, var: &str) -> Option<u16> {
@@ -79,7 +89,7 @@ impl Invocation {
             return vec![format!("{what}: runs {:?}, not gateway, router or presence", self.binary)];
         }
         let telemetry = read("shell/src/telemetry.rs");
-        let Help { flags, vars } = clis.get(&self.binary);
+        let Help { flags, vars, secrets } = clis.get(&self.binary);
         let mut out = Vec::new();
         for a in self.args.iter().filter(|a| a.starts_with("--")) {
             let flag = a.split('=').next().unwrap();
@@ -89,7 +99,8 @@ impl Invocation {
         }
         for var in self.env.keys() {
             let logging = LOGGING_ENV.contains(&var.as_str()) && telemetry.contains(var.as_str());
-            if !vars.contains(var) && !logging {
+            let secret_file = var.strip_suffix("_FILE").is_some_and(|v| secrets.contains(v));
+            if !vars.contains(var) && !logging && !secret_file {
                 out.push(format!("{what}: `{} --help` has no variable {var}", self.binary));
             }
         }

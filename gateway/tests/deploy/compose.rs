@@ -33,7 +33,9 @@ fn compose_file_is_valid_and_matches_the_binaries() {
     }
 
     let env = tmp.path.join("secrets.env");
-    std::fs::write(&env, "SB_JWT_SECRET=test-jwt\nSB_API_TOKEN=test-token\nGRAFANA_ADMIN_PASSWORD=test-pw\n").unwrap();
+    let secrets = "SB_JWT_SECRET=test-jwt\nSB_API_TOKEN=test-token\nGRAFANA_ADMIN_PASSWORD=test-pw\n\
+                   NATS_GATEWAY_PASSWORD=g\nNATS_ROUTER_PASSWORD=r\nNATS_PRESENCE_PASSWORD=p\n";
+    std::fs::write(&env, secrets).unwrap();
     let config = compose_config(&compose, &file, Some(&env), &[]);
     let services = config["services"].as_object().expect("services");
     let names: BTreeSet<&str> = services.keys().map(String::as_str).collect();
@@ -158,6 +160,19 @@ fn compose_file_is_valid_and_matches_the_binaries() {
         assert!(cfg.contains(&format!("check port {admin}")), "HAProxy does not check admin port {admin}");
     }
     haproxy_check(&path("deploy/haproxy/haproxy.cfg"));
+    // HAProxy names each client with a PROXY v2 header and only its address
+    // is trusted, so the per-IP limits are the gateway's own.
+    let proxied = cfg.lines().any(|l| l.trim().starts_with("default-server") && l.contains("send-proxy-v2"));
+    assert!(proxied, "HAProxy sends no PROXY v2 header");
+    let lb_ip = services["lb"]["networks"]["default"]["ipv4_address"].as_str().expect("HAProxy's fixed address");
+    for (name, ..) in &gateways {
+        let env = &services[name.as_str()]["environment"];
+        let trust = (env["SB_TRUSTED_PROXIES"].as_str(), env["SB_PROXY_PROTOCOL"].as_str());
+        assert_eq!(trust, (Some(lb_ip), Some("true")), "{name}: trusted proxies");
+        for var in ["SB_MAX_CONNECTIONS_PER_IP", "SB_MAX_BYTES_PER_IP", "SB_AUTH_FAILURE_IP_RATE"] {
+            assert!(env.get(var).is_none(), "{name}: {var} is raised although clients count by their own address");
+        }
+    }
 
     // NATS: the mounted config is valid, with JetStream (on a volume) as
     // the routers and presence keep their state there.
@@ -165,7 +180,13 @@ fn compose_file_is_valid_and_matches_the_binaries() {
     let mounts = volumes(nats);
     let conf_in = strings(&nats["command"]).into_iter().skip_while(|a| a != "--config").nth(1).expect("--config");
     let conf = mounts.get(&conf_in).unwrap_or_else(|| panic!("{conf_in} is not mounted: {mounts:?}"));
-    let store = nats_check(&path(conf), 1, "", true).expect("a JetStream store_dir");
+    let includes = [("permissions.conf".to_owned(), read("deploy/nats/permissions.conf"))];
+    let store = nats_check(&path(conf), &includes, 1, "", true).expect("a JetStream store_dir");
+    assert_eq!(mounts.get("/etc/nats/permissions.conf").map(String::as_str), Some("deploy/nats/permissions.conf"));
+    for file in ["nats.pem", "nats.key"] {
+        let mounted = mounts.get(&format!("{NATS_TLS_DIR}{file}")).map(String::as_str);
+        assert_eq!(mounted, Some(format!("deploy/tls/{file}").as_str()), "NATS's {file}: {mounts:?}");
+    }
     let named: Vec<&str> = nats["volumes"]
         .as_array()
         .into_iter()
@@ -176,6 +197,12 @@ fn compose_file_is_valid_and_matches_the_binaries() {
     assert!(named.iter().any(|m| store.starts_with(&format!("{m}/"))), "{store} is not on a named volume: {named:?}");
     for (name, svc) in services {
         let env = &svc["environment"];
+        // Each kind logs in to NATS as itself and verifies NATS's certificate.
+        if let Some((_, bin, ..)) = switchboard.iter().find(|s| &s.0 == name) {
+            assert_eq!(env["SB_NATS_USER"].as_str(), Some(bin.as_str()), "{name}: NATS user");
+            let ca = env["SB_NATS_TLS_CA"].as_str().unwrap_or_else(|| panic!("{name}: no SB_NATS_TLS_CA"));
+            assert_eq!(volumes(svc).get(ca).map(String::as_str), Some("deploy/tls/ca.pem"), "{name}: {ca}");
+        }
         if name.starts_with("router") {
             assert_eq!(
                 (env["SB_HISTORY_STORE"].as_str(), env["SB_HISTORY_REPLICAS"].as_str()),
@@ -255,7 +282,9 @@ pub(super) fn scrape_jobs(prom: &Value) -> BTreeMap<String, BTreeSet<String>> {
 /// through, and HAProxy's log records the connection but never the token.
 #[tokio::test]
 async fn haproxy_logs_connections_without_their_tokens() {
-    let gw = Gateway::start(&[]);
+    // HAProxy (on 127.0.0.1) names each client with PROXY v2; clients come
+    // from 127.0.0.2 and 127.0.0.3, one connection per address allowed.
+    let gw = Gateway::start(&["--trusted-proxies", "127.0.0.1", "--proxy-protocol", "--max-connections-per-ip", "1"]);
     let ws_port = gw.ws.trim_start_matches("ws://127.0.0.1:").trim_end_matches("/ws").to_owned();
     let admin_port = gw.admin.rsplit(':').next().unwrap().to_owned();
     // Loopback addresses for the Compose service names and ports; Docker's
@@ -274,7 +303,8 @@ async fn haproxy_logs_connections_without_their_tokens() {
                 // A socket file: HAProxy cannot take port 0.
                 "bind :8404" => format!("    bind {}", stats.display()),
                 t if t.starts_with("default-server") => {
-                    format!("    default-server check port {admin_port} inter 200ms")
+                    let proxy = if t.contains("send-proxy-v2") { "send-proxy-v2 " } else { "" };
+                    format!("    default-server {proxy}check port {admin_port} inter 200ms")
                 }
                 t if t.starts_with("server gateway-1") => format!("    server gateway-1 127.0.0.1:{ws_port}"),
                 t if t.starts_with("server gateway-2") => String::new(),
@@ -296,10 +326,15 @@ async fn haproxy_logs_connections_without_their_tokens() {
 
     let token = gw.token("alice");
     let url = format!("ws://127.0.0.1:{lb_port}/ws?token={token}");
+    let from = |last: u8| {
+        let mut opts = loadtest::client::ConnectOptions::new(&url);
+        opts.source = Some(std::net::IpAddr::from([127, 0, 0, last]));
+        opts
+    };
     let deadline = Instant::now() + Duration::from_secs(10);
     let mut c = loop {
         // Until HAProxy has seen the gateway ready.
-        match Client::connect(loadtest::client::ConnectOptions::new(&url)).await {
+        match Client::connect(from(2)).await {
             Ok(mut c) => match c.next_json(T).await {
                 Ok(hello) if hello["type"] == "hello" => break c,
                 other => assert!(Instant::now() < deadline, "{other:?}"),
@@ -309,13 +344,22 @@ async fn haproxy_logs_connections_without_their_tokens() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     join(&mut c, "lobby").await;
+    // The gateway counts clients, not HAProxy: 127.0.0.2 holds its one
+    // connection, 127.0.0.3 gets in.
+    let mut second = Client::connect(from(2)).await.unwrap();
+    let refused = second.next_json(T).await;
+    assert!(matches!(refused, Err(loadtest::client::ClientError::Closed(Some(1013)))), "{refused:?}");
+    let mut other = Client::connect(from(3)).await.unwrap();
+    assert_eq!(other.next_json(T).await.unwrap()["type"], "hello");
+    drop((second, other));
     c.close(1000).await.unwrap();
     let _ = c.wait_close(T).await;
     drop(c);
     // HAProxy logs a TCP session when it ends.
     let logged = lb.wait_line_containing("websocket gateways/gateway-1", Duration::from_secs(10));
     let text = format!("{}\n{}", lb.stdout.join("\n"), lb.log_text());
-    assert!(logged.starts_with("127.0.0.1:"), "the log names the client: {logged}");
+    let client = logged.starts_with("127.0.0.2:") || logged.starts_with("127.0.0.3:");
+    assert!(client, "the log names the client: {logged}");
     let signature = token.rsplit('.').next().unwrap();
     assert!(!text.contains(signature) && !text.contains("token="), "a token in HAProxy's log: {text}");
 }
@@ -330,24 +374,71 @@ pub(super) fn haproxy_check(cfg: &Path) {
     }
 }
 
+/// Where the deploy files mount NATS's certificate and key.
+const NATS_TLS_DIR: &str = "/etc/nats/tls/";
+
 /// `nats-server -t`, the cluster routes name every one of `replicas`
 /// servers through `service`, and JetStream is configured exactly when
-/// `jetstream`; returns its `store_dir`.
-pub(super) fn nats_check(conf: &Path, replicas: u64, service: &str, jetstream: bool) -> Option<String> {
-    let out = run(Command::new(nats_server()).arg("-t").arg("-c").arg(conf).env("POD_NAME", "nats-0"), None);
-    assert!(out.status.success(), "nats-server -t -c {}:\n{}", conf.display(), text(&out));
-    let text = std::fs::read_to_string(conf).unwrap();
-    let settings: Vec<&str> = text.lines().map(str::trim).filter(|l| !l.starts_with('#')).collect();
+/// `jetstream`; returns its `store_dir`. The config is checked beside its
+/// `includes` (file name → text), with test certificates in place of
+/// NATS's, and a password in each variable it takes from the environment.
+/// Every deployed NATS requires TLS and holds each kind of process to its
+/// permissions.
+pub(super) fn nats_check(
+    conf: &Path,
+    includes: &[(String, String)],
+    replicas: u64,
+    service: &str,
+    jetstream: bool,
+) -> Option<String> {
+    let conf_text = std::fs::read_to_string(conf).unwrap();
+    let what = conf.display();
+    let staged = TempDir::new("nats-conf");
+    for (name, body) in includes {
+        std::fs::write(staged.path.join(name), body).unwrap();
+    }
+    let ca = support::pki::Ca::new("nats-conf");
+    let leaf = ca.leaf("nats", 30);
+    let mut checked = conf_text.clone();
+    for (setting, ours) in [("cert_file:", &leaf.cert), ("key_file:", &leaf.key)] {
+        for line in conf_text.lines().filter(|l| l.trim_start().starts_with(setting)) {
+            let theirs = line.split('"').nth(1).unwrap_or_else(|| panic!("{what}: unquoted {line}"));
+            checked = checked.replace(theirs, ours);
+        }
+    }
+    let file = staged.path.join("nats.conf");
+    std::fs::write(&file, &checked).unwrap();
+    let mut cmd = Command::new(nats_server());
+    cmd.arg("-t").arg("-c").arg(&file).env("POD_NAME", "nats-0");
+    for var in ["NATS_GATEWAY_PASSWORD", "NATS_ROUTER_PASSWORD", "NATS_PRESENCE_PASSWORD"] {
+        cmd.env(var, format!("test-{var}"));
+    }
+    let out = run(&mut cmd, None);
+    assert!(out.status.success(), "nats-server -t -c {what}:\n{}", text(&out));
+
+    let settings: Vec<&str> = conf_text.lines().map(str::trim).filter(|l| !l.starts_with('#')).collect();
+    assert!(settings.iter().any(|l| l.starts_with("tls {")), "{what}: NATS without TLS");
+    for kind in ["GATEWAY", "ROUTER", "PRESENCE"] {
+        let user =
+            format!("user: {}, password: $NATS_{kind}_PASSWORD, permissions: ${kind}_PERMISSIONS", kind.to_lowercase());
+        assert!(settings.iter().any(|l| l.contains(&user)), "{what}: no line with {user}");
+    }
+    let permissions = proto::permissions::nats_conf();
+    assert!(
+        conf_text.contains("include ./permissions.conf")
+            && includes.iter().any(|(n, body)| n == "permissions.conf" && *body == permissions),
+        "{what}: does not include the generated permissions.conf"
+    );
     let configured = settings.iter().any(|l| l.starts_with("jetstream"));
-    assert_eq!(configured, jetstream, "{}: JetStream configured: {configured}", conf.display());
+    assert_eq!(configured, jetstream, "{what}: JetStream configured: {configured}");
     let store =
         settings.iter().find_map(|l| l.strip_prefix("store_dir:")).map(|d| d.trim().trim_matches('"').to_owned());
     if replicas > 1 {
         for i in 0..replicas {
             let route = format!("nats://nats-{i}.{service}:6222");
-            assert!(settings.contains(&route.as_str()), "{}: no route {route}", conf.display());
+            assert!(settings.contains(&route.as_str()), "{what}: no route {route}");
         }
     }
-    assert_eq!(store.is_some(), jetstream, "{}: store_dir", conf.display());
+    assert_eq!(store.is_some(), jetstream, "{what}: store_dir");
     store
 }

@@ -39,6 +39,8 @@ fn kubernetes_overlays_render_validate_and_match_the_binaries() {
         "HorizontalPodAutoscaler",
         "ServiceMonitor",
         "Namespace",
+        "NetworkPolicy",
+        "ServiceAccount",
     ] {
         assert!(kinds_seen.contains(kind), "no overlay renders a {kind}");
     }
@@ -121,7 +123,7 @@ pub(super) fn check_manifests(overlay: &str, docs: &[Value], clis: &Clis, tmp: &
                             problems.push(format!("{what}: Secret {s} has no {k}"))
                         }
                         Some(_) => {}
-                        None if s == "switchboard-secrets" => {}
+                        None if OPERATOR_SECRETS.contains(&s) => {}
                         None => problems.push(format!("{what}: no Secret {s}")),
                     }
                 }
@@ -150,7 +152,14 @@ pub(super) fn check_manifests(overlay: &str, docs: &[Value], clis: &Clis, tmp: &
                         // JetStream exactly where routers keep rooms in it, on a
                         // claimed volume, with as many servers as replicas.
                         let durable = stores(docs);
-                        if let Some(store) = nats_check(&p, replicas, service, durable.is_some()) {
+                        let includes: Vec<(String, String)> = cm.as_ref().unwrap()["data"]
+                            .as_object()
+                            .into_iter()
+                            .flatten()
+                            .filter(|(name, _)| *name != file)
+                            .map(|(name, body)| (name.clone(), body.as_str().unwrap_or_default().to_owned()))
+                            .collect();
+                        if let Some(store) = nats_check(&p, &includes, replicas, service, durable.is_some()) {
                             let claims: Vec<&str> = w["spec"]["volumeClaimTemplates"]
                                 .as_array()
                                 .into_iter()
@@ -180,6 +189,21 @@ pub(super) fn check_manifests(overlay: &str, docs: &[Value], clis: &Clis, tmp: &
             let command: Vec<String> = strings(&c["command"]).into_iter().chain(strings(&c["args"])).collect();
             let inv = Invocation::new(&what, &command, env);
             problems.extend(inv.problems(clis, true));
+            // Files the process reads its secrets from are keys of mounted Secrets.
+            for (var, file) in inv.env.iter().filter(|(k, _)| k.ends_with("_FILE") || *k == "SB_NATS_TLS_CA") {
+                let Some(file) = file else { continue };
+                match secret_file(pod, c, file) {
+                    Some((name, key)) => match named("Secret", &name) {
+                        Some(sec) if sec["data"].get(&key).is_none() => {
+                            problems.push(format!("{what}: {var}: Secret {name} has no {key}"))
+                        }
+                        Some(_) => {}
+                        None if OPERATOR_SECRETS.contains(&name.as_str()) => {}
+                        None => problems.push(format!("{what}: {var}: no Secret {name}")),
+                    },
+                    None => problems.push(format!("{what}: {var} {file} is not a key of a mounted Secret")),
+                }
+            }
             if let Some(Some(config)) = inv.setting("--config", "SB_CONFIG") {
                 let (dir, file) = config.rsplit_once('/').unwrap_or_default();
                 let mount = c["volumeMounts"].as_array().into_iter().flatten().find(|m| m["mountPath"] == dir);
@@ -288,6 +312,8 @@ pub(super) fn check_manifests(overlay: &str, docs: &[Value], clis: &Clis, tmp: &
         }
     }
 
+    problems.extend(check_hardening(overlay, docs, &workloads));
+
     // The ServiceMonitor scrapes the admin port of every service under the
     // job names the alerts use.
     for sm in of_kind(docs, "ServiceMonitor") {
@@ -312,6 +338,125 @@ pub(super) fn check_manifests(overlay: &str, docs: &[Value], clis: &Clis, tmp: &
                     ));
                 }
             }
+        }
+    }
+    problems
+}
+
+/// Secrets the operator creates (docs/operations.md); an overlay may
+/// generate them instead.
+const OPERATOR_SECRETS: [&str; 3] = ["switchboard-secrets", "switchboard-nats", "switchboard-nats-tls"];
+
+/// The Secret and key a container reads at `file`, through a `secret` or
+/// `projected` volume mounted above it.
+fn secret_file(pod: &Value, container: &Value, file: &str) -> Option<(String, String)> {
+    let mount = container["volumeMounts"].as_array()?.iter().find(|m| {
+        m["mountPath"].as_str().is_some_and(|dir| file.starts_with(&format!("{}/", dir.trim_end_matches('/'))))
+    })?;
+    let rel = &file[mount["mountPath"].as_str()?.trim_end_matches('/').len() + 1..];
+    let volume = pod["volumes"].as_array()?.iter().find(|v| v["name"] == mount["name"])?;
+    let sources: Vec<(&Value, &Value)> = if volume["secret"].is_object() {
+        vec![(&volume["secret"]["secretName"], &volume["secret"]["items"])]
+    } else {
+        let projected = volume["projected"]["sources"].as_array()?;
+        projected
+            .iter()
+            .filter(|s| s["secret"].is_object())
+            .map(|s| (&s["secret"]["name"], &s["secret"]["items"]))
+            .collect()
+    };
+    sources.into_iter().find_map(|(name, items)| {
+        let key = match items.as_array() {
+            Some(items) => items.iter().find(|i| i["path"] == rel)?["key"].as_str()?.to_owned(),
+            None => rel.to_owned(),
+        };
+        Some((name.as_str()?.to_owned(), key))
+    })
+}
+
+/// Labels on everything, no service account tokens, and network policies
+/// that open only the client and API ports beyond the release.
+fn check_hardening(overlay: &str, docs: &[Value], workloads: &[&Value]) -> Vec<String> {
+    let mut problems = Vec::new();
+    let version = toml_value(&read("Cargo.toml"), "version");
+    for d in docs.iter().filter(|d| d["kind"] != "Namespace") {
+        let labels = &d["metadata"]["labels"];
+        let what = format!("{overlay}: {} {}", d["kind"].as_str().unwrap_or_default(), d["metadata"]["name"]);
+        for (label, want) in [
+            ("app.kubernetes.io/instance", None),
+            ("app.kubernetes.io/version", Some(version.as_str())),
+            ("app.kubernetes.io/managed-by", None),
+        ] {
+            match labels[label].as_str() {
+                Some(v) if want.is_none_or(|w| w == v) => {}
+                other => problems.push(format!("{what}: label {label} is {other:?}")),
+            }
+        }
+    }
+    let policies: Vec<&Value> = of_kind(docs, "NetworkPolicy").collect();
+    // Ports open to anyone (a rule without `from`), and who may reach NATS
+    // and presence, by component.
+    let mut open = BTreeSet::new();
+    let mut callers: BTreeMap<(String, String), BTreeSet<String>> = BTreeMap::new();
+    for w in workloads {
+        let what = format!("{overlay}: {} {}", w["kind"].as_str().unwrap(), w["metadata"]["name"]);
+        let pod = &w["spec"]["template"]["spec"];
+        let account = pod["serviceAccountName"].as_str().unwrap_or_default();
+        let sa = of_kind(docs, "ServiceAccount").find(|a| a["metadata"]["name"] == account);
+        if sa.is_none_or(|a| a["automountServiceAccountToken"] != false) || pod["automountServiceAccountToken"] != false
+        {
+            problems.push(format!("{what}: no own ServiceAccount {account:?} without a mounted token"));
+        }
+        let labels = &w["spec"]["template"]["metadata"]["labels"];
+        let component = labels["app.kubernetes.io/component"].as_str().unwrap_or_default().to_owned();
+        let selecting: Vec<&&Value> = policies
+            .iter()
+            .filter(|p| {
+                let want = p["spec"]["podSelector"]["matchLabels"].as_object();
+                want.is_some_and(|m| m.iter().all(|(k, v)| labels[k] == *v))
+            })
+            .collect();
+        if selecting.len() != 1 || selecting[0]["spec"]["policyTypes"] != json!(["Ingress"]) {
+            problems.push(format!("{what}: {} ingress NetworkPolicies select it", selecting.len()));
+            continue;
+        }
+        for rule in selecting[0]["spec"]["ingress"].as_array().into_iter().flatten() {
+            let ports: Vec<String> = rule["ports"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|p| p["port"].to_string().replace('"', ""))
+                .collect();
+            let Some(from) = rule["from"].as_array() else {
+                open.extend(ports.iter().map(|p| format!("{component}:{p}")));
+                continue;
+            };
+            for f in from {
+                let who: BTreeSet<String> = if f["namespaceSelector"].is_object() {
+                    BTreeSet::from(["other namespaces".to_owned()])
+                } else if let Some(c) = f["podSelector"]["matchLabels"]["app.kubernetes.io/component"].as_str() {
+                    BTreeSet::from([c.to_owned()])
+                } else if let Some(exprs) = f["podSelector"]["matchExpressions"].as_array() {
+                    let of = exprs.iter().find(|e| e["key"] == "app.kubernetes.io/component");
+                    of.map(|e| strings(&e["values"]).into_iter().collect()).unwrap_or_default()
+                } else {
+                    BTreeSet::from(["the release".to_owned()])
+                };
+                for p in &ports {
+                    callers.entry((component.clone(), p.clone())).or_default().extend(who.clone());
+                }
+            }
+        }
+    }
+    let want_open: BTreeSet<String> = ["gateway:ws", "router:grpc", "router:api"].map(str::to_owned).into();
+    if open != want_open {
+        problems.push(format!("{overlay}: ports open beyond the release are {open:?}, not {want_open:?}"));
+    }
+    let kinds: BTreeSet<String> = SERVICES.map(str::to_owned).into();
+    for (component, port) in [("nats", "client"), ("presence", "grpc")] {
+        let who = callers.get(&(component.to_owned(), port.to_owned())).cloned().unwrap_or_default();
+        if who != kinds {
+            problems.push(format!("{overlay}: {component}'s {port} port is reachable from {who:?}, not {kinds:?}"));
         }
     }
     problems

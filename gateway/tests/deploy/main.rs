@@ -16,6 +16,7 @@ mod compose;
 mod dashboards;
 mod docker;
 mod kubernetes;
+mod local;
 mod metrics;
 mod yaml;
 

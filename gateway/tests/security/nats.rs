@@ -167,15 +167,18 @@ async fn creds_files_from_an_operator_account_and_users_work() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
-/// The permission lists the deploy files give NATS are the ones the code
-/// uses (`SB_WRITE_PERMISSIONS=1` writes the file anew).
+/// The permission lists the deploy files give NATS (Compose and the local
+/// cluster, Kubernetes) are the ones the code uses
+/// (`SB_WRITE_PERMISSIONS=1` writes the files anew).
 #[test]
 fn the_deployed_permissions_are_the_codes() {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/nats/permissions.conf");
     let want = proto::permissions::nats_conf();
-    if std::env::var_os("SB_WRITE_PERMISSIONS").is_some() {
-        std::fs::write(path, &want).unwrap();
+    for file in ["deploy/nats/permissions.conf", "deploy/k8s/base/nats-permissions.conf"] {
+        let path = format!("{}/../{file}", env!("CARGO_MANIFEST_DIR"));
+        if std::env::var_os("SB_WRITE_PERMISSIONS").is_some() {
+            std::fs::write(&path, &want).unwrap();
+        }
+        let have = std::fs::read_to_string(&path).unwrap_or_default();
+        assert_eq!(have, want, "{file} is stale: rerun with SB_WRITE_PERMISSIONS=1");
     }
-    let have = std::fs::read_to_string(path).unwrap_or_default();
-    assert_eq!(have, want, "deploy/nats/permissions.conf is stale: rerun with SB_WRITE_PERMISSIONS=1");
 }
