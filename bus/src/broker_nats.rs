@@ -92,6 +92,11 @@ impl NatsBroker {
                             metrics::counter!(denied).increment(1);
                             tracing::error!(error = %e, "nats refused a publish or subscribe");
                         }
+                        // What async-nats says of a refused TLS handshake, too.
+                        async_nats::Event::ClientError(e) => tracing::warn!(
+                            error = %e,
+                            "cannot reach NATS (down, or it requires TLS with a certificate not trusted here: --nats-tls-ca)"
+                        ),
                         other => tracing::info!(event = %other, "nats event"),
                     }
                 }

@@ -36,8 +36,29 @@ async fn grpc_stats(gw: &Gateway, ca: &Ca) -> Result<pb::GatewayStats, String> {
     admin.stats(pb::GatewayStatsCall {}).await.map(|r| r.into_inner()).map_err(|e| e.to_string())
 }
 
+/// `POST /api/stats` over HTTPS trusting `ca`: (status, body).
+async fn https_stats(api: &str, ca: &Ca) -> Result<(u16, String), String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let rest = api.strip_prefix("https://").expect("an https:// API");
+    let host = &rest[..rest.find('/').unwrap()];
+    let tcp = tokio::net::TcpStream::connect(host).await.map_err(|e| e.to_string())?;
+    let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+    let connector = tokio_rustls::TlsConnector::from(ca.client());
+    let mut s = connector.connect(name, tcp).await.map_err(|e| e.to_string())?;
+    let head = format!(
+        "POST {}stats HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\nContent-Length: 2\r\n\r\n{{}}",
+        &rest[rest.find('/').unwrap()..]
+    );
+    s.write_all(head.as_bytes()).await.map_err(|e| e.to_string())?;
+    let mut buf = Vec::new();
+    let _ = s.read_to_end(&mut buf).await;
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let status = text.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    Ok((status, text.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default()))
+}
+
 #[tokio::test]
-async fn wss_and_grpc_work_with_a_trusted_ca_and_fail_with_another() {
+async fn wss_https_and_grpc_work_with_a_trusted_ca_and_fail_with_another() {
     let (ca, stranger) = (Ca::new("trusted"), Ca::new("stranger"));
     let leaf = ca.leaf("gateway", 30);
     let gw = Gateway::start(&tls_args(&leaf));
@@ -53,6 +74,14 @@ async fn wss_and_grpc_work_with_a_trusted_ca_and_fail_with_another() {
     // A plain WebSocket gets no upgrade from a TLS listener.
     let plain = Client::connect(ConnectOptions::new(gw.url_with_token(&gw.token("p")).replacen("wss://", "ws://", 1)));
     assert!(plain.await.is_err());
+
+    // The HTTP server API speaks HTTPS on the same certificate.
+    let api = gw.api.clone().expect("the embedded API");
+    let (status, body) = https_stats(&api, &ca).await.expect("HTTPS with the trusted CA");
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("\"ring_size\":1"), "{body}");
+    let refused = https_stats(&api, &stranger).await;
+    assert!(refused.as_ref().is_err_and(|e| e.contains("certificate")), "{refused:?}");
 
     let stats = grpc_stats(&gw, &ca).await.expect("gRPC with the trusted CA");
     assert_eq!(stats.connections, 1);
