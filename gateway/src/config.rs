@@ -100,6 +100,16 @@ pub struct Config {
 
     #[command(flatten)]
     pub hooks: crate::hooks::HookFlags,
+
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// What to do instead of serving.
+#[derive(clap::Subcommand, Debug, Clone)]
+pub enum Command {
+    /// Mint a client token with this gateway's key, or check one (--check).
+    Token(crate::cmd::token::TokenArgs),
 }
 
 /// The keys client tokens are checked with, and what their claims must say.
@@ -109,16 +119,16 @@ pub struct Config {
 pub struct Tokens {
     /// HS256 secret for client tokens; repeat for several (generated in
     /// standalone mode when no key is set). SB_JWT_SECRET_FILE: one per line.
-    #[arg(long = "jwt-secret", env = "SB_JWT_SECRET", hide_env_values = true)]
+    #[arg(long = "jwt-secret", env = "SB_JWT_SECRET", hide_env_values = true, global = true)]
     pub jwt_secrets: Vec<String>,
 
     /// PEM public key file for RS256 or ES256 client tokens; repeat (or
     /// separate with commas) for several.
-    #[arg(long = "jwt-public-key", env = "SB_JWT_PUBLIC_KEY", value_delimiter = ',')]
+    #[arg(long = "jwt-public-key", env = "SB_JWT_PUBLIC_KEY", value_delimiter = ',', global = true)]
     pub jwt_public_keys: Vec<PathBuf>,
 
     /// URL of the token issuer's JSON Web Key Set (RS256/ES256 keys by `kid`).
-    #[arg(long, env = "SB_JWKS_URL")]
+    #[arg(long, env = "SB_JWKS_URL", global = true)]
     pub jwks_url: Option<String>,
 
     /// How often the JWKS is fetched again.
@@ -130,11 +140,11 @@ pub struct Tokens {
     pub jwks_min_interval: Duration,
 
     /// Audiences a token's `aud` must name one of (comma-separated); empty: `aud` is not checked.
-    #[arg(long, env = "SB_JWT_AUDIENCE", value_delimiter = ',')]
+    #[arg(long, env = "SB_JWT_AUDIENCE", value_delimiter = ',', global = true)]
     pub jwt_audience: Vec<String>,
 
     /// Issuers a token's `iss` must be one of (comma-separated); empty: `iss` is not checked.
-    #[arg(long, env = "SB_JWT_ISSUER", value_delimiter = ',')]
+    #[arg(long, env = "SB_JWT_ISSUER", value_delimiter = ',', global = true)]
     pub jwt_issuer: Vec<String>,
 }
 

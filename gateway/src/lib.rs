@@ -13,8 +13,10 @@
 //!   one fanout state machine per locally joined room, per-user topics.
 //! - [`node`]: the gateway as a cluster member: the backends it reaches
 //!   (standalone or cluster), the shared hub, the admin API, drain, start-up.
+//! - [`cmd`]: what the binary does instead of serving (`gateway token`).
 
 pub mod bucket;
+pub mod cmd;
 pub mod config;
 pub mod delivery;
 pub mod edge;

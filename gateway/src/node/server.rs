@@ -186,7 +186,7 @@ async fn serve_grpc(
 
 /// The token verifier, and the HS256 secret when the gateway generated it
 /// (to mint the demo token).
-async fn verifier(config: &Config) -> anyhow::Result<(Verifier, Option<String>)> {
+pub(crate) async fn verifier(config: &Config) -> anyhow::Result<(Verifier, Option<String>)> {
     let t = &config.tokens;
     let mut keys = Vec::new();
     for secret in &t.jwt_secrets {

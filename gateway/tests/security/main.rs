@@ -9,6 +9,7 @@ mod keys;
 mod nats;
 mod proxies;
 mod tls;
+mod token;
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
