@@ -7,6 +7,9 @@
 //! - [`websocket`]: the gateway's own WebSocket layer: the upgrade, a frame
 //!   reader and writer, the socket that drives both with the heartbeat
 //!   clocks, and the conformance echo.
+//! - [`sse`]: the same protocol as server-sent events with ops POSTed to any
+//!   gateway, for clients whose network breaks WebSockets; [`transport`] is
+//!   the seam the session drives either through.
 //! - [`session`]: one client connection: authentication, then one module
 //!   per op family in [`session::ops`].
 //! - [`delivery`]: how events reach connections: the bounded outbox of each,
@@ -24,6 +27,8 @@ pub mod hooks;
 pub mod metrics;
 pub mod node;
 pub mod session;
+pub mod sse;
+pub mod transport;
 pub mod websocket;
 
 /// The generated `GatewayAdmin` gRPC service (server and client) over `proto`'s messages.

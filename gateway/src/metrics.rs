@@ -16,8 +16,14 @@ pub fn describe(standalone: bool) {
         describe_gauge!("switchboard_gateway_ring_size", "Routers in this gateway's ring.");
         metrics::gauge!("switchboard_gateway_ring_size").set(0.0);
     }
-    describe_gauge!("switchboard_gateway_connections", "Authenticated WebSocket connections.");
+    describe_gauge!("switchboard_gateway_connections", "Authenticated connections (WebSocket and SSE).");
     describe_counter!("switchboard_gateway_connections_accepted_total", "Connections authenticated and greeted.");
+    describe_gauge!("switchboard_gateway_sse_connections", "Authenticated SSE connections (among the connections).");
+    metrics::gauge!("switchboard_gateway_sse_connections").set(0.0);
+    describe_counter!(
+        "switchboard_gateway_sse_posts_total",
+        "POST /sse/<conn> requests, by outcome (taken, forwarded, wrong_secret, unknown, full, bad_request, unavailable)."
+    );
     describe_counter!(
         "switchboard_gateway_connections_rejected_total",
         "Handshakes or connections refused, by reason."
@@ -126,6 +132,15 @@ pub fn disconnected(code: u16) {
 }
 
 /// Authenticated connections now.
+pub fn sse_connections(n: usize) {
+    metrics::gauge!("switchboard_gateway_sse_connections").set(n as f64);
+}
+
+/// A POST to an SSE connection, by outcome.
+pub fn sse_post(outcome: &'static str) {
+    metrics::counter!("switchboard_gateway_sse_posts_total", "outcome" => outcome).increment(1);
+}
+
 pub fn connections(n: usize) {
     metrics::gauge!("switchboard_gateway_connections").set(n as f64);
 }

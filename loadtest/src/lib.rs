@@ -17,6 +17,7 @@ pub mod progress;
 pub mod report;
 pub mod scan;
 pub mod scenario;
+pub mod sse;
 pub mod stats;
 pub mod token;
 pub mod workers;

@@ -31,6 +31,7 @@ pub const GATEWAY: Permissions = Permissions {
         "sb.router.*",         // requests to a room's owner
         "sb.gateway.*.direct", // direct messages, to the gateways that hold the user
         "sb.gateways.direct",  // … and to every gateway while presence cannot say
+        "sb.gateway.*.sse",    // SSE ops POSTed here, for the gateway holding the stream
         INBOX,
     ],
     subscribe: &[
@@ -41,6 +42,7 @@ pub const GATEWAY: Permissions = Permissions {
         "sb.gateway.*",  // the server API's orders to it
         "sb.gateway.*.direct",
         "sb.gateways.direct",
+        "sb.gateway.*.sse",
         INBOX,
     ],
 };

@@ -58,6 +58,13 @@ pub fn gateway_direct(id: &str) -> String {
     format!("sb.gateway.{id}.direct")
 }
 
+/// Ops an SSE client POSTed to another gateway, for the one holding its
+/// stream: `sb.gateway.<id>.sse`.
+pub fn gateway_sse(id: &str) -> String {
+    debug_assert!(valid_node_id(id));
+    format!("sb.gateway.{id}.sse")
+}
+
 /// Direct messages asked of every gateway, while presence cannot say where
 /// a user is connected.
 pub const GATEWAYS_DIRECT: &str = "sb.gateways.direct";

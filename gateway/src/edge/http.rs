@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::Full;
+use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -25,12 +25,16 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
+use crate::delivery::outbox::Outbox;
 use crate::edge::admission::{Refusal, Ticket};
 use crate::edge::client_ip::Proxies;
 use crate::edge::demo::Demo;
 use crate::edge::proxy_protocol;
 use crate::node::hub::Hub;
+use crate::sse::endpoint::Body;
+use crate::transport::Transport;
 use crate::websocket::handshake::{self, Upgrade};
+use crate::websocket::socket::{Socket, SocketConfig};
 
 /// Request head buffer: headers larger than this are refused.
 const MAX_HEAD_BYTES: usize = 16 * 1024;
@@ -91,8 +95,8 @@ async fn connection(edge: Arc<Edge>, stream: TcpStream, peer: SocketAddr, ticket
     let (slot, held) = (upgrade.clone(), ticket.clone());
     let service_edge = edge.clone();
     let service = hyper::service::service_fn(move |req| {
-        let response = route(&service_edge, peer, req, refused, &held, &slot);
-        async move { Ok::<_, Infallible>(response) }
+        let (edge, held, slot) = (service_edge.clone(), held.clone(), slot.clone());
+        async move { Ok::<_, Infallible>(route(&edge, peer, req, refused, &held, &slot).await) }
     });
     // Boxed in their own statements: the task keeps neither hyper's nor the
     // session's state inline once it has moved on.
@@ -109,7 +113,9 @@ async fn connection(edge: Arc<Edge>, stream: TcpStream, peer: SocketAddr, ticket
     let Some(upgrade) = next else { return };
     let socket = Box::pin(upgrade.into_socket());
     let Some((stream, prefix, accepted)) = socket.await else { return };
-    let session = Box::pin(crate::session::run(hub, stream, prefix, accepted));
+    let outbox = Arc::new(Outbox::new(hub.limits.queue_bytes));
+    let socket = Socket::new(stream, prefix, outbox.clone(), SocketConfig::new(&hub.limits, accepted.encoding));
+    let session = Box::pin(crate::session::run(hub, Transport::WebSocket(socket), outbox, accepted));
     session.await
 }
 
@@ -131,35 +137,44 @@ async fn open(edge: &Edge, mut stream: TcpStream, peer: SocketAddr) -> Option<(S
     Some((stream, client))
 }
 
-fn route(
+async fn route(
     edge: &Edge,
     peer: SocketAddr,
     req: Request<Incoming>,
     refused: Option<Refusal>,
     ticket: &Mutex<Ticket>,
     upgrade: &Mutex<Option<Upgrade>>,
-) -> Response<Full<Bytes>> {
-    if req.uri().path() == "/ws" {
+) -> Response<Body> {
+    let path = req.uri().path();
+    if path == "/ws" || path == "/sse" {
         // From here on the client is who the trusted proxy says.
         let client = edge.proxies.client(peer, req.headers());
         let refused = refused.or_else(|| ticket.lock().unwrap().bind(client.ip()).err().inspect(|r| r.count()));
+        if path == "/sse" {
+            return crate::sse::endpoint::open(&edge.hub, client, req, refused).await;
+        }
         let (response, accepted) = handshake::upgrade(&edge.hub, client, req, refused);
         *upgrade.lock().unwrap() = accepted;
-        return response;
+        return response.map(BodyExt::boxed);
+    }
+    if let Some(conn) = path.strip_prefix("/sse/") {
+        let conn = conn.to_owned();
+        return crate::sse::endpoint::post(&edge.hub, &conn, req).await;
     }
     if refused.is_some() {
         return Response::builder()
             .status(StatusCode::SERVICE_UNAVAILABLE)
             .header("content-type", "text/plain")
             .header("retry-after", "1")
-            .body(Full::new(Bytes::from_static(b"try again later\n")))
+            .body(Full::new(Bytes::from_static(b"try again later\n")).boxed())
             .expect("static response parts are valid");
     }
-    edge.demo.respond(&req).unwrap_or_else(|| {
+    let response = edge.demo.respond(&req).unwrap_or_else(|| {
         Response::builder()
             .status(StatusCode::NOT_FOUND)
             .header("content-type", "text/plain")
             .body(Full::new(Bytes::from_static(b"not found\n")))
             .expect("static response parts are valid")
-    })
+    });
+    response.map(BodyExt::boxed)
 }

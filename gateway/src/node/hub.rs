@@ -49,6 +49,8 @@ pub struct Hub {
     /// the Switchboard protocol (see [`crate::websocket::echo`]).
     pub conformance_echo: bool,
     pub admission: Arc<Admission>,
+    /// The SSE connections held here, for POSTs and resumes.
+    pub sse: Arc<crate::sse::registry::Registry>,
     /// Live connections, for drain and admin disconnects.
     conns: Mutex<HashMap<Arc<str>, Conn>>,
     /// Set on SIGTERM: no new connections.
@@ -86,6 +88,7 @@ impl Hub {
             direct: Directs::default(),
             watches: Topics::new(p.bus.clone()),
             admission: Admission::new(&p.limits),
+            sse: Arc::default(),
             id: p.id,
             limits: p.limits,
             bus: p.bus,

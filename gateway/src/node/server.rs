@@ -75,6 +75,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     });
     crate::node::orders::spawn(hub.clone()).await.context("orders subject")?;
     crate::delivery::direct::spawn(hub.clone()).await.context("direct message subjects")?;
+    crate::sse::forward::spawn(hub.clone()).await.context("SSE forwarding subject")?;
     let api = match &backends.node {
         Some(node) => Some(Arc::new(
             router::api::Api::new(

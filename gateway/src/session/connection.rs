@@ -1,22 +1,20 @@
-//! A connection's life: the socket beside the session, from the upgraded
-//! stream to the last byte.
+//! A connection's life: the transport (a WebSocket, or an SSE stream)
+//! beside the session, from the first byte to the last.
 //!
 //! The connection authenticates (a token in the upgrade, or an `auth` frame
 //! within the auth timeout) and is admitted, registers, then reads and
 //! answers requests one at a time, which keeps one publisher's messages in
-//! order. While the session handles a request the socket keeps writing and
-//! its clocks running ([`Socket::tend`]). Every way out closes with the
+//! order. While the session handles a request the transport keeps writing and
+//! its clocks running ([`Transport::tend`]). Every way out closes with the
 //! design's close code and undoes what the connection held.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use bytes::Bytes;
 use proto::client::{
     close::{self, Close},
-    ErrorCode, Event, Request, RequestId,
+    Encoding, ErrorCode, Event, Request, RequestId, SseHello,
 };
-use shell::tls::Stream;
 
 use super::auth::{AuthError, Claims};
 use super::grants::Grants;
@@ -27,55 +25,41 @@ use crate::hooks::connect::{Presented, Renewal};
 
 /// How soon a refresh hook that did not answer is asked again.
 const RENEW_RETRY: std::time::Duration = std::time::Duration::from_secs(5);
+use crate::delivery::outbox::Outbox;
 use crate::node::hub::{Conn, Hub};
+use crate::transport::Transport;
 use crate::websocket::reader::{Incoming, ReadError};
-use crate::websocket::socket::{Socket, SocketConfig};
 
 /// Runs a connection to the end. The session is moved into the future once
 /// and lived through a reference: an `async fn` taking it by value would
 /// hold a second copy of it (its argument and its binding).
 pub fn run(
     hub: Arc<Hub>,
-    stream: Stream,
-    prefix: Bytes,
+    transport: Transport,
+    outbox: Arc<Outbox>,
     accepted: Accepted,
 ) -> impl std::future::Future<Output = ()> + Send {
-    let mut connection = Connection::new(hub, stream, prefix, accepted);
+    let mut connection = Connection::new(hub, transport, outbox, accepted);
     async move { connection.live().await }
 }
 
-/// A client connection: its socket, and the session the ops act on. Kept
-/// apart so the socket can keep writing while the session handles a request.
+/// A client connection: its transport, and the session the ops act on. Kept
+/// apart so the transport can keep writing while the session handles a request.
 struct Connection {
-    socket: Socket,
+    transport: Transport,
     session: Session,
     /// What the handshake decided, until used.
     accepted: Option<Accepted>,
-    /// The token expiry the socket's clock was last given.
+    /// The token expiry the transport's clock was last given.
     exp: i64,
     /// What the connect hook was shown, to renew through the refresh hook.
     renewal: Option<Box<Presented>>,
 }
 
 impl Connection {
-    fn new(hub: Arc<Hub>, stream: Stream, prefix: Bytes, accepted: Accepted) -> Self {
-        let outbox = Arc::new(crate::delivery::outbox::Outbox::new(hub.limits.queue_bytes));
-        let config = SocketConfig {
-            binary: accepted.encoding.is_binary(),
-            max_message: hub.limits.max_message_bytes,
-            heartbeat: hub.limits.heartbeat,
-            pong_timeout: hub.limits.pong_timeout,
-            write_timeout: hub.limits.write_timeout,
-            write_delay: hub.limits.write_delay,
-        };
-        let session = Session::new(hub, outbox.clone(), &accepted);
-        Self {
-            socket: Socket::new(stream, prefix, outbox, config),
-            session,
-            accepted: Some(accepted),
-            exp: 0,
-            renewal: None,
-        }
+    fn new(hub: Arc<Hub>, transport: Transport, outbox: Arc<Outbox>, accepted: Accepted) -> Self {
+        let session = Session::new(hub, outbox, &accepted);
+        Self { transport, session, accepted: Some(accepted), exp: 0, renewal: None }
     }
 
     /// The whole connection: authenticate, serve, clean up, close. Each step
@@ -86,8 +70,8 @@ impl Connection {
         let accepted = self.accepted.take().expect("set by new");
         if let Some(refuse) = accepted.refuse {
             self.session.outbox.close(refuse);
-        } else if self.session.hub.conformance_echo {
-            let echo = Box::pin(crate::websocket::echo::serve(&mut self.socket, &self.session.outbox));
+        } else if let (true, Transport::WebSocket(socket)) = (self.session.hub.conformance_echo, &mut self.transport) {
+            let echo = Box::pin(crate::websocket::echo::serve(socket, &self.session.outbox));
             echo.await;
         } else {
             let auth = Box::pin(self.authenticate(accepted.token, accepted.hook, accepted.peer));
@@ -102,7 +86,7 @@ impl Connection {
                 close.await;
             }
         }
-        let finish = Box::pin(self.socket.finish(Close::BYE));
+        let finish = Box::pin(self.transport.finish(Close::BYE));
         let code = finish.await;
         crate::metrics::disconnected(code);
     }
@@ -163,9 +147,9 @@ impl Connection {
             };
         }
         let deadline = tokio::time::Instant::now() + self.session.hub.limits.auth_timeout;
-        self.socket.clocks.end_at(deadline, Close::AUTH_TIMEOUT);
+        self.transport.clocks().end_at(deadline, Close::AUTH_TIMEOUT);
         loop {
-            let msg = match self.socket.next().await {
+            let msg = match self.transport.next().await {
                 Ok(Incoming::Ping(p)) => {
                     // Rate-limited as after auth: a ping flood while the auth
                     // frame is awaited ends in 4002 too.
@@ -234,26 +218,26 @@ impl Connection {
         self.session.exp = claims.exp;
         self.sync_expiry();
         crate::metrics::accepted();
-        self.session.send(Event::Hello {
-            conn: &self.session.conn,
-            user: &self.session.user,
-            gateway: &hub.id,
-            heartbeat_ms: hub.limits.heartbeat.as_millis() as u32,
+        let (conn, user) = (&self.session.conn, &self.session.user);
+        let secret = self.transport.opened(conn, user, |post_secret| {
+            hello(&self.session, Some(SseHello { post_secret, resumed: true })).encode(Encoding::Json)
         });
+        let sse = secret.as_deref().map(|post_secret| SseHello { post_secret, resumed: false });
+        self.session.send(hello(&self.session, sse));
         // Direct messages that waited for this user follow the hello.
         let user = self.session.user.clone();
         tokio::spawn(async move { crate::delivery::direct::hand_over(&hub, &user, Some(listener)).await });
     }
 
-    /// Moves the socket's expiry clock to the session's token expiry (and,
+    /// Moves the transport's expiry clock to the session's token expiry (and,
     /// for a hook-authenticated connection, its renewal before that).
     fn sync_expiry(&mut self) {
         if self.exp != self.session.exp {
             self.exp = self.session.exp;
             let now = tokio::time::Instant::now();
-            self.socket.clocks.expire_at(self.exp, now);
+            self.transport.clocks().expire_at(self.exp, now);
             if self.renewal.is_some() {
-                self.socket.clocks.renew_at(Some(crate::hooks::connect::renew_at(self.exp, proto::now_ms(), now)));
+                self.transport.clocks().renew_at(Some(crate::hooks::connect::renew_at(self.exp, proto::now_ms(), now)));
             }
         }
     }
@@ -263,7 +247,7 @@ impl Connection {
         let (Some(presented), Some(hooks)) = (self.renewal.clone(), self.session.hub.hooks.clone()) else { return };
         let (user, conn) = (self.session.user.clone(), self.session.conn.clone());
         let call = crate::hooks::connect::refresh(&hooks, &presented, &user, &conn);
-        match self.socket.tend(call).await {
+        match self.transport.tend(call).await {
             Ok(claims) => {
                 self.session.exp = claims.exp;
                 self.sync_expiry();
@@ -271,7 +255,7 @@ impl Connection {
             Err(Renewal::Refused) => self.session.outbox.close(Close::new(close::TOKEN_EXPIRED, "refresh refused")),
             // The old expiry still stands; ask again in a while.
             Err(Renewal::Unavailable) => {
-                self.socket.clocks.renew_at(Some(tokio::time::Instant::now() + RENEW_RETRY));
+                self.transport.clocks().renew_at(Some(tokio::time::Instant::now() + RENEW_RETRY));
             }
         }
     }
@@ -280,7 +264,7 @@ impl Connection {
     /// answer may wait, but writes and clocks never do.
     async fn serve(&mut self) {
         loop {
-            match self.socket.next().await {
+            match self.transport.next().await {
                 // The client vanished, or our close went out.
                 Err(ReadError::Closed) => self.session.outbox.close(Close::GONE),
                 Err(ReadError::Protocol(c)) => {
@@ -297,7 +281,7 @@ impl Connection {
                 }
                 Ok(Incoming::Orders) => {
                     let orders = self.session.outbox.take_orders();
-                    let obey = Box::pin(self.socket.tend(self.session.obey(orders)));
+                    let obey = Box::pin(self.transport.tend(self.session.obey(orders)));
                     obey.await;
                 }
                 Ok(Incoming::Ping(payload)) => {
@@ -309,7 +293,7 @@ impl Connection {
                     Err(c) => self.session.outbox.close(c),
                     // Boxed: allocated only while a request is handled.
                     Ok(Some(decoded)) => {
-                        let handle = Box::pin(self.socket.tend(self.session.on_request(decoded)));
+                        let handle = Box::pin(self.transport.tend(self.session.on_request(decoded)));
                         handle.await;
                         self.sync_expiry();
                     }
@@ -321,6 +305,12 @@ impl Connection {
             }
         }
     }
+}
+
+/// The first event of a connection (`sse`: on an SSE stream).
+fn hello<'a>(s: &'a Session, sse: Option<SseHello<'a>>) -> Event<'a> {
+    let heartbeat_ms = s.hub.limits.heartbeat.as_millis() as u32;
+    Event::Hello { conn: &s.conn, user: &s.user, gateway: &s.hub.id, heartbeat_ms, sse }
 }
 
 fn reject_token(s: &Session, e: &AuthError, peer: SocketAddr) {

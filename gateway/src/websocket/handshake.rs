@@ -142,7 +142,7 @@ fn negotiate<B>(req: &Request<B>) -> Option<Encoding> {
 }
 
 /// Whether `origin` passes the allow-list (empty list: anything passes).
-fn origin_allowed(allowed: &[String], origin: Option<&HeaderValue>) -> bool {
+pub(crate) fn origin_allowed(allowed: &[String], origin: Option<&HeaderValue>) -> bool {
     if allowed.is_empty() {
         return true;
     }

@@ -66,6 +66,20 @@ enum Wake {
     Alarm,
 }
 
+impl SocketConfig {
+    /// The gateway's limits, for a connection speaking `encoding`.
+    pub fn new(limits: &crate::config::Limits, encoding: proto::client::Encoding) -> Self {
+        Self {
+            binary: encoding.is_binary(),
+            max_message: limits.max_message_bytes,
+            heartbeat: limits.heartbeat,
+            pong_timeout: limits.pong_timeout,
+            write_timeout: limits.write_timeout,
+            write_delay: limits.write_delay,
+        }
+    }
+}
+
 impl Socket {
     /// `prefix` holds bytes read past the HTTP upgrade.
     pub fn new(stream: Stream, prefix: Bytes, outbox: Arc<Outbox>, config: SocketConfig) -> Self {

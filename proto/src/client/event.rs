@@ -8,11 +8,21 @@ use super::{Encoding, ErrorCode, RequestId};
 use crate::pb;
 use crate::pb::server_frame::Kind;
 
+/// What an SSE stream's `hello` adds.
+#[derive(Debug, Clone, Copy)]
+pub struct SseHello<'a> {
+    /// The Bearer secret for `POST /sse/<conn>`.
+    pub post_secret: &'a str,
+    /// The stream took up the connection it had (`Last-Event-ID`).
+    pub resumed: bool,
+}
+
 /// One server → client frame.
 #[derive(Debug, Clone)]
 pub enum Event<'a> {
-    /// First frame after authentication.
-    Hello { conn: &'a str, user: &'a str, gateway: &'a str, heartbeat_ms: u32 },
+    /// First frame after authentication. `sse`: on an SSE stream, the
+    /// secret its POSTs present and whether it resumed a connection.
+    Hello { conn: &'a str, user: &'a str, gateway: &'a str, heartbeat_ms: u32, sse: Option<SseHello<'a>> },
     /// A message in a joined room.
     Message { room: &'a str, seq: u64, epoch: &'a str, from: &'a str, data: &'a [u8], ts: i64 },
     /// A user joined a room (their first connection in it); `count`: the
@@ -82,10 +92,13 @@ impl Event<'_> {
 
     fn to_json(&self) -> Bytes {
         match *self {
-            Event::Hello { conn, user, gateway, heartbeat_ms } => {
+            Event::Hello { conn, user, gateway, heartbeat_ms, sse } => {
                 let mut o = Obj::typed("hello");
                 o.str("conn", conn).str("user", user).str("gateway", gateway);
                 o.num("heartbeat_ms", heartbeat_ms);
+                if let Some(sse) = sse {
+                    o.str("post_secret", sse.post_secret).bool("resumed", sse.resumed);
+                }
                 o.bytes()
             }
             Event::Message { room, seq, epoch, from, data, ts } => {
@@ -193,7 +206,7 @@ impl Event<'_> {
 
     fn to_proto(&self) -> pb::ServerFrame {
         let kind = match *self {
-            Event::Hello { conn, user, gateway, heartbeat_ms } => {
+            Event::Hello { conn, user, gateway, heartbeat_ms, sse: _ } => {
                 Kind::Hello(pb::Hello { conn: conn.into(), user: user.into(), gateway: gateway.into(), heartbeat_ms })
             }
             Event::Message { room, seq, epoch, from, data, ts } => Kind::Message(pb::RoomMessage {

@@ -12,7 +12,7 @@ mod json;
 mod op;
 
 pub use error::ErrorCode;
-pub use event::{status_or_online, Event, ReplyBody};
+pub use event::{status_or_online, Event, ReplyBody, SseHello};
 pub use op::{DecodeError, Op, Request, RequestId, MAX_IDEMPOTENCY_KEY, MAX_USERS_PER_REQUEST};
 
 /// Largest `data` of a message (room or direct), from a client or a backend:
