@@ -20,6 +20,11 @@ pub fn describe(standalone: bool) {
     describe_counter!("switchboard_gateway_connections_accepted_total", "Connections authenticated and greeted.");
     describe_gauge!("switchboard_gateway_sse_connections", "Authenticated SSE connections (among the connections).");
     metrics::gauge!("switchboard_gateway_sse_connections").set(0.0);
+    describe_gauge!(
+        "switchboard_gateway_sse_replay_bytes",
+        "Bytes of written SSE events kept for resumes (at most 64 KiB per SSE connection)."
+    );
+    metrics::gauge!("switchboard_gateway_sse_replay_bytes").set(0.0);
     describe_counter!(
         "switchboard_gateway_sse_posts_total",
         "POST /sse/<conn> requests, by outcome (taken, forwarded, wrong_secret, unknown, full, bad_request, unavailable)."
@@ -134,6 +139,11 @@ pub fn disconnected(code: u16) {
 /// Authenticated connections now.
 pub fn sse_connections(n: usize) {
     metrics::gauge!("switchboard_gateway_sse_connections").set(n as f64);
+}
+
+/// The SSE replay rings grew (or shrank) by `delta` bytes.
+pub fn sse_replay_bytes(delta: f64) {
+    metrics::gauge!("switchboard_gateway_sse_replay_bytes").increment(delta);
 }
 
 /// A POST to an SSE connection, by outcome.

@@ -32,6 +32,12 @@ use crate::websocket::reader::{Incoming, ReadError};
 /// Ops waiting for the session, per connection.
 pub const OPS_QUEUE: usize = 64;
 
+/// Written events kept for a resume, per connection, in bytes. A resume
+/// needs only what was in flight when the response broke (events are not
+/// taken from the outbox while detached); one from further back gets a new
+/// connection, which recovers from the rooms' history instead.
+pub const REPLAY_BYTES: usize = 64 << 10;
+
 /// A response body to write to, and what its client has already seen.
 pub struct Attach {
     pub body: mpsc::Sender<Bytes>,
@@ -104,7 +110,7 @@ impl SseStream {
             last_id: 0,
             replay: VecDeque::new(),
             replay_bytes: 0,
-            replay_limit: limits.queue_bytes,
+            replay_limit: REPLAY_BYTES.min(limits.queue_bytes),
             resumed_hello: Bytes::new(),
             held: None,
             done: false,
@@ -225,12 +231,14 @@ impl SseStream {
             let start = out.len();
             event(&mut out, Some((&self.id_prefix, self.last_id)), None, &data);
             let written = Bytes::copy_from_slice(&out[start..]);
+            let before = self.replay_bytes;
             self.replay_bytes += written.len();
             self.replay.push_back((self.last_id, written));
             while self.replay_bytes > self.replay_limit {
                 let Some((_, old)) = self.replay.pop_front() else { break };
                 self.replay_bytes -= old.len();
             }
+            crate::metrics::sse_replay_bytes(self.replay_bytes as f64 - before as f64);
         }
         if let Some(close) = batch.closing {
             let data = format!(r#"{{"code":{},"reason":"{}"}}"#, close.code, close.reason);
@@ -275,6 +283,12 @@ impl SseStream {
         }
         self.body = None;
         self.outbox.closing().map_or(proto::client::close::ABNORMAL, |c| c.code)
+    }
+}
+
+impl Drop for SseStream {
+    fn drop(&mut self) {
+        crate::metrics::sse_replay_bytes(-(self.replay_bytes as f64));
     }
 }
 
