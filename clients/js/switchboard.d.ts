@@ -31,6 +31,20 @@ export interface ConnectOptions {
   getToken?: () => string | Promise<string>;
   /** The WebSocket implementation; default `globalThis.WebSocket` (pass one on Node.js before 22). */
   WebSocket?: WebSocketConstructor;
+  /**
+   * `auto` (default): a WebSocket, and server-sent events when a WebSocket cannot be opened or closes
+   * before its first `hello` (or when there is no WebSocket); `websocket` or `sse` to choose.
+   * Over SSE the token goes in the stream's URL and requests are POSTed.
+   */
+  transport?: 'auto' | 'websocket' | 'sse';
+  /** The EventSource implementation for SSE; default `globalThis.EventSource`. */
+  EventSource?: new (url: string) => {
+    onopen: ((ev: any) => void) | null;
+    onmessage: ((ev: { data: string }) => void) | null;
+    onerror: ((ev: any) => void) | null;
+    addEventListener(type: string, listener: (ev: { data: string }) => void): void;
+    close(): void;
+  };
   /** Milliseconds a request may wait for its reply, counted from the call (queue time included). Default 10000. */
   timeout?: number;
   /** Milliseconds to open the socket and receive `hello`. Default 10000. */
@@ -175,6 +189,8 @@ export interface ConnectedEvent {
   gateway: string;
   /** False for the first connection of this client. */
   reconnected: boolean;
+  /** What this connection speaks. */
+  transport: 'websocket' | 'sse';
 }
 
 export interface Events {
@@ -200,6 +216,8 @@ export class SwitchboardError extends Error {
 
 export class Client {
   readonly state: State;
+  /** `websocket`, or `sse` once the client speaks server-sent events. */
+  readonly transport: 'websocket' | 'sse';
   /** The user id, once connected. */
   readonly user: string | null;
   readonly connection: { conn: string; user: string; gateway: string; heartbeat_ms: number } | null;

@@ -1,6 +1,6 @@
 // Switchboard client for browsers and Node.js: one ES module, no dependencies.
 //
-// A client keeps one WebSocket to a gateway and hides its loss: it reconnects
+// A client keeps one connection to a gateway and hides its loss: it reconnects
 // with exponential backoff and full jitter, rejoins every room with `since` set
 // to the last message it delivered (so the application sees each message once
 // and in order, or an `onResync` when the room's history no longer reaches
@@ -8,7 +8,10 @@
 // disconnected in a bounded queue. Close codes follow the protocol: below 4500
 // means "reconnect", 4500 and above means "not with these credentials", so the
 // client stops, except that on 4501 (token expired) it asks `getToken` for a
-// new token once. The protocol itself is described in docs/protocol.md.
+// new token once. Where WebSockets cannot get through (a proxy that breaks
+// them, no WebSocket at all), it falls back to server-sent events with the
+// same API: the events come from `GET /sse`, requests go by POST. The
+// protocol itself is described in docs/protocol.md.
 
 /** The subprotocol this client speaks. */
 export const PROTOCOL = 'switchboard.v1.json';
@@ -26,6 +29,7 @@ export class SwitchboardError extends Error {
 }
 
 const DEFAULTS = {
+  transport: 'auto',
   timeout: 10_000,
   connectTimeout: 10_000,
   maxQueue: 100,
@@ -80,6 +84,8 @@ export class Client {
   #url;
   #opts;
   #WebSocket;
+  #EventSource;
+  #sse = false; // speaking SSE (chosen, or fallen back to)
   #token;
   #ws = null;
   #state = 'connecting';
@@ -105,11 +111,20 @@ export class Client {
       throw new TypeError('switchboard: pass {token} or {getToken} (or a URL with ?token=)');
     }
     this.#WebSocket = options.WebSocket ?? globalThis.WebSocket;
-    if (typeof this.#WebSocket !== 'function') {
+    this.#EventSource = options.EventSource ?? globalThis.EventSource;
+    const transport = options.transport ?? DEFAULTS.transport;
+    if (!['auto', 'websocket', 'sse'].includes(transport)) {
+      throw new TypeError(`switchboard: transport is 'auto', 'websocket' or 'sse', not ${JSON.stringify(transport)}`);
+    }
+    const ws = typeof this.#WebSocket === 'function';
+    const sse = typeof this.#EventSource === 'function' && typeof globalThis.fetch === 'function';
+    if (transport === 'sse' && !sse) throw new TypeError('switchboard: transport "sse" needs EventSource and fetch');
+    if (!ws && !(transport === 'auto' && sse)) {
       throw new TypeError(
         'switchboard: no WebSocket implementation; on Node.js before 22 pass {WebSocket} (for example from the "ws" package)',
       );
     }
+    this.#sse = transport === 'sse' || !ws;
     this.#url = resolveUrl(url);
     this.#opts = { ...DEFAULTS, ...options };
     this.#token = options.token ?? null;
@@ -127,6 +142,11 @@ export class Client {
   /** `connecting`, `connected`, `reconnecting` or `disconnected` (final). */
   get state() {
     return this.#state;
+  }
+
+  /** `websocket`, or `sse` once the client speaks server-sent events. */
+  get transport() {
+    return this.#sse ? 'sse' : 'websocket';
   }
 
   /** The user id from the gateway's `hello`, once connected. */
@@ -429,9 +449,16 @@ export class Client {
       if (this.#renewed === 'fetch') this.#renewed = true;
     }
     let ws;
+    const sse = this.#sse;
     try {
-      ws = new this.#WebSocket(this.#url, PROTOCOL);
+      ws = sse ? new SseSocket(this.#url, token, this.#EventSource) : new this.#WebSocket(this.#url, PROTOCOL);
     } catch (e) {
+      if (!sse && this.#canFallBack()) {
+        // Cannot even open one (blocked, or no WebSocket here): use SSE.
+        this.#sse = true;
+        queueMicrotask(() => this.#open());
+        return;
+      }
       // A malformed URL: retrying cannot help.
       this.#emit('error', asError(e, 'cannot open WebSocket'));
       this.#stop(1006, String(e?.message ?? e));
@@ -441,8 +468,9 @@ export class Client {
     this.#timers.connect = setTimeout(() => this.#drop(1006, 'connect timeout'), this.#opts.connectTimeout);
     ws.onopen = () => {
       if (ws !== this.#ws) return;
-      // The auth frame keeps the token out of URLs and access logs.
-      if (token) ws.send(JSON.stringify({ op: 'auth', token }));
+      // The auth frame keeps the token out of URLs and access logs (an
+      // event stream carries its token in the URL: it cannot send first).
+      if (token && !sse) ws.send(JSON.stringify({ op: 'auth', token }));
     };
     ws.onmessage = (ev) => {
       if (ws === this.#ws) this.#onFrame(ev.data);
@@ -451,6 +479,11 @@ export class Client {
       if (ws === this.#ws) this.#onClose(ev.code, ev.reason);
     };
     ws.onerror = () => {}; // a close event follows, with the code
+  }
+
+  /** In `auto` mode, a WebSocket that never reached a `hello` gives way to SSE. */
+  #canFallBack() {
+    return this.#opts.transport === 'auto' && !this.#everConnected && typeof this.#EventSource === 'function';
   }
 
   #openNow() {
@@ -500,6 +533,9 @@ export class Client {
     }
     this.#queue = [...again, ...this.#queue];
 
+    // A WebSocket that closed before any hello ever came, not on purpose:
+    // something between here and the gateway breaks WebSockets.
+    if (!wasConnected && !this.#sse && code < 4000 && code !== 1008 && this.#canFallBack()) this.#sse = true;
     if ((code >= 4500 && code <= 4999) || code === 1008) {
       if (code === 4501 && this.#opts.getToken && this.#renewed !== true) {
         // Expired: one more try with a fresh token; a second 4501 in a row means
@@ -580,7 +616,7 @@ export class Client {
 
   #connectedInfo(reconnected) {
     const h = this.#hello ?? {};
-    return { user: h.user, conn: h.conn, gateway: h.gateway, reconnected };
+    return { user: h.user, conn: h.conn, gateway: h.gateway, reconnected, transport: this.transport };
   }
 
   /** Browsers hide ping frames, so idle connections are probed with the `ping` op. */
@@ -1002,6 +1038,106 @@ function newRoom(handlers) {
 function expiresSoon(token) {
   const exp = decodeToken(token)?.exp;
   return typeof exp === 'number' && exp * 1000 < Date.now() + 5000;
+}
+
+/** How many ops one POST carries at most (the gateway's bound). */
+const SSE_POST_OPS = 64;
+
+/**
+ * A WebSocket look-alike over server-sent events, for the client above: the
+ * events of `GET /sse?token=…` arrive as messages; each frame sent is POSTed
+ * to `/sse/<conn>` with the `post_secret` of the stream's hello, in order,
+ * one POST at a time carrying whatever queued meanwhile. A lost stream is a
+ * close (1006): the client reconnects and rejoins as after any drop, rather
+ * than letting EventSource reconnect by itself.
+ */
+class SseSocket {
+  readyState = 0;
+  onopen = null;
+  onmessage = null;
+  onclose = null;
+  onerror = null;
+  #es;
+  #base;
+  #post = null; // `/sse/<conn>` URL and secret, from the hello
+  #out = [];
+  #posting = false;
+
+  constructor(url, token, EventSourceImpl) {
+    const u = new URL(url);
+    u.protocol = u.protocol === 'wss:' ? 'https:' : 'http:';
+    u.pathname = u.pathname.replace(/\/ws$/, '/sse');
+    if (token) u.searchParams.set('token', token);
+    this.#base = u.origin + u.pathname;
+    this.#es = new EventSourceImpl(u.toString());
+    this.#es.onopen = () => {
+      if (this.readyState !== 0) return;
+      this.readyState = 1;
+      this.onopen?.();
+    };
+    this.#es.onmessage = (ev) => {
+      if (this.readyState === 3) return;
+      if (!this.#post && ev.data.includes('"hello"')) {
+        const hello = JSON.parse(ev.data);
+        if (hello.type === 'hello') this.#post = { url: `${this.#base}/${encodeURIComponent(hello.conn)}`, secret: hello.post_secret };
+      }
+      this.onmessage?.({ data: ev.data });
+      this.#flush();
+    };
+    this.#es.addEventListener('close', (ev) => {
+      let close = {};
+      try {
+        close = JSON.parse(ev.data);
+      } catch {
+        // a malformed close still closes
+      }
+      this.#end(close.code ?? 1006, close.reason ?? '');
+    });
+    this.#es.onerror = () => this.#end(1006, 'event stream lost');
+  }
+
+  send(text) {
+    if (this.readyState !== 1) throw new Error('not open');
+    this.#out.push(text);
+    this.#flush();
+  }
+
+  close() {
+    this.#end(1000, 'closed by the client');
+  }
+
+  async #flush() {
+    if (this.#posting || !this.#post || this.#out.length === 0) return;
+    this.#posting = true;
+    try {
+      while (this.#out.length > 0 && this.readyState === 1) {
+        const batch = this.#out.splice(0, SSE_POST_OPS);
+        const r = await fetch(this.#post.url, {
+          method: 'POST',
+          headers: { authorization: `Bearer ${this.#post.secret}`, 'content-type': 'application/json' },
+          body: `[${batch.join(',')}]`,
+        });
+        if (r.status === 429) {
+          // The connection's queue is full: wait, then send the same again.
+          this.#out.unshift(...batch);
+          await new Promise((resolve) => setTimeout(resolve, 1000));
+        } else if (!r.ok) {
+          return this.#end(1006, `POST answered ${r.status}`);
+        }
+      }
+    } catch {
+      this.#end(1006, 'POST failed');
+    } finally {
+      this.#posting = false;
+    }
+  }
+
+  #end(code, reason) {
+    if (this.readyState === 3) return;
+    this.readyState = 3;
+    this.#es.close();
+    this.onclose?.({ code, reason });
+  }
 }
 
 function hasTokenParam(url) {

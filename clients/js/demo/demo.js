@@ -152,9 +152,10 @@ function start(name, getToken, firstToken) {
   client.on('disconnected', ({ code, reason }) => {
     status('disconnected', `Disconnected: ${reason || 'closed'} (${code}). Reload the page to start again.`);
   });
-  client.on('connected', ({ user, reconnected }) => {
+  client.on('connected', ({ user, reconnected, transport }) => {
+    ui.status.dataset.transport = transport;
     me = user;
-    status('connected', `Connected as ${user}`);
+    status('connected', `Connected as ${user} (${transport === 'sse' ? 'server-sent events' : 'WebSocket'})`);
     if (reconnected) for (const room of rooms.keys()) refreshMembers(room);
   });
   client.on('state', drawOutbox);

@@ -68,6 +68,38 @@ async function open(url) {
   return page;
 }
 
+/** A page in which WebSockets do not exist (as behind a proxy that breaks
+ * them), so the client falls back to server-sent events. */
+async function openWithoutWebSocket(url, { broken = false } = {}) {
+  const context = await browser.newContext({ viewport: { width: 1100, height: 720 } });
+  cleanup.push(() => context.close());
+  if (broken) {
+    // WebSockets exist but every one dies before it opens, as behind a
+    // proxy that drops the upgrade.
+    await context.addInitScript(() => {
+      window.WebSocket = class {
+        constructor() {
+          this.readyState = 0;
+          setTimeout(() => {
+            this.readyState = 3;
+            this.onclose?.({ code: 1006, reason: '' });
+          }, 10);
+        }
+        send() {}
+        close() {}
+      };
+    });
+  } else {
+    await context.addInitScript(() => {
+      delete window.WebSocket;
+    });
+  }
+  const page = await context.newPage();
+  page.on('pageerror', (e) => pageErrors.push(String(e)));
+  await page.goto(url);
+  return page;
+}
+
 /** Picks a name on the demo page and waits until connected. */
 async function pickName(page, name) {
   await page.getByLabel('Your name').fill(name);
@@ -104,6 +136,40 @@ async function expectMessages(page, room, expected) {
 }
 
 describe('the demo page', () => {
+  it('chats over server-sent events when the page has no WebSocket', T, async () => {
+    const gw = await startGateway({ args: [] });
+    cleanup.push(() => gw.stop());
+    const sse = await openWithoutWebSocket(gw.demo);
+    assert.equal(await sse.evaluate(() => typeof window.WebSocket), 'undefined');
+    await pickName(sse, 'sam');
+    assert.equal(await sse.locator('#status').getAttribute('data-transport'), 'sse');
+    await sse.locator('#status', { hasText: 'server-sent events' }).waitFor(WAIT);
+    const ws = await open(gw.demo);
+    await pickName(ws, 'wes');
+    assert.equal(await ws.locator('#status').getAttribute('data-transport'), 'websocket');
+
+    await say(sse, 'over sse');
+    await expectMessages(ws, 'lobby', ['over sse']);
+    await say(ws, 'over ws');
+    await expectMessages(sse, 'lobby', ['over sse', 'over ws']);
+    await sse.locator('#members li[data-user="wes"]').waitFor(WAIT);
+    await sse.locator('#people li.online[data-user="wes"]').waitFor(WAIT);
+    await ws.getByLabel('Message', { exact: true }).pressSequentially('hm', { delay: 20 });
+    await sse.locator('#typing', { hasText: 'wes is typing…' }).waitFor(WAIT);
+    await ws.getByLabel('To', { exact: true }).fill('sam');
+    await ws.getByLabel('Direct message', { exact: true }).fill('psst');
+    await ws.getByRole('button', { name: 'Send privately' }).click();
+    await sse.locator('#directs li', { hasText: 'wes: psst' }).waitFor(WAIT);
+    await sse.screenshot({ path: path.join(artifactsDir(), 'demo-sse.png') });
+
+    // A WebSocket that closes before its hello: the client falls back too.
+    const blocked = await openWithoutWebSocket(gw.demo, { broken: true });
+    await pickName(blocked, 'bea');
+    assert.equal(await blocked.locator('#status').getAttribute('data-transport'), 'sse');
+    await say(blocked, 'through the proxy');
+    await expectMessages(ws, 'lobby', ['over sse', 'over ws', 'through the proxy']);
+  });
+
   it('two pages chat through the demo page served by a standalone gateway', T, async () => {
     const gw = await startGateway({ args: ['--offline-grace', '500ms'] }); // a generated secret: the page mints tokens
     cleanup.push(() => gw.stop());
