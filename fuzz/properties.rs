@@ -102,14 +102,17 @@ pub fn token(data: &[u8]) {
 
 /// Raw client bytes after the upgrade, through the gateway's frame reader.
 /// The first byte picks the message cap (125 B, 1000 B or the default
-/// 64 KiB). The reader must end with an error (a close code, or the end of
-/// the bytes), and every message it hands over must keep its promises: text
-/// is UTF-8, data within the cap, pings within 125 bytes, close codes valid.
+/// 64 KiB), and from 3 on (mod 6) permessage-deflate, so that compressed
+/// messages (RSV1) are inflated. The reader must end with an error (a close
+/// code, or the end of the bytes), and every message it hands over must keep
+/// its promises: text is UTF-8, data within the cap (inflated or not), pings
+/// within 125 bytes, close codes valid.
 pub fn frame_reader(data: &[u8]) {
     const CAPS: [usize; 3] = [125, 1000, 64 * 1024];
-    let Some((&cap, stream)) = data.split_first() else { return };
-    let max = CAPS[cap as usize % CAPS.len()];
-    let mut reader = FrameReader::new(stream, Bytes::new(), max);
+    let Some((&mode, stream)) = data.split_first() else { return };
+    let max = CAPS[mode as usize % CAPS.len()];
+    let deflate = mode % 6 >= 3;
+    let mut reader = FrameReader::new(stream, Bytes::new(), max).with_deflate(deflate);
     let mut cx = Context::from_waker(Waker::noop());
     // Every message consumes at least a 2-byte frame head.
     for _ in 0..=stream.len() / 2 + 1 {

@@ -151,6 +151,11 @@ pub struct Tokens {
 /// Per-connection and per-gateway limits.
 #[derive(clap::Args, Debug, Clone)]
 pub struct Limits {
+    /// Offer permessage-deflate (no context takeover) to JSON WebSocket
+    /// clients that ask; messages under 256 bytes go uncompressed.
+    #[arg(long, env = "SB_COMPRESSION")]
+    pub compression: bool,
+
     /// Largest client message after reassembly, in bytes (close 1009 past it).
     #[arg(long, env = "SB_MAX_MESSAGE_BYTES", default_value_t = 64 * 1024)]
     pub max_message_bytes: usize,

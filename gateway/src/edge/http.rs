@@ -114,7 +114,12 @@ async fn connection(edge: Arc<Edge>, stream: TcpStream, peer: SocketAddr, ticket
     let socket = Box::pin(upgrade.into_socket());
     let Some((stream, prefix, accepted)) = socket.await else { return };
     let outbox = Arc::new(Outbox::new(hub.limits.queue_bytes));
-    let socket = Socket::new(stream, prefix, outbox.clone(), SocketConfig::new(&hub.limits, accepted.encoding));
+    let socket = Socket::new(
+        stream,
+        prefix,
+        outbox.clone(),
+        SocketConfig::new(&hub.limits, accepted.encoding, accepted.deflate),
+    );
     let session = Box::pin(crate::session::run(hub, Transport::WebSocket(socket), outbox, accepted));
     session.await
 }

@@ -50,6 +50,8 @@ pub struct Accepted {
     pub peer: SocketAddr,
     /// No token, but a cookie or a `--hook-headers` header: for the connect hook.
     pub hook: Option<Box<crate::hooks::connect::Presented>>,
+    /// permessage-deflate was negotiated (WebSocket, `--compression`).
+    pub deflate: bool,
 }
 
 /// A client's state as the ops see it; authenticated once `user` is set.

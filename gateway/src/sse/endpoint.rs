@@ -87,7 +87,7 @@ pub async fn open(
         None
     };
     let (body, rx) = mpsc::channel(BODY_CHUNKS);
-    let accepted = Accepted { encoding: Encoding::Json, token, refuse, peer, hook };
+    let accepted = Accepted { encoding: Encoding::Json, token, refuse, peer, hook, deflate: false };
     let outbox = Arc::new(Outbox::new(hub.limits.queue_bytes));
     let stream = SseStream::new(body, outbox.clone(), hub.sse.clone(), &hub.limits);
     tokio::spawn(crate::session::run(hub.clone(), Transport::Sse(Box::new(stream)), outbox, accepted));

@@ -14,7 +14,7 @@ use bytes::Bytes;
 use fastwebsockets::upgrade::UpgradeFut;
 use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper::header::{HeaderValue, SEC_WEBSOCKET_PROTOCOL};
+use hyper::header::{HeaderValue, SEC_WEBSOCKET_EXTENSIONS, SEC_WEBSOCKET_PROTOCOL};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use proto::client::close::Close;
@@ -89,6 +89,16 @@ pub fn upgrade(
         return (reject(StatusCode::BAD_REQUEST, "no supported subprotocol offered", "subprotocol"), None);
     };
     let offered_protocol = req.headers().contains_key(SEC_WEBSOCKET_PROTOCOL);
+    // permessage-deflate: only with --compression, only for JSON (protobuf
+    // frames are compact already).
+    let deflate = hub.limits.compression
+        && encoding == Encoding::Json
+        && req
+            .headers()
+            .get_all(SEC_WEBSOCKET_EXTENSIONS)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .any(crate::websocket::deflate::accepts);
     let token = token_from_request(req.headers(), req.uri().query());
     let origin_ok = origin_allowed(&hub.allowed_origins, req.headers().get(hyper::header::ORIGIN));
 
@@ -115,10 +125,14 @@ pub fn upgrade(
         (None, Some(hooks)) => crate::hooks::connect::Presented::of(req.headers(), &hooks.headers, peer).map(Box::new),
         _ => None,
     };
-    let accepted = Accepted { encoding, token, refuse, peer, hook };
+    let accepted = Accepted { encoding, token, refuse, peer, hook, deflate };
     let mut response = response.map(|_| Full::new(Bytes::new()));
     if offered_protocol {
         response.headers_mut().insert(SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_static(encoding.protocol()));
+    }
+    if deflate {
+        let accepted = HeaderValue::from_static(crate::websocket::deflate::RESPONSE);
+        response.headers_mut().insert(SEC_WEBSOCKET_EXTENSIONS, accepted);
     }
     (response, Some(Upgrade { fut, accepted }))
 }

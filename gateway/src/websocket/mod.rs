@@ -5,9 +5,11 @@
 //! version, the rest is checked here), [`reader`] reads frames into
 //! messages, [`writer`] writes batches, [`socket`] drives both with the
 //! heartbeat [`clock`]s in one task over a [`stream`] (plain TCP or TLS),
-//! and [`echo`] is the conformance test mode built from the same parts.
+//! [`deflate`] is permessage-deflate for both (with `--compression`), and
+//! [`echo`] is the conformance test mode built from the same parts.
 
 pub mod clock;
+pub mod deflate;
 pub mod echo;
 pub mod handshake;
 pub mod reader;

@@ -7,6 +7,11 @@
 //! so endless empty continuations are bounded too), validates UTF-8
 //! incrementally, and reports each failure with the close code to send.
 //!
+//! With permessage-deflate negotiated ([`FrameReader::with_deflate`]), a
+//! message whose first frame has RSV1 set is inflated once complete, capped
+//! at the same message size ([`deflate`](crate::websocket::deflate)); its
+//! UTF-8 is checked after inflating.
+//!
 //! `next()` is cancel-safe: bytes are only consumed once a whole frame is
 //! buffered, so it can sit in a `select!` next to timers.
 
@@ -17,6 +22,7 @@ use bytes::{Buf, Bytes, BytesMut};
 use proto::client::close::{self, Close};
 use tokio::io::{AsyncRead, ReadBuf};
 
+use crate::websocket::deflate::{self, InflateError};
 use crate::websocket::stream::ReadHalf;
 
 /// Most fragments one message may arrive in at the default message cap.
@@ -72,11 +78,19 @@ impl ReadError {
     fn utf8() -> Self {
         Self::Protocol(Close::new(close::INVALID_PAYLOAD, "invalid UTF-8"))
     }
+    fn inflate(e: InflateError) -> Self {
+        match e {
+            InflateError::TooBig => Self::too_big(),
+            InflateError::Invalid => Self::Protocol(Close::new(close::INVALID_PAYLOAD, "invalid deflate data")),
+        }
+    }
 }
 
 /// A fragmented message being reassembled.
 struct Partial {
     text: bool,
+    /// Its first frame had RSV1: inflate it once complete.
+    compressed: bool,
     data: BytesMut,
     fragments: usize,
     /// Prefix of `data` known to be valid UTF-8.
@@ -94,12 +108,20 @@ pub struct FrameReader<R = ReadHalf> {
     /// payload bytes already unmasked in place, and the prefix of those known
     /// to be valid UTF-8. Lets invalid text fail before the rest arrives.
     early: (usize, usize),
+    /// permessage-deflate was negotiated.
+    deflate: bool,
 }
 
 impl<R: AsyncRead + Unpin> FrameReader<R> {
     /// `prefix` holds bytes read past the HTTP upgrade, if any.
     pub fn new(io: R, prefix: Bytes, max_message: usize) -> Self {
-        Self { io, buf: BytesMut::from(&prefix[..]), max_message, partial: None, early: (0, 0) }
+        Self { io, buf: BytesMut::from(&prefix[..]), max_message, partial: None, early: (0, 0), deflate: false }
+    }
+
+    /// Accepts compressed messages (permessage-deflate was negotiated).
+    pub fn with_deflate(mut self, deflate: bool) -> Self {
+        self.deflate = deflate;
+        self
     }
 
     /// The next message or control frame.
@@ -148,15 +170,18 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         }
     }
 
-    /// Splits one whole frame off the buffer: (fin, opcode, unmasked payload).
-    fn take_frame(&mut self) -> Result<Option<(bool, u8, BytesMut)>, ReadError> {
+    /// Splits one whole frame off the buffer: (fin, opcode, unmasked
+    /// payload, compressed).
+    fn take_frame(&mut self) -> Result<Option<Frame>, ReadError> {
         let b = &self.buf[..];
         if b.len() < 2 {
             return Ok(None);
         }
         let (fin, rsv, opcode) = (b[0] & 0x80 != 0, b[0] & 0x70, b[0] & 0x0f);
         let (masked, len7) = (b[1] & 0x80 != 0, b[1] & 0x7f);
-        if rsv != 0 {
+        // RSV1 marks a compressed message, on its first frame only.
+        let compressed = rsv == 0x40 && self.deflate && matches!(opcode, 1 | 2);
+        if rsv != 0 && !compressed {
             return Err(ReadError::protocol("reserved bits set"));
         }
         if !matches!(opcode, 0 | 1 | 2 | 8 | 9 | 10) {
@@ -198,8 +223,8 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
             // Only text whose UTF-8 state starts clean at this frame: a
             // continuation may finish a character the previous one began.
             let text = match &self.partial {
-                None => opcode == 1,
-                Some(p) => opcode == 0 && p.text && p.valid_to == p.data.len(),
+                None => opcode == 1 && !compressed,
+                Some(p) => opcode == 0 && p.text && !p.compressed && p.valid_to == p.data.len(),
             };
             if text {
                 self.check_early(head, mask)?;
@@ -211,7 +236,7 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         let mut payload = self.buf.split_to(len);
         let (unmasked, _) = std::mem::take(&mut self.early);
         fastwebsockets::unmask(&mut payload[unmasked..], rotate(mask, unmasked));
-        Ok(Some((fin, opcode, payload)))
+        Ok(Some((fin, opcode, payload, compressed)))
     }
 
     /// Unmasks what has arrived of the text frame at the head of the buffer
@@ -232,7 +257,7 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
     }
 
     /// Applies one frame to the message being assembled.
-    fn assemble(&mut self, (fin, opcode, payload): (bool, u8, BytesMut)) -> Result<Option<Incoming>, ReadError> {
+    fn assemble(&mut self, (fin, opcode, payload, compressed): Frame) -> Result<Option<Incoming>, ReadError> {
         match opcode {
             0 => {
                 let Some(p) = self.partial.as_mut() else {
@@ -243,13 +268,16 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
                     return Err(ReadError::too_big());
                 }
                 p.data.extend_from_slice(&payload);
-                if p.text {
+                if p.text && !p.compressed {
                     check_utf8(p, fin)?;
                 }
                 if !fin {
                     return Ok(None);
                 }
                 let p = self.partial.take().expect("checked above");
+                if p.compressed {
+                    return self.inflated(p.text, &p.data).map(Some);
+                }
                 Ok(Some(if p.text { Incoming::Text(p.data.freeze()) } else { Incoming::Binary(p.data.freeze()) }))
             }
             1 | 2 => {
@@ -257,6 +285,9 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
                     return Err(ReadError::protocol("new message inside a fragmented one"));
                 }
                 let text = opcode == 1;
+                if fin && compressed {
+                    return self.inflated(text, &payload).map(Some);
+                }
                 if fin {
                     if text && simdutf8::basic::from_utf8(&payload).is_err() {
                         return Err(ReadError::utf8());
@@ -264,8 +295,8 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
                     let data = payload.freeze();
                     return Ok(Some(if text { Incoming::Text(data) } else { Incoming::Binary(data) }));
                 }
-                let mut p = Partial { text, data: payload, fragments: 1, valid_to: 0 };
-                if text {
+                let mut p = Partial { text, compressed, data: payload, fragments: 1, valid_to: 0 };
+                if text && !compressed {
                     check_utf8(&mut p, false)?;
                 }
                 self.partial = Some(p);
@@ -276,7 +307,19 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
             _ => Ok(Some(Incoming::Pong)),
         }
     }
+
+    /// A compressed message, inflated within the cap and checked.
+    fn inflated(&self, text: bool, compressed: &[u8]) -> Result<Incoming, ReadError> {
+        let data = Bytes::from(deflate::inflate(compressed, self.max_message).map_err(ReadError::inflate)?);
+        if text && simdutf8::basic::from_utf8(&data).is_err() {
+            return Err(ReadError::utf8());
+        }
+        Ok(if text { Incoming::Text(data) } else { Incoming::Binary(data) })
+    }
 }
+
+/// A frame off the wire: (fin, opcode, unmasked payload, compressed).
+type Frame = (bool, u8, BytesMut, bool);
 
 impl FrameReader<ReadHalf> {
     /// Reads and drops whatever the client still sends, until it closes its

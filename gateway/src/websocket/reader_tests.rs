@@ -131,3 +131,44 @@ async fn protocol_violations_map_to_close_codes() {
         }
     }
 }
+
+type Outcome = Result<Incoming, ReadError>;
+
+/// `payload` compressed as a client would send it (trailing marker removed).
+fn packed(payload: &[u8]) -> Vec<u8> {
+    crate::websocket::deflate::deflate(&Bytes::copy_from_slice(payload)).to_vec()
+}
+
+#[tokio::test]
+async fn compressed_messages_are_inflated_within_the_cap_when_negotiated() {
+    let rsv1 = |mut f: Vec<u8>| {
+        f[0] |= 0x40;
+        f
+    };
+    let text = "¡compressed! ".repeat(40);
+    let z = packed(text.as_bytes());
+    let (a, b) = z.split_at(z.len() / 2);
+    let close = |code| Err(ReadError::Protocol(Close::new(code, "")));
+    #[rustfmt::skip]
+    let table: Vec<(&str, bool, Vec<u8>, usize, Outcome)> = vec![
+        ("one frame", true, rsv1(frame(true, 1, &z)), 1000, Ok(Incoming::Text(Bytes::from(text.clone())))),
+        ("fragments, RSV1 on the first", true, [rsv1(frame(false, 1, a)), frame(true, 0, b)].concat(), 1000,
+            Ok(Incoming::Text(Bytes::from(text.clone())))),
+        ("binary", true, rsv1(frame(true, 2, &packed(&[7; 300]))), 1000, Ok(Incoming::Binary(Bytes::from(vec![7; 300])))),
+        ("over the cap once inflated", true, rsv1(frame(true, 1, &z)), 100, close(close::TOO_BIG)),
+        ("RSV1 on a continuation", true, [frame(false, 1, b"ab"), rsv1(frame(true, 0, b"cd"))].concat(), 1000,
+            close(close::PROTOCOL_ERROR)),
+        ("RSV1 on a control frame", true, rsv1(frame(true, 9, b"")), 1000, close(close::PROTOCOL_ERROR)),
+        ("RSV1 without the extension", false, rsv1(frame(true, 1, &z)), 1000, close(close::PROTOCOL_ERROR)),
+        ("not deflate", true, rsv1(frame(true, 1, &[0xff; 8])), 1000, close(close::INVALID_PAYLOAD)),
+        ("invalid UTF-8 inside", true, rsv1(frame(true, 1, &packed(&[0xc3, 0x28]))), 1000, close(close::INVALID_PAYLOAD)),
+    ];
+    for (what, deflate, bytes, max, want) in table {
+        let mut r = reader_for(bytes, max).await.with_deflate(deflate);
+        let got = r.next().await;
+        match (&got, &want) {
+            (Err(ReadError::Protocol(g)), Err(ReadError::Protocol(w))) => assert_eq!(g.code, w.code, "{what}: {got:?}"),
+            _ => assert_eq!(got, want, "{what}"),
+        }
+    }
+}

@@ -40,6 +40,8 @@ pub struct SocketConfig {
     pub write_timeout: Duration,
     /// How long queued frames wait for company before a write (0: none).
     pub write_delay: Duration,
+    /// permessage-deflate was negotiated.
+    pub deflate: bool,
 }
 
 /// The connection's reading and writing halves and its clocks.
@@ -67,8 +69,9 @@ enum Wake {
 }
 
 impl SocketConfig {
-    /// The gateway's limits, for a connection speaking `encoding`.
-    pub fn new(limits: &crate::config::Limits, encoding: proto::client::Encoding) -> Self {
+    /// The gateway's limits, for a connection speaking `encoding` (compressed
+    /// with `deflate`).
+    pub fn new(limits: &crate::config::Limits, encoding: proto::client::Encoding, deflate: bool) -> Self {
         Self {
             binary: encoding.is_binary(),
             max_message: limits.max_message_bytes,
@@ -76,6 +79,7 @@ impl SocketConfig {
             pong_timeout: limits.pong_timeout,
             write_timeout: limits.write_timeout,
             write_delay: limits.write_delay,
+            deflate,
         }
     }
 }
@@ -85,8 +89,8 @@ impl Socket {
     pub fn new(stream: Stream, prefix: Bytes, outbox: Arc<Outbox>, config: SocketConfig) -> Self {
         let (rd, wr) = crate::websocket::stream::split(stream);
         Self {
-            reader: FrameReader::new(rd, prefix, config.max_message),
-            writer: Writer::new(wr, config.binary, config.write_timeout),
+            reader: FrameReader::new(rd, prefix, config.max_message).with_deflate(config.deflate),
+            writer: Writer::new(wr, config.binary, config.write_timeout, config.deflate),
             clocks: Clocks::new(config.heartbeat, config.pong_timeout, Instant::now()),
             outbox,
             write_delay: config.write_delay,
