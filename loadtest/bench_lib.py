@@ -1,5 +1,5 @@
 """Reading loadtest's JSON runs for the benchmark reports (bench_report.py,
-tls_report.py): medians with their min–max, ratios round by round."""
+pair_report.py): medians with their min–max, ratios round by round."""
 
 import json
 import os

@@ -280,7 +280,7 @@ if os.path.exists(notes):
     print()
     print(open(notes).read().rstrip())
 
-# The Scale and TLS sections belong to loadtest/scale.sh and tls.sh: keep them as they were.
+# The Scale, TLS and SSE sections belong to loadtest/scale.sh and pair.sh: keep them as they were.
 sys.path.insert(0, here)
 from sections import OWNED, kept  # noqa: E402
 

@@ -1,9 +1,11 @@
-//! Lean WebSocket connections for load: no channels, no stash.
+//! Lean connections for load: no channels, no stash.
 //!
 //! Scenarios open thousands of these. Unlike [`crate::client::Client`] (a
 //! convenient test client with a reader task and a stash), a [`Conn`] is the
 //! socket and nothing else: the scenario's task reads it directly, and a
-//! cheap [`Sender`] handle lets another task write to it.
+//! cheap [`Sender`] handle lets another task write to it. A connection is a
+//! WebSocket, or the gateway's SSE transport ([`Conn::open_sse`]): events
+//! read from `GET /sse`, ops POSTed over one kept-alive HTTP/1.1 connection.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -11,7 +13,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use fastwebsockets::{Frame, OpCode, Payload, WebSocketRead, WebSocketWrite};
-use http_body_util::Empty;
+use http_body_util::{Empty, Full};
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
 use tokio::io::{ReadHalf, WriteHalf};
@@ -22,27 +24,109 @@ use crate::client::{ClientError, Spawn};
 
 type Io = TokioIo<Upgraded>;
 
-/// An open WebSocket to a gateway (or the peer).
+/// An open connection to a gateway (or the peer).
 pub struct Conn {
-    reader: WebSocketRead<ReadHalf<Io>>,
+    reader: Reader,
     sender: Sender,
+}
+
+enum Reader {
+    WebSocket(WebSocketRead<ReadHalf<Io>>),
+    /// The event stream and what is buffered of it.
+    Sse(hyper::body::Incoming, Vec<u8>),
 }
 
 /// Writes to a [`Conn`] from any task.
 #[derive(Clone)]
-pub struct Sender(Arc<Mutex<WebSocketWrite<WriteHalf<Io>>>>);
+pub enum Sender {
+    WebSocket(Arc<Mutex<WebSocketWrite<WriteHalf<Io>>>>),
+    Sse(Arc<Poster>),
+}
+
+/// Where an SSE connection's ops go: `POST /sse/<conn>` with the hello's
+/// secret, over one connection opened at the first op.
+pub struct Poster {
+    host: String,
+    source: Option<IpAddr>,
+    /// `(conn, post_secret)`, from the hello.
+    hello: std::sync::OnceLock<(String, String)>,
+    http: Mutex<Option<hyper::client::conn::http1::SendRequest<Full<Bytes>>>>,
+    /// Set by a close: ops after it are refused.
+    closed: std::sync::atomic::AtomicBool,
+    /// Ends the reader (the stream has no close handshake of its own).
+    closing: tokio::sync::Notify,
+}
 
 impl Sender {
-    /// Sends one text frame.
+    /// Sends one text frame (over SSE: one POST).
     pub async fn send(&self, text: String) -> Result<(), ClientError> {
-        let frame = Frame::new(true, OpCode::Text, None, Payload::Owned(text.into_bytes()));
-        self.0.lock().await.write_frame(frame).await.map_err(|_| ClientError::Closed(None))
+        match self {
+            Sender::WebSocket(w) => {
+                let frame = Frame::new(true, OpCode::Text, None, Payload::Owned(text.into_bytes()));
+                w.lock().await.write_frame(frame).await.map_err(|_| ClientError::Closed(None))
+            }
+            Sender::Sse(p) => p.post(text).await,
+        }
     }
 
-    /// Sends a close frame; the server's echo ends the reader.
+    /// Sends a close frame; the server's echo ends the reader. Over SSE the
+    /// stream is simply dropped by the reader's owner; ops stop here.
     pub async fn close(&self, code: u16) -> Result<(), ClientError> {
-        self.0.lock().await.write_frame(Frame::close(code, b"")).await.map_err(|_| ClientError::Closed(None))
+        match self {
+            Sender::WebSocket(w) => {
+                w.lock().await.write_frame(Frame::close(code, b"")).await.map_err(|_| ClientError::Closed(None))
+            }
+            Sender::Sse(p) => {
+                p.closed.store(true, std::sync::atomic::Ordering::Relaxed);
+                p.closing.notify_one();
+                Ok(())
+            }
+        }
     }
+}
+
+impl Poster {
+    async fn post(&self, text: String) -> Result<(), ClientError> {
+        let Some((conn, secret)) = self.hello.get() else { return Err(ClientError::Unexpected("no hello yet".into())) };
+        if self.closed.load(std::sync::atomic::Ordering::Relaxed) {
+            return Err(ClientError::Closed(Some(1000)));
+        }
+        let mut http = self.http.lock().await;
+        if http.as_ref().is_none_or(|h| h.is_closed()) {
+            let stream = connect_tcp(&self.host, self.source).await?;
+            let (send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+                .await
+                .map_err(|e| ClientError::Connect(e.to_string()))?;
+            tokio::spawn(conn);
+            *http = Some(send);
+        }
+        let send = http.as_mut().expect("opened above");
+        send.ready().await.map_err(|e| ClientError::Connect(e.to_string()))?;
+        let req = hyper::Request::post(format!("/sse/{conn}"))
+            .header(hyper::header::HOST, &self.host)
+            .header(hyper::header::AUTHORIZATION, format!("Bearer {secret}"))
+            .body(Full::new(Bytes::from(text)))
+            .map_err(|e| ClientError::Connect(e.to_string()))?;
+        let response = send.send_request(req).await.map_err(|e| ClientError::Connect(e.to_string()))?;
+        let status = response.status().as_u16();
+        // Read the (small) body so the connection can take the next POST.
+        let _ = http_body_util::BodyExt::collect(response.into_body()).await;
+        if status != 202 {
+            return Err(ClientError::Http(status));
+        }
+        Ok(())
+    }
+}
+
+async fn connect_tcp(host: &str, source: Option<IpAddr>) -> Result<tokio::net::TcpStream, ClientError> {
+    let addr: SocketAddr = host.parse().map_err(|_| ClientError::Connect(format!("{host}: use IP:PORT")))?;
+    let socket = TcpSocket::new_v4().map_err(|e| ClientError::Connect(e.to_string()))?;
+    if let Some(ip) = source {
+        socket.bind(SocketAddr::new(ip, 0)).map_err(|e| ClientError::Connect(e.to_string()))?;
+    }
+    let stream = socket.connect(addr).await.map_err(|e| ClientError::Connect(e.to_string()))?;
+    let _ = stream.set_nodelay(true);
+    Ok(stream)
 }
 
 /// What `recv` returns.
@@ -79,13 +163,7 @@ impl Conn {
             _ => return Err(ClientError::Connect(format!("not a ws:// or wss:// URL: {url}"))),
         };
         let (host, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
-        let addr: SocketAddr = host.parse().map_err(|_| ClientError::Connect(format!("{host}: use IP:PORT")))?;
-        let socket = TcpSocket::new_v4().map_err(|e| ClientError::Connect(e.to_string()))?;
-        if let Some(ip) = source {
-            socket.bind(SocketAddr::new(ip, 0)).map_err(|e| ClientError::Connect(e.to_string()))?;
-        }
-        let stream = socket.connect(addr).await.map_err(|e| ClientError::Connect(e.to_string()))?;
-        let _ = stream.set_nodelay(true);
+        let stream = connect_tcp(host, source).await?;
         let path = if path.is_empty() { "/" } else { path };
         if secure {
             let tls = tls.ok_or_else(|| ClientError::Connect("wss:// needs --ca".into()))?;
@@ -118,7 +196,46 @@ impl Conn {
         ws.set_auto_pong(true);
         ws.set_auto_close(true);
         let (reader, writer) = ws.split(tokio::io::split);
-        Ok(Self { reader, sender: Sender(Arc::new(Mutex::new(writer))) })
+        Ok(Self { reader: Reader::WebSocket(reader), sender: Sender::WebSocket(Arc::new(Mutex::new(writer))) })
+    }
+
+    /// Opens the SSE transport of the gateway whose WebSocket URL is `url`
+    /// (`ws://host:port/ws`): `GET /sse?token=…`.
+    pub async fn open_sse(
+        url: &str,
+        token: Option<&str>,
+        source: Option<IpAddr>,
+        timeout: Duration,
+    ) -> Result<Self, ClientError> {
+        let rest = url.strip_prefix("ws://").ok_or_else(|| ClientError::Connect(format!("SSE needs ws://: {url}")))?;
+        let host = rest.split('/').next().unwrap_or(rest).to_owned();
+        let open = async {
+            let stream = connect_tcp(&host, source).await?;
+            let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+                .await
+                .map_err(|e| ClientError::Connect(e.to_string()))?;
+            tokio::spawn(conn);
+            let path = format!("/sse?token={}", token.unwrap_or_default());
+            let req = hyper::Request::get(path)
+                .header(hyper::header::HOST, &host)
+                .body(Full::new(Bytes::new()))
+                .map_err(|e| ClientError::Connect(e.to_string()))?;
+            let response = send.send_request(req).await.map_err(|e| ClientError::Connect(e.to_string()))?;
+            if response.status() != 200 {
+                return Err(ClientError::Http(response.status().as_u16()));
+            }
+            Ok(response.into_body())
+        };
+        let body = tokio::time::timeout(timeout, open).await.map_err(|_| ClientError::Timeout)??;
+        let poster = Poster {
+            host,
+            source,
+            hello: std::sync::OnceLock::new(),
+            http: Mutex::new(None),
+            closed: std::sync::atomic::AtomicBool::new(false),
+            closing: tokio::sync::Notify::new(),
+        };
+        Ok(Self { reader: Reader::Sse(body, Vec::new()), sender: Sender::Sse(Arc::new(poster)) })
     }
 
     /// A handle for writing from another task.
@@ -133,17 +250,21 @@ impl Conn {
         async move { sender.send(text).await }
     }
 
-    /// The next text frame, skipping control frames, or the close. Not
-    /// cancel-safe: keep it out of `select!`.
+    /// The next text frame (an SSE event's data), skipping control frames
+    /// and comments, or the close. Not cancel-safe: keep it out of `select!`.
     pub async fn recv(&mut self) -> Received {
-        let writer = self.sender.0.clone();
+        let (writer, reader) = match (&self.sender, &mut self.reader) {
+            (Sender::WebSocket(w), Reader::WebSocket(r)) => (w.clone(), r),
+            (Sender::Sse(poster), Reader::Sse(body, buf)) => return recv_sse(body, buf, poster).await,
+            _ => unreachable!("a connection's reader and sender are of one kind"),
+        };
         // Pongs and the close echo go out through the shared writer.
         let mut obligated = move |frame: Frame<'static>| {
             let writer = writer.clone();
             async move { writer.lock().await.write_frame(frame).await }
         };
         loop {
-            match self.reader.read_frame(&mut obligated).await {
+            match reader.read_frame(&mut obligated).await {
                 Ok(f) if f.opcode == OpCode::Text => return Received::Text(Bytes::copy_from_slice(&f.payload)),
                 Ok(f) if f.opcode == OpCode::Close => {
                     let code = (f.payload.len() >= 2).then(|| u16::from_be_bytes([f.payload[0], f.payload[1]]));
@@ -158,5 +279,50 @@ impl Conn {
     /// Drops the TCP connection without a close frame.
     pub fn abort(self) {
         drop(self);
+    }
+}
+
+/// The next event of an SSE stream: its data, or the close it announces.
+async fn recv_sse(body: &mut hyper::body::Incoming, buf: &mut Vec<u8>, poster: &Poster) -> Received {
+    use http_body_util::BodyExt as _;
+    loop {
+        while let Some(end) = buf.windows(2).position(|w| w == b"\n\n") {
+            let block: Vec<u8> = buf.drain(..end + 2).collect();
+            let mut close = false;
+            let mut data = None;
+            for line in block.split(|b| *b == b'\n') {
+                if line == b"event: close" {
+                    close = true;
+                } else if let Some(d) = line.strip_prefix(b"data: ") {
+                    data = Some(Bytes::copy_from_slice(d));
+                }
+            }
+            let Some(data) = data else { continue };
+            if close {
+                let code = serde_json::from_slice::<serde_json::Value>(&data).ok().and_then(|v| v["code"].as_u64());
+                return Received::Closed(code.map(|c| c as u16));
+            }
+            if poster.hello.get().is_none() {
+                if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&data) {
+                    if let (Some(conn), Some(secret)) = (v["conn"].as_str(), v["post_secret"].as_str()) {
+                        let _ = poster.hello.set((conn.to_owned(), secret.to_owned()));
+                    }
+                }
+            }
+            return Received::Text(data);
+        }
+        let frame = tokio::select! {
+            f = body.frame() => f,
+            // Our close: the reader ends as a WebSocket's would on the echo.
+            _ = poster.closing.notified() => return Received::Closed(Some(1000)),
+        };
+        match frame {
+            Some(Ok(frame)) => {
+                if let Ok(data) = frame.into_data() {
+                    buf.extend_from_slice(&data);
+                }
+            }
+            _ => return Received::Closed(None),
+        }
     }
 }

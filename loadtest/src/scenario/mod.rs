@@ -26,6 +26,9 @@ use crate::token::{mint, SigningKey, TokenSpec};
 pub enum Protocol {
     /// A Switchboard gateway or cluster.
     Switchboard,
+    /// The same over its SSE transport: events from `GET /sse`, ops POSTed
+    /// (the `--url`s stay the gateways' `ws://…/ws`).
+    SwitchboardSse,
     /// The `ws` rooms peer in `loadtest/peers/ws-rooms` (no auth, no presence).
     Peer,
 }
@@ -71,7 +74,12 @@ impl Target {
     pub async fn open(&self, i: usize, user: &str) -> Result<Conn, ClientError> {
         let (url, source) = self.place(i);
         let token = self.token(&format!("{}{user}", self.prefix));
-        let mut conn = Conn::open(url, token.as_deref(), source, self.tls.as_ref(), Duration::from_secs(10)).await?;
+        let timeout = Duration::from_secs(10);
+        let mut conn = if self.protocol == Protocol::SwitchboardSse {
+            Conn::open_sse(url, token.as_deref(), source, timeout).await?
+        } else {
+            Conn::open(url, token.as_deref(), source, self.tls.as_ref(), timeout).await?
+        };
         match tokio::time::timeout(Duration::from_secs(10), conn.recv()).await {
             Ok(Received::Text(t)) if Frame::parse(&t).is_some_and(|f| f.ty == "hello") => Ok(conn),
             Ok(Received::Text(t)) => Err(ClientError::Unexpected(String::from_utf8_lossy(&t).into_owned())),
