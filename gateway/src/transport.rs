@@ -23,25 +23,28 @@ pub enum Transport {
     Sse(Box<SseStream>),
 }
 
+// SSE's futures are boxed: a future of these methods is as large as its
+// largest arm, and every WebSocket connection's task holds one (measured:
+// unboxed, an idle WebSocket connection cost 0.4 KiB more).
 impl Transport {
     pub async fn next(&mut self) -> Result<Incoming, ReadError> {
         match self {
             Transport::WebSocket(s) => s.next().await,
-            Transport::Sse(s) => s.next().await,
+            Transport::Sse(s) => Box::pin(s.next()).await,
         }
     }
 
     pub async fn tend<T>(&mut self, busy: impl std::future::Future<Output = T>) -> T {
         match self {
             Transport::WebSocket(s) => s.tend(busy).await,
-            Transport::Sse(s) => s.tend(busy).await,
+            Transport::Sse(s) => Box::pin(s.tend(busy)).await,
         }
     }
 
     pub async fn finish(&mut self, close: Close) -> u16 {
         match self {
             Transport::WebSocket(s) => s.finish(close).await,
-            Transport::Sse(s) => s.finish(close).await,
+            Transport::Sse(s) => Box::pin(s.finish(close)).await,
         }
     }
 

@@ -55,7 +55,9 @@ pub async fn open(
     refused: Option<Refusal>,
 ) -> Response<Body> {
     if req.method() != Method::GET {
-        return plain(StatusCode::METHOD_NOT_ALLOWED, "the event stream is GET /sse").map(|b| b);
+        let mut r = plain(StatusCode::METHOD_NOT_ALLOWED, "the event stream is GET /sse");
+        r.headers_mut().insert(hyper::header::ALLOW, HeaderValue::from_static("GET"));
+        return r;
     }
     if hub.is_draining() {
         crate::metrics::rejected("draining");
