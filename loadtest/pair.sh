@@ -6,16 +6,18 @@
 #
 #   loadtest/pair.sh tls    # wss:// beside ws:// (section "tls"), ~4 min after the build
 #   loadtest/pair.sh sse    # SSE beside WebSocket (section "sse")
+#   loadtest/pair.sh deflate  # permessage-deflate beside plain (section "deflate")
 #   CONNECTIONS=2000 ROUNDS=1 WRITE=0 loadtest/pair.sh sse
 #
 # tls: the certificate is an EC P-256 one from a CA made here with openssl,
 # as a production gateway would most likely hold. sse: the same gateway
 # flags; the members read `GET /sse` and POST their ops (loadtest
-# --protocol switchboard-sse), the publishers too.
+# --protocol switchboard-sse), the publishers too. deflate: --compression
+# and clients that offer it, messages of 1 KiB (SIZE) of words.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-KIND=${1:?usage: loadtest/pair.sh tls|sse}
+KIND=${1:?usage: loadtest/pair.sh tls|sse|deflate}
 ROUNDS=${ROUNDS:-3}
 CONNECTIONS=${CONNECTIONS:-5000}
 DURATION=${DURATION:-10s}
@@ -44,19 +46,26 @@ case $KIND in
       -extfile "$OUT/san.ext" -out "$OUT/server.pem" 2>/dev/null
     ;;
   sse) SIDES=(ws sse) ;;
-  *) echo "pair.sh: tls or sse, not $KIND" >&2; exit 2 ;;
+  deflate) SIDES=(plain deflate) ;;
+  *) echo "pair.sh: tls, sse or deflate, not $KIND" >&2; exit 2 ;;
 esac
 
 # The gateway flags and the loadtest flags of one side.
 gateway_flags() {
-  if [ "$1" = tls ]; then echo --tls-cert "$OUT/server.pem" --tls-key "$OUT/server.key"; fi
+  case $1 in
+    tls) echo --tls-cert "$OUT/server.pem" --tls-key "$OUT/server.key" ;;
+    deflate) echo --compression ;;
+  esac
 }
 loadtest_flags() {
   case $1 in
     tls) echo --ca "$OUT/ca.pem" ;;
     sse) echo --protocol switchboard-sse ;;
+    deflate) echo --protocol switchboard-deflate ;;
   esac
 }
+# Broadcast payload bytes: compression is about the payload.
+SIZE=${SIZE:-$([ "$KIND" = deflate ] && echo 1024 || echo 100)}
 
 run() { # name, side, scenario args...
   local name=$1 side=$2; shift 2
@@ -77,7 +86,7 @@ for round in $(seq "$ROUNDS"); do
         connect) run "$side-connect-r$round" "$side" connect --connections "$CONNECTIONS" --connect-rate 4000 \
           --hold 3s --gateway-pid "$GATEWAY_PID" --server-pid "$GATEWAY_PID" ;;
         broadcast) run "$side-broadcast-r$round" "$side" broadcast --members 1000 --publishers 2 --rate 0 \
-          --window 64 --server-pid "$GATEWAY_PID" ;;
+          --window 64 --size "$SIZE" --server-pid "$GATEWAY_PID" ;;
       esac
       kill -TERM "$GATEWAY_PID" 2>/dev/null || true
       wait "$GATEWAY_PID" 2>/dev/null || true

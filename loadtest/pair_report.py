@@ -42,6 +42,15 @@ KINDS = {
         ("sse", "SSE"),
         "SSE / WebSocket",
     ),
+    "deflate": (
+        "## Compression: permessage-deflate beside plain",
+        f"{made}: one standalone gateway with `--compression` and clients that offer permessage-deflate "
+        f"(loadtest --protocol switchboard-deflate) beside one without, {load} Messages are 1 KiB of JSON "
+        "whose text is words, as chat is; replies and joins are small and go uncompressed.",
+        ("plain", "plain"),
+        ("deflate", "compressed"),
+        "compressed / plain",
+    ),
 }
 title, text, (a_name, a_label), (b_name, b_label), ratio_label = KINDS[kind]
 ac, bc = runs(f"{a_name}-connect"), runs(f"{b_name}-connect")
@@ -59,9 +68,13 @@ rows = [
     ("gateway RSS per idle connection (KiB)", ac, bc, "server RSS per connection", 2, "lower"),
     ("broadcast: deliveries/s", ab, bb, "deliveries/s", 0, "higher"),
     ("broadcast: gateway CPU per delivery (µs)", ab, bb, "servers' CPU per delivery", 3, "lower"),
+    # Read as "the second side receives N× fewer bytes".
+    ("broadcast: bytes received per delivery", ab, bb, "received bytes per delivery", 0, "higher"),
 ]
 for label, x, y, name, digits, better in rows:
     fx, fy = mfig(x, name), mfig(y, name)
+    if all(v is None for v in fx + fy):
+        continue  # a figure these runs do not report
     # The last column is the second side's cost: how many times the first's figure.
     r = mratio(fy, fx, "higher") if better == "lower" else mratio(fx, fy, "higher")
     word = "more" if better == "lower" else "fewer"

@@ -1,11 +1,11 @@
 """Sections of docs/benchmarks.md that belong to their own script.
 
-bench.sh rewrites the file; scale.sh and pair.sh (tls, sse) each own one section between
+bench.sh rewrites the file; scale.sh and pair.sh (tls, sse, deflate) each own one section between
 two markers (`<!-- scale:begin -->` … `<!-- scale:end -->`), which bench.sh
 keeps as it was and a new run of its script replaces.
 """
 
-OWNED = ("scale", "tls", "sse")
+OWNED = ("scale", "tls", "sse", "deflate")
 
 
 def markers(name):

@@ -4,8 +4,11 @@
 //! convenient test client with a reader task and a stash), a [`Conn`] is the
 //! socket and nothing else: the scenario's task reads it directly, and a
 //! cheap [`Sender`] handle lets another task write to it. A connection is a
-//! WebSocket, or the gateway's SSE transport ([`Conn::open_sse`]): events
-//! read from `GET /sse`, ops POSTed over one kept-alive HTTP/1.1 connection.
+//! WebSocket, one with permessage-deflate ([`Conn::open_deflate`]: read by
+//! a small reader of its own, as fastwebsockets refuses compressed frames),
+//! or the gateway's SSE transport ([`Conn::open_sse`]): events read from
+//! `GET /sse`, ops POSTed over one kept-alive HTTP/1.1 connection. Every
+//! byte received (frame heads included) is counted in [`received_bytes`].
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -32,6 +35,8 @@ pub struct Conn {
 
 enum Reader {
     WebSocket(WebSocketRead<ReadHalf<Io>>),
+    /// The socket and what is buffered of it.
+    Deflate(ReadHalf<Io>, Vec<u8>),
     /// The event stream and what is buffered of it.
     Sse(hyper::body::Incoming, Vec<u8>),
 }
@@ -40,6 +45,7 @@ enum Reader {
 #[derive(Clone)]
 pub enum Sender {
     WebSocket(Arc<Mutex<WebSocketWrite<WriteHalf<Io>>>>),
+    Deflate(Arc<Mutex<WriteHalf<Io>>>),
     Sse(Arc<Poster>),
 }
 
@@ -65,6 +71,7 @@ impl Sender {
                 let frame = Frame::new(true, OpCode::Text, None, Payload::Owned(text.into_bytes()));
                 w.lock().await.write_frame(frame).await.map_err(|_| ClientError::Closed(None))
             }
+            Sender::Deflate(w) => write_masked(w, 0x81, text.as_bytes()).await,
             Sender::Sse(p) => p.post(text).await,
         }
     }
@@ -76,6 +83,7 @@ impl Sender {
             Sender::WebSocket(w) => {
                 w.lock().await.write_frame(Frame::close(code, b"")).await.map_err(|_| ClientError::Closed(None))
             }
+            Sender::Deflate(w) => write_masked(w, 0x88, &code.to_be_bytes()).await,
             Sender::Sse(p) => {
                 p.closed.store(true, std::sync::atomic::Ordering::Relaxed);
                 p.closing.notify_one();
@@ -168,12 +176,36 @@ impl Conn {
         if secure {
             let tls = tls.ok_or_else(|| ClientError::Connect("wss:// needs --ca".into()))?;
             let stream = crate::client::tls_connect(tls, host, stream).await?;
-            return Self::upgrade(host, path, token, stream).await;
+            return Self::upgrade(host, path, token, stream, false).await;
         }
-        Self::upgrade(host, path, token, stream).await
+        Self::upgrade(host, path, token, stream, false).await
     }
 
-    async fn upgrade<S>(host: &str, path: &str, token: Option<&str>, stream: S) -> Result<Self, ClientError>
+    /// [`Conn::open`] offering permessage-deflate (no context takeover);
+    /// an error if the gateway does not take it (`ws://` only).
+    pub async fn open_deflate(
+        url: &str,
+        token: Option<&str>,
+        source: Option<IpAddr>,
+        timeout: Duration,
+    ) -> Result<Self, ClientError> {
+        let rest =
+            url.strip_prefix("ws://").ok_or_else(|| ClientError::Connect(format!("deflate needs ws://: {url}")))?;
+        let (host, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+        let open = async {
+            let stream = connect_tcp(host, source).await?;
+            Self::upgrade(host, if path.is_empty() { "/" } else { path }, token, stream, true).await
+        };
+        tokio::time::timeout(timeout, open).await.map_err(|_| ClientError::Timeout)?
+    }
+
+    async fn upgrade<S>(
+        host: &str,
+        path: &str,
+        token: Option<&str>,
+        stream: S,
+        deflate: bool,
+    ) -> Result<Self, ClientError>
     where
         S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
@@ -187,12 +219,26 @@ impl Conn {
         if let Some(t) = token {
             req = req.header("Authorization", format!("Bearer {t}"));
         }
+        if deflate {
+            req = req.header("Sec-WebSocket-Extensions", "permessage-deflate; client_no_context_takeover");
+        }
         let req = req.body(Empty::<Bytes>::new()).map_err(|e| ClientError::Connect(e.to_string()))?;
-        let (mut ws, _) = match fastwebsockets::handshake::client(&Spawn, req, stream).await {
+        let (mut ws, response) = match fastwebsockets::handshake::client(&Spawn, req, stream).await {
             Ok(ok) => ok,
             Err(fastwebsockets::WebSocketError::InvalidStatusCode(code)) => return Err(ClientError::Http(code)),
             Err(e) => return Err(ClientError::Connect(e.to_string())),
         };
+        if deflate {
+            let taken = response.headers().get("sec-websocket-extensions").and_then(|v| v.to_str().ok());
+            if !taken.is_some_and(|v| v.contains("permessage-deflate")) {
+                return Err(ClientError::Connect("the server did not take permessage-deflate".into()));
+            }
+            let (rd, wr) = tokio::io::split(ws.into_inner());
+            return Ok(Self {
+                reader: Reader::Deflate(rd, Vec::new()),
+                sender: Sender::Deflate(Arc::new(Mutex::new(wr))),
+            });
+        }
         ws.set_auto_pong(true);
         ws.set_auto_close(true);
         let (reader, writer) = ws.split(tokio::io::split);
@@ -255,6 +301,7 @@ impl Conn {
     pub async fn recv(&mut self) -> Received {
         let (writer, reader) = match (&self.sender, &mut self.reader) {
             (Sender::WebSocket(w), Reader::WebSocket(r)) => (w.clone(), r),
+            (Sender::Deflate(w), Reader::Deflate(r, buf)) => return recv_deflate(r, buf, w).await,
             (Sender::Sse(poster), Reader::Sse(body, buf)) => return recv_sse(body, buf, poster).await,
             _ => unreachable!("a connection's reader and sender are of one kind"),
         };
@@ -265,7 +312,10 @@ impl Conn {
         };
         loop {
             match reader.read_frame(&mut obligated).await {
-                Ok(f) if f.opcode == OpCode::Text => return Received::Text(Bytes::copy_from_slice(&f.payload)),
+                Ok(f) if f.opcode == OpCode::Text => {
+                    count_received(frame_head_len(f.payload.len()) + f.payload.len());
+                    return Received::Text(Bytes::copy_from_slice(&f.payload));
+                }
                 Ok(f) if f.opcode == OpCode::Close => {
                     let code = (f.payload.len() >= 2).then(|| u16::from_be_bytes([f.payload[0], f.payload[1]]));
                     return Received::Closed(code);
@@ -319,10 +369,122 @@ async fn recv_sse(body: &mut hyper::body::Incoming, buf: &mut Vec<u8>, poster: &
         match frame {
             Some(Ok(frame)) => {
                 if let Ok(data) = frame.into_data() {
+                    count_received(data.len());
                     buf.extend_from_slice(&data);
                 }
             }
             _ => return Received::Closed(None),
         }
     }
+}
+
+static RECEIVED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Bytes received by every connection of this process so far, as they came
+/// over the wire (WebSocket frame heads and SSE framing included).
+pub fn received_bytes() -> u64 {
+    RECEIVED.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+fn count_received(n: usize) {
+    RECEIVED.fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// The head of an unmasked server frame with `len` bytes of payload.
+fn frame_head_len(len: usize) -> usize {
+    match len {
+        n if n < 126 => 2,
+        n if n < 65_536 => 4,
+        _ => 10,
+    }
+}
+
+/// Writes one masked client frame (`first`: FIN and opcode).
+async fn write_masked(w: &Mutex<WriteHalf<Io>>, first: u8, payload: &[u8]) -> Result<(), ClientError> {
+    use tokio::io::AsyncWriteExt as _;
+    let mut frame = vec![first];
+    match payload.len() {
+        n if n < 126 => frame.push(0x80 | n as u8),
+        n if n < 65_536 => {
+            frame.push(0x80 | 126);
+            frame.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+        n => {
+            frame.push(0x80 | 127);
+            frame.extend_from_slice(&(n as u64).to_be_bytes());
+        }
+    }
+    let mask: [u8; 4] = rand::random();
+    frame.extend_from_slice(&mask);
+    frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    w.lock().await.write_all(&frame).await.map_err(|_| ClientError::Closed(None))
+}
+
+/// The next message of a permessage-deflate WebSocket, inflated; pings are
+/// answered, pongs skipped.
+async fn recv_deflate(r: &mut ReadHalf<Io>, buf: &mut Vec<u8>, w: &Mutex<WriteHalf<Io>>) -> Received {
+    use tokio::io::AsyncReadExt as _;
+    // A message in fragments: (compressed, payload so far).
+    let mut partial: Option<(bool, Vec<u8>)> = None;
+    loop {
+        while let Some((first, head, len)) = server_frame_head(buf) {
+            if buf.len() < head + len {
+                break;
+            }
+            let payload: Vec<u8> = buf.drain(..head + len).skip(head).collect();
+            count_received(head + len);
+            let (fin, rsv1, opcode) = (first & 0x80 != 0, first & 0x40 != 0, first & 0x0f);
+            match opcode {
+                0..=2 => {
+                    let (compressed, mut data) = match (opcode, partial.take()) {
+                        (0, Some(p)) => p,
+                        (0, None) => return Received::Closed(None),
+                        _ => (rsv1, Vec::new()),
+                    };
+                    data.extend_from_slice(&payload);
+                    if !fin {
+                        partial = Some((compressed, data));
+                        continue;
+                    }
+                    let text = if compressed { inflate(&data) } else { Some(data) };
+                    return text.map_or(Received::Closed(None), |t| Received::Text(Bytes::from(t)));
+                }
+                8 => {
+                    let code = (payload.len() >= 2).then(|| u16::from_be_bytes([payload[0], payload[1]]));
+                    let _ = write_masked(w, 0x88, &payload[..payload.len().min(2)]).await;
+                    return Received::Closed(code);
+                }
+                9 => {
+                    let _ = write_masked(w, 0x8a, &payload).await;
+                }
+                _ => {}
+            }
+        }
+        let mut chunk = [0u8; 16 << 10];
+        match r.read(&mut chunk).await {
+            Ok(0) | Err(_) => return Received::Closed(None),
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+}
+
+/// (first byte, head length, payload length) of the server frame at the
+/// start of `buf`, once its head is in.
+fn server_frame_head(buf: &[u8]) -> Option<(u8, usize, usize)> {
+    let len7 = *buf.get(1)? & 0x7f;
+    match len7 {
+        126 => Some((buf[0], 4, u16::from_be_bytes(buf.get(2..4)?.try_into().ok()?) as usize)),
+        127 => Some((buf[0], 10, u64::from_be_bytes(buf.get(2..10)?.try_into().ok()?) as usize)),
+        n => Some((buf[0], 2, n as usize)),
+    }
+}
+
+/// One message of a no-context-takeover stream.
+fn inflate(data: &[u8]) -> Option<Vec<u8>> {
+    use std::io::Write as _;
+    let mut d = flate2::write::DeflateDecoder::new(Vec::new());
+    d.write_all(data).ok()?;
+    d.write_all(&[0, 0, 0xff, 0xff]).ok()?;
+    d.flush().ok()?;
+    Some(std::mem::take(d.get_mut()))
 }

@@ -70,12 +70,74 @@ pub fn payload(t: u64, publisher: &str, n: u64, size: usize) -> String {
     let mut s = format!(r#"{{"t":{t},"p":"{publisher}","n":{n}"#);
     if s.len() + 11 < size {
         s.push_str(r#","pad":""#);
-        s.extend(std::iter::repeat_n('x', size - s.len() - 2));
+        let end = size - 2;
+        // Words, as chat text is: what compression meets in real traffic
+        // (a run of one letter would compress a hundredfold).
+        let mut i = n as usize;
+        while s.len() < end {
+            i = i.wrapping_mul(31).wrapping_add(17);
+            let word = WORDS[i % WORDS.len()];
+            s.push_str(&word[..word.len().min(end - s.len())]);
+            if s.len() < end {
+                s.push(' ');
+            }
+        }
         s.push('"');
     }
     s.push('}');
     s
 }
+
+const WORDS: [&str; 48] = [
+    "the",
+    "meeting",
+    "moved",
+    "to",
+    "three",
+    "o'clock",
+    "can",
+    "you",
+    "send",
+    "me",
+    "latest",
+    "draft",
+    "before",
+    "lunch",
+    "I",
+    "think",
+    "we",
+    "should",
+    "ship",
+    "it",
+    "today",
+    "thanks",
+    "sounds",
+    "good",
+    "let's",
+    "review",
+    "numbers",
+    "again",
+    "tomorrow",
+    "morning",
+    "who",
+    "is",
+    "on",
+    "call",
+    "this",
+    "weekend",
+    "deploy",
+    "went",
+    "fine",
+    "but",
+    "dashboard",
+    "looks",
+    "slow",
+    "please",
+    "check",
+    "logs",
+    "when",
+    "free",
+];
 
 #[cfg(test)]
 mod tests {

@@ -8,9 +8,11 @@
 //! Outgoing, messages under [`MIN_BYTES`] go as they are. A broadcast sends
 //! the same encoded bytes to every member; without context takeover their
 //! compressed form is the same too, so each thread compresses a shared
-//! payload once and reuses it for the members it writes to next.
+//! payload once and reuses it for the members it writes to next (the last
+//! [`REMEMBERED`] payloads, at most [`REMEMBERED_BYTES`], per thread).
 
 use std::cell::RefCell;
+use std::collections::VecDeque;
 
 use bytes::Bytes;
 use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress, Status};
@@ -85,22 +87,26 @@ pub fn inflate(compressed: &[u8], max: usize) -> Result<Vec<u8>, InflateError> {
     Ok(out)
 }
 
+/// Payloads (with their compressed form) each thread remembers, at most, and
+/// their bytes at most: a connection's batch holds several messages, and
+/// the next connection's batch the same ones, so one would thrash.
+const REMEMBERED: usize = 32;
+const REMEMBERED_BYTES: usize = 1 << 20;
+
 thread_local! {
-    /// A compressor reused by this thread, and the last payload it
-    /// compressed (kept, so that its memory cannot be reused by another).
-    static DEFLATE: RefCell<(Compress, Option<(Bytes, Bytes)>)> =
-        RefCell::new((Compress::new(Compression::new(LEVEL), false), None));
+    /// A compressor reused by this thread, and the payloads it compressed
+    /// last (kept, so that their memory cannot be reused by others).
+    static DEFLATE: RefCell<(Compress, VecDeque<(Bytes, Bytes)>)> =
+        RefCell::new((Compress::new(Compression::new(LEVEL), false), VecDeque::new()));
 }
 
 /// `payload` compressed as one message (the trailing `00 00 ff ff` removed).
 pub fn deflate(payload: &Bytes) -> Bytes {
     DEFLATE.with(|cell| {
         let mut cell = cell.borrow_mut();
-        let (compress, last) = &mut *cell;
-        if let Some((seen, done)) = last {
-            if seen.as_ptr() == payload.as_ptr() && seen.len() == payload.len() {
-                return done.clone();
-            }
+        let (compress, seen) = &mut *cell;
+        if let Some((_, done)) = seen.iter().find(|(p, _)| p.as_ptr() == payload.as_ptr() && p.len() == payload.len()) {
+            return done.clone();
         }
         compress.reset();
         let mut out = Vec::with_capacity(payload.len() / 2 + 64);
@@ -131,7 +137,11 @@ pub fn deflate(payload: &Bytes) -> Bytes {
             out.truncate(out.len() - TAIL.len());
         }
         let done = Bytes::from(out);
-        *last = Some((payload.clone(), done.clone()));
+        seen.push_back((payload.clone(), done.clone()));
+        let held = |seen: &VecDeque<(Bytes, Bytes)>| seen.iter().map(|(p, d)| p.len() + d.len()).sum::<usize>();
+        while seen.len() > REMEMBERED || (seen.len() > 1 && held(seen) > REMEMBERED_BYTES) {
+            seen.pop_front();
+        }
         done
     })
 }

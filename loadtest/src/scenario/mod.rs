@@ -29,6 +29,9 @@ pub enum Protocol {
     /// The same over its SSE transport: events from `GET /sse`, ops POSTed
     /// (the `--url`s stay the gateways' `ws://…/ws`).
     SwitchboardSse,
+    /// The same over WebSockets with permessage-deflate (a gateway with
+    /// `--compression`).
+    SwitchboardDeflate,
     /// The `ws` rooms peer in `loadtest/peers/ws-rooms` (no auth, no presence).
     Peer,
 }
@@ -75,10 +78,10 @@ impl Target {
         let (url, source) = self.place(i);
         let token = self.token(&format!("{}{user}", self.prefix));
         let timeout = Duration::from_secs(10);
-        let mut conn = if self.protocol == Protocol::SwitchboardSse {
-            Conn::open_sse(url, token.as_deref(), source, timeout).await?
-        } else {
-            Conn::open(url, token.as_deref(), source, self.tls.as_ref(), timeout).await?
+        let mut conn = match self.protocol {
+            Protocol::SwitchboardSse => Conn::open_sse(url, token.as_deref(), source, timeout).await?,
+            Protocol::SwitchboardDeflate => Conn::open_deflate(url, token.as_deref(), source, timeout).await?,
+            _ => Conn::open(url, token.as_deref(), source, self.tls.as_ref(), timeout).await?,
         };
         match tokio::time::timeout(Duration::from_secs(10), conn.recv()).await {
             Ok(Received::Text(t)) if Frame::parse(&t).is_some_and(|f| f.ty == "hello") => Ok(conn),

@@ -232,6 +232,10 @@ pub fn figures(report: &mut Report, stats: &Stats, outcome: &Outcome) {
     report.figure("publish rate", sent / outcome.publish_secs, "msgs/s");
     report.figure("deliveries", delivered, "msgs");
     report.figure("deliveries/s", delivered / outcome.active_secs, "msgs/s");
+    if delivered > 0.0 {
+        // All this process's connections received, replies and joins included.
+        report.figure("received bytes per delivery", crate::conn::received_bytes() as f64 / delivered, "B");
+    }
     if outcome.joined == 0 {
         report.errors.push("no member could connect and join".into());
     } else if sent > 0.0 && stats.acked.load(Ordering::Relaxed) == 0 {
