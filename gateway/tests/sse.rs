@@ -242,6 +242,19 @@ async fn posts_reach_the_stream_through_any_gateway_and_rooms_mix_transports() {
     assert!(seen.iter().all(|s| *s == seen[0]), "{seen:?}");
     assert!(seen[0].windows(2).all(|w| w[1] == w[0] + 1), "{:?}", seen[0]);
 
+    // Members, presence, a direct message and a signal, all POSTed through
+    // the other gateway.
+    let members = request(&mut s, Some(&http2), json!({"op": "members", "room": "mixed"}), 200).await;
+    assert_eq!(members["count"], 3, "{members}");
+    let p = request(&mut s, Some(&http2), json!({"op": "presence", "users": ["hank"]}), 201).await;
+    assert_eq!(p["users"][0]["online"], true, "{p}");
+    let sent = request(&mut s, Some(&http2), json!({"op": "send", "user": "hank", "data": "via 2"}), 202).await;
+    assert_eq!(sent["delivered"], true, "{sent}");
+    assert_eq!(json_ws.next_of_type("direct", T).await.unwrap()["data"], "via 2");
+    let signal = json!({"op": "signal", "room": "mixed", "data": {"typing": true}});
+    assert_eq!(request(&mut s, Some(&http2), signal, 203).await["ok"], true);
+    assert_eq!(json_ws.next_of_type("signal", T).await.unwrap()["from"], "gina");
+
     // A wrong secret through the other gateway is refused there too, and a
     // connection that is nowhere is 404.
     let conn = s.conn.clone().unwrap();
