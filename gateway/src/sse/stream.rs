@@ -7,8 +7,8 @@
 //! stays, detached, for one heartbeat plus the pong timeout. A `GET /sse`
 //! with `Last-Event-ID: <conn>:<n>` on this gateway attaches a new response
 //! ([`Attach`]): the events after `n` still in the replay ring are written
-//! again and the stream goes on. Written events stay in the ring (bounded in
-//! bytes like the outbox) until newer ones push them out. While detached
+//! again and the stream goes on. Written events stay in the ring (at most
+//! [`REPLAY_BYTES`]) until newer ones push them out. While detached
 //! nothing is taken from the outbox, so a client that stays away fills it
 //! and is closed with 4000 as any slow consumer. Each event is
 //! `id: <conn>:<n>` and `data: <the JSON event>`; heartbeats are comment
