@@ -205,25 +205,29 @@ impl Connection {
         self.session.user = claims.sub.clone().into();
         self.session.info = claims.info_bytes();
         self.session.grants = Grants::of(&claims, &hub.defaults, &hub.default_grants);
-        let listener = Listener { outbox: self.session.outbox.clone(), encoding: self.session.encoding };
-        hub.register(
-            self.session.conn.clone(),
-            Conn { user: self.session.user.clone(), outbox: self.session.outbox.clone() },
-        );
-        hub.direct.add(&self.session.user, self.session.conn.clone(), listener.clone());
-        // Known to presence before the hello: a direct message sent to a
-        // user who saw it finds this connection.
-        let connect = hub.reporter.connected(&self.session.user, &self.session.conn);
-        hub.reporter.reported(connect).await;
-        self.session.exp = claims.exp;
-        self.sync_expiry();
-        crate::metrics::accepted();
+        // The hello is queued first: whatever reaches the connection from
+        // the moment it is registered (a direct message that waited for the
+        // user, handed over when presence hears of the session) comes after
+        // it. Nothing is written before this returns, so the client still
+        // reads the hello only once presence knows the session: a direct
+        // message sent to a user who saw it finds this connection.
         let (conn, user) = (&self.session.conn, &self.session.user);
         let secret = self.transport.opened(conn, user, |post_secret| {
             hello(&self.session, Some(SseHello { post_secret, resumed: true })).encode(Encoding::Json)
         });
         let sse = secret.as_deref().map(|post_secret| SseHello { post_secret, resumed: false });
         self.session.send(hello(&self.session, sse));
+        let listener = Listener { outbox: self.session.outbox.clone(), encoding: self.session.encoding };
+        hub.register(
+            self.session.conn.clone(),
+            Conn { user: self.session.user.clone(), outbox: self.session.outbox.clone() },
+        );
+        hub.direct.add(&self.session.user, self.session.conn.clone(), listener.clone());
+        let connect = hub.reporter.connected(&self.session.user, &self.session.conn);
+        hub.reporter.reported(connect).await;
+        self.session.exp = claims.exp;
+        self.sync_expiry();
+        crate::metrics::accepted();
         // Direct messages that waited for this user follow the hello.
         let user = self.session.user.clone();
         tokio::spawn(async move { crate::delivery::direct::hand_over(&hub, &user, Some(listener)).await });
