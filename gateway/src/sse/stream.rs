@@ -83,7 +83,7 @@ pub struct Inlets {
     pub attach: mpsc::Sender<Attach>,
 }
 
-enum Wake {
+pub enum Wake {
     Op(Option<Bytes>),
     Attach(Option<Attach>),
     Write,
@@ -131,43 +131,13 @@ impl SseStream {
     /// The client's next op. Meanwhile writes what is queued and keeps the
     /// clocks; `Err(Closed)` once the close is out.
     pub async fn next(&mut self) -> Result<Incoming, ReadError> {
-        if let Some(m) = self.held.take() {
-            return *m;
-        }
-        loop {
-            if self.done {
-                return Err(ReadError::Closed);
-            }
-            if self.outbox.has_orders() {
-                return Ok(Incoming::Orders);
-            }
-            let wake = self.wait(true).await;
-            if let Some(m) = self.handle(wake).await {
-                return m;
-            }
-        }
+        crate::transport::next(self).await
     }
 
     /// Keeps writing and the clocks while the session handles a request
-    /// (see [`crate::websocket::socket::Socket::tend`]).
+    /// ([`crate::transport::tend`]).
     pub async fn tend<T>(&mut self, busy: impl std::future::Future<Output = T>) -> T {
-        let mut busy = std::pin::pin!(busy);
-        loop {
-            let read = self.held.is_none();
-            tokio::select! {
-                biased;
-                done = &mut busy => return done,
-                wake = self.wait(read), if !self.done => {
-                    if let Some(m) = self.handle(wake).await {
-                        if self.held.is_some() {
-                            self.clocks.renew_at(Some(Instant::now() + Duration::from_secs(1)));
-                        } else {
-                            self.held = Some(Box::new(m));
-                        }
-                    }
-                }
-            }
-        }
+        crate::transport::tend(self, busy).await
     }
 
     /// Cancel-safe: every branch is.
@@ -283,6 +253,28 @@ impl SseStream {
         }
         self.body = None;
         self.outbox.closing().map_or(proto::client::close::ABNORMAL, |c| c.code)
+    }
+}
+
+impl crate::transport::Tend for SseStream {
+    type Wake = Wake;
+    fn wait(&mut self, read: bool) -> impl std::future::Future<Output = Wake> + Send {
+        SseStream::wait(self, read)
+    }
+    fn handle(&mut self, wake: Wake) -> impl std::future::Future<Output = Option<Result<Incoming, ReadError>>> + Send {
+        SseStream::handle(self, wake)
+    }
+    fn held(&mut self) -> &mut crate::transport::Held {
+        &mut self.held
+    }
+    fn clocks(&mut self) -> &mut Clocks {
+        &mut self.clocks
+    }
+    fn finished(&self) -> bool {
+        self.done
+    }
+    fn has_orders(&self) -> bool {
+        self.outbox.has_orders()
     }
 }
 

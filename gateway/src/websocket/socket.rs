@@ -59,7 +59,7 @@ pub struct Socket {
 }
 
 /// What woke the socket.
-enum Wake {
+pub enum Wake {
     /// The client sent something (or left).
     Read(Result<Incoming, ReadError>),
     /// The outbox has frames or a close.
@@ -110,48 +110,13 @@ impl Socket {
             // The reply to the request just handled: the client waits on it.
             self.flush(false).await;
         }
-        loop {
-            if self.writer.is_done() {
-                return Err(ReadError::Closed);
-            }
-            // Also those queued while a request was handled.
-            if self.outbox.has_orders() {
-                return Ok(Incoming::Orders);
-            }
-            let wake = self.wait(true).await;
-            if let Some(m) = self.handle(wake).await {
-                return m;
-            }
-        }
+        crate::transport::next(self).await
     }
 
-    /// Keeps writing and the clocks while the session handles a request,
-    /// until `busy` completes. Reads at most one message ahead and holds it
-    /// for [`Socket::next`]: requests stay strictly serial, but whatever
-    /// arrives from the client proves it alive (no heartbeat close while a
-    /// request waits on a slow owner).
+    /// Keeps writing and the clocks while the session handles a request
+    /// ([`crate::transport::tend`]).
     pub async fn tend<T>(&mut self, busy: impl std::future::Future<Output = T>) -> T {
-        let mut busy = std::pin::pin!(busy);
-        loop {
-            let read = self.held.is_none();
-            tokio::select! {
-                biased;
-                done = &mut busy => return done,
-                // `wait` is cancel-safe; `handle` runs to completion here,
-                // with `busy` simply not polled meanwhile.
-                wake = self.wait(read), if !self.writer.is_done() => {
-                    if let Some(m) = self.handle(wake).await {
-                        if self.held.is_some() {
-                            // Only a renewal comes while a message is held
-                            // (reads are off): due again in a moment.
-                            self.clocks.renew_at(Some(Instant::now() + Duration::from_secs(1)));
-                        } else {
-                            self.held = Some(Box::new(m));
-                        }
-                    }
-                }
-            }
-        }
+        crate::transport::tend(self, busy).await
     }
 
     /// Waits for the next thing to do. Cancel-safe: the reader is, and a
@@ -220,5 +185,27 @@ impl Socket {
         })
         .await;
         self.outbox.closing().map_or(proto::client::close::ABNORMAL, |c| c.code)
+    }
+}
+
+impl crate::transport::Tend for Socket {
+    type Wake = Wake;
+    fn wait(&mut self, read: bool) -> impl std::future::Future<Output = Wake> + Send {
+        Socket::wait(self, read)
+    }
+    fn handle(&mut self, wake: Wake) -> impl std::future::Future<Output = Option<Result<Incoming, ReadError>>> + Send {
+        Socket::handle(self, wake)
+    }
+    fn held(&mut self) -> &mut crate::transport::Held {
+        &mut self.held
+    }
+    fn clocks(&mut self) -> &mut Clocks {
+        &mut self.clocks
+    }
+    fn finished(&self) -> bool {
+        self.writer.is_done()
+    }
+    fn has_orders(&self) -> bool {
+        self.outbox.has_orders()
     }
 }
