@@ -257,22 +257,7 @@ fn the_upgrade_accepts_permessage_deflate_only_with_compression() {
 
 /// One masked client frame.
 fn send_frame(s: &mut impl Write, first: u8, payload: &[u8]) {
-    let mut frame = vec![first];
-    match payload.len() {
-        n if n < 126 => frame.push(0x80 | n as u8),
-        n if n < 65_536 => {
-            frame.push(0x80 | 126);
-            frame.extend_from_slice(&(n as u16).to_be_bytes());
-        }
-        n => {
-            frame.push(0x80 | 127);
-            frame.extend_from_slice(&(n as u64).to_be_bytes());
-        }
-    }
-    let mask = [7u8, 1, 9, 3];
-    frame.extend_from_slice(&mask);
-    frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
-    s.write_all(&frame).unwrap();
+    s.write_all(&loadtest::conn::masked_frame(first, [7, 1, 9, 3], payload)).unwrap();
 }
 
 /// The next server frame: (first byte, payload).

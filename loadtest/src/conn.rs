@@ -102,11 +102,7 @@ impl Poster {
         let mut http = self.http.lock().await;
         if http.as_ref().is_none_or(|h| h.is_closed()) {
             let stream = connect_tcp(&self.host, self.source).await?;
-            let (send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-                .await
-                .map_err(|e| ClientError::Connect(e.to_string()))?;
-            tokio::spawn(conn);
-            *http = Some(send);
+            *http = Some(crate::http::handshake(stream).await.map_err(|e| ClientError::Connect(e.to_string()))?);
         }
         let send = http.as_mut().expect("opened above");
         send.ready().await.map_err(|e| ClientError::Connect(e.to_string()))?;
@@ -257,10 +253,7 @@ impl Conn {
         let host = rest.split('/').next().unwrap_or(rest).to_owned();
         let open = async {
             let stream = connect_tcp(&host, source).await?;
-            let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-                .await
-                .map_err(|e| ClientError::Connect(e.to_string()))?;
-            tokio::spawn(conn);
+            let mut send = crate::http::handshake(stream).await.map_err(|e| ClientError::Connect(e.to_string()))?;
             let path = format!("/sse?token={}", token.unwrap_or_default());
             let req = hyper::Request::get(path)
                 .header(hyper::header::HOST, &host)
@@ -336,30 +329,19 @@ impl Conn {
 async fn recv_sse(body: &mut hyper::body::Incoming, buf: &mut Vec<u8>, poster: &Poster) -> Received {
     use http_body_util::BodyExt as _;
     loop {
-        while let Some(end) = buf.windows(2).position(|w| w == b"\n\n") {
-            let block: Vec<u8> = buf.drain(..end + 2).collect();
-            let mut close = false;
-            let mut data = None;
-            for line in block.split(|b| *b == b'\n') {
-                if line == b"event: close" {
-                    close = true;
-                } else if let Some(d) = line.strip_prefix(b"data: ") {
-                    data = Some(Bytes::copy_from_slice(d));
-                }
-            }
-            let Some(data) = data else { continue };
-            if close {
-                let code = serde_json::from_slice::<serde_json::Value>(&data).ok().and_then(|v| v["code"].as_u64());
+        if let Some(e) = crate::sse::take_event(buf) {
+            if e.event.as_deref() == Some("close") {
+                let code = serde_json::from_str::<serde_json::Value>(&e.data).ok().and_then(|v| v["code"].as_u64());
                 return Received::Closed(code.map(|c| c as u16));
             }
             if poster.hello.get().is_none() {
-                if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&data) {
+                if let Ok(v) = serde_json::from_str::<serde_json::Value>(&e.data) {
                     if let (Some(conn), Some(secret)) = (v["conn"].as_str(), v["post_secret"].as_str()) {
                         let _ = poster.hello.set((conn.to_owned(), secret.to_owned()));
                     }
                 }
             }
-            return Received::Text(data);
+            return Received::Text(Bytes::from(e.data));
         }
         let frame = tokio::select! {
             f = body.frame() => f,
@@ -399,9 +381,16 @@ fn frame_head_len(len: usize) -> usize {
     }
 }
 
-/// Writes one masked client frame (`first`: FIN and opcode).
+/// Writes one masked client frame (`first`: FIN, RSV and opcode).
 async fn write_masked(w: &Mutex<WriteHalf<Io>>, first: u8, payload: &[u8]) -> Result<(), ClientError> {
     use tokio::io::AsyncWriteExt as _;
+    let frame = masked_frame(first, rand::random(), payload);
+    w.lock().await.write_all(&frame).await.map_err(|_| ClientError::Closed(None))
+}
+
+/// One client frame (`first`: FIN, RSV and opcode) masked with `mask`, as
+/// RFC 6455 asks of clients.
+pub fn masked_frame(first: u8, mask: [u8; 4], payload: &[u8]) -> Vec<u8> {
     let mut frame = vec![first];
     match payload.len() {
         n if n < 126 => frame.push(0x80 | n as u8),
@@ -414,10 +403,9 @@ async fn write_masked(w: &Mutex<WriteHalf<Io>>, first: u8, payload: &[u8]) -> Re
             frame.extend_from_slice(&(n as u64).to_be_bytes());
         }
     }
-    let mask: [u8; 4] = rand::random();
     frame.extend_from_slice(&mask);
     frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
-    w.lock().await.write_all(&frame).await.map_err(|_| ClientError::Closed(None))
+    frame
 }
 
 /// The next message of a permessage-deflate WebSocket, inflated; pings are

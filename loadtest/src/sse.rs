@@ -8,7 +8,6 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body_util::{BodyExt as _, Empty, Full};
 use hyper::body::Incoming;
-use hyper_util::rt::TokioIo;
 use serde_json::Value;
 
 use crate::client::ClientError;
@@ -45,10 +44,7 @@ impl SseClient {
         let host = base.strip_prefix("http://").ok_or_else(|| ClientError::Connect(format!("{base}: http:// only")))?;
         let connect = async {
             let stream = tokio::net::TcpStream::connect(host).await.map_err(|e| ClientError::Connect(e.to_string()))?;
-            let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-                .await
-                .map_err(|e| ClientError::Connect(e.to_string()))?;
-            tokio::spawn(conn);
+            let mut send = crate::http::handshake(stream).await.map_err(|e| ClientError::Connect(e.to_string()))?;
             let mut req = hyper::Request::get(path_and_query).header(hyper::header::HOST, host);
             for (name, value) in headers {
                 req = req.header(*name, *value);
@@ -80,27 +76,7 @@ impl SseClient {
 
     async fn next_event_inner(&mut self) -> Result<SseEvent, ClientError> {
         loop {
-            if let Some(end) = self.buf.windows(2).position(|w| w == b"\n\n") {
-                let block: Vec<u8> = self.buf.drain(..end + 2).collect();
-                let text = String::from_utf8_lossy(&block);
-                let mut e = SseEvent { id: None, event: None, data: String::new() };
-                let mut any = false;
-                for line in text.lines() {
-                    if let Some(v) = line.strip_prefix("id: ") {
-                        e.id = Some(v.to_owned());
-                    } else if let Some(v) = line.strip_prefix("event: ") {
-                        e.event = Some(v.to_owned());
-                    } else if let Some(v) = line.strip_prefix("data: ") {
-                        if any {
-                            e.data.push('\n');
-                        }
-                        e.data.push_str(v);
-                        any = true;
-                    }
-                }
-                if !any {
-                    continue; // a comment (heartbeat)
-                }
+            if let Some(e) = take_event(&mut self.buf) {
                 if e.id.is_some() {
                     self.last_id = e.id.clone();
                 }
@@ -176,13 +152,39 @@ impl SseClient {
     }
 }
 
+/// The next whole event in `buf`, taken off it (comments, the heartbeats,
+/// are taken and skipped); `None` until one has arrived.
+pub fn take_event(buf: &mut Vec<u8>) -> Option<SseEvent> {
+    while let Some(end) = buf.windows(2).position(|w| w == b"\n\n") {
+        let block: Vec<u8> = buf.drain(..end + 2).collect();
+        let text = String::from_utf8_lossy(&block);
+        let mut e = SseEvent { id: None, event: None, data: String::new() };
+        let mut any = false;
+        for line in text.lines() {
+            if let Some(v) = line.strip_prefix("id: ") {
+                e.id = Some(v.to_owned());
+            } else if let Some(v) = line.strip_prefix("event: ") {
+                e.event = Some(v.to_owned());
+            } else if let Some(v) = line.strip_prefix("data: ") {
+                if any {
+                    e.data.push('\n');
+                }
+                e.data.push_str(v);
+                any = true;
+            }
+        }
+        if any {
+            return Some(e);
+        }
+    }
+    None
+}
+
 /// `POST <base>/sse/<conn>` with `Authorization: Bearer <secret>` and `body`.
 pub async fn post(base: &str, conn: &str, secret: &str, body: Vec<u8>) -> (u16, String) {
     let Some(host) = base.strip_prefix("http://") else { return (0, "http:// only".into()) };
     let send = async {
-        let stream = tokio::net::TcpStream::connect(host).await.ok()?;
-        let (mut send, conn_task) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.ok()?;
-        tokio::spawn(conn_task);
+        let mut send = crate::http::handshake(tokio::net::TcpStream::connect(host).await.ok()?).await.ok()?;
         let req = hyper::Request::post(format!("/sse/{conn}"))
             .header(hyper::header::HOST, host)
             .header(hyper::header::AUTHORIZATION, format!("Bearer {secret}"))

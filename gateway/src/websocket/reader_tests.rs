@@ -6,22 +6,7 @@ use tokio::net::{TcpListener, TcpStream};
 
 /// A masked client frame.
 fn frame(fin: bool, opcode: u8, payload: &[u8]) -> Vec<u8> {
-    let mut out = vec![(fin as u8) << 7 | opcode];
-    match payload.len() {
-        n if n < 126 => out.push(0x80 | n as u8),
-        n if n < 65536 => {
-            out.push(0x80 | 126);
-            out.extend_from_slice(&(n as u16).to_be_bytes());
-        }
-        n => {
-            out.push(0x80 | 127);
-            out.extend_from_slice(&(n as u64).to_be_bytes());
-        }
-    }
-    let mask = [1, 2, 3, 4];
-    out.extend_from_slice(&mask);
-    out.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
-    out
+    loadtest::conn::masked_frame((fin as u8) << 7 | opcode, [1, 2, 3, 4], payload)
 }
 
 async fn reader_for(bytes: Vec<u8>, max: usize) -> FrameReader {
