@@ -10,6 +10,7 @@
 //! to a user's connections or, when they have none, to their inbox.
 
 mod client;
+mod deadlines;
 pub mod direct;
 pub mod inbox;
 mod inbox_jetstream;

@@ -17,9 +17,11 @@
 //!
 //! Pure: the time is an argument and the caller sends the notices.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use crate::deadlines::Deadlines;
 
 /// How long after a message was queued for a user a new session of theirs
 /// still makes its gateway take the inbox: well past one report batch and
@@ -38,7 +40,7 @@ pub struct Located {
     /// Users with a message queued lately → when it was.
     waiting: HashMap<String, Instant>,
     /// `waiting` in the order set, for expiry (stale entries skipped).
-    waiting_order: VecDeque<(Instant, String)>,
+    waiting_order: Deadlines,
     /// (gateway, user): that gateway should take the user's inbox.
     notices: Vec<(Arc<str>, String)>,
 }
@@ -82,7 +84,8 @@ impl Located {
         if self.waiting.insert(user.to_owned(), now).is_none() && self.waiting.len() > MAX_WAITING {
             self.forget_oldest();
         }
-        self.waiting_order.push_back((now, user.to_owned()));
+        let waiting = &self.waiting;
+        self.waiting_order.push(now, user, waiting.len(), |at, user| waiting.get(user) == Some(at));
         for (g, _) in self.gateways.get(user).into_iter().flatten() {
             self.notices.push((g.clone(), user.to_owned()));
         }
@@ -95,11 +98,8 @@ impl Located {
 
     /// Forgets users whose messages were queued longer than [`WAITING_TTL`] ago.
     pub fn sweep(&mut self, now: Instant) {
-        while let Some((at, _)) = self.waiting_order.front() {
-            if now.duration_since(*at) < WAITING_TTL {
-                break;
-            }
-            let (at, user) = self.waiting_order.pop_front().unwrap();
+        let Some(due) = now.checked_sub(WAITING_TTL) else { return };
+        while let Some((at, user)) = self.waiting_order.pop_due(due) {
             if self.waiting.get(&user) == Some(&at) {
                 self.waiting.remove(&user);
             }
@@ -110,13 +110,18 @@ impl Located {
     pub fn retain(&mut self, keep: impl Fn(&str) -> bool) {
         self.gateways.retain(|user, _| keep(user));
         self.waiting.retain(|user, _| keep(user));
-        self.waiting_order.retain(|(_, user)| keep(user));
+        self.waiting_order.retain(keep);
     }
 
     /// Users with at least one session.
     #[cfg(test)]
     pub fn users(&self) -> usize {
         self.gateways.len()
+    }
+
+    /// Notice deadlines queued, superseded ones included.
+    pub fn deadlines(&self) -> usize {
+        self.waiting_order.len()
     }
 
     /// Users remembered as waiting for their inbox.

@@ -9,6 +9,14 @@ use metrics::{describe_counter, describe_gauge};
 pub fn describe() {
     describe_gauge!("switchboard_presence_users_online", "Users online (grace included).");
     describe_gauge!("switchboard_presence_sessions", "Live sessions reported by gateways.");
+    describe_gauge!(
+        "switchboard_presence_users_known",
+        "Users remembered: online, in grace, or offline for up to an hour (their last-seen time)."
+    );
+    describe_gauge!(
+        "switchboard_presence_deadlines",
+        "Grace, last-seen and inbox-notice deadlines queued (superseded ones included; at most about twice the users known, plus 1,024 per queue)."
+    );
     describe_counter!("switchboard_presence_reports_total", "Reports received from gateways.");
     describe_counter!("switchboard_presence_changes_total", "Online/offline changes, by new state.");
     describe_counter!(
@@ -50,6 +58,8 @@ pub fn describe() {
     }
     metrics::gauge!("switchboard_presence_users_online").set(0.0);
     metrics::gauge!("switchboard_presence_sessions").set(0.0);
+    metrics::gauge!("switchboard_presence_users_known").set(0.0);
+    metrics::gauge!("switchboard_presence_deadlines").set(0.0);
     metrics::gauge!("switchboard_presence_inbox_waiting_users").set(0.0);
     metrics::counter!("switchboard_presence_reports_total").absolute(0);
     metrics::gauge!("switchboard_presence_ring_size").set(0.0);

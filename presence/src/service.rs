@@ -195,6 +195,8 @@ impl PresenceService {
         let changes = f(&mut store, Instant::now(), proto::now_ms());
         metrics::gauge!("switchboard_presence_users_online").set(store.online_users() as f64);
         metrics::gauge!("switchboard_presence_sessions").set(store.sessions() as f64);
+        metrics::gauge!("switchboard_presence_users_known").set(store.known_users() as f64);
+        metrics::gauge!("switchboard_presence_deadlines").set(store.deadlines() as f64);
         metrics::gauge!("switchboard_presence_inbox_waiting_users").set(store.waiting_users() as f64);
         for notice in store.take_notices() {
             if self.notices.try_send(notice).is_err() {

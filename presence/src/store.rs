@@ -230,6 +230,17 @@ impl Store {
         self.located.waiting()
     }
 
+    /// Users remembered: online, in grace, or offline with a last-seen time.
+    pub fn known_users(&self) -> usize {
+        self.users.len()
+    }
+
+    /// Deadlines queued (grace, last-seen retention, inbox notices),
+    /// superseded ones included: at most about twice the users.
+    pub fn deadlines(&self) -> usize {
+        self.users.deadlines() + self.located.deadlines()
+    }
+
     /// Gateways holding a live lease.
     pub fn gateways(&self) -> usize {
         self.gateways.len()

@@ -436,3 +436,23 @@ fn users_handed_off_to_another_replica_leave_without_a_change() {
     let ends = h.now_ms() + (GRACE / 2).as_millis() as i64;
     assert_eq!(h.advance(GRACE / 2), vec![offline_at("alice", ends)]);
 }
+
+#[test]
+fn a_user_coming_and_going_leaves_bounded_deadlines() {
+    // Every grace ends offline, and each offline is remembered for an hour:
+    // the deadlines must follow the users, not the visits (here 10 users,
+    // 1,000 offlines each within the hour, 5 visits per grace).
+    let mut h = Harness::new();
+    for step in 0..1_000 {
+        for visit in 0..50 {
+            let (user, conn) = (format!("u{}", visit % 10), format!("c{step}-{visit}"));
+            h.connect("g1", &user, &conn);
+            h.disconnect("g1", &user, &conn);
+        }
+        h.advance(GRACE);
+        assert!(h.store.deadlines() <= 2 * (2 * 10 + 1024), "{} deadlines at step {step}", h.store.deadlines());
+    }
+    assert_eq!(h.store.known_users(), 10);
+    h.advance(LAST_SEEN_RETENTION);
+    assert_eq!(h.store.known_users(), 0, "every current deadline still fires");
+}

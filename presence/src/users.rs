@@ -12,9 +12,10 @@
 //! by its time, on any of the user's sessions, so two devices agree whatever
 //! order their reports arrive in. Going offline forgets it.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
+use crate::deadlines::Deadlines;
 use crate::Change;
 
 /// How long an offline user's last-seen time is remembered; after that a query
@@ -67,11 +68,10 @@ pub(crate) struct Users {
     /// Every user that is online, in grace, or recently offline.
     users: HashMap<String, State>,
     /// Grace deadlines in the order they were set. An entry whose user has
-    /// reconnected (or re-entered grace later) since is skipped when popped,
-    /// which is cheaper than removing it from the middle of the queue.
-    graces: VecDeque<(Instant, String)>,
+    /// reconnected (or re-entered grace later) since is skipped when popped.
+    graces: Deadlines,
     /// When offline users are forgotten, with the same lazy skipping.
-    forgets: VecDeque<(Instant, String)>,
+    forgets: Deadlines,
     /// Users online or in grace: kept as a count so metrics need no scan.
     online: usize,
 }
@@ -79,7 +79,7 @@ pub(crate) struct Users {
 impl Users {
     /// An empty table with the given offline grace.
     pub(crate) fn new(grace: Duration) -> Self {
-        Self { grace, users: HashMap::new(), graces: VecDeque::new(), forgets: VecDeque::new(), online: 0 }
+        Self { grace, users: HashMap::new(), graces: Deadlines::default(), forgets: Deadlines::default(), online: 0 }
     }
 
     /// A session of `user` started, with the status set on it (if any).
@@ -137,7 +137,10 @@ impl Users {
                 let until = now + self.grace;
                 let offline_ms = now_ms.saturating_add(self.grace.as_millis() as i64);
                 *state = State::Grace { until, offline_ms, status: std::mem::take(status) };
-                self.graces.push_back((until, user.to_owned()));
+                let users = &self.users;
+                self.graces.push(until, user, users.len(), |at, user| {
+                    matches!(users.get(user), Some(State::Grace { until, .. }) if until == at)
+                });
             }
             State::Grace { .. } | State::Offline { .. } => {
                 debug_assert!(false, "session end for {user} without a live session");
@@ -148,7 +151,7 @@ impl Users {
     /// Turns users whose grace ran out offline and forgets users offline for
     /// longer than [`LAST_SEEN_RETENTION`].
     pub(crate) fn sweep(&mut self, now: Instant, changes: &mut Vec<Change>) {
-        while let Some((until, user)) = pop_due(&mut self.graces, now) {
+        while let Some((until, user)) = self.graces.pop_due(now) {
             let Some(state) = self.users.get_mut(&user) else {
                 continue;
             };
@@ -161,10 +164,13 @@ impl Users {
             let forget_at = until + LAST_SEEN_RETENTION;
             *state = State::Offline { since_ms: offline_ms, forget_at };
             self.online -= 1;
-            self.forgets.push_back((forget_at, user.clone()));
+            let users = &self.users;
+            self.forgets.push(forget_at, &user, users.len(), |at, user| {
+                matches!(users.get(user), Some(State::Offline { forget_at, .. }) if forget_at == at)
+            });
             changes.push(Change { user, online: false, ts: offline_ms, status: String::new(), status_only: false });
         }
-        while let Some((at, user)) = pop_due(&mut self.forgets, now) {
+        while let Some((at, user)) = self.forgets.pop_due(now) {
             if let Some(State::Offline { forget_at, .. }) = self.users.get(&user) {
                 if *forget_at == at {
                     self.users.remove(&user);
@@ -204,17 +210,14 @@ impl Users {
         self.online
     }
 
-    /// Users remembered in any state (for tests of the memory bound).
-    #[cfg(test)]
+    /// Users remembered in any state.
     pub(crate) fn len(&self) -> usize {
         self.users.len()
     }
-}
 
-/// Pops the front of a deadline queue if it is due.
-fn pop_due(queue: &mut VecDeque<(Instant, String)>, now: Instant) -> Option<(Instant, String)> {
-    match queue.front() {
-        Some((at, _)) if *at <= now => queue.pop_front(),
-        _ => None,
+    /// Grace and retention deadlines queued, superseded ones included.
+    pub(crate) fn deadlines(&self) -> usize {
+        self.graces.len() + self.forgets.len()
     }
 }
+
