@@ -6,8 +6,10 @@
 #
 #   loadtest/ab.sh "" "--write-delay 5ms" "--write-delay 20ms"
 #   GATEWAY_BIN=/tmp/old-gateway ROUNDS=3 loadtest/ab.sh ""
+#   loadtest/ab.sh "bin=/tmp/old-gateway" ""      # two builds in one run
 #
-# Each argument is one gateway side's extra flags ("" for the defaults).
+# Each argument is one gateway side's extra flags ("" for the defaults),
+# after an optional bin=<path> naming that side's gateway binary.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -33,8 +35,12 @@ for round in $(seq "$ROUNDS"); do
     flags=${sides[$side]}
     if [ "$side" = 0 ]; then start_peer; url=$PEER; protocol=peer; pid=$PEER_PID
     else
+      bin=${GATEWAY_BIN:-target/release/gateway}
+      if [[ $flags == bin=* ]]; then
+        bin=${flags%% *} && flags=${flags#"$bin"} && bin=${bin#bin=}
+      fi
       # shellcheck disable=SC2086 # flags are words
-      start_gateway $flags; url=$GATEWAY; protocol=switchboard; pid=$GATEWAY_PID
+      GATEWAY_BIN=$bin start_gateway $flags; url=$GATEWAY; protocol=switchboard; pid=$GATEWAY_PID
     fi
     "$LT" broadcast --members "$MEMBERS" --publishers 2 --rate 0 --window 64 --connect-rate 3000 \
       --server-pid "$pid" --url "$url" --protocol "$protocol" --secret "$SECRET" --duration "$DURATION" \

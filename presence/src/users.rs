@@ -138,9 +138,12 @@ impl Users {
                 let offline_ms = now_ms.saturating_add(self.grace.as_millis() as i64);
                 *state = State::Grace { until, offline_ms, status: std::mem::take(status) };
                 let users = &self.users;
-                self.graces.push(until, user, users.len(), |at, user| {
-                    matches!(users.get(user), Some(State::Grace { until, .. }) if until == at)
-                });
+                self.graces.push(
+                    until,
+                    user,
+                    users.len(),
+                    |at, user| matches!(users.get(user), Some(State::Grace { until, .. }) if until == at),
+                );
             }
             State::Grace { .. } | State::Offline { .. } => {
                 debug_assert!(false, "session end for {user} without a live session");
@@ -165,9 +168,12 @@ impl Users {
             *state = State::Offline { since_ms: offline_ms, forget_at };
             self.online -= 1;
             let users = &self.users;
-            self.forgets.push(forget_at, &user, users.len(), |at, user| {
-                matches!(users.get(user), Some(State::Offline { forget_at, .. }) if forget_at == at)
-            });
+            self.forgets.push(
+                forget_at,
+                &user,
+                users.len(),
+                |at, user| matches!(users.get(user), Some(State::Offline { forget_at, .. }) if forget_at == at),
+            );
             changes.push(Change { user, online: false, ts: offline_ms, status: String::new(), status_only: false });
         }
         while let Some((at, user)) = self.forgets.pop_due(now) {
@@ -220,4 +226,3 @@ impl Users {
         self.graces.len() + self.forgets.len()
     }
 }
-
