@@ -113,7 +113,7 @@ impl Rooms {
 impl RoomHandle {
     /// Starts delivering to a member (see [`Attach`]).
     pub fn attach(&self, attach: Attach) {
-        let _ = self.tx.send(Cmd::Attach(attach));
+        let _ = self.tx.send(Cmd::Attach(Box::new(attach)));
     }
 
     /// Stops delivering to a member.

@@ -33,9 +33,11 @@ const ATTEMPTS: u32 = 5;
 /// Members re-registered per sync request.
 const SYNC_PAGE: usize = 1000;
 
-/// Commands from sessions.
+/// Commands from sessions. Small: the room's channel allocates its slots
+/// 32 at a time, so an inline `Attach` (~180 B) cost each followed room
+/// ~5.9 KiB; boxed, ~0.8 KiB.
 pub enum Cmd {
-    Attach(Attach),
+    Attach(Box<Attach>),
     Detach(Arc<str>),
     Stop,
 }
@@ -73,7 +75,7 @@ pub async fn run(
                 None => break,
             },
             cmd = cmds.recv() => match cmd {
-                Some(Cmd::Attach(a)) => state.attach(a, &mut actions),
+                Some(Cmd::Attach(a)) => state.attach(*a, &mut actions),
                 Some(Cmd::Detach(conn)) => state.detach(&conn),
                 Some(Cmd::Stop) | None => break,
             },
@@ -171,5 +173,15 @@ async fn sync_members(
             }
         }
         return last;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// The room's command channel allocates 32 slots at a time for as long
+    /// as the room has local members.
+    #[test]
+    fn a_command_is_small() {
+        assert!(size_of::<super::Cmd>() <= 32, "a room command is {} B", size_of::<super::Cmd>());
     }
 }
