@@ -13,7 +13,7 @@ use proto::subject;
 use router::client::RouterClient;
 use tokio::sync::{mpsc, watch};
 
-use crate::delivery::fanout::{self, Attach, Cmd};
+use crate::delivery::fanout::{self, Attach, Cmd, Joining, Joins};
 
 /// How far a room's subscription has come.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -28,6 +28,7 @@ struct Entry {
     /// Sessions that entered and have not exited.
     refs: usize,
     ready: watch::Receiver<Ready>,
+    joins: Joins,
 }
 
 /// The registry of locally joined rooms.
@@ -52,19 +53,21 @@ impl Rooms {
 
     /// Takes a reference on `room`, starting its fanout if needed, and waits
     /// until its subscription is live. Pair every success with [`Self::exit`].
-    pub async fn enter(&self, room: &str) -> Result<RoomHandle, BusError> {
-        let (tx, mut ready) = {
+    /// The session counts as joining the room until it drops the [`Joining`]
+    /// (attached, or given up).
+    pub async fn enter(&self, room: &str) -> Result<(RoomHandle, Joining), BusError> {
+        let (tx, mut ready, joining) = {
             let mut table = self.table.lock().unwrap();
             let entry = table.entry(room.to_owned()).or_insert_with(|| self.spawn(room));
             entry.refs += 1;
-            (entry.tx.clone(), entry.ready.clone())
+            (entry.tx.clone(), entry.ready.clone(), entry.joins.start())
         };
         let state = ready.wait_for(|r| *r != Ready::Pending).await.map(|r| *r).unwrap_or(Ready::Failed);
         if state == Ready::Failed {
             self.exit(room);
             return Err(BusError::Broker("room subscription failed".into()));
         }
-        Ok(RoomHandle { tx })
+        Ok((RoomHandle { tx }, joining))
     }
 
     /// Drops a reference taken by [`Self::enter`].
@@ -92,13 +95,14 @@ impl Rooms {
     fn spawn(&self, room: &str) -> Entry {
         let (tx, rx) = mpsc::unbounded_channel();
         let (ready_tx, ready) = watch::channel(Ready::Pending);
-        let (bus, router, room, gateway) =
-            (self.bus.clone(), self.router.clone(), room.to_owned(), self.gateway.clone());
+        let joins = Joins::default();
+        let (bus, router, room, gateway, task_joins) =
+            (self.bus.clone(), self.router.clone(), room.to_owned(), self.gateway.clone(), joins.clone());
         tokio::spawn(async move {
             match bus.subscribe(subject::room(&room)).await {
                 Ok(sub) => {
                     ready_tx.send_replace(Ready::Subscribed);
-                    fanout::run(room, gateway, sub, rx, router).await;
+                    fanout::run(room, gateway, sub, rx, router, task_joins).await;
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, room, "room subscription failed");
@@ -106,7 +110,7 @@ impl Rooms {
                 }
             }
         });
-        Entry { tx, refs: 0, ready }
+        Entry { tx, refs: 0, ready, joins }
     }
 }
 

@@ -72,6 +72,10 @@ impl Room {
         for change in self.changes.missed(&self.room, &a.epoch, a.members_version, &a.user) {
             a.listener.outbox.push(Out::Data(change.encode(a.listener.encoding)));
         }
+        drop(a.joining);
+        if !self.joins.any() {
+            self.changes.release();
+        }
         let epoch: Arc<str> = a.epoch.into();
         match &self.pos {
             None => self.pos = Some((epoch.clone(), a.seq)),

@@ -6,7 +6,8 @@
 //! the room first and would miss the member, leaving its count behind. Every
 //! membership event carries the room's membership version after it, and the
 //! join answer the version it saw: on attach the member gets exactly the
-//! events after its answer. The ring is bounded in entries and bytes (and
+//! events after its answer. Events are kept only while a session is
+//! joining ([`super::joins`]). The ring is bounded in entries and bytes (and
 //! counted in `switchboard_gateway_room_buffer_bytes{buffer="changes"}`); a
 //! member further behind than it reaches gets the events it still holds and
 //! then one `members_changed` with empty lists, `truncated: true` and the
@@ -114,6 +115,20 @@ impl Changes {
         self.ring.clear();
         self.tally.sub(self.tally.bytes());
         self.dropped = 0;
+    }
+
+    /// Forgets every kept event and frees the ring: nobody can need them.
+    pub fn release(&mut self) {
+        if self.ring.capacity() > 0 {
+            self.clear();
+            self.ring = VecDeque::new();
+        }
+    }
+
+    /// Events kept.
+    #[cfg(test)]
+    pub fn len(&self) -> usize {
+        self.ring.len()
     }
 
     /// What a member answered at (`epoch`, `version`) missed, for user

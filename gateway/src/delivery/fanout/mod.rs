@@ -11,6 +11,7 @@ mod buffer;
 mod catch_up;
 mod changes;
 mod encoded;
+mod joins;
 pub mod room;
 
 use std::sync::Arc;
@@ -26,6 +27,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 pub use encoded::Encoded;
+pub use joins::{Joining, Joins};
 pub use room::{Action, Attach, Bounds, Room};
 
 /// Attempts of a call to the owner before giving up.
@@ -57,11 +59,12 @@ pub async fn run(
     mut sub: Subscription,
     mut cmds: mpsc::UnboundedReceiver<Cmd>,
     router: RouterClient,
+    joins: Joins,
 ) {
     let mut view = router.membership().clone();
     let owner = router.membership().ring().owner(&room).map(Arc::from);
     let room: Arc<str> = room.into();
-    let mut state = Room::new(room.clone(), gateway, owner, Bounds::default());
+    let mut state = Room::new(room.clone(), gateway, owner, Bounds::default(), joins);
     let mut work: FuturesUnordered<JoinHandle<Done>> = FuturesUnordered::new();
     let mut sync: Option<tokio::task::AbortHandle> = None;
     let mut actions = Vec::new();

@@ -35,6 +35,7 @@ use super::buffer::{Held, Recent};
 use super::catch_up::CatchUp;
 use super::changes::{Change, Changes};
 use super::encoded::Encoded;
+use super::joins::{Joining, Joins};
 use crate::delivery::outbox::{Out, Outbox};
 use crate::delivery::topics::Listener;
 
@@ -84,6 +85,8 @@ pub struct Attach {
     /// A resume: the seq the member had, and the first page of what it
     /// missed (the rest is fetched as it reads).
     pub resume: Option<(u64, Vec<internal::StoredMessage>)>,
+    /// The session counted as joining since before it asked the owner.
+    pub joining: Joining,
 }
 
 /// What the task must do for the machine.
@@ -127,8 +130,10 @@ pub struct Room {
     /// Member fetches under way, and members waiting for a turn.
     pub(super) fetches: usize,
     pub(super) fetch_queue: VecDeque<Arc<str>>,
-    /// Recent membership events, for members whose join answer they overtook.
+    /// Recent membership events, for members whose join answer they
+    /// overtook: kept only while a session is joining.
     pub(super) changes: Changes,
+    pub(super) joins: Joins,
     /// Epochs the room left, newest last: their late events are dropped.
     retired: VecDeque<Arc<str>>,
 }
@@ -137,7 +142,7 @@ pub struct Room {
 const RETIRED: usize = 4;
 
 impl Room {
-    pub fn new(room: Arc<str>, gateway: Arc<str>, owner: Option<Arc<str>>, bounds: Bounds) -> Self {
+    pub fn new(room: Arc<str>, gateway: Arc<str>, owner: Option<Arc<str>>, bounds: Bounds, joins: Joins) -> Self {
         Self {
             room,
             gateway,
@@ -150,6 +155,7 @@ impl Room {
             fetches: 0,
             fetch_queue: VecDeque::new(),
             changes: Changes::new(bounds.changes_len, bounds.changes_bytes),
+            joins,
             retired: VecDeque::new(),
             bounds,
         }
@@ -191,7 +197,11 @@ impl Room {
     fn on_change(&mut self, epoch: &str, version: u64, change: Change) {
         let about = change.about();
         self.broadcast(|_, m| about == Some(&*m.user), |e| change.encode(e));
-        self.changes.push(epoch, version, change);
+        if self.joins.any() {
+            self.changes.push(epoch, version, change);
+        } else {
+            self.changes.release();
+        }
     }
 
     fn on_message(&mut self, enc: Arc<Encoded>, out: &mut Vec<Action>) {

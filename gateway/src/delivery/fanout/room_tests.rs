@@ -40,6 +40,9 @@ struct Case {
     room: Room,
     outboxes: HashMap<&'static str, Arc<Outbox>>,
     actions: Vec<Action>,
+    joins: Joins,
+    /// Sessions that asked the owner and have not attached yet.
+    joining: HashMap<&'static str, Joining>,
 }
 
 impl Case {
@@ -48,8 +51,14 @@ impl Case {
     }
 
     fn with(bounds: Bounds) -> Self {
-        let room = Room::new("r".into(), "gw".into(), Some("r-1".into()), bounds);
-        Self { room, outboxes: HashMap::new(), actions: Vec::new() }
+        let joins = Joins::default();
+        let room = Room::new("r".into(), "gw".into(), Some("r-1".into()), bounds, joins.clone());
+        Self { room, outboxes: HashMap::new(), actions: Vec::new(), joins, joining: HashMap::new() }
+    }
+
+    /// `conn` asks the owner to join (and attaches later).
+    fn enter(&mut self, conn: &'static str) {
+        self.joining.insert(conn, self.joins.start());
     }
 
     /// Attaches `conn` (user of the same name) with the owner's answer
@@ -89,6 +98,7 @@ impl Case {
             members_version,
             reply: None,
             resume,
+            joining: self.joining.remove(conn).unwrap_or_else(|| self.joins.start()),
         };
         self.room.attach(a, &mut self.actions);
     }
@@ -285,6 +295,8 @@ fn joined_and_left_go_to_the_others() {
 fn a_member_whose_answer_a_batch_overtook_gets_that_batch_when_it_attaches() {
     let mut c = Case::new();
     c.attach("a", 1 << 20, 0, None);
+    c.enter("b");
+    c.enter("c");
     let changed = pb::MembersChanged { room: "r".into(), count: 7, ..Default::default() };
     let kind = Some(room_event::Kind::MembersChanged(changed));
     c.event(internal::RoomEvent { room: "r".into(), epoch: E.into(), kind, members_version: 5 });
@@ -301,6 +313,7 @@ fn a_member_whose_answer_a_batch_overtook_gets_that_batch_when_it_attaches() {
 fn a_member_whose_answer_joins_overtook_gets_them_when_it_attaches() {
     let mut c = Case::new();
     c.attach("a", 1 << 20, 0, None);
+    c.enter("x");
     for (v, user) in [(2, "b"), (3, "x"), (4, "c")] {
         let joined = pb::MemberJoined { room: "r".into(), user: user.into(), count: v as u32, ..Default::default() };
         let kind = Some(room_event::Kind::Joined(joined));
@@ -310,6 +323,39 @@ fn a_member_whose_answer_joins_overtook_gets_them_when_it_attaches() {
     // x's answer said version 1: b's join and c's follow, its own does not.
     c.attach_at("x", 1);
     assert_eq!(c.got("x"), ["joined", "joined"]);
+}
+
+#[test]
+fn membership_events_are_kept_only_while_a_session_is_joining() {
+    let mut c = Case::new();
+    c.attach("a", 1 << 20, 0, None);
+    let joined = |user: &str, v: u64| {
+        let joined = pb::MemberJoined { room: "r".into(), user: user.into(), count: v as u32, ..Default::default() };
+        internal::RoomEvent {
+            room: "r".into(),
+            epoch: E.into(),
+            kind: Some(room_event::Kind::Joined(joined)),
+            members_version: v,
+        }
+    };
+    c.event(joined("b", 1));
+    assert_eq!((c.got("a"), c.room.changes.len()), (vec!["joined".to_owned()], 0), "nobody joining: not kept");
+    c.enter("x");
+    c.enter("y");
+    c.event(joined("c", 2));
+    c.event(joined("d", 3));
+    assert_eq!(c.room.changes.len(), 2);
+    c.attach_at("x", 2);
+    assert_eq!((c.got("x"), c.room.changes.len()), (vec!["joined".to_owned()], 2), "y still joins");
+    c.attach_at("y", 1);
+    assert_eq!((c.got("y"), c.room.changes.len()), (vec!["joined".to_owned(), "joined".to_owned()], 0), "released");
+    // A session that gives up (the owner refused it) stops counting too.
+    c.enter("z");
+    c.event(joined("e", 4));
+    assert_eq!(c.room.changes.len(), 1);
+    c.joining.remove("z");
+    c.event(joined("f", 5));
+    assert_eq!(c.room.changes.len(), 0);
 }
 
 #[test]

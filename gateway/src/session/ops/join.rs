@@ -62,7 +62,7 @@ async fn enter(s: &mut Session, room: String, since: Option<pb::Since>, greeting
         return fail(ErrorCode::TooManyRooms, "this client address holds too many memberships (--max-bytes-per-ip)");
     }
     // Entered before the owner is asked: no event after its answer is missed.
-    let Ok(handle) = s.hub.rooms.enter(&room).await else {
+    let Ok((handle, joining)) = s.hub.rooms.enter(&room).await else {
         s.unhold(cost);
         return fail(ErrorCode::Unavailable, "message bus unavailable; retry");
     };
@@ -104,6 +104,7 @@ async fn enter(s: &mut Session, room: String, since: Option<pb::Since>, greeting
         members_version: join.members_version,
         reply,
         resume,
+        joining,
     });
     if rejoin {
         // Keep one reference per joined room.
