@@ -48,8 +48,9 @@ pub fn run(
 struct Connection {
     transport: Transport,
     session: Session,
-    /// What the handshake decided, until used.
-    accepted: Option<Accepted>,
+    /// What the handshake decided, until used. Boxed: the connection holds
+    /// the field for life, and uses it once.
+    accepted: Option<Box<Accepted>>,
     /// The token expiry the transport's clock was last given.
     exp: i64,
     /// What the connect hook was shown, to renew through the refresh hook.
@@ -59,36 +60,48 @@ struct Connection {
 impl Connection {
     fn new(hub: Arc<Hub>, transport: Transport, outbox: Arc<Outbox>, accepted: Accepted) -> Self {
         let session = Session::new(hub, outbox, &accepted);
-        Self { transport, session, accepted: Some(accepted), exp: 0, renewal: None }
+        Self { transport, session, accepted: Some(Box::new(accepted)), exp: 0, renewal: None }
     }
 
-    /// The whole connection: authenticate, serve, clean up, close. Each step
-    /// but the serving is boxed, so an idle connection's task holds only
-    /// what serving needs; and boxed in a statement of its own, as a
-    /// temporary in an awaited expression keeps its space for good.
+    /// The whole connection: start, serve, clean up, close. Each step but
+    /// the serving is boxed, so an idle connection's task holds only what
+    /// serving needs; and boxed in a statement of its own, as a temporary in
+    /// an awaited expression keeps its space for good.
     async fn live(&mut self) {
-        let accepted = self.accepted.take().expect("set by new");
-        if let Some(refuse) = accepted.refuse {
-            self.session.outbox.close(refuse);
-        } else if let (true, Transport::WebSocket(socket)) = (self.session.hub.conformance_echo, &mut self.transport) {
-            let echo = Box::pin(crate::websocket::echo::serve(socket, &self.session.outbox));
-            echo.await;
-        } else {
-            let auth = Box::pin(self.authenticate(accepted.token, accepted.hook, accepted.peer));
-            if let Some((claims, auth_id)) = auth.await {
-                let open = Box::pin(self.open(claims));
-                open.await;
-                if auth_id.is_some() {
-                    self.session.reply(&auth_id, Ok(Default::default()));
-                }
-                self.serve().await;
-                let close = Box::pin(self.session.leave_all());
-                close.await;
-            }
+        let start = Box::pin(self.start());
+        if start.await {
+            self.serve().await;
+            let close = Box::pin(self.session.leave_all());
+            close.await;
         }
         let finish = Box::pin(self.transport.finish(Close::BYE));
         let code = finish.await;
         crate::metrics::disconnected(code);
+    }
+
+    /// Everything before serving: a refusal, the conformance echo, or
+    /// authenticating and opening. Whether to serve. A step of its own
+    /// (boxed by the caller): what the handshake decided, used only here,
+    /// would otherwise stay in the connection's future for life.
+    async fn start(&mut self) -> bool {
+        let Accepted { refuse, token, hook, peer, .. } = *self.accepted.take().expect("set by new");
+        if let Some(refuse) = refuse {
+            self.session.outbox.close(refuse);
+            return false;
+        }
+        if let (true, Transport::WebSocket(socket)) = (self.session.hub.conformance_echo, &mut self.transport) {
+            let echo = Box::pin(crate::websocket::echo::serve(socket, &self.session.outbox));
+            echo.await;
+            return false;
+        }
+        let auth = Box::pin(self.authenticate(token, hook, peer));
+        let Some((claims, auth_id)) = auth.await else { return false };
+        let open = Box::pin(self.open(claims));
+        open.await;
+        if auth_id.is_some() {
+            self.session.reply(&auth_id, Ok(Default::default()));
+        }
+        true
     }
 
     /// Verifies the upgrade's token, or waits for an `auth` frame, and
@@ -339,5 +352,20 @@ fn refuse_auth_for(s: &Session, close: Close, reason: &'static str, peer: Socket
             refusal.count();
             s.outbox.close(Close::TRY_AGAIN_LATER);
         }
+    }
+}
+#[cfg(test)]
+mod tests {
+    /// The size of the future `f` returns, without calling it.
+    fn future_size<A, B, C, D, F: std::future::Future>(_: fn(A, B, C, D) -> F) -> usize {
+        size_of::<F>()
+    }
+
+    /// Every connection holds its session's future for life: only what
+    /// serving needs belongs in it (the one-off steps are boxed).
+    #[test]
+    fn a_session_future_holds_what_serving_needs() {
+        let size = future_size(super::run);
+        assert!(size <= 1152, "the session future is {size} B");
     }
 }
