@@ -159,7 +159,10 @@ impl SseStream {
             // The registry let go: the connection is being replaced.
             Wake::Op(None) | Wake::Attach(None) => self.outbox.close(Close::GONE),
             Wake::Attach(Some(a)) => self.attach(a).await,
-            Wake::Write => self.flush().await,
+            Wake::Write => {
+                crate::delivery::outbox::gather().await;
+                self.flush().await
+            }
             Wake::Detached => self.body = None,
             Wake::Alarm => match self.clocks.fire(Instant::now()) {
                 // A heartbeat the response takes proves the client still there.

@@ -8,7 +8,9 @@
 //! the connection. While a request is being handled, [`Socket::tend`] keeps
 //! writing and the clocks going, so a request that waits on a slow owner
 //! never stalls the connection's other rooms. The backend's orders wait in
-//! the outbox until [`Socket::next`] hands them to the session. With a
+//! the outbox until [`Socket::next`] hands them to the session. A write
+//! first lets the tasks ready now run ([`gather`]), so a fanout under way
+//! lands in the same write. With a
 //! write delay, frames queued together wait up to that long so that one
 //! write carries them all; replies to the client's requests, pings and the
 //! close go out at once.
@@ -21,7 +23,7 @@ use proto::client::close::Close;
 use shell::tls::Stream;
 use tokio::time::Instant;
 
-use crate::delivery::outbox::Outbox;
+use crate::delivery::outbox::{gather, Outbox};
 use crate::websocket::clock::{Alarm, Clocks};
 use crate::websocket::reader::{FrameReader, Incoming, ReadError};
 use crate::websocket::writer::Writer;
@@ -137,7 +139,10 @@ impl Socket {
                 self.clocks.heard();
                 return Some(m);
             }
-            Wake::Write if self.write_delay.is_zero() || self.outbox.closing().is_some() => self.flush(false).await,
+            Wake::Write if self.write_delay.is_zero() || self.outbox.closing().is_some() => {
+                gather().await;
+                self.flush(false).await
+            }
             Wake::Write => {
                 self.flush_at.get_or_insert_with(|| Instant::now() + self.write_delay);
             }
