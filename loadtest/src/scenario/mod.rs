@@ -106,7 +106,7 @@ impl Target {
 pub fn retryable(e: &ClientError) -> bool {
     match e {
         ClientError::Closed(Some(1013)) | ClientError::Timeout => true,
-        ClientError::Connect(_) => failure_kind(e) == "connect error",
+        ClientError::Connect(_) => failure_kind(e).starts_with("connect error"),
         ClientError::Unexpected(_) => failure_kind(e) == "refused unavailable",
         _ => false,
     }
@@ -122,7 +122,8 @@ pub fn failure_kind(e: &ClientError) -> String {
         ClientError::Connect(m) if m.contains("Address not available") || m.contains("Cannot assign") => {
             "out of local ports".into()
         }
-        ClientError::Connect(_) => "connect error".into(),
+        // The OS's words, so a failed run says why (refused, reset, ...).
+        ClientError::Connect(m) => format!("connect error: {m}"),
         // A refused request names its error code; anything else is a frame
         // the scenario did not expect.
         ClientError::Unexpected(text) => match crate::scan::Frame::parse(text.as_bytes()) {
