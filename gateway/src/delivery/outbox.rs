@@ -218,8 +218,8 @@ impl Outbox {
 /// Before a write takes the queue: lets the tasks that are ready now run
 /// first, so that a fanout under way adds its frames to this write rather
 /// than to the next. Under a broadcast to thousands that is a third more
-/// frames per socket write and a quarter less CPU per delivery; with
-/// nothing else ready it costs a few microseconds. Two yields measured best
+/// frames per socket write and a quarter less CPU per delivery; under light
+/// load the chat benchmark's latency did not move. Two yields measured best
 /// (`loadtest/ab.sh`, 5,000 members: one yield -17%, two -25%, four and
 /// eight fewer frames per write than two, as their wake-ups start to
 /// spread the writes out again).
