@@ -80,8 +80,9 @@ impl Connection {
     }
 
     /// Everything before serving: a refusal, the conformance echo, or
-    /// authenticating and opening. Whether to serve. A step of its own
-    /// (boxed by the caller): what the handshake decided, used only here,
+    /// authenticating and opening. Whether to serve. A step of its own,
+    /// boxed by the caller and freed before serving, so its parts need no
+    /// boxes of their own: what the handshake decided, used only here,
     /// would otherwise stay in the connection's future for life.
     async fn start(&mut self) -> bool {
         let Accepted { refuse, token, hook, peer, .. } = *self.accepted.take().expect("set by new");
@@ -90,14 +91,11 @@ impl Connection {
             return false;
         }
         if let (true, Transport::WebSocket(socket)) = (self.session.hub.conformance_echo, &mut self.transport) {
-            let echo = Box::pin(crate::websocket::echo::serve(socket, &self.session.outbox));
-            echo.await;
+            crate::websocket::echo::serve(socket, &self.session.outbox).await;
             return false;
         }
-        let auth = Box::pin(self.authenticate(token, hook, peer));
-        let Some((claims, auth_id)) = auth.await else { return false };
-        let open = Box::pin(self.open(claims));
-        open.await;
+        let Some((claims, auth_id)) = self.authenticate(token, hook, peer).await else { return false };
+        self.open(claims).await;
         if auth_id.is_some() {
             self.session.reply(&auth_id, Ok(Default::default()));
         }
@@ -354,6 +352,7 @@ fn refuse_auth_for(s: &Session, close: Close, reason: &'static str, peer: Socket
         }
     }
 }
+
 #[cfg(test)]
 mod tests {
     /// The size of the future `f` returns, without calling it.

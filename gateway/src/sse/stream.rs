@@ -24,7 +24,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
 use crate::config::Limits;
-use crate::delivery::outbox::{Out, Outbox};
+use crate::delivery::outbox::{gather, Out, Outbox};
 use crate::sse::registry::Registry;
 use crate::websocket::clock::{Alarm, Clocks};
 use crate::websocket::reader::{Incoming, ReadError};
@@ -160,7 +160,7 @@ impl SseStream {
             Wake::Op(None) | Wake::Attach(None) => self.outbox.close(Close::GONE),
             Wake::Attach(Some(a)) => self.attach(a).await,
             Wake::Write => {
-                crate::delivery::outbox::gather().await;
+                gather().await;
                 self.flush().await
             }
             Wake::Detached => self.body = None,
