@@ -235,6 +235,13 @@ pub struct Limits {
     #[arg(long, env = "SB_QUEUE_BYTES", default_value_t = 1024 * 1024)]
     pub queue_bytes: usize,
 
+    /// Bytes of recent room messages this gateway keeps, all rooms together,
+    /// so that members catching up need not ask the room's owner. Past it, a
+    /// room keeps its newest few (each room also keeps at most 256 messages
+    /// or 1 MiB).
+    #[arg(long, env = "SB_RECENT_BYTES", default_value_t = DEFAULT_RECENT_BYTES)]
+    pub recent_bytes: usize,
+
     /// Longest a socket write may block before the client counts as slow (4000).
     #[arg(long, env = "SB_WRITE_TIMEOUT", default_value = "10s", value_parser = duration)]
     pub write_timeout: Duration,
@@ -265,6 +272,18 @@ pub struct Limits {
     /// On SIGTERM, close clients with 1001 in batches spread over this window.
     #[arg(long, env = "SB_DRAIN_WINDOW", default_value = "10s", value_parser = duration)]
     pub drain_window: Duration,
+}
+
+/// `--recent-bytes` unless set: 64 MiB.
+pub const DEFAULT_RECENT_BYTES: usize = 64 << 20;
+
+impl Limits {
+    /// The bounds of each room this gateway follows, sharing one budget for
+    /// recent messages.
+    pub fn room_bounds(&self) -> crate::delivery::fanout::Bounds {
+        let recent_budget = crate::delivery::fanout::Budget::new(self.recent_bytes);
+        crate::delivery::fanout::Bounds { recent_budget, ..Default::default() }
+    }
 }
 
 /// Settings of the router and presence embedded by `--standalone`.

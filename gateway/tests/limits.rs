@@ -1,5 +1,5 @@
 //! Limits and backpressure: floods, room caps, heartbeats, slow consumers,
-//! connection caps and handshake admission.
+//! connection caps and handshake admission, the rooms' recent-message budget.
 
 mod support;
 
@@ -185,4 +185,34 @@ async fn connection_caps_and_handshake_admission_answer_1013() {
     let m = gw.metrics().await;
     let refused = metric(&m, "switchboard_gateway_connections_rejected_total{reason=\"handshake_rate\"}");
     assert_eq!(refused, codes.len() as f64, "{m}");
+}
+
+#[tokio::test]
+async fn recent_messages_stay_within_the_gateways_budget() {
+    const BUDGET: f64 = 20_000.0;
+    let gw = Gateway::start(&["--recent-bytes", "20000", "--rate-per-sec", "10000", "--rate-burst", "10000"]);
+    let mut c = gw.json("chatty").await;
+    let rooms: Vec<String> = (0..10).map(|i| format!("budget-{i}")).collect();
+    for room in &rooms {
+        join(&mut c, room).await;
+    }
+    // Each message is counted as about 1 KB: 400 kept unbounded, 40 at most
+    // with the budget (the budget, then each room's newest four).
+    let data = "x".repeat(400);
+    for room in &rooms {
+        for _ in 0..40 {
+            publish(&mut c, room, json!(data)).await;
+        }
+    }
+    for _ in 0..rooms.len() * 40 {
+        c.next_of_type("message", T).await.expect("every message delivered");
+    }
+    let text = gw.metrics().await;
+    let recent = text
+        .lines()
+        .find_map(|l| l.strip_prefix("switchboard_gateway_room_buffer_bytes{buffer=\"recent\"} "))
+        .and_then(|v| v.parse::<f64>().ok())
+        .expect("the recent buffers' gauge");
+    assert!(recent > 0.0, "rooms keep their newest messages");
+    assert!(recent <= BUDGET + 10.0 * 4.0 * 1_100.0, "{recent} bytes kept against a budget of {BUDGET}");
 }

@@ -13,7 +13,7 @@ use proto::subject;
 use router::client::RouterClient;
 use tokio::sync::{mpsc, watch};
 
-use crate::delivery::fanout::{self, Attach, Cmd, Joining, Joins};
+use crate::delivery::fanout::{self, Attach, Bounds, Cmd, Joining, Joins};
 
 /// How far a room's subscription has come.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,6 +37,8 @@ pub struct Rooms {
     gateway: Arc<str>,
     bus: Bus,
     router: RouterClient,
+    /// Every room's buffer bounds (with the budget they share).
+    bounds: Bounds,
     table: Mutex<HashMap<String, Entry>>,
 }
 
@@ -47,8 +49,8 @@ pub struct RoomHandle {
 }
 
 impl Rooms {
-    pub fn new(gateway: &str, bus: Bus, router: RouterClient) -> Arc<Self> {
-        Arc::new(Self { gateway: gateway.into(), bus, router, table: Mutex::default() })
+    pub fn new(gateway: &str, bus: Bus, router: RouterClient, bounds: Bounds) -> Arc<Self> {
+        Arc::new(Self { gateway: gateway.into(), bus, router, bounds, table: Mutex::default() })
     }
 
     /// Takes a reference on `room`, starting its fanout if needed, and waits
@@ -96,13 +98,19 @@ impl Rooms {
         let (tx, rx) = mpsc::unbounded_channel();
         let (ready_tx, ready) = watch::channel(Ready::Pending);
         let joins = Joins::default();
-        let (bus, router, room, gateway, task_joins) =
-            (self.bus.clone(), self.router.clone(), room.to_owned(), self.gateway.clone(), joins.clone());
+        let (bus, router, room, gateway, task_joins, bounds) = (
+            self.bus.clone(),
+            self.router.clone(),
+            room.to_owned(),
+            self.gateway.clone(),
+            joins.clone(),
+            self.bounds.clone(),
+        );
         tokio::spawn(async move {
             match bus.subscribe(subject::room(&room)).await {
                 Ok(sub) => {
                     ready_tx.send_replace(Ready::Subscribed);
-                    fanout::run(room, gateway, sub, rx, router, task_joins).await;
+                    fanout::run(room, gateway, sub, rx, router, task_joins, bounds).await;
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, room, "room subscription failed");

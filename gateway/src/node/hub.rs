@@ -84,7 +84,7 @@ pub struct Parts {
 impl Hub {
     pub fn new(p: Parts) -> Arc<Self> {
         Arc::new(Self {
-            rooms: Rooms::new(&p.id, p.bus.clone(), p.router.clone()),
+            rooms: Rooms::new(&p.id, p.bus.clone(), p.router.clone(), p.limits.room_bounds()),
             direct: Directs::default(),
             watches: Topics::new(p.bus.clone()),
             admission: Admission::new(&p.limits),

@@ -26,6 +26,7 @@ use router::client::{CallError, RouterClient};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
+pub use buffer::Budget;
 pub use encoded::Encoded;
 pub use joins::{Joining, Joins};
 pub use room::{Action, Attach, Bounds, Room};
@@ -60,11 +61,12 @@ pub async fn run(
     mut cmds: mpsc::UnboundedReceiver<Cmd>,
     router: RouterClient,
     joins: Joins,
+    bounds: Bounds,
 ) {
     let mut view = router.membership().clone();
     let owner = router.membership().ring().owner(&room).map(Arc::from);
     let room: Arc<str> = room.into();
-    let mut state = Room::new(room.clone(), gateway, owner, Bounds::default(), joins);
+    let mut state = Room::new(room.clone(), gateway, owner, bounds, joins);
     let mut work: FuturesUnordered<JoinHandle<Done>> = FuturesUnordered::new();
     let mut sync: Option<tokio::task::AbortHandle> = None;
     let mut actions = Vec::new();

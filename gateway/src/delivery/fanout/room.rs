@@ -31,7 +31,7 @@ use proto::internal::{self, room_event};
 use proto::pb;
 use router::client::CallError;
 
-use super::buffer::{Held, Recent};
+use super::buffer::{Budget, Held, Recent};
 use super::catch_up::CatchUp;
 use super::changes::{Change, Changes};
 use super::encoded::Encoded;
@@ -40,7 +40,7 @@ use crate::delivery::outbox::{Out, Outbox};
 use crate::delivery::topics::Listener;
 
 /// Buffer bounds of one room at one gateway.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Bounds {
     pub recent_len: usize,
     pub recent_bytes: usize,
@@ -51,6 +51,8 @@ pub struct Bounds {
     pub changes_bytes: usize,
     /// History pages fetched at once for catching-up members.
     pub fetches: usize,
+    /// What all the gateway's rooms keep of recent messages, together.
+    pub recent_budget: Arc<Budget>,
 }
 
 impl Default for Bounds {
@@ -63,6 +65,7 @@ impl Default for Bounds {
             changes_len: 128,
             changes_bytes: 64 << 10,
             fetches: 8,
+            recent_budget: Budget::new(crate::config::DEFAULT_RECENT_BYTES),
         }
     }
 }
@@ -149,7 +152,7 @@ impl Room {
             owner,
             members: HashMap::new(),
             pos: None,
-            recent: Recent::new(bounds.recent_len, bounds.recent_bytes),
+            recent: Recent::new(bounds.recent_len, bounds.recent_bytes, bounds.recent_budget.clone()),
             held: Held::new(bounds.held_len, bounds.held_bytes),
             filling: false,
             fetches: 0,
