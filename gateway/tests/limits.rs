@@ -207,12 +207,7 @@ async fn recent_messages_stay_within_the_gateways_budget() {
     for _ in 0..rooms.len() * 40 {
         c.next_of_type("message", T).await.expect("every message delivered");
     }
-    let text = gw.metrics().await;
-    let recent = text
-        .lines()
-        .find_map(|l| l.strip_prefix("switchboard_gateway_room_buffer_bytes{buffer=\"recent\"} "))
-        .and_then(|v| v.parse::<f64>().ok())
-        .expect("the recent buffers' gauge");
+    let recent = metric(&gw.metrics().await, "switchboard_gateway_room_buffer_bytes{buffer=\"recent\"}");
     assert!(recent > 0.0, "rooms keep their newest messages");
     assert!(recent <= BUDGET + 10.0 * 4.0 * 1_100.0, "{recent} bytes kept against a budget of {BUDGET}");
 }
