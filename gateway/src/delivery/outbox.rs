@@ -36,6 +36,15 @@ pub enum Out {
     Echo { binary: bool, data: Bytes },
 }
 
+impl Out {
+    /// The payload's length in bytes.
+    pub fn size(&self) -> usize {
+        match self {
+            Out::Data(b) | Out::Pong(b) | Out::Echo { data: b, .. } => b.len(),
+        }
+    }
+}
+
 #[derive(Default)]
 struct State {
     frames: VecDeque<Out>,
@@ -46,7 +55,14 @@ struct State {
     paced: bool,
     /// The backend's orders, for the connection's task.
     orders: Vec<Order>,
+    /// Frames in the last batch taken (at most [`MAX_HINT`]): the next
+    /// batch's first push reserves that much, rather than growing the
+    /// queue a doubling at a time; an idle queue keeps no allocation.
+    hint: usize,
 }
+
+/// Most frames reserved up front for a batch.
+const MAX_HINT: usize = 64;
 
 /// Most orders waiting for one connection: the server API waits for each,
 /// so only concurrent calls for the same user queue up.
@@ -62,6 +78,17 @@ pub struct Outbox {
     drained: Notify,
     /// `orders` is not empty: checked on every wake-up without the lock.
     ordered: AtomicBool,
+}
+
+/// What [`Outbox::push_quiet`] did with a frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pushed {
+    /// Queued behind frames whose push already woke the writer.
+    Woken,
+    /// Queued first: the writer needs [`Outbox::wake`].
+    Wake,
+    /// Not queued: the connection is closing, or the frame overflowed it.
+    Refused,
 }
 
 /// What the writer takes in one go.
@@ -143,12 +170,23 @@ impl Outbox {
     /// Queues a frame. Returns false if the connection is closing or the
     /// frame overflowed the queue (which closes it with 4000).
     pub fn push(&self, out: Out) -> bool {
-        let len = match &out {
-            Out::Data(b) | Out::Pong(b) | Out::Echo { data: b, .. } => b.len(),
-        };
+        match self.push_quiet(out) {
+            Pushed::Woken => true,
+            Pushed::Wake => {
+                self.wake();
+                true
+            }
+            Pushed::Refused => false,
+        }
+    }
+
+    /// Queues a frame like [`Self::push`] but leaves waking the writer to
+    /// the caller ([`Pushed::Wake`]), who may queue more first.
+    pub fn push_quiet(&self, out: Out) -> Pushed {
+        let len = out.size();
         let mut s = self.state.lock().unwrap();
         if s.closing.is_some() {
-            return false;
+            return Pushed::Refused;
         }
         if s.bytes + len > self.limit {
             // Nothing more reaches a client that cannot keep up.
@@ -162,18 +200,28 @@ impl Outbox {
             if paced {
                 self.drained.notify_waiters();
             }
-            return false;
+            return Pushed::Refused;
         }
         s.bytes += len;
-        // Frames already waiting: their push woke the writer, which has not
-        // taken them yet (a take empties the queue under this lock).
+        // Frames already waiting: their push woke the writer (or will),
+        // which has not taken them yet (a take empties the queue under
+        // this lock).
         let woken = !s.frames.is_empty();
-        s.frames.push_back(out);
-        drop(s);
         if !woken {
-            self.wake.notify_one();
+            let hint = s.hint;
+            s.frames.reserve(hint);
         }
-        true
+        s.frames.push_back(out);
+        if woken {
+            Pushed::Woken
+        } else {
+            Pushed::Wake
+        }
+    }
+
+    /// Wakes the writer: frames queued by [`Self::push_quiet`] wait.
+    pub fn wake(&self) {
+        self.wake.notify_one();
     }
 
     /// Begins closing with `code` after the frames already queued. The first
@@ -205,6 +253,7 @@ impl Outbox {
     pub fn take(&self) -> Batch {
         let mut s = self.state.lock().unwrap();
         s.bytes = 0;
+        s.hint = s.frames.len().min(MAX_HINT);
         let paced = std::mem::take(&mut s.paced);
         let batch = Batch { frames: std::mem::take(&mut s.frames).into(), closing: s.closing };
         drop(s);
@@ -294,6 +343,23 @@ mod tests {
             assert!(o.push(frame()) && o.push(frame()));
             assert!(futures::poll!(std::pin::pin!(o.ready())).is_ready());
         });
+    }
+
+    #[test]
+    fn a_quiet_push_leaves_the_wake_up_to_its_caller() {
+        let o = Outbox::new(4);
+        let frame = || Out::Data(Bytes::from_static(b"f"));
+        let ready = || futures::executor::block_on(async { futures::poll!(std::pin::pin!(o.ready())).is_ready() });
+        assert_eq!(o.push_quiet(frame()), Pushed::Wake, "the first frame asks for a wake-up");
+        assert!(!ready(), "and does not wake by itself");
+        assert_eq!(o.push_quiet(frame()), Pushed::Woken);
+        o.wake();
+        assert!(ready());
+        assert_eq!(o.take().frames.len(), 2);
+        assert_eq!(o.push_quiet(frame()), Pushed::Wake);
+        assert_eq!(o.push_quiet(Out::Data(Bytes::from_static(b"1234"))), Pushed::Refused, "overflow");
+        assert!(ready(), "an overflow closes and wakes at once");
+        assert_eq!(o.push_quiet(frame()), Pushed::Refused, "closing");
     }
 
     #[test]

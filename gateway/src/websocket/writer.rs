@@ -56,7 +56,9 @@ impl Writer {
         }
         let batch = outbox.take();
         let data_op = if self.binary { OP_BINARY } else { OP_TEXT };
-        let mut buf = Vec::new();
+        // One allocation: a frame's head is at most 10 bytes.
+        let payloads: usize = batch.frames.iter().map(|o| o.size() + 10).sum();
+        let mut buf = Vec::with_capacity(payloads + 2 * 10 + batch.closing.map_or(0, |c| c.reason.len()));
         if ping {
             put_frame(&mut buf, OP_PING, &[]);
         }

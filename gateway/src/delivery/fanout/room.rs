@@ -36,7 +36,7 @@ use super::catch_up::CatchUp;
 use super::changes::{Change, Changes};
 use super::encoded::Encoded;
 use super::joins::{Joining, Joins};
-use crate::delivery::outbox::{Out, Outbox};
+use crate::delivery::outbox::{Out, Outbox, Pushed};
 use crate::delivery::topics::Listener;
 
 /// Buffer bounds of one room at one gateway.
@@ -139,6 +139,9 @@ pub struct Room {
     pub(super) joins: Joins,
     /// Epochs the room left, newest last: their late events are dropped.
     retired: VecDeque<Arc<str>>,
+    /// Writers with messages queued since their last wake-up: woken by
+    /// [`Room::wake_writers`] once the task has taken its burst.
+    unwoken: Vec<Arc<Outbox>>,
 }
 
 /// Retired epochs remembered per room (16 bytes each).
@@ -160,6 +163,7 @@ impl Room {
             changes: Changes::new(bounds.changes_len, bounds.changes_bytes),
             joins,
             retired: VecDeque::new(),
+            unwoken: Vec::new(),
             bounds,
         }
     }
@@ -251,12 +255,26 @@ impl Room {
                 behind.push(conn.clone());
                 continue;
             }
-            delivered += m.listener.outbox.push(Out::Data(bytes.clone())) as u64;
+            match m.listener.outbox.push_quiet(Out::Data(bytes.clone())) {
+                Pushed::Woken => delivered += 1,
+                Pushed::Wake => {
+                    delivered += 1;
+                    self.unwoken.push(m.listener.outbox.clone());
+                }
+                Pushed::Refused => {}
+            }
         }
         crate::metrics::delivered(delivered);
         self.recent.push(enc);
         for conn in behind {
             self.pump(&conn, out);
+        }
+    }
+
+    /// Wakes the writers of the messages delivered since the last call.
+    pub fn wake_writers(&mut self) {
+        for outbox in self.unwoken.drain(..) {
+            outbox.wake();
         }
     }
 

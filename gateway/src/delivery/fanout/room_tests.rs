@@ -488,3 +488,25 @@ fn a_catch_up_the_history_no_longer_covers_resyncs_that_member_alone() {
     c.room.on_fetch("d", Ok(history(E, 6, true, stored(2..=6))), &mut c.actions);
     assert!(c.did().is_empty());
 }
+
+#[test]
+fn live_messages_wake_each_writer_once_after_the_burst() {
+    let mut c = Case::new();
+    c.attach("a", 1 << 20, 0, None);
+    c.attach("b", 1 << 20, 0, None);
+    let ready =
+        |o: &Outbox| futures::executor::block_on(async { futures::poll!(std::pin::pin!(o.ready())).is_ready() });
+    for o in c.outboxes.values() {
+        ready(o);
+        o.take();
+    }
+    c.event(message(E, 1, 1));
+    c.event(message(E, 2, 1));
+    assert!(!ready(&c.outboxes["a"]) && !ready(&c.outboxes["b"]), "queued, writers not woken yet");
+    c.room.wake_writers();
+    assert!(ready(&c.outboxes["a"]) && ready(&c.outboxes["b"]), "woken once the burst is taken");
+    c.room.wake_writers();
+    assert!(!ready(&c.outboxes["a"]), "and only once");
+    assert_eq!(c.got("a"), seqs(&[1, 2]));
+    assert_eq!(c.got("b"), seqs(&[1, 2]));
+}
