@@ -102,7 +102,8 @@ impl Event<'_> {
                 o.bytes()
             }
             Event::Message { room, seq, epoch, from, data, ts } => {
-                let mut o = Obj::typed("message");
+                // Kept in rooms' buffers for catch-up: sized to fit.
+                let mut o = Obj::typed_sized("message", room.len() + epoch.len() + from.len() + data.len());
                 o.str("room", room).num("seq", seq).str("epoch", epoch).str("from", from);
                 o.raw("data", data).num("ts", ts);
                 o.bytes()

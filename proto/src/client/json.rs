@@ -19,6 +19,14 @@ impl Obj {
         o
     }
 
+    /// Like [`Self::typed`], sized for `payload` bytes of field values
+    /// beside the keys: a kept frame then holds no unused capacity.
+    pub(super) fn typed_sized(ty: &str, payload: usize) -> Self {
+        let mut o = Self { buf: Vec::with_capacity(128 + payload), first: true }.open();
+        o.str("type", ty);
+        o
+    }
+
     /// An object with no fields yet.
     pub(super) fn bare() -> Self {
         Self { buf: Vec::with_capacity(96), first: true }.open()
