@@ -56,9 +56,10 @@ impl Writer {
         }
         let batch = outbox.take();
         let data_op = if self.binary { OP_BINARY } else { OP_TEXT };
-        // One allocation: a frame's head is at most 10 bytes.
-        let payloads: usize = batch.frames.iter().map(|o| o.size() + 10).sum();
-        let mut buf = Vec::with_capacity(payloads + 2 * 10 + batch.closing.map_or(0, |c| c.reason.len()));
+        // One allocation: a frame's head is at most 10 bytes, and a ping
+        // (head only) and a close (head, code and reason) may join them.
+        let frames: usize = batch.frames.iter().map(|o| o.size() + 10).sum();
+        let mut buf = Vec::with_capacity(frames + 10 + batch.closing.map_or(0, |c| 12 + c.reason.len()));
         if ping {
             put_frame(&mut buf, OP_PING, &[]);
         }

@@ -14,22 +14,25 @@ pub(super) struct Obj {
 impl Obj {
     /// An object whose first field is `"type": ty`.
     pub(super) fn typed(ty: &str) -> Self {
-        let mut o = Self::bare();
-        o.str("type", ty);
-        o
+        Self::typed_sized(ty, 0)
     }
 
-    /// Like [`Self::typed`], sized for `payload` bytes of field values
-    /// beside the keys: a kept frame then holds no unused capacity.
+    /// Like [`Self::typed`], with room for `payload` bytes of field values
+    /// beside ~96 of keys and numbers: a kept frame then holds no unused
+    /// capacity.
     pub(super) fn typed_sized(ty: &str, payload: usize) -> Self {
-        let mut o = Self { buf: Vec::with_capacity(128 + payload), first: true }.open();
+        let mut o = Self::sized(96 + payload);
         o.str("type", ty);
         o
     }
 
     /// An object with no fields yet.
     pub(super) fn bare() -> Self {
-        Self { buf: Vec::with_capacity(96), first: true }.open()
+        Self::sized(96)
+    }
+
+    fn sized(capacity: usize) -> Self {
+        Self { buf: Vec::with_capacity(capacity), first: true }.open()
     }
 
     fn open(mut self) -> Self {
