@@ -203,20 +203,18 @@ impl Outbox {
             return Pushed::Refused;
         }
         s.bytes += len;
-        // Frames already waiting: their push woke the writer (or will),
-        // which has not taken them yet (a take empties the queue under
-        // this lock).
-        let woken = !s.frames.is_empty();
-        if !woken {
+        // Only the first frame after a take asks for a wake-up: frames
+        // already waiting mean their push woke the writer (or will), which
+        // has not taken them yet (a take empties the queue under this lock).
+        let pushed = if s.frames.is_empty() {
             let hint = s.hint;
             s.frames.reserve(hint);
-        }
-        s.frames.push_back(out);
-        if woken {
-            Pushed::Woken
-        } else {
             Pushed::Wake
-        }
+        } else {
+            Pushed::Woken
+        };
+        s.frames.push_back(out);
+        pushed
     }
 
     /// Wakes the writer: frames queued by [`Self::push_quiet`] wait.

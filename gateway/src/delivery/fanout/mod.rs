@@ -82,26 +82,19 @@ pub async fn run(
     let mut work: FuturesUnordered<JoinHandle<Done>> = FuturesUnordered::new();
     let mut sync: Option<tokio::task::AbortHandle> = None;
     let mut actions = Vec::new();
-    loop {
+    'run: loop {
         tokio::select! {
             msg = sub.next() => {
                 let Some(msg) = msg else { break };
                 on_message(&mut state, msg, &mut actions);
                 // Take the rest of a burst before waking writers (below),
                 // so that each writes it in one go.
-                let mut ended = false;
                 for _ in 1..BURST {
                     match sub.next().now_or_never() {
                         Some(Some(msg)) => on_message(&mut state, msg, &mut actions),
-                        Some(None) => {
-                            ended = true;
-                            break;
-                        }
+                        Some(None) => break 'run,
                         None => break,
                     }
-                }
-                if ended {
-                    break;
                 }
             }
             cmd = cmds.recv() => match cmd {
@@ -157,6 +150,7 @@ pub async fn run(
     }
 }
 
+/// Feeds one message of the room's subscription to `state`.
 fn on_message(state: &mut Room, msg: bus::Message, actions: &mut Vec<Action>) {
     match internal::RoomEvent::decode(msg.payload) {
         Ok(ev) => state.on_event(ev, actions),
