@@ -249,9 +249,18 @@ pub struct Limits {
     /// Longest a connection holds frames before writing them, so that under
     /// a broadcast load several go out in one write (fewer syscalls, less
     /// CPU per delivery) at the price of this much latency. 0: write at
-    /// once. A few milliseconds pays when members get many messages a second.
+    /// once. `--busy-write-delay` does the same for busy connections only.
     #[arg(long, env = "SB_WRITE_DELAY", default_value = "0s", value_parser = duration)]
     pub write_delay: Duration,
+
+    /// How long a busy connection's next frames wait for company: one whose
+    /// last write carried 16 frames or more is already behind (a member of a
+    /// room under a fanout the gateway cannot keep up with, a slow client),
+    /// so fuller writes cost it little latency and save CPU per delivery.
+    /// A connection receiving a frame or two at a time is never held;
+    /// replies, pings and closes never wait. 0: off.
+    #[arg(long, env = "SB_BUSY_WRITE_DELAY", default_value = "100ms", value_parser = duration)]
+    pub busy_write_delay: Duration,
 
     /// Interval between heartbeat pings.
     #[arg(long, env = "SB_HEARTBEAT", default_value = "25s", value_parser = duration)]

@@ -38,10 +38,14 @@ pub fn describe(standalone: bool) {
         "Connections ended, by close code (1006: ended without a close frame)."
     );
     describe_counter!("switchboard_gateway_frames_in_total", "Client requests, by op (invalid: undecodable).");
+    describe_counter!(
+        "switchboard_gateway_writes_held_total",
+        "Writes held back for company (--write-delay, or --busy-write-delay on a connection whose last write was full)."
+    );
     describe_counter!("switchboard_gateway_frames_out_total", "Frames written to clients.");
     describe_counter!(
         "switchboard_gateway_writes_total",
-        "Socket writes to clients (frames_out / writes: frames per write; --write-delay raises it)."
+        "Socket writes to clients (frames_out / writes: frames per write; --write-delay and --busy-write-delay raise it)."
     );
     describe_counter!(
         "switchboard_gateway_messages_delivered_total",
@@ -103,6 +107,7 @@ pub fn describe(standalone: bool) {
         "switchboard_gateway_connections_accepted_total",
         "switchboard_gateway_frames_out_total",
         "switchboard_gateway_writes_total",
+        "switchboard_gateway_writes_held_total",
         "switchboard_gateway_messages_delivered_total",
         "switchboard_gateway_resyncs_total",
         "switchboard_gateway_gap_fills_total",
@@ -179,6 +184,11 @@ macro_rules! hot_counter {
 pub fn frames_out(n: usize) {
     hot_counter!("switchboard_gateway_writes_total").increment(1);
     hot_counter!("switchboard_gateway_frames_out_total").increment(n as u64);
+}
+
+/// A write waits for more frames ([`crate::delivery::coalesce`]).
+pub fn write_held() {
+    hot_counter!("switchboard_gateway_writes_held_total").increment(1);
 }
 
 /// Events queued to clients.

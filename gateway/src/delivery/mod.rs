@@ -6,6 +6,7 @@
 //! messages through the gateway's one direct subject; watched users'
 //! presence events through per-user [`topics`].
 
+pub mod coalesce;
 pub mod direct;
 pub mod fanout;
 pub mod outbox;

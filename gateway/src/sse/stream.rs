@@ -24,6 +24,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
 use crate::config::Limits;
+use crate::delivery::coalesce::Coalesce;
 use crate::delivery::outbox::{gather, Out, Outbox};
 use crate::sse::registry::Registry;
 use crate::websocket::clock::{Alarm, Clocks};
@@ -63,6 +64,8 @@ pub struct SseStream {
     conn: Option<Arc<str>>,
     pub clocks: Clocks,
     outbox: Arc<Outbox>,
+    /// When queued events are written.
+    coalesce: Coalesce,
     write_timeout: Duration,
     /// The `<n>` of the last event written.
     last_id: u64,
@@ -106,6 +109,7 @@ impl SseStream {
             conn: None,
             clocks: Clocks::new(limits.heartbeat, limits.pong_timeout, Instant::now()),
             outbox,
+            coalesce: Coalesce::new(limits.write_delay, limits.busy_write_delay),
             write_timeout: limits.write_timeout,
             last_id: 0,
             replay: VecDeque::new(),
@@ -131,6 +135,10 @@ impl SseStream {
     /// The client's next op. Meanwhile writes what is queued and keeps the
     /// clocks; `Err(Closed)` once the close is out.
     pub async fn next(&mut self) -> Result<Incoming, ReadError> {
+        if self.coalesce.may_hold() && self.held.is_none() {
+            // The reply to the request just handled: the client waits on it.
+            self.flush().await;
+        }
         crate::transport::next(self).await
     }
 
@@ -142,7 +150,8 @@ impl SseStream {
 
     /// Cancel-safe: every branch is.
     async fn wait(&mut self, read: bool) -> Wake {
-        let wake_at = self.clocks.wake_at();
+        let clocks = self.clocks.wake_at();
+        let wake_at = self.coalesce.due().map_or(clocks, |at| at.min(clocks));
         let attached = self.body.clone();
         tokio::select! {
             op = self.ops.recv(), if read => Wake::Op(op),
@@ -159,11 +168,13 @@ impl SseStream {
             // The registry let go: the connection is being replaced.
             Wake::Op(None) | Wake::Attach(None) => self.outbox.close(Close::GONE),
             Wake::Attach(Some(a)) => self.attach(a).await,
-            Wake::Write => {
+            Wake::Write if self.outbox.closing().is_some() || self.coalesce.queued(Instant::now()) => {
                 gather().await;
                 self.flush().await
             }
+            Wake::Write => {}
             Wake::Detached => self.body = None,
+            Wake::Alarm if self.coalesce.due().is_some_and(|at| at <= Instant::now()) => self.flush().await,
             Wake::Alarm => match self.clocks.fire(Instant::now()) {
                 // A heartbeat the response takes proves the client still there.
                 Some(Alarm::Ping) if self.send(Bytes::from_static(b": ping\n\n")).await => self.clocks.heard(),
@@ -197,6 +208,7 @@ impl SseStream {
     /// Writes what the outbox holds, and the close after it.
     async fn flush(&mut self) {
         let batch = self.outbox.take();
+        self.coalesce.wrote(batch.frames.len(), Instant::now());
         let mut out = BytesMut::new();
         for frame in batch.frames {
             let Out::Data(data) = frame else { continue };

@@ -10,10 +10,10 @@
 //! never stalls the connection's other rooms. The backend's orders wait in
 //! the outbox until [`Socket::next`] hands them to the session. A write
 //! first lets the tasks ready now run ([`gather`]), so a fanout under way
-//! lands in the same write. With a
-//! write delay, frames queued together wait up to that long so that one
-//! write carries them all; replies to the client's requests, pings and the
-//! close go out at once.
+//! lands in the same write. A busy connection, or every one with a write
+//! delay, holds its frames a little so that one write carries more
+//! ([`Coalesce`]); replies to the client's requests, pings and the close go
+//! out at once.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,6 +23,7 @@ use proto::client::close::Close;
 use shell::tls::Stream;
 use tokio::time::Instant;
 
+use crate::delivery::coalesce::Coalesce;
 use crate::delivery::outbox::{gather, Outbox};
 use crate::websocket::clock::{Alarm, Clocks};
 use crate::websocket::reader::{FrameReader, Incoming, ReadError};
@@ -42,6 +43,8 @@ pub struct SocketConfig {
     pub write_timeout: Duration,
     /// How long queued frames wait for company before a write (0: none).
     pub write_delay: Duration,
+    /// The same while the connection is busy ([`Coalesce`]).
+    pub busy_write_delay: Duration,
     /// permessage-deflate was negotiated.
     pub deflate: bool,
 }
@@ -52,9 +55,8 @@ pub struct Socket {
     writer: Writer,
     pub clocks: Clocks,
     outbox: Arc<Outbox>,
-    write_delay: Duration,
-    /// When the frames queued now are written (with a write delay).
-    flush_at: Option<Instant>,
+    /// When queued frames are written.
+    coalesce: Coalesce,
     /// A message read while the session was busy, for [`Socket::next`].
     /// Boxed: most connections never hold one.
     held: Option<Box<Result<Incoming, ReadError>>>,
@@ -81,6 +83,7 @@ impl SocketConfig {
             pong_timeout: limits.pong_timeout,
             write_timeout: limits.write_timeout,
             write_delay: limits.write_delay,
+            busy_write_delay: limits.busy_write_delay,
             deflate,
         }
     }
@@ -95,8 +98,7 @@ impl Socket {
             writer: Writer::new(wr, config.binary, config.write_timeout, config.deflate),
             clocks: Clocks::new(config.heartbeat, config.pong_timeout, Instant::now()),
             outbox,
-            write_delay: config.write_delay,
-            flush_at: None,
+            coalesce: Coalesce::new(config.write_delay, config.busy_write_delay),
             held: None,
         }
     }
@@ -108,7 +110,7 @@ impl Socket {
         if let Some(m) = self.held.take() {
             return *m;
         }
-        if !self.write_delay.is_zero() {
+        if self.coalesce.may_hold() {
             // The reply to the request just handled: the client waits on it.
             self.flush(false).await;
         }
@@ -139,14 +141,12 @@ impl Socket {
                 self.clocks.heard();
                 return Some(m);
             }
-            Wake::Write if self.write_delay.is_zero() || self.outbox.closing().is_some() => {
+            Wake::Write if self.outbox.closing().is_some() || self.coalesce.queued(Instant::now()) => {
                 gather().await;
                 self.flush(false).await
             }
-            Wake::Write => {
-                self.flush_at.get_or_insert_with(|| Instant::now() + self.write_delay);
-            }
-            Wake::Alarm if self.flush_at.is_some_and(|at| at <= Instant::now()) => self.flush(false).await,
+            Wake::Write => {}
+            Wake::Alarm if self.coalesce.due().is_some_and(|at| at <= Instant::now()) => self.flush(false).await,
             Wake::Alarm => match self.clocks.fire(Instant::now()) {
                 Some(Alarm::Ping) => self.flush(true).await,
                 Some(Alarm::Close(c)) => self.outbox.close(c),
@@ -160,15 +160,15 @@ impl Socket {
     /// The next clock, or the delayed write if sooner.
     fn wake_at(&self) -> Instant {
         let clocks = self.clocks.wake_at();
-        self.flush_at.map_or(clocks, |at| at.min(clocks))
+        self.coalesce.due().map_or(clocks, |at| at.min(clocks))
     }
 
     /// Writes what is queued. Boxed, in its own statement: an idle
     /// connection's task then holds no write state between writes.
     async fn flush(&mut self, ping: bool) {
-        self.flush_at = None;
         let flush = Box::pin(self.writer.flush(&self.outbox, ping));
-        flush.await
+        let frames = flush.await;
+        self.coalesce.wrote(frames, Instant::now());
     }
 
     /// Ends the connection: writes what is left and the close frame, then
@@ -212,5 +212,69 @@ impl crate::transport::Tend for Socket {
     }
     fn has_orders(&self) -> bool {
         self.outbox.has_orders()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::delivery::outbox::Out;
+    use tokio::io::AsyncReadExt;
+    use tokio::net::{TcpListener, TcpStream};
+
+    const BUSY: Duration = Duration::from_secs(2);
+
+    /// A socket served on loopback with `--busy-write-delay` [`BUSY`]: its
+    /// outbox and the client's end.
+    async fn served() -> (Arc<Outbox>, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        let outbox = Arc::new(Outbox::new(1 << 20));
+        let config = SocketConfig {
+            binary: false,
+            max_message: 1 << 20,
+            heartbeat: Duration::from_secs(60),
+            pong_timeout: Duration::from_secs(60),
+            write_timeout: Duration::from_secs(10),
+            write_delay: Duration::ZERO,
+            busy_write_delay: BUSY,
+            deflate: false,
+        };
+        let mut socket = Socket::new(Stream::Plain(server), Bytes::new(), outbox.clone(), config);
+        tokio::spawn(async move { while socket.next().await.is_ok() {} });
+        (outbox, client)
+    }
+
+    /// Reads `frames` one-byte text frames; returns how long that took.
+    async fn read_frames(client: &mut TcpStream, frames: usize) -> Duration {
+        let started = Instant::now();
+        let mut buf = vec![0; frames * 3];
+        client.read_exact(&mut buf).await.unwrap();
+        assert!(buf.chunks(3).all(|f| f == [0x81, 1, b'm']), "{buf:?}");
+        started.elapsed()
+    }
+
+    #[tokio::test]
+    async fn a_busy_connection_holds_its_next_frames_and_a_quiet_one_does_not() {
+        let (outbox, mut client) = served().await;
+        outbox.push(Out::Data(Bytes::from_static(b"m")));
+        assert!(read_frames(&mut client, 1).await < BUSY / 2, "a quiet connection writes at once");
+
+        // One write of many frames: the next frames wait for company.
+        for _ in 0..crate::delivery::coalesce::BUSY_FRAMES {
+            outbox.push_quiet(Out::Data(Bytes::from_static(b"m")));
+        }
+        outbox.wake();
+        read_frames(&mut client, crate::delivery::coalesce::BUSY_FRAMES).await;
+        let started = Instant::now();
+        outbox.push(Out::Data(Bytes::from_static(b"m")));
+        outbox.push(Out::Data(Bytes::from_static(b"m")));
+        read_frames(&mut client, 2).await;
+        assert!(started.elapsed() >= BUSY - Duration::from_millis(50), "held: {:?}", started.elapsed());
+
+        // That write carried two: the busy spell is over.
+        outbox.push(Out::Data(Bytes::from_static(b"m")));
+        assert!(read_frames(&mut client, 1).await < BUSY / 2, "quiet again");
     }
 }

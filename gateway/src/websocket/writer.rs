@@ -49,10 +49,10 @@ impl Writer {
 
     /// Writes everything queued (after a ping, if `ping`), and the close
     /// frame once the outbox is closing. A failed or timed-out write closes
-    /// the outbox.
-    pub async fn flush(&mut self, outbox: &Outbox, ping: bool) {
+    /// the outbox. Returns the number of frames written.
+    pub async fn flush(&mut self, outbox: &Outbox, ping: bool) -> usize {
         if self.done {
-            return;
+            return 0;
         }
         let batch = outbox.take();
         let data_op = if self.binary { OP_BINARY } else { OP_TEXT };
@@ -91,13 +91,13 @@ impl Writer {
                 Ok(Err(_)) => {
                     outbox.close(Close::new(close::NORMAL, "socket error"));
                     self.done = true;
-                    return;
+                    return 0;
                 }
                 Err(_) => {
                     crate::metrics::dropped("write_timeout");
                     outbox.close(Close::SLOW_CONSUMER);
                     self.done = true;
-                    return;
+                    return 0;
                 }
             }
         }
@@ -105,6 +105,7 @@ impl Writer {
             let _ = timeout(self.write_timeout, self.io.shutdown()).await;
             self.done = true;
         }
+        batch.frames.len()
     }
 }
 
