@@ -207,6 +207,12 @@ impl SseStream {
 
     /// Writes what the outbox holds, and the close after it.
     async fn flush(&mut self) {
+        if self.body.is_none() && self.outbox.closing().is_none() {
+            // Detached: the events wait in the outbox for a response (a held
+            // write is let go, or its alarm would keep firing).
+            self.coalesce.wrote(0, Instant::now());
+            return;
+        }
         let batch = self.outbox.take();
         self.coalesce.wrote(batch.frames.len(), Instant::now());
         let mut out = BytesMut::new();
