@@ -66,6 +66,12 @@ impl Coalesce {
         self.due
     }
 
+    /// `clocks`, or the held write's time if sooner: when the connection's
+    /// task next wakes by itself.
+    pub fn wake_at(&self, clocks: Instant) -> Instant {
+        self.due.map_or(clocks, |at| at.min(clocks))
+    }
+
     /// Whether queued frames may be waiting on a later write: the caller
     /// then writes a reply at once rather than leave it behind them.
     pub fn may_hold(&self) -> bool {

@@ -150,8 +150,7 @@ impl SseStream {
 
     /// Cancel-safe: every branch is.
     async fn wait(&mut self, read: bool) -> Wake {
-        let clocks = self.clocks.wake_at();
-        let wake_at = self.coalesce.due().map_or(clocks, |at| at.min(clocks));
+        let wake_at = self.coalesce.wake_at(self.clocks.wake_at());
         let attached = self.body.clone();
         tokio::select! {
             op = self.ops.recv(), if read => Wake::Op(op),

@@ -126,7 +126,7 @@ impl Socket {
     /// Waits for the next thing to do. Cancel-safe: the reader is, and a
     /// dropped wait loses no wake-up.
     async fn wait(&mut self, read: bool) -> Wake {
-        let wake_at = self.wake_at();
+        let wake_at = self.coalesce.wake_at(self.clocks.wake_at());
         tokio::select! {
             m = self.reader.next(), if read => Wake::Read(m),
             _ = self.outbox.ready() => Wake::Write,
@@ -155,12 +155,6 @@ impl Socket {
             },
         }
         None
-    }
-
-    /// The next clock, or the delayed write if sooner.
-    fn wake_at(&self) -> Instant {
-        let clocks = self.clocks.wake_at();
-        self.coalesce.due().map_or(clocks, |at| at.min(clocks))
     }
 
     /// Writes what is queued. Boxed, in its own statement: an idle
