@@ -16,7 +16,7 @@
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 
 use bytes::Bytes;
 use proto::client::close::Close;
@@ -29,10 +29,6 @@ use crate::session::orders::Order;
 pub enum Out {
     /// A protocol frame (text or binary, by the connection's encoding).
     Data(Bytes),
-    /// Protocol frames a fanout burst shares among its members: this
-    /// member's are `frames[from..]`. Pushing them costs one reference
-    /// count per member per burst, not one per frame.
-    Burst(Arc<[Bytes]>, usize),
     /// A pong answering the client's ping.
     Pong(Bytes),
     /// A data frame whose type is given, whatever the connection's encoding:
@@ -41,28 +37,10 @@ pub enum Out {
 }
 
 impl Out {
-    /// The payloads' length in bytes.
+    /// The payload's length in bytes.
     pub fn size(&self) -> usize {
         match self {
             Out::Data(b) | Out::Pong(b) | Out::Echo { data: b, .. } => b.len(),
-            Out::Burst(..) => self.data().iter().map(Bytes::len).sum(),
-        }
-    }
-
-    /// How many frames it stands for.
-    pub fn count(&self) -> usize {
-        match self {
-            Out::Burst(..) => self.data().len(),
-            _ => 1,
-        }
-    }
-
-    /// Its protocol frames (none for a pong or an echo).
-    pub fn data(&self) -> &[Bytes] {
-        match self {
-            Out::Data(b) => std::slice::from_ref(b),
-            Out::Burst(frames, from) => &frames[*from..],
-            Out::Pong(_) | Out::Echo { .. } => &[],
         }
     }
 }
@@ -102,14 +80,14 @@ pub struct Outbox {
     ordered: AtomicBool,
 }
 
-/// What [`Outbox::push_quiet`] did with its frames.
+/// What [`Outbox::push_quiet`] did with a frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Pushed {
     /// Queued behind frames whose push already woke the writer.
     Woken,
     /// Queued first: the writer needs [`Outbox::wake`].
     Wake,
-    /// Not queued: the connection is closing, or the frames overflowed it.
+    /// Not queued: the connection is closing, or the frame overflowed it.
     Refused,
 }
 
@@ -118,13 +96,6 @@ pub struct Batch {
     pub frames: Vec<Out>,
     /// Set once the connection is closing: write it after `frames`.
     pub closing: Option<Close>,
-}
-
-impl Batch {
-    /// How many frames it holds.
-    pub fn count(&self) -> usize {
-        self.frames.iter().map(Out::count).sum()
-    }
 }
 
 impl Outbox {
@@ -376,8 +347,6 @@ mod tests {
     fn a_quiet_push_leaves_the_wake_up_to_its_caller() {
         let o = Outbox::new(4);
         let frame = || Out::Data(Bytes::from_static(b"f"));
-        let burst: Arc<[Bytes]> =
-            vec![Bytes::from_static(b"a"), Bytes::from_static(b"bb"), Bytes::from_static(b"c")].into();
         let ready = || futures::executor::block_on(async { futures::poll!(std::pin::pin!(o.ready())).is_ready() });
         assert_eq!(o.push_quiet(frame()), Pushed::Wake, "the first frame asks for a wake-up");
         assert!(!ready(), "and does not wake by itself");
@@ -385,10 +354,8 @@ mod tests {
         o.wake();
         assert!(ready());
         assert_eq!(o.take().frames.len(), 2);
-        let tail = Out::Burst(burst.clone(), 1);
-        assert_eq!((tail.size(), tail.count(), tail.data()), (3, 2, &burst[1..]), "a burst's share");
-        assert_eq!(o.push_quiet(tail), Pushed::Wake);
-        assert_eq!(o.push_quiet(Out::Burst(burst, 0)), Pushed::Refused, "overflow");
+        assert_eq!(o.push_quiet(frame()), Pushed::Wake);
+        assert_eq!(o.push_quiet(Out::Data(Bytes::from_static(b"1234"))), Pushed::Refused, "overflow");
         assert!(ready(), "an overflow closes and wakes at once");
         assert_eq!(o.push_quiet(frame()), Pushed::Refused, "closing");
     }

@@ -213,12 +213,13 @@ impl SseStream {
             return;
         }
         let batch = self.outbox.take();
-        self.coalesce.wrote(batch.count(), Instant::now());
+        self.coalesce.wrote(batch.frames.len(), Instant::now());
         let mut out = BytesMut::new();
-        for data in batch.frames.iter().flat_map(Out::data) {
+        for frame in batch.frames {
+            let Out::Data(data) = frame else { continue };
             self.last_id += 1;
             let start = out.len();
-            event(&mut out, Some((&self.id_prefix, self.last_id)), None, data);
+            event(&mut out, Some((&self.id_prefix, self.last_id)), None, &data);
             let written = Bytes::copy_from_slice(&out[start..]);
             let before = self.replay_bytes;
             self.replay_bytes += written.len();

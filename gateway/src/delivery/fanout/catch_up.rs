@@ -129,7 +129,6 @@ impl Room {
     /// while its queue has room, then more from the recent buffer or the
     /// owner; live again once it reaches the gateway's position.
     pub(super) fn pump(&mut self, conn: &str, out: &mut Vec<Action>) {
-        self.flush();
         let Some(m) = self.members.get_mut(conn) else { return };
         let Some(c) = m.catch_up.as_mut() else { return };
         if c.fetching || c.waiting || m.listener.outbox.closing().is_some() {

@@ -8,13 +8,13 @@
 //! in [`room`].
 //!
 //! Messages that are already waiting on the subscription are taken in one
-//! go (up to [`BURST`]) and pushed member by member when the burst ends
-//! ([`Room::wake_writers`]): each member's share in one push, one lock on
-//! its queue, and one wake-up of its writer. Woken at their first frame,
-//! writers ran on the other core in the middle of a 5,000-member pass,
-//! wrote one frame each and contended with the pass for their queues (a
-//! quarter of the gateway's CPU per delivery, `docs/benchmarks.md`); when
-//! nothing waits, the wake-up is as immediate as before.
+//! go (up to [`BURST`]), and the members' writers are woken once after it
+//! ([`Room::wake_writers`]), not at their first frame: a writer woken in the
+//! middle of a 5,000-member pass runs on the other core at once, writes one
+//! frame, and contends with the pass for its queue. Under a broadcast to
+//! 5,000 that was a quarter of the gateway's CPU per delivery
+//! (`docs/benchmarks.md`); when nothing waits, the wake-up is as immediate
+//! as before.
 
 mod buffer;
 mod catch_up;

@@ -142,9 +142,6 @@ pub struct Room {
     /// Writers with messages queued since their last wake-up: woken by
     /// [`Room::wake_writers`] once the task has taken its burst.
     unwoken: Vec<Arc<Outbox>>,
-    /// Live messages of the burst under way, not yet pushed: at most the
-    /// task's burst (64).
-    burst: Vec<Arc<Encoded>>,
 }
 
 /// Retired epochs remembered per room (16 bytes each).
@@ -167,7 +164,6 @@ impl Room {
             joins,
             retired: VecDeque::new(),
             unwoken: Vec::new(),
-            burst: Vec::new(),
             bounds,
         }
     }
@@ -177,9 +173,6 @@ impl Room {
         if self.retired.iter().any(|e| **e == *ev.epoch) {
             crate::metrics::stale_event();
             return;
-        }
-        if !matches!(ev.kind, Some(room_event::Kind::Message(_))) {
-            self.flush();
         }
         match ev.kind {
             Some(room_event::Kind::Message(m)) => {
@@ -243,18 +236,11 @@ impl Room {
     }
 
     /// Delivers the next message to every live member that lacks it. Live
-    /// traffic joins the burst, pushed by [`Self::flush`] (a full queue
-    /// closes with 4000); a `paced` one (a gap fill) is pushed now, and
-    /// moves a member without room to catch-up.
+    /// traffic is pushed as it comes (a full queue closes with 4000); a
+    /// `paced` one (a gap fill) moves a member without room to catch-up.
     fn deliver(&mut self, enc: Arc<Encoded>, paced: bool, out: &mut Vec<Action>) {
         let seq = enc.seq();
         self.pos = Some((enc.epoch.clone(), seq));
-        self.recent.push(enc.clone());
-        if !paced {
-            self.burst.push(enc);
-            return;
-        }
-        self.flush();
         let (mut json, mut proto) = (None, None);
         let mut delivered = 0u64;
         let mut behind = Vec::new();
@@ -264,7 +250,7 @@ impl Room {
                 Encoding::Proto => &mut proto,
             };
             let bytes: &Bytes = slot.get_or_insert_with(|| enc.bytes(m.listener.encoding));
-            if !m.listener.outbox.has_room(bytes.len()) {
+            if paced && !m.listener.outbox.has_room(bytes.len()) {
                 m.catch_up = Some(Box::new(CatchUp::new(seq - 1)));
                 behind.push(conn.clone());
                 continue;
@@ -279,63 +265,23 @@ impl Room {
             }
         }
         crate::metrics::delivered(delivered);
+        self.recent.push(enc);
         for conn in behind {
             self.pump(&conn, out);
         }
     }
 
-    /// Pushes the burst's messages, member by member: each live member's
-    /// share as one [`Out::Burst`], so a burst of k messages costs a member
-    /// one lock of its queue and one reference count rather than k of each
-    /// (under a broadcast to 5,000 the lock alone was a quarter of the
-    /// gateway's CPU, `docs/benchmarks.md`). Everything else that reaches
-    /// members (events, paced and catch-up frames) flushes first, so each
-    /// member gets what it would had every message been pushed as it came.
-    pub(super) fn flush(&mut self) {
-        if self.burst.is_empty() {
-            return;
-        }
-        let (mut json, mut proto) = (None, None);
-        let mut delivered = 0u64;
-        // The burst is in order, of one epoch (a resync flushes first).
-        for m in self.members.values().filter(|m| m.catch_up.is_none()) {
-            let from = self.burst.partition_point(|e| e.seq() <= m.after);
-            if from == self.burst.len() {
-                continue;
-            }
-            let encoding = m.listener.encoding;
-            let slot = match encoding {
-                Encoding::Json => &mut json,
-                Encoding::Proto => &mut proto,
-            };
-            let frames: &Arc<[Bytes]> =
-                slot.get_or_insert_with(|| self.burst.iter().map(|e| e.bytes(encoding)).collect());
-            match m.listener.outbox.push_quiet(Out::Burst(frames.clone(), from)) {
-                Pushed::Woken => delivered += (frames.len() - from) as u64,
-                Pushed::Wake => {
-                    delivered += (frames.len() - from) as u64;
-                    self.unwoken.push(m.listener.outbox.clone());
-                }
-                Pushed::Refused => {}
-            }
-        }
-        crate::metrics::delivered(delivered);
-        self.burst.clear();
-    }
-
-    /// Ends a burst: pushes its messages ([`Self::flush`]) and wakes the
-    /// writers of everything delivered since the last call.
+    /// Wakes the writers of the messages delivered since the last call.
     pub fn wake_writers(&mut self) {
-        self.flush();
         for outbox in self.unwoken.drain(..) {
             outbox.wake();
         }
     }
 
+    /// Sends an unsequenced event to every member except those of `about`.
     /// Sends an unsequenced event to every member but those `skip` names
     /// (by connection and member).
     fn broadcast(&self, skip: impl Fn(&str, &Member) -> bool, encode: impl Fn(Encoding) -> Bytes) {
-        debug_assert!(self.burst.is_empty(), "flushed first: the event follows the burst's messages");
         let (mut json, mut proto) = (None, None);
         for (_, m) in self.members.iter().filter(|(conn, m)| !skip(conn, m)) {
             let slot = match m.listener.encoding {
@@ -349,7 +295,6 @@ impl Room {
 
     /// Tells every member continuity was lost; delivery goes on after `seq`.
     pub(super) fn resync(&mut self, epoch: Arc<str>, seq: u64) {
-        self.flush();
         crate::metrics::resync();
         let room = self.room.clone();
         self.broadcast(|_, _| false, |e| Event::Resync { room: &room, epoch: &epoch, seq }.encode(e));
