@@ -510,3 +510,32 @@ fn live_messages_wake_each_writer_once_after_the_burst() {
     assert_eq!(c.got("a"), seqs(&[1, 2]));
     assert_eq!(c.got("b"), seqs(&[1, 2]));
 }
+
+#[test]
+fn a_burst_reaches_each_member_in_the_order_its_events_came() {
+    let mut c = Case::new();
+    c.attach("a", 1 << 20, 0, None);
+    c.attach("b", 1 << 20, 0, None);
+    let joined = pb::MemberJoined { room: "r".into(), user: "x".into(), info: Bytes::new(), count: 3 };
+    // One burst, as the task takes it before waking writers.
+    c.event(message(E, 1, 1));
+    c.event(message(E, 2, 1));
+    c.event(internal::RoomEvent {
+        room: "r".into(),
+        epoch: E.into(),
+        kind: Some(room_event::Kind::Joined(joined)),
+        ..Default::default()
+    });
+    c.event(message(E, 3, 1));
+    // A member that attaches mid-burst at seq 3 gets only what follows.
+    c.attach("c", 1 << 20, 3, None);
+    c.event(message(E, 4, 1));
+    // A new owner's stream: resync, then its messages.
+    c.event(message("e2", 1, 1));
+    c.event(message("e2", 2, 1));
+    c.room.wake_writers();
+    let a = ["1", "2", "joined", "3", "4", "resync@0", "1", "2"];
+    assert_eq!(c.got("a"), a);
+    assert_eq!(c.got("b"), a);
+    assert_eq!(c.got("c"), ["4", "resync@0", "1", "2"]);
+}
