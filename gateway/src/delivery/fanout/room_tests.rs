@@ -21,6 +21,17 @@ fn message(epoch: &str, seq: u64, len: usize) -> internal::RoomEvent {
     }
 }
 
+/// `user` joined; the room's count and membership version are `v`.
+fn joined(user: &str, v: u64) -> internal::RoomEvent {
+    let joined = pb::MemberJoined { room: "r".into(), user: user.into(), count: v as u32, ..Default::default() };
+    internal::RoomEvent {
+        room: "r".into(),
+        epoch: E.into(),
+        kind: Some(room_event::Kind::Joined(joined)),
+        members_version: v,
+    }
+}
+
 fn stored(seqs: std::ops::RangeInclusive<u64>) -> Vec<internal::StoredMessage> {
     sized(seqs, 1)
 }
@@ -272,13 +283,7 @@ fn joined_and_left_go_to_the_others() {
     let mut c = Case::new();
     c.attach("a", 1 << 20, 0, None);
     c.attach("b", 1 << 20, 0, None);
-    let joined = pb::MemberJoined { room: "r".into(), user: "a".into(), info: Bytes::new(), count: 2 };
-    c.event(internal::RoomEvent {
-        room: "r".into(),
-        epoch: E.into(),
-        kind: Some(room_event::Kind::Joined(joined)),
-        ..Default::default()
-    });
+    c.event(joined("a", 2));
     assert_eq!((c.got("a"), c.got("b")), (vec![], vec!["joined".to_owned()]));
     c.room.detach("b");
     let left = pb::MemberLeft { room: "r".into(), user: "x".into(), count: 1 };
@@ -329,15 +334,6 @@ fn a_member_whose_answer_joins_overtook_gets_them_when_it_attaches() {
 fn membership_events_are_kept_only_while_a_session_is_joining() {
     let mut c = Case::new();
     c.attach("a", 1 << 20, 0, None);
-    let joined = |user: &str, v: u64| {
-        let joined = pb::MemberJoined { room: "r".into(), user: user.into(), count: v as u32, ..Default::default() };
-        internal::RoomEvent {
-            room: "r".into(),
-            epoch: E.into(),
-            kind: Some(room_event::Kind::Joined(joined)),
-            members_version: v,
-        }
-    };
     c.event(joined("b", 1));
     assert_eq!((c.got("a"), c.room.changes.len()), (vec!["joined".to_owned()], 0), "nobody joining: not kept");
     c.enter("x");
@@ -516,16 +512,10 @@ fn a_burst_reaches_each_member_in_the_order_its_events_came() {
     let mut c = Case::new();
     c.attach("a", 1 << 20, 0, None);
     c.attach("b", 1 << 20, 0, None);
-    let joined = pb::MemberJoined { room: "r".into(), user: "x".into(), info: Bytes::new(), count: 3 };
     // One burst, as the task takes it before waking writers.
     c.event(message(E, 1, 1));
     c.event(message(E, 2, 1));
-    c.event(internal::RoomEvent {
-        room: "r".into(),
-        epoch: E.into(),
-        kind: Some(room_event::Kind::Joined(joined)),
-        ..Default::default()
-    });
+    c.event(joined("x", 3));
     c.event(message(E, 3, 1));
     // A member that attaches mid-burst at seq 3 gets only what follows.
     c.attach("c", 1 << 20, 3, None);
