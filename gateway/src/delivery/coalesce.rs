@@ -66,6 +66,12 @@ impl Coalesce {
         self.due
     }
 
+    /// Whether held frames are due by `now`: the alarm that woke the task
+    /// may have been a clock's.
+    pub fn is_due(&self, now: Instant) -> bool {
+        self.due.is_some_and(|at| at <= now)
+    }
+
     /// `clocks`, or the held write's time if sooner: when the connection's
     /// task next wakes by itself.
     pub fn wake_at(&self, clocks: Instant) -> Instant {
@@ -139,7 +145,9 @@ mod tests {
         assert!(!c.queued(t0 + MS));
         assert!(!c.queued(t0 + 3 * MS));
         assert_eq!(c.due(), Some(t0 + 6 * MS), "the first frames wait no longer than the delay");
+        assert!(!c.is_due(t0 + 5 * MS) && c.is_due(t0 + 6 * MS));
         c.wrote(40, t0 + 6 * MS);
         assert_eq!(c.due(), None);
+        assert!(!c.is_due(t0 + 7 * MS));
     }
 }

@@ -173,7 +173,7 @@ impl SseStream {
             }
             Wake::Write => {}
             Wake::Detached => self.body = None,
-            Wake::Alarm if self.coalesce.due().is_some_and(|at| at <= Instant::now()) => self.flush().await,
+            Wake::Alarm if self.coalesce.is_due(Instant::now()) => self.flush().await,
             Wake::Alarm => match self.clocks.fire(Instant::now()) {
                 // A heartbeat the response takes proves the client still there.
                 Some(Alarm::Ping) if self.send(Bytes::from_static(b": ping\n\n")).await => self.clocks.heard(),

@@ -146,7 +146,7 @@ impl Socket {
                 self.flush(false).await
             }
             Wake::Write => {}
-            Wake::Alarm if self.coalesce.due().is_some_and(|at| at <= Instant::now()) => self.flush(false).await,
+            Wake::Alarm if self.coalesce.is_due(Instant::now()) => self.flush(false).await,
             Wake::Alarm => match self.clocks.fire(Instant::now()) {
                 Some(Alarm::Ping) => self.flush(true).await,
                 Some(Alarm::Close(c)) => self.outbox.close(c),
