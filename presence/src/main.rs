@@ -83,6 +83,7 @@ fn main() {
 
 async fn run(config: Config) -> anyhow::Result<()> {
     let metrics = shell::telemetry::init();
+    shell::heap::spawn_trimmer();
     let auth = config.api.guard("--listen", config.listen)?;
     let (tls, admin_tls) = (config.tls.server()?, config.tls.admin()?);
     let admin_scheme = shell::tls::scheme(&admin_tls);

@@ -86,6 +86,7 @@ fn main() {
 
 async fn run(config: Config) -> anyhow::Result<()> {
     let metrics = shell::telemetry::init();
+    shell::heap::spawn_trimmer();
     let auth = config.api.guard("--grpc-listen", config.grpc_listen)?;
     let http_auth = config.api.guard("--api-listen", config.api_listen)?;
     let (tls, admin_tls) = (config.tls.server()?, config.tls.admin()?);

@@ -34,6 +34,7 @@ const ANNOUNCE_EVERY: Duration = Duration::from_secs(1);
 /// Runs the gateway until SIGTERM or Ctrl-C, then drains and returns.
 pub async fn run(config: Config) -> anyhow::Result<()> {
     let metrics = shell::telemetry::init();
+    shell::heap::spawn_trimmer();
     let api_auth = config.api.guard("--grpc-listen", config.grpc_listen)?;
     // The HTTP server API is the embedded router's: standalone only.
     let http_auth =
