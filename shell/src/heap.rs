@@ -67,7 +67,7 @@ fn release() {
 fn release() {}
 
 /// The process's resident set, from `/proc/self/statm` (pages).
-pub fn resident_bytes() -> Option<u64> {
+fn resident_bytes() -> Option<u64> {
     let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
     let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
     // SAFETY: sysconf has no preconditions.
