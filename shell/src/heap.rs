@@ -5,9 +5,9 @@
 //! thousands of joins, a catch-up) stays in the process's RSS, where an
 //! operator, a memory limit and the sizing model all see it as used.
 //! Measured (docs/benchmarks.md): one gateway holding 16,000 connections
-//! in rooms of 100 after their joins were announced was at 88.5 MiB, and
-//! 78.5 MiB after one `malloc_trim(0)`; without the announcements it was at
-//! 71.8 MiB and the trim returned nothing.
+//! in rooms of 100 after their joins were announced was at 86.5 MiB, and
+//! 76.6 MiB after one `malloc_trim(0)`; without the announcements it was at
+//! 70.1 MiB and the trim returned nothing.
 //!
 //! So every process trims every [`INTERVAL`], on a blocking thread (the trim
 //! takes each arena's lock in turn, so it must not hold up a runtime
