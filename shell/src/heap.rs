@@ -20,7 +20,7 @@ use std::time::Duration;
 
 /// How often freed memory goes back. Long enough that pages a steady load
 /// reuses are not given back and faulted in again many times a minute.
-pub const INTERVAL: Duration = Duration::from_secs(10);
+const INTERVAL: Duration = Duration::from_secs(10);
 
 /// Trims every [`INTERVAL`], for the life of the runtime.
 pub fn spawn_trimmer() {

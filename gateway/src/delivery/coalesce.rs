@@ -61,7 +61,9 @@ impl Coalesce {
         false
     }
 
-    /// When the held frames are written, if any are held.
+    /// When the held frames are written, if any are held (the tests'
+    /// view; the transports ask [`Self::is_due`] and [`Self::wake_at`]).
+    #[cfg(test)]
     pub fn due(&self) -> Option<Instant> {
         self.due
     }

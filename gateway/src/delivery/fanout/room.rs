@@ -278,7 +278,6 @@ impl Room {
         }
     }
 
-    /// Sends an unsequenced event to every member except those of `about`.
     /// Sends an unsequenced event to every member but those `skip` names
     /// (by connection and member).
     fn broadcast(&self, skip: impl Fn(&str, &Member) -> bool, encode: impl Fn(Encoding) -> Bytes) {
