@@ -254,12 +254,12 @@ pub struct Limits {
     pub write_delay: Duration,
 
     /// How long a busy connection's next frames wait for company: one whose
-    /// last write carried 16 frames or more is already behind (a member of a
-    /// room under a fanout the gateway cannot keep up with, a slow client),
-    /// so fuller writes cost it little latency and save CPU per delivery.
-    /// A connection receiving a frame or two at a time is never held;
-    /// replies, pings and closes never wait. 0: off.
-    #[arg(long, env = "SB_BUSY_WRITE_DELAY", default_value = "100ms", value_parser = duration)]
+    /// last two writes each carried 16 frames or more is already behind (a
+    /// member of a room under a fanout the gateway cannot keep up with, a
+    /// slow client), so fuller writes cost it little latency and save CPU
+    /// per delivery. A connection receiving a frame or two at a time is
+    /// never held; replies, pings and closes never wait. 0: off.
+    #[arg(long, env = "SB_BUSY_WRITE_DELAY", default_value = "200ms", value_parser = duration)]
     pub busy_write_delay: Duration,
 
     /// Interval between heartbeat pings.

@@ -40,7 +40,7 @@ pub fn describe(standalone: bool) {
     describe_counter!("switchboard_gateway_frames_in_total", "Client requests, by op (invalid: undecodable).");
     describe_counter!(
         "switchboard_gateway_writes_held_total",
-        "Writes held back for company (--write-delay, or --busy-write-delay on a connection whose last write was full)."
+        "Writes held back for company (--write-delay, or --busy-write-delay on a connection whose last two writes were full)."
     );
     describe_counter!("switchboard_gateway_frames_out_total", "Frames written to clients.");
     describe_counter!(

@@ -6,15 +6,18 @@
 //! wake-up). Under a fanout the gateway cannot keep up with, every member's
 //! writer gets one turn per round of all writers and writes what arrived
 //! in the meantime; the writes are then about half the gateway's CPU per
-//! delivery. A connection whose last write carried [`BUSY_FRAMES`] frames
-//! or more is in that state (or its client is slow); its next frames, if
-//! they come within `busy_delay` of that write, wait `busy_delay` for
-//! company. The hold pays only when it is about as long as a round: with
-//! 5,000 members here a round took ~150 ms, and 50 ms changed nothing
-//! while 100 ms took the frames per write from 39 to 65 and the CPU per
-//! delivery down by a quarter (docs/benchmarks.md). A connection that
-//! writes a frame or two at a time (chat, replies) is never held, and the
-//! first small write ends a busy spell. `--write-delay` instead holds
+//! delivery. A connection whose last two writes each carried
+//! [`BUSY_FRAMES`] frames or more is in that state (or its client is slow);
+//! its next frames, if they come within `busy_delay` of the last write,
+//! wait `busy_delay` for company. Two writes, not one: a single big write
+//! is also what a resume's catch-up or one burst looks like, and the live
+//! message after it should not wait. The hold pays only when it is at
+//! least as long as a round: with 5,000 members here a round took
+//! ~150-250 ms; 50 ms changed nothing, and 100, 150 and 200 ms took the
+//! frames per write from 39 to 57, 79 and 105 and the CPU per delivery
+//! down by a quarter, a third and a half (docs/benchmarks.md). A connection
+//! that writes a frame or two at a time (chat, replies) is never held, and
+//! the first small write ends a busy spell. `--write-delay` instead holds
 //! every write.
 //!
 //! No I/O: the caller passes the time and does the waiting; a held write
@@ -35,6 +38,8 @@ pub struct Coalesce {
     delay: Duration,
     /// A busy connection's writes wait this long (`--busy-write-delay`).
     busy_delay: Duration,
+    /// The last write carried [`BUSY_FRAMES`] or more.
+    full: bool,
     /// Until when the connection counts as busy.
     busy_until: Option<Instant>,
     /// When the frames held now are written.
@@ -43,7 +48,7 @@ pub struct Coalesce {
 
 impl Coalesce {
     pub fn new(delay: Duration, busy_delay: Duration) -> Self {
-        Self { delay, busy_delay, busy_until: None, due: None }
+        Self { delay, busy_delay, full: false, busy_until: None, due: None }
     }
 
     /// Frames were queued at `now`: true to write them at once, false when
@@ -88,7 +93,9 @@ impl Coalesce {
 
     /// A write of `frames` frames ended at `now`.
     pub fn wrote(&mut self, frames: usize, now: Instant) {
-        let busy = frames >= BUSY_FRAMES && !self.busy_delay.is_zero();
+        let full = frames >= BUSY_FRAMES;
+        let busy = full && self.full && !self.busy_delay.is_zero();
+        self.full = full;
         self.busy_until = busy.then(|| now + self.busy_delay);
         self.due = None;
     }
@@ -100,31 +107,35 @@ mod tests {
 
     const MS: Duration = Duration::from_millis(1);
 
-    /// (write delay, busy delay, frames in the last write (None: no write
-    /// yet), ms from that write to the next frames, expected wait in ms)
+    /// (write delay, busy delay, frames in each write so far, ms from the
+    /// last write to the next frames, expected wait in ms)
     #[test]
     fn only_a_busy_connection_waits_unless_every_write_does() {
-        let cases: &[(u32, u32, Option<usize>, u32, u32)] = &[
-            (0, 5, None, 0, 0),                  // nothing written yet
-            (0, 5, Some(1), 0, 0),               // a quiet connection
-            (0, 5, Some(BUSY_FRAMES - 1), 0, 0), // just under busy
-            (0, 5, Some(BUSY_FRAMES), 0, 5),     // busy: frames right behind the write
-            (0, 5, Some(64), 4, 5),              // still within the busy spell
-            (0, 5, Some(64), 5, 0),              // the spell is over
-            (0, 0, Some(64), 0, 0),              // coalescing off
-            (20, 5, None, 0, 20),                // --write-delay holds everything
-            (20, 5, Some(64), 0, 20),            // ... busy or not
+        const B: usize = BUSY_FRAMES;
+        let cases: &[(u32, u32, &[usize], u32, u32)] = &[
+            (0, 5, &[], 0, 0),         // nothing written yet
+            (0, 5, &[1, 1], 0, 0),     // a quiet connection
+            (0, 5, &[B, B - 1], 0, 0), // just under busy
+            (0, 5, &[B], 0, 0),        // one full write: a catch-up, a burst
+            (0, 5, &[1, B], 0, 0),     // ... after a small one
+            (0, 5, &[B, B], 0, 5),     // busy: frames right behind the write
+            (0, 5, &[B, 2, B], 0, 0),  // a small write in between ended it
+            (0, 5, &[64, 64], 4, 5),   // still within the busy spell
+            (0, 5, &[64, 64], 5, 0),   // the spell is over
+            (0, 0, &[64, 64], 0, 0),   // coalescing off
+            (20, 5, &[], 0, 20),       // --write-delay holds everything
+            (20, 5, &[64, 64], 0, 20), // ... busy or not
         ];
-        for &(delay, busy, last, gap, want) in cases {
+        for &(delay, busy, writes, gap, want) in cases {
             let t0 = Instant::now();
             let mut c = Coalesce::new(delay * MS, busy * MS);
-            if let Some(frames) = last {
+            for &frames in writes {
                 c.wrote(frames, t0);
             }
             let now = t0 + gap * MS;
             let at_once = c.queued(now);
-            assert_eq!(at_once, want == 0, "{delay} {busy} {last:?} {gap}");
-            assert_eq!(c.due(), (want > 0).then(|| now + want * MS), "{delay} {busy} {last:?} {gap}");
+            assert_eq!(at_once, want == 0, "{delay} {busy} {writes:?} {gap}");
+            assert_eq!(c.due(), (want > 0).then(|| now + want * MS), "{delay} {busy} {writes:?} {gap}");
         }
     }
 
@@ -132,6 +143,7 @@ mod tests {
     fn a_small_write_ends_the_busy_spell() {
         let t0 = Instant::now();
         let mut c = Coalesce::new(Duration::ZERO, 5 * MS);
+        c.wrote(40, t0);
         c.wrote(40, t0);
         assert!(c.may_hold());
         c.wrote(2, t0 + MS);
@@ -143,6 +155,7 @@ mod tests {
     fn frames_queued_while_held_keep_the_first_due_time() {
         let t0 = Instant::now();
         let mut c = Coalesce::new(Duration::ZERO, 5 * MS);
+        c.wrote(40, t0);
         c.wrote(40, t0);
         assert!(!c.queued(t0 + MS));
         assert!(!c.queued(t0 + 3 * MS));

@@ -255,12 +255,17 @@ mod tests {
         outbox.push(Out::Data(Bytes::from_static(b"m")));
         assert!(read_frames(&mut client, 1).await < BUSY / 2, "a quiet connection writes at once");
 
-        // One write of many frames: the next frames wait for company.
-        for _ in 0..crate::delivery::coalesce::BUSY_FRAMES {
-            outbox.push_quiet(Out::Data(Bytes::from_static(b"m")));
+        // Two writes of many frames in a row: the next frames wait for
+        // company. One alone does not make a connection busy.
+        let full = crate::delivery::coalesce::BUSY_FRAMES;
+        for _ in 0..2 {
+            for _ in 0..full {
+                outbox.push_quiet(Out::Data(Bytes::from_static(b"m")));
+            }
+            outbox.wake();
+            let took = read_frames(&mut client, full).await;
+            assert!(took < BUSY / 2, "not held after one full write or none: {took:?}");
         }
-        outbox.wake();
-        read_frames(&mut client, crate::delivery::coalesce::BUSY_FRAMES).await;
         let started = Instant::now();
         outbox.push(Out::Data(Bytes::from_static(b"m")));
         outbox.push(Out::Data(Bytes::from_static(b"m")));
