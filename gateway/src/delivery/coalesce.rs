@@ -13,9 +13,9 @@
 //! is also what a resume's catch-up or one burst looks like, and the live
 //! message after it should not wait. The hold pays only when it is at
 //! least as long as a round: with 5,000 members here a round took
-//! ~150-250 ms; 50 ms changed nothing, and 100, 150 and 200 ms took the
-//! frames per write from 39 to 57, 79 and 105 and the CPU per delivery
-//! down by a quarter, a third and a half (docs/benchmarks.md). A connection
+//! ~150-250 ms; 50 ms changed nothing, and in one run 100, 150 and 200 ms
+//! gave 57, 79 and 105 frames per write and 0.80, 0.65 and 0.50 µs of CPU
+//! per delivery (docs/benchmarks.md). A connection
 //! that writes a frame or two at a time (chat, replies) is never held, and
 //! the first small write ends a busy spell. `--write-delay` instead holds
 //! every write.
