@@ -31,6 +31,19 @@ use tokio::time::Instant;
 /// load writes carry one or two; under a broadcast to thousands, dozens.
 pub const BUSY_FRAMES: usize = 16;
 
+/// Where a connection stands, by its last writes. One enum, not a flag
+/// beside an `Option<Instant>`: it fits where the `Option` did (every
+/// connection's future holds it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Spell {
+    /// The last write carried fewer than [`BUSY_FRAMES`].
+    Quiet,
+    /// The last write was full, the one before it not.
+    Full,
+    /// The last two writes were full: busy until then.
+    Busy(Instant),
+}
+
 /// A connection's write timing.
 #[derive(Debug, Clone, Copy)]
 pub struct Coalesce {
@@ -38,25 +51,23 @@ pub struct Coalesce {
     delay: Duration,
     /// A busy connection's writes wait this long (`--busy-write-delay`).
     busy_delay: Duration,
-    /// The last write carried [`BUSY_FRAMES`] or more.
-    full: bool,
-    /// Until when the connection counts as busy.
-    busy_until: Option<Instant>,
+    /// What the last writes say about the connection.
+    spell: Spell,
     /// When the frames held now are written.
     due: Option<Instant>,
 }
 
 impl Coalesce {
     pub fn new(delay: Duration, busy_delay: Duration) -> Self {
-        Self { delay, busy_delay, full: false, busy_until: None, due: None }
+        Self { delay, busy_delay, spell: Spell::Quiet, due: None }
     }
 
     /// Frames were queued at `now`: true to write them at once, false when
     /// they wait for [`Self::due`].
     pub fn queued(&mut self, now: Instant) -> bool {
-        let wait = match self.busy_until {
+        let wait = match self.spell {
             _ if !self.delay.is_zero() => self.delay,
-            Some(until) if now < until => self.busy_delay,
+            Spell::Busy(until) if now < until => self.busy_delay,
             _ => return true,
         };
         self.due.get_or_insert_with(|| {
@@ -88,15 +99,17 @@ impl Coalesce {
     /// Whether queued frames may be waiting on a later write: the caller
     /// then writes a reply at once rather than leave it behind them.
     pub fn may_hold(&self) -> bool {
-        !self.delay.is_zero() || self.busy_until.is_some()
+        !self.delay.is_zero() || matches!(self.spell, Spell::Busy(_))
     }
 
     /// A write of `frames` frames ended at `now`.
     pub fn wrote(&mut self, frames: usize, now: Instant) {
-        let full = frames >= BUSY_FRAMES;
-        let busy = full && self.full && !self.busy_delay.is_zero();
-        self.full = full;
-        self.busy_until = busy.then(|| now + self.busy_delay);
+        self.spell = match self.spell {
+            _ if frames < BUSY_FRAMES => Spell::Quiet,
+            Spell::Quiet => Spell::Full,
+            _ if self.busy_delay.is_zero() => Spell::Full,
+            Spell::Full | Spell::Busy(_) => Spell::Busy(now + self.busy_delay),
+        };
         self.due = None;
     }
 }
