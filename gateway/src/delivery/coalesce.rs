@@ -15,10 +15,9 @@
 //! least as long as a round: with 5,000 members here a round took
 //! ~150-250 ms; 50 ms changed nothing, and in one run 100, 150 and 200 ms
 //! gave 57, 79 and 105 frames per write and 0.80, 0.65 and 0.50 µs of CPU
-//! per delivery (docs/benchmarks.md). A connection
-//! that writes a frame or two at a time (chat, replies) is never held, and
-//! the first small write ends a busy spell. `--write-delay` instead holds
-//! every write.
+//! per delivery (docs/benchmarks.md). A connection that writes a frame or
+//! two at a time (chat, replies) is never held, and the first small write
+//! ends a busy spell. `--write-delay` instead holds every write.
 //!
 //! No I/O: the caller passes the time and does the waiting; a held write
 //! is counted (`switchboard_gateway_writes_held_total`).
