@@ -37,7 +37,8 @@ pub const BUSY_FRAMES: usize = 16;
 enum Spell {
     /// The last write carried fewer than [`BUSY_FRAMES`].
     Quiet,
-    /// The last write was full, the one before it not.
+    /// The last write was full, and the connection is not busy: the write
+    /// before it was not, or `busy_delay` is zero.
     Full,
     /// The last two writes were full: busy until then.
     Busy(Instant),
