@@ -7,7 +7,9 @@
 # load and one last message per room that every member must get. Reports
 # memory and CPU per process kind, handshake and delivery latency, and
 # loss/duplication/order, and writes the "Scale" section of
-# docs/benchmarks.md.
+# docs/benchmarks.md. Then, for comparison, one more gateway alone takes as
+# many connections as each cluster gateway held, in rooms of the same size:
+# what scaling out costs per connection is the ratio of the two.
 #
 #   loadtest/scale.sh                    # the full run (release build)
 #   CONNECTIONS=5000 GATEWAYS=3 WORKERS=2 loadtest/scale.sh   # smaller
@@ -97,13 +99,14 @@ for i in $(seq "$ROUTERS"); do
   start router "router-$i" "$BIN/router" --nats-url "$NATS_URL" --id "router-$i" --admin-listen 127.0.0.1:0 \
     --grpc-listen 127.0.0.1:0 --api-listen 127.0.0.1:0 --presence-url "$FIRST"
 done
-URLS=""
-for i in $(seq "$GATEWAYS"); do
-  start gateway "gateway-$i" "$BIN/gateway" --nats-url "$NATS_URL" --presence-url "$FIRST" --id "gateway-$i" \
+start_cluster_gateway() { # kind, name
+  start "$1" "$2" "$BIN/gateway" --nats-url "$NATS_URL" --presence-url "$FIRST" --id "$2" \
     --jwt-secret "$SECRET" --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 --grpc-listen 127.0.0.1:0 \
     --heartbeat "$HEARTBEAT" --max-connections $((PER_GATEWAY * 2)) --handshake-rate "$CONNECT_RATE" \
     --handshake-burst "$CONNECT_RATE"
-done
+}
+URLS=""
+for i in $(seq "$GATEWAYS"); do start_cluster_gateway gateway "gateway-$i"; done
 ADMINS=()
 for i in $(seq "$GATEWAYS"); do
   URLS="$URLS${URLS:+,}$(wait_line "$OUT/gateway-$i.out" websocket)"
@@ -125,9 +128,9 @@ sample() { # label
     echo "$1 $kind $name $pid $rss $cpu"
   done <"$OUT/processes" >>"$OUT/process.samples"
 }
-connections() {
+connections() { # admin URLs...
   local sum=0
-  for admin in "${ADMINS[@]}"; do
+  for admin in "$@"; do
     n=$(curl -fs "$admin/metrics" | awk '/^switchboard_gateway_connections / {print $2}')
     sum=$((sum + ${n%.*}))
   done
@@ -143,7 +146,7 @@ LT=$!
 # Held: every connection open at the gateways, nobody publishing yet.
 held=0
 while kill -0 "$LT" 2>/dev/null; do
-  if [ "$(connections)" -ge "$CONNECTIONS" ]; then held=1; sleep 2; sample held; break; fi
+  if [ "$(connections "${ADMINS[@]}")" -ge "$CONNECTIONS" ]; then held=1; sleep 2; sample held; break; fi
   sleep 1
 done
 # Just before the chat load ends (and before 100,000 connections close,
@@ -159,8 +162,35 @@ sample done
 cat "$OUT/loadtest.txt"
 [ "$held" = 1 ] || { echo "scale.sh: the gateways never held all $CONNECTIONS connections at once" >&2; rc=1; }
 [ "$rc" = 0 ] || { echo "scale.sh: the load failed (see $OUT/loadtest.log)" >&2; exit "$rc"; }
+
+# One gateway alone, in the same cluster: as many connections as each of
+# the gateways above held, in rooms of the same size, arriving as fast as
+# they arrived at each, from enough source addresses to stay under the
+# gateway's connections per address. It starts after the run so that the
+# run's figures are its own.
+ALONE_ROOMS=$((PER_GATEWAY / MEMBERS))
+[ "$ALONE_ROOMS" -ge 1 ] || ALONE_ROOMS=1
+ALONE=$((ALONE_ROOMS * MEMBERS))
+echo "== one gateway alone: $ALONE connections in $ALONE_ROOMS rooms of $MEMBERS" >&2
+start_cluster_gateway alone gateway-alone
+ALONE_URL=$(wait_line "$OUT/gateway-alone.out" websocket)
+ALONE_ADMIN=$(wait_line "$OUT/gateway-alone.out" admin | sed 's|/metrics||')
+for _ in $(seq 200); do curl -fs "$ALONE_ADMIN/readyz" >/dev/null 2>&1 && break; sleep 0.1; done
+sample alone-idle
+"$BIN/loadtest" chat --rooms "$ALONE_ROOMS" --members "$MEMBERS" --rate "$RATE" --hold 6s --duration 1s \
+  --url "$ALONE_URL" --secret "$SECRET" --connect-rate $((CONNECT_RATE > GATEWAYS ? CONNECT_RATE / GATEWAYS : 1)) \
+  --sources $((ALONE / 8000 + 1)) --json "$OUT/alone.json" \
+  >"$OUT/alone.txt" 2>"$OUT/alone.log" &
+LT=$!
+alone=0
+while kill -0 "$LT" 2>/dev/null; do
+  if [ "$(connections "$ALONE_ADMIN")" -ge "$ALONE" ]; then alone=1; sleep 2; sample alone-held; break; fi
+  sleep 1
+done
+wait "$LT" || { echo "scale.sh: the load on the gateway alone failed (see $OUT/alone.log)" >&2; exit 1; }
+[ "$alone" = 1 ] || { echo "scale.sh: the gateway alone never held all $ALONE connections at once" >&2; exit 1; }
 TICKS=$(getconf CLK_TCK)
-python3 loadtest/scale_report.py "$OUT" "$CONNECTIONS" "$TICKS" "$GATEWAYS" "$ROUTERS" "$REPLICAS" "$WORKERS" "$CONNECT_RATE" >"$OUT/scale.md"
+python3 loadtest/scale_report.py "$OUT" "$CONNECTIONS" "$TICKS" "$GATEWAYS" "$ROUTERS" "$REPLICAS" "$WORKERS" "$CONNECT_RATE" "$ALONE" >"$OUT/scale.md"
 cat "$OUT/scale.md"
 if [ "$WRITE" = 1 ]; then
   python3 loadtest/scale_report.py --into docs/benchmarks.md "$OUT/scale.md"

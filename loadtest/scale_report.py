@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """The "Scale" section of docs/benchmarks.md, from a loadtest/scale.sh run.
 
-    scale_report.py OUT CONNECTIONS CLK_TCK GATEWAYS ROUTERS REPLICAS WORKERS CONNECT_RATE > section.md
+    scale_report.py OUT CONNECTIONS CLK_TCK GATEWAYS ROUTERS REPLICAS WORKERS CONNECT_RATE ALONE > section.md
     scale_report.py --into docs/benchmarks.md section.md
 
 The section sits between two markers, so loadtest/bench.sh (which rewrites
@@ -33,8 +33,8 @@ def num(v, digits=0):
     return f"{v:,.{digits}f}"
 
 
-def main(out, connections, ticks, gateways, routers, replicas, workers, connect_rate):
-    connections, ticks = int(connections), float(ticks)
+def main(out, connections, ticks, gateways, routers, replicas, workers, connect_rate, alone):
+    connections, ticks, alone = int(connections), float(ticks), int(alone)
     samples = defaultdict(dict)  # label -> name -> (kind, rss KiB, cpu ticks)
     for line in open(f"{out}/process.samples"):
         label, kind, name, _pid, rss, cpu = line.split()
@@ -141,17 +141,33 @@ def main(out, connections, ticks, gateways, routers, replicas, workers, connect_
     print(f"| members that got their room's last message | {num(fig.get('members at the end', 0))} of {of} |")
     print(f"| lost / duplicated or out of order / resyncs | {cont['lost']} / {cont['duplicated']} / {cont['resyncs']} |")
     print(f"| correct | {'yes' if report['correct'] else 'NO'} |")
-    single = single_gateway_kib()
-    if single and "gateway" in per_conn:
+    if "gateway" in per_conn:
         print()
-        print(
-            f"Each connection is held by one gateway: the gateways grew by {num(per_conn['gateway'], 2)} KiB "
-            f"per connection; one standalone gateway in the benchmark above holds an idle connection in "
-            f"{num(single, 2)} KiB ({num(per_conn['gateway'] / single, 2)}×)."
+        print(memory_comparison(samples, per_conn["gateway"], alone, int(gateways), report["params"].get("members")))
+
+
+def memory_comparison(samples, cluster, alone, gateways, members):
+    """The cluster's gateway memory per connection against one gateway alone."""
+    fleet = "the gateway" if gateways == 1 else f"the {gateways} gateways"
+    line = f"Each connection is held by one gateway: {fleet} grew by {num(cluster, 2)} KiB per connection"
+    idle, held = samples.get("alone-idle", {}).get("gateway-alone"), samples.get("alone-held", {}).get("gateway-alone")
+    if idle and held and alone and held[1] > idle[1]:
+        single = (held[1] - idle[1]) / alone
+        line += (
+            f"; one gateway alone, in the same cluster after the run, grew by {num(single, 2)} KiB per "
+            f"connection holding {num(alone)} (as many as each of them held) in rooms of {members}: "
+            f"**{num(cluster / single, 2)}×**. A gateway follows every room it has a member in, so a room "
+            "spread over every gateway is followed by each of them (a subscription and a task, "
+            "`docs/scaling.md`): that, not the connections, is what grows with the number of gateways"
         )
+    standalone = single_gateway_kib()
+    if standalone:
+        line += f". One standalone gateway in the benchmark above holds an idle connection, in no room, in {num(standalone, 2)} KiB"
+    return line + "."
+
 
 if __name__ == "__main__":
     if sys.argv[1] == "--into":
         into(sys.argv[2], "scale", sys.argv[3])
     else:
-        main(*sys.argv[1:9])
+        main(*sys.argv[1:10])

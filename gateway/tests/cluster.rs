@@ -296,8 +296,9 @@ async fn an_owner_answering_nonsense_gets_clients_internal_errors() {
 /// `loadtest/scale.sh`, reduced to this suite's size: 5,000 connections in
 /// rooms of 100 over 3 gateways, 3 routers and 2 presence replicas, opened
 /// by 2 load workers, held through heartbeats, then a chat load and a last
-/// message per room. Every connection is held at once, every member ends
-/// with its room's last message, and nothing is lost, doubled or reordered.
+/// message per room; then one more gateway alone holds as many as each of
+/// the three did. Every connection is held at once, every member ends with
+/// its room's last message, and nothing is lost, doubled or reordered.
 #[test]
 fn a_reduced_scale_run_holds_every_connection_and_loses_nothing() {
     let out = support::process::TempDir::new("scale");
@@ -336,4 +337,9 @@ fn a_reduced_scale_run_holds_every_connection_and_loses_nothing() {
     assert!(figure("acknowledged") > 0.0 && report["correct"] == true, "{report}");
     let section = std::fs::read_to_string(out.path.join("scale.md")).unwrap();
     assert!(section.contains("| gateway | 3 |") && section.contains("| correct | yes |"), "{section}");
+    // The gateway alone: 16 rooms of 100, as many as each of the three held.
+    let alone: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.path.join("alone.json")).unwrap()).unwrap();
+    assert_eq!(alone["figures"]["members held"]["value"].as_f64(), Some(1600.0), "{alone}");
+    assert!(section.contains("one gateway alone") && section.contains("holding 1,600"), "{section}");
 }
