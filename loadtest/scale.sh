@@ -112,10 +112,11 @@ for i in $(seq "$GATEWAYS"); do
   URLS="$URLS${URLS:+,}$(wait_line "$OUT/gateway-$i.out" websocket)"
   ADMINS+=("$(wait_line "$OUT/gateway-$i.out" admin | sed 's|/metrics||')")
 done
-for admin in "${ADMINS[@]}"; do
-  for _ in $(seq 200); do curl -fs "$admin/readyz" >/dev/null 2>&1 && break; sleep 0.1; done
-  curl -fs "$admin/readyz" >/dev/null || fail "$admin never became ready"
-done
+wait_ready() { # admin URL
+  for _ in $(seq 200); do curl -fs "$1/readyz" >/dev/null 2>&1 && break; sleep 0.1; done
+  curl -fs "$1/readyz" >/dev/null || fail "$1 never became ready"
+}
+for admin in "${ADMINS[@]}"; do wait_ready "$admin"; done
 
 # Samples of every process: kind name pid rss_kib cpu_ticks; and NATS's
 # message and byte counters.
@@ -127,6 +128,16 @@ sample() { # label
     cpu=$(awk '{print $14 + $15}' "/proc/$pid/stat")
     echo "$1 $kind $name $pid $rss $cpu"
   done <"$OUT/processes" >>"$OUT/process.samples"
+}
+# Waits while the load ($LT) runs until the gateways hold `count`
+# connections, then samples `label`; fails if the load ends first.
+sample_when_held() { # label, count, admin URLs...
+  local label=$1 count=$2; shift 2
+  while kill -0 "$LT" 2>/dev/null; do
+    if [ "$(connections "$@")" -ge "$count" ]; then sleep 2; sample "$label"; return 0; fi
+    sleep 1
+  done
+  return 1
 }
 connections() { # admin URLs...
   local sum=0
@@ -145,10 +156,7 @@ echo "== $CONNECTIONS connections: $WORKERS workers x $ROOMS_PER_WORKER rooms x 
 LT=$!
 # Held: every connection open at the gateways, nobody publishing yet.
 held=0
-while kill -0 "$LT" 2>/dev/null; do
-  if [ "$(connections "${ADMINS[@]}")" -ge "$CONNECTIONS" ]; then held=1; sleep 2; sample held; break; fi
-  sleep 1
-done
+sample_when_held held "$CONNECTIONS" "${ADMINS[@]}" && held=1
 # Just before the chat load ends (and before 100,000 connections close,
 # which costs its own messages): what holding and messaging cost.
 secs() { case $1 in *ms) echo 0 ;; *m) echo $(( ${1%m} * 60 )) ;; *s) echo "${1%s}" ;; *) echo "$1" ;; esac; }
@@ -175,7 +183,7 @@ echo "== one gateway alone: $ALONE connections in $ALONE_ROOMS rooms of $MEMBERS
 start_cluster_gateway alone gateway-alone
 ALONE_URL=$(wait_line "$OUT/gateway-alone.out" websocket)
 ALONE_ADMIN=$(wait_line "$OUT/gateway-alone.out" admin | sed 's|/metrics||')
-for _ in $(seq 200); do curl -fs "$ALONE_ADMIN/readyz" >/dev/null 2>&1 && break; sleep 0.1; done
+wait_ready "$ALONE_ADMIN"
 sample alone-idle
 "$BIN/loadtest" chat --rooms "$ALONE_ROOMS" --members "$MEMBERS" --rate "$RATE" --hold 6s --duration 1s \
   --url "$ALONE_URL" --secret "$SECRET" --connect-rate $((CONNECT_RATE > GATEWAYS ? CONNECT_RATE / GATEWAYS : 1)) \
@@ -183,10 +191,7 @@ sample alone-idle
   >"$OUT/alone.txt" 2>"$OUT/alone.log" &
 LT=$!
 alone=0
-while kill -0 "$LT" 2>/dev/null; do
-  if [ "$(connections "$ALONE_ADMIN")" -ge "$ALONE" ]; then alone=1; sleep 2; sample alone-held; break; fi
-  sleep 1
-done
+sample_when_held alone-held "$ALONE" "$ALONE_ADMIN" && alone=1
 wait "$LT" || { echo "scale.sh: the load on the gateway alone failed (see $OUT/alone.log)" >&2; exit 1; }
 [ "$alone" = 1 ] || { echo "scale.sh: the gateway alone never held all $ALONE connections at once" >&2; exit 1; }
 TICKS=$(getconf CLK_TCK)
